@@ -1,0 +1,190 @@
+"""`nas` command line: train a supernet, search it under hardware limits, extract subnets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from nas.costs import describe_hardware
+from nas.data import DataError, list_datasets, load_data
+from nas.errors import UserError
+from nas.evaluation import Evaluator, LatencySettings, Limits
+from nas.runs import SUPERNET_FILE, load_supernet, package_versions, prepare_run_dir, read_json, save_model, save_supernet, write_json
+from nas.search import Budget, run_search
+from nas.strategies import list_strategies
+from nas.train import TrainConfig, evaluate, train_supernet
+from search_spaces import Arch, ArchError, HybridSupernet, get_space, list_spaces
+
+DEFAULT_TRAIN = TrainConfig()
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    return name
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="digits",
+                   help=f"dataset: a built-in name {list_datasets()}, a .npz file (arrays x, y) or a CIFAR-10 python batches folder")
+    p.add_argument("--seed", type=int, default=0, help="seed for training and search (default 0)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<command>-<time>)")
+    p.add_argument("--force", action="store_true", help="overwrite a run folder that already holds files")
+    p.add_argument("--device", default="auto", help="training/evaluation device: auto, cpu, cuda (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("supernet training")
+    g.add_argument("--space", default="tiny", help=f"search space: {list_spaces()} or a space .json file (default tiny)")
+    g.add_argument("--epochs", type=int, default=DEFAULT_TRAIN.epochs, help=f"default {DEFAULT_TRAIN.epochs}")
+    g.add_argument("--batch-size", type=int, default=DEFAULT_TRAIN.batch_size, help=f"default {DEFAULT_TRAIN.batch_size}")
+    g.add_argument("--lr", type=float, default=DEFAULT_TRAIN.lr, help=f"peak learning rate (default {DEFAULT_TRAIN.lr})")
+    g.add_argument("--optimizer", choices=["adamw", "sgd"], default=DEFAULT_TRAIN.optimizer)
+    g.add_argument("--num-random", type=int, default=DEFAULT_TRAIN.num_random,
+                   help=f"random subnets per step besides the largest and smallest (default {DEFAULT_TRAIN.num_random})")
+    g.add_argument("--hflip", action="store_true", help="random horizontal flips (natural images, not digits)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nas", description="Hardware-aware neural architecture search with one weight-sharing supernet.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a weight-sharing supernet and write it to a run folder",
+                       description="Train a supernet with the sandwich rule; writes supernet.safetensors + space.json.")
+    _add_common(p)
+    _add_train(p)
+
+    p = sub.add_parser("search", help="search subnets under hardware limits (trains a supernet first unless --supernet)",
+                       description="Search the supernet's subnets for the best accuracy under hardware limits; "
+                                   "records every evaluation, the Pareto front, and extracts the best subnet.")
+    _add_common(p)
+    p.add_argument("--budget", default="200", help="subnet evaluations (200) or wall-clock time (90s, 10m, 1h); default 200")
+    p.add_argument("--max-latency-ms", type=float, default=None, help="latency limit in ms on --target")
+    p.add_argument("--max-params", type=int, default=None, help="parameter limit")
+    p.add_argument("--max-flops", type=int, default=None, help="limit on multiply-adds of one forward pass")
+    p.add_argument("--target", default="cpu", choices=["cpu", "cuda"], help="device where latency is measured (default cpu)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads while measuring latency (default 1)")
+    p.add_argument("--latency-batch", type=int, default=1, help="batch size while measuring latency (default 1)")
+    p.add_argument("--strategy", default="evolution", choices=list_strategies(), help="search strategy (default evolution)")
+    p.add_argument("--supernet", type=Path, default=None, help="a trained supernet (.safetensors or run folder) to reuse")
+    _add_train(p)
+
+    p = sub.add_parser("extract", help="write a searched subnet as a standalone model",
+                       description="Extract subnet ID of a search run as models/<ID>/ (model.safetensors + model.json).")
+    p.add_argument("run", type=Path, help="search run folder")
+    p.add_argument("--arch", required=True, help="subnet id (column 'id' of evaluations.csv)")
+    p.add_argument("--out", type=Path, default=None, help="model folder (default RUN/models/<ID>)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing model folder")
+    p.add_argument("--device", default="auto", help="evaluation device (default auto)")
+    return parser
+
+
+def _train_config(args: argparse.Namespace, device: str) -> TrainConfig:
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                       num_random=args.num_random, hflip=args.hflip, seed=args.seed, device=device)
+
+
+def _out(args: argparse.Namespace) -> Path:
+    return args.out or Path("runs") / f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _train(args: argparse.Namespace, out: Path, device: str, data) -> tuple[HybridSupernet, dict]:
+    space = get_space(args.space)
+    config = _train_config(args, device)
+    supernet = HybridSupernet(space)
+    Evaluator(supernet, data, LatencySettings())  # fails early when the data does not fit the space
+    summary = train_supernet(supernet, data, config, show_progress=not args.quiet)
+    save_supernet(out, supernet, {"train": config.to_dict(), "data": data.describe(), "summary": summary})
+    return supernet, summary
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    device = _device(args.device)
+    data = load_data(args.data)
+    out = prepare_run_dir(_out(args), force=args.force)
+    write_json(out / "config.json", {"command": "train", "args": _args_dict(args), "data": data.describe(),
+                                     "versions": package_versions(), "hardware": describe_hardware(device)})
+    _, summary = _train(args, out, device, data)
+    print(f"supernet written to {out / SUPERNET_FILE}: validation accuracy largest "
+          f"{summary['val_acc_largest']:.3f}, smallest {summary['val_acc_smallest']:.3f}")
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    device = _device(args.device)
+    budget = Budget.parse(args.budget)
+    limits = Limits(args.max_latency_ms, args.max_params, args.max_flops)
+    latency = LatencySettings(device=_device(args.target), threads=args.threads, batch_size=args.latency_batch)
+    data = load_data(args.data)
+    supernet = load_supernet(args.supernet, device) if args.supernet else None
+    out = prepare_run_dir(_out(args), force=args.force)
+    write_json(out / "config.json", {
+        "command": "search", "args": _args_dict(args), "budget": budget.describe(), "limits": vars(limits),
+        "latency": vars(latency), "data": data.describe(), "versions": package_versions(),
+        "hardware": describe_hardware(latency.device),
+        "supernet": str((args.supernet if args.supernet else out / SUPERNET_FILE).resolve()),
+    })
+    if supernet is None:
+        supernet, _ = _train(args, out, device, data)
+    evaluator = Evaluator(supernet, data, latency, device=device)
+    summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=args.strategy, seed=args.seed,
+                         show_progress=not args.quiet)
+    c = summary["chosen"]
+    print(f"{summary['evaluations']} subnets evaluated in {summary['seconds']:.0f} s, {summary['feasible']} within the "
+          f"limits, {summary['pareto_size']} on the Pareto front (hypervolume {summary['hypervolume']:.4f})")
+    print(f"chosen subnet {c['id']}: val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency "
+          f"{c['latency_ms']:.3f} ms, {c['params']:,} params, {c['flops']:,} MACs -> {c['path']}")
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    device = _device(args.device)
+    config = read_json(args.run / "config.json", "run config")
+    table_path = args.run / "evaluations.csv"
+    if not table_path.is_file():
+        raise UserError(f"{args.run} is not a search run: {table_path} does not exist")
+    table = pd.read_csv(table_path, dtype={"id": str})
+    rows = table[table["id"] == args.arch]
+    if rows.empty:
+        raise UserError(f"no subnet with id {args.arch!r} in {table_path} ({len(table)} subnets evaluated)")
+    row = rows.iloc[0]
+    folder = args.out or args.run / "models" / args.arch
+    if folder.exists() and any(folder.iterdir()) and not args.force:
+        raise UserError(f"{folder} already exists; pass --force to overwrite it")
+    supernet = load_supernet(config["supernet"], device)
+    arch = supernet.space.parse(row["arch"])
+    data = load_data(config["args"]["data"])
+    metrics = {k: row[k].item() for k in ("val_acc", "latency_ms", "flops", "params")}
+    metrics["test_acc"] = evaluate(supernet, data.test, arch, device=device)
+    save_model(folder, supernet.extract(arch), {"metrics": metrics, "data": data.describe(), "space": supernet.space.config.name})
+    print(f"subnet {arch.id} written to {folder} (test acc {metrics['test_acc']:.4f})")
+
+
+def _args_dict(args: argparse.Namespace) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
+COMMANDS = {"train": cmd_train, "search": cmd_search, "extract": cmd_extract}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except (UserError, DataError, ArchError) as e:
+        print(f"nas: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nas: interrupted; files written so far are kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

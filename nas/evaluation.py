@@ -1,0 +1,102 @@
+"""Evaluating a subnet: accuracy with inherited weights, and its hardware costs under hard limits.
+
+Parameters come from the space's exact analytic count; FLOPs (multiply-adds) from fvcore on the
+extracted model; latency is measured on the extracted model on the target device (median of
+repeated runs at a fixed thread count and batch size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from nas.costs import count_flops, measure_latency
+from nas.data import ImageData
+from nas.errors import UserError
+from nas.train import evaluate
+from search_spaces import Arch, HybridSupernet
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_latency_ms: float | None = None
+    max_params: int | None = None
+    max_flops: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value is not None and not value > 0:
+                raise UserError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+
+    def violation(self, costs: dict[str, float]) -> float:
+        """Sum of relative excesses over the limits; 0 means feasible."""
+        total = 0.0
+        for key, limit in (("latency_ms", self.max_latency_ms), ("params", self.max_params), ("flops", self.max_flops)):
+            if limit is not None:
+                total += max(0.0, costs[key] / limit - 1.0)
+        return total
+
+    def params_ok(self, params: int) -> bool:
+        return self.max_params is None or params <= self.max_params
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    device: str = "cpu"
+    threads: int = 1
+    batch_size: int = 1
+    max_seconds: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.threads < 1 or self.batch_size < 1:
+            raise UserError("--threads and --latency-batch must be >= 1")
+
+
+class Evaluator:
+    """Accuracy and costs of subnets of one supernet on one dataset."""
+
+    def __init__(self, supernet: HybridSupernet, data: ImageData, latency: LatencySettings, *, device: str = "cpu"):
+        self.supernet, self.data, self.latency, self.device = supernet, data, latency, device
+        spec = supernet.spec
+        if (data.in_channels, data.image_size) != (spec.in_channels, spec.input_size) or data.num_classes > spec.num_classes:
+            raise UserError(
+                f"data {data.name!r} ({data.in_channels}x{data.image_size}x{data.image_size}, {data.num_classes} classes) "
+                f"does not fit space {supernet.space.config.name!r} ({spec.in_channels}x{spec.input_size}x"
+                f"{spec.input_size}, {spec.num_classes} classes)"
+            )
+
+    def input_shape(self, batch: int) -> tuple[int, ...]:
+        s = self.supernet.spec
+        return (batch, s.in_channels, s.input_size, s.input_size)
+
+    def accuracy(self, arch: Arch, split: str = "val") -> float:
+        return evaluate(self.supernet, getattr(self.data, split), arch, device=self.device)
+
+    def costs(self, arch: Arch) -> dict[str, float]:
+        model = self.supernet.extract(arch).cpu().eval()
+        lat = measure_latency(model, self.input_shape(self.latency.batch_size), device=self.latency.device,
+                              threads=self.latency.threads, max_seconds=self.latency.max_seconds)
+        return {
+            "params": self.supernet.space.count_params(arch),
+            "flops": count_flops(model, self.input_shape(1)),
+            "latency_ms": lat.median_ms,
+            "latency_iqr_ms": lat.iqr_ms,
+        }
+
+    def check_feasible(self, limits: Limits) -> None:
+        """Fail early, naming the smallest achievable value, when no subnet can meet a limit."""
+        variants = self.supernet.space.smallest_variants()
+        checks = (
+            ("--max-params", limits.max_params, lambda a: self.supernet.space.count_params(a), "{:,.0f} parameters"),
+            ("--max-flops", limits.max_flops, lambda a: count_flops(self.supernet.extract(a).cpu(), self.input_shape(1)),
+             "{:,.0f} multiply-adds"),
+            ("--max-latency-ms", limits.max_latency_ms, lambda a: self.costs(a)["latency_ms"],
+             "{:.3f} ms on " + self.latency.device),
+        )
+        for flag, limit, measure, fmt in checks:
+            if limit is None:
+                continue
+            best = min(measure(a) for a in variants)
+            # latency is noisy: allow 5% before declaring the limit impossible
+            if best > limit * (1.05 if flag == "--max-latency-ms" else 1.0):
+                raise UserError(f"no subnet of space {self.supernet.space.config.name!r} can meet {flag} {limit:g}: "
+                                f"the smallest achievable is {fmt.format(best)}")

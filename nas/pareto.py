@@ -1,0 +1,119 @@
+"""Pareto utilities (all objectives minimized): non-dominated sorting with constraint domination
+and crowding distance (NSGA-II, Deb et al., 2002), 2-D hypervolume, and the front plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def dominates(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.all(a <= b) and np.any(a < b))
+
+
+def constrained_dominates(fa: np.ndarray, va: float, fb: np.ndarray, vb: float) -> bool:
+    """Deb's rule: feasible beats infeasible; among infeasible, smaller violation wins."""
+    if va <= 0 and vb <= 0:
+        return dominates(fa, fb)
+    if va <= 0 or vb <= 0:
+        return va <= 0
+    return va < vb
+
+
+def non_dominated_sort(objectives: np.ndarray, violations: np.ndarray | None = None) -> list[list[int]]:
+    """Fronts of indices, best first. `violations` (>0 means infeasible) enables constraint domination."""
+    n = len(objectives)
+    v = np.zeros(n) if violations is None else np.asarray(violations, dtype=float)
+    dominated_by = [[] for _ in range(n)]
+    counts = np.zeros(n, dtype=int)
+    for i in range(n):
+        for j in range(i + 1, n):
+            if constrained_dominates(objectives[i], v[i], objectives[j], v[j]):
+                dominated_by[i].append(j)
+                counts[j] += 1
+            elif constrained_dominates(objectives[j], v[j], objectives[i], v[i]):
+                dominated_by[j].append(i)
+                counts[i] += 1
+    fronts, current = [], [i for i in range(n) if counts[i] == 0]
+    while current:
+        fronts.append(current)
+        nxt = []
+        for i in current:
+            for j in dominated_by[i]:
+                counts[j] -= 1
+                if counts[j] == 0:
+                    nxt.append(j)
+        current = nxt
+    return fronts
+
+
+def crowding_distance(objectives: np.ndarray) -> np.ndarray:
+    n, m = objectives.shape
+    dist = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for k in range(m):
+        order = np.argsort(objectives[:, k], kind="stable")
+        span = objectives[order[-1], k] - objectives[order[0], k]
+        dist[order[0]] = dist[order[-1]] = np.inf
+        if span > 0:
+            dist[order[1:-1]] += (objectives[order[2:], k] - objectives[order[:-2], k]) / span
+    return dist
+
+
+def pareto_indices(objectives: np.ndarray) -> list[int]:
+    """Indices of the non-dominated points (duplicates of a point kept once), sorted by objective 0."""
+    if len(objectives) == 0:
+        return []
+    front = non_dominated_sort(objectives)[0]
+    unique: dict[tuple, int] = {}
+    for i in front:
+        unique.setdefault(tuple(objectives[i]), i)
+    return sorted(unique.values(), key=lambda i: tuple(objectives[i]))
+
+
+def hypervolume_2d(objectives: np.ndarray, reference: np.ndarray) -> float:
+    """Area dominated by the points (minimization) and bounded by `reference`."""
+    pts = objectives[np.all(objectives < reference, axis=1)]
+    if len(pts) == 0:
+        return 0.0
+    pts = pts[np.argsort(pts[:, 0], kind="stable")]
+    area, best_y = 0.0, reference[1]
+    for x, y in pts:
+        if y < best_y:
+            area += (reference[0] - x) * (best_y - y)
+            best_y = y
+    return float(area)
+
+
+def plot_front(path: Path, *, latency: np.ndarray, accuracy: np.ndarray, feasible: np.ndarray,
+               front: list[int], chosen: int | None, max_latency: float | None, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    ax.scatter(latency[feasible], accuracy[feasible], s=12, c="tab:blue", alpha=0.45, label="evaluated (feasible)")
+    if (~feasible).any():
+        ax.scatter(latency[~feasible], accuracy[~feasible], s=14, c="tab:red", marker="x", alpha=0.6,
+                   label="evaluated (breaks a limit)")
+    if front:
+        ax.step(latency[front], accuracy[front], where="post", c="black", lw=1.2)
+        ax.scatter(latency[front], accuracy[front], s=26, c="black", label="Pareto front")
+    if chosen is not None:
+        ax.scatter([latency[chosen]], [accuracy[chosen]], s=160, marker="*", c="gold", edgecolors="black",
+                   zorder=5, label="chosen subnet")
+    if max_latency is not None:
+        ax.axvline(max_latency, ls="--", c="tab:red", lw=1, label=f"latency limit {max_latency:g} ms")
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("validation accuracy (inherited weights)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,51 @@
+"""Progress display: a rich bar (counts, elapsed, time left, a status text) on a terminal, and
+plain periodic lines when the output is a file or a pipe (CI logs, `| tee`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+PLAIN_EVERY_S = 10.0
+
+
+class Bar:
+    def __init__(self, progress: Progress | None, task: int | None, console: Console | None = None,
+                 description: str = "", total: float | None = None):
+        self._progress, self._task, self._console = progress, task, console
+        self._description, self._total, self._done = description, total, 0.0
+        self._start = self._last = time.perf_counter()
+
+    def update(self, status: str = "", advance: float = 1) -> None:
+        self._done += advance
+        if self._progress is not None:
+            self._progress.update(self._task, advance=advance, status=status)
+        elif self._console is not None:
+            now = time.perf_counter()
+            finished = self._total is not None and self._done >= self._total
+            if now - self._last >= PLAIN_EVERY_S or finished:
+                self._last = now
+                share = f"{self._done:.0f}/{self._total:.0f}" if self._total else f"{self._done:.0f}"
+                self._console.print(f"{self._description}: {share} after {now - self._start:.0f} s  {status}")
+
+
+@contextmanager
+def progress_bar(total: float | None, description: str, *, enabled: bool = True) -> Iterator[Bar]:
+    console = Console(stderr=True)
+    if not enabled:
+        yield Bar(None, None)
+        return
+    if not console.is_terminal:
+        yield Bar(None, None, console, description, total)
+        return
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("left"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=console,
+    )
+    with progress:
+        task = progress.add_task(description, total=total, status="")
+        yield Bar(progress, task)

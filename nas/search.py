@@ -1,0 +1,143 @@
+"""The search loop: ask a strategy, evaluate on the supernet, record, tell; then the outputs.
+
+Every evaluation is appended to `evaluations.csv` (flushed) as it completes. At the end the
+feasible non-dominated subnets (accuracy vs measured latency) go to `pareto.csv` and
+`pareto.png`, the summary (hypervolume and its reference point, chosen subnet) to `search.json`,
+and the most accurate subnet under the limits is extracted to `models/<id>/`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nas.errors import UserError
+from nas.evaluation import Evaluator, Limits
+from nas.pareto import hypervolume_2d, pareto_indices, plot_front
+from nas.progress import progress_bar
+from nas.runs import save_model, write_json
+from nas.strategies import make_strategy
+from search_spaces import Arch
+
+COLUMNS = ["index", "id", "strategy", "val_acc", "latency_ms", "latency_iqr_ms", "flops", "params", "feasible",
+           "violation", "seconds", "arch"]
+MAX_REPEATS = 500  # consecutive already-evaluated proposals before the space is taken as exhausted
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A number of subnet evaluations (`200`) or a wall-clock duration (`90s`, `10m`, `1h`)."""
+
+    evaluations: int | None = None
+    seconds: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        text = str(text).strip().lower()
+        if re.fullmatch(r"\d+", text):
+            if int(text) < 1:
+                raise UserError(f"--budget must be at least 1 evaluation, got {text!r}")
+            return cls(evaluations=int(text))
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smh])", text)
+        if not match or float(match.group(1)) <= 0:
+            raise UserError(f"--budget {text!r} is malformed: give a count of evaluations (200) or a duration (90s, 10m, 1h)")
+        return cls(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+    def describe(self) -> str:
+        return f"{self.evaluations} evaluations" if self.evaluations else f"{self.seconds:g} s"
+
+
+def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limits, strategy: str, seed: int,
+               show_progress: bool = True) -> dict:
+    space = evaluator.supernet.space
+    evaluator.check_feasible(limits)
+    strat = make_strategy(strategy, space, seed=seed, prefilter=lambda a: limits.params_ok(space.count_params(a)))
+    path = out / "evaluations.csv"
+    results: dict[Arch, tuple[tuple[float, float], float]] = {}
+    start, repeats = time.perf_counter(), 0
+    total = budget.evaluations or budget.seconds
+    with path.open("w", newline="") as fh, progress_bar(total, f"searching ({strategy})", enabled=show_progress) as bar:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        fh.flush()
+        while True:
+            elapsed = time.perf_counter() - start
+            if budget.evaluations is not None and len(results) >= budget.evaluations:
+                break
+            if budget.seconds is not None and results and elapsed + elapsed / len(results) > budget.seconds:
+                break  # the next evaluation would not finish inside the budget
+            arch = strat.ask()
+            if arch in results:  # already evaluated: tell again, costs no budget
+                strat.tell(arch, *results[arch])
+                repeats += 1
+                if repeats >= MAX_REPEATS:
+                    break
+                continue
+            repeats = 0
+            t0 = time.perf_counter()
+            row = {"index": len(results), "id": arch.id, "strategy": strategy, "val_acc": evaluator.accuracy(arch),
+                   **evaluator.costs(arch)}
+            row["violation"] = limits.violation(row)
+            row |= {"feasible": row["violation"] == 0, "seconds": time.perf_counter() - t0, "arch": arch.to_json()}
+            writer.writerow(row)
+            fh.flush()
+            results[arch] = ((-row["val_acc"], row["latency_ms"]), row["violation"])
+            strat.tell(arch, *results[arch])
+            best = max((-o[0] for o, v in results.values() if v == 0), default=float("nan"))
+            bar.update(f"best feasible acc {best:.3f}", advance=1 if budget.evaluations else time.perf_counter() - start - elapsed)
+    return summarize(evaluator, out, limits=limits, budget=budget, strategy=strategy,
+                     seconds=time.perf_counter() - start)
+
+
+def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget, strategy: str, seconds: float) -> dict:
+    table = pd.read_csv(out / "evaluations.csv")
+    feasible = table["feasible"].to_numpy(dtype=bool)
+    ok = table[feasible]
+    objectives = np.column_stack([-ok["val_acc"].to_numpy(), ok["latency_ms"].to_numpy()])
+    front_rows = ok.index[pareto_indices(objectives)].tolist() if len(ok) else []
+    front_rows.sort(key=lambda i: table.at[i, "latency_ms"])
+    # reference point: zero accuracy and the latency limit (or the slowest evaluated subnet)
+    ref = np.array([0.0, limits.max_latency_ms or float(table["latency_ms"].max()) * 1.01])
+    hv = hypervolume_2d(objectives, ref) if len(ok) else 0.0
+    pareto = table.loc[front_rows].copy()
+    pareto["test_acc"] = [evaluator.accuracy(Arch.from_json(a), "test") for a in pareto["arch"]]
+    pareto.to_csv(out / "pareto.csv", index=False)
+    chosen = None
+    if len(ok):
+        chosen = int(ok.sort_values(["val_acc", "latency_ms"], ascending=[False, True]).index[0])
+    plot_front(out / "pareto.png", latency=table["latency_ms"].to_numpy(), accuracy=table["val_acc"].to_numpy(),
+               feasible=feasible, front=front_rows, chosen=chosen, max_latency=limits.max_latency_ms,
+               title=f"{evaluator.supernet.space.config.name} on {evaluator.data.name}: {len(table)} subnets ({strategy})")
+    summary = {
+        "strategy": strategy, "budget": budget.describe(), "evaluations": len(table), "seconds": seconds,
+        "limits": {k: v for k, v in vars(limits).items()}, "feasible": int(feasible.sum()),
+        "hypervolume": hv, "hypervolume_reference": {"accuracy": 0.0, "latency_ms": float(ref[1])},
+        "pareto_size": len(front_rows), "chosen": None,
+    }
+    if chosen is None:
+        write_json(out / "search.json", summary)
+        raise UserError(f"none of the {len(table)} evaluated subnets met the limits; evaluations are in "
+                        f"{out / 'evaluations.csv'}: loosen a limit or raise --budget")
+    row = table.loc[chosen]
+    arch = Arch.from_json(row["arch"])
+    info = {k: _plain(row[k]) for k in ("val_acc", "latency_ms", "flops", "params")}
+    info["test_acc"] = evaluator.accuracy(arch, "test")
+    model_dir = save_model(out / "models" / arch.id, evaluator.supernet.extract(arch), {
+        "metrics": info, "data": evaluator.data.describe(), "space": evaluator.supernet.space.config.name,
+    })
+    summary["chosen"] = {"id": arch.id, "path": str(model_dir), **info}
+    write_json(out / "search.json", summary)
+    return summary
+
+
+def _plain(value):
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and math.isnan(value) else value

@@ -1,0 +1,142 @@
+"""Search strategies behind one ask/tell interface; the caller owns the loop and the budget.
+
+Objectives are minimized (pass -accuracy). `violation` > 0 marks a subnet that breaks a hard
+limit; constrained strategies rank by Deb's constraint domination. Each strategy owns its own
+`np.random.Generator`; `prefilter` is an optional cheap feasibility test (for example the exact
+parameter count) applied before a candidate is proposed, with a bounded number of redraws.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from nas.errors import UserError
+from nas.pareto import crowding_distance, non_dominated_sort
+from search_spaces import Arch, SearchSpace
+
+Prefilter = Callable[[Arch], bool]
+MAX_REDRAWS = 200
+
+
+@dataclass(frozen=True)
+class Observation:
+    arch: Arch
+    objectives: tuple[float, ...]
+    violation: float
+
+
+class Strategy(ABC):
+    name: str = ""
+
+    def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None):
+        self.space = space
+        self.rng = np.random.default_rng(seed)
+        self.prefilter = prefilter
+        self.history: list[Observation] = []
+
+    @abstractmethod
+    def _propose(self) -> Arch: ...
+
+    def ask(self) -> Arch:
+        """A candidate that passes the prefilter when one is found within MAX_REDRAWS draws."""
+        arch = self._propose()
+        for _ in range(MAX_REDRAWS):
+            if self.prefilter is None or self.prefilter(arch):
+                return arch
+            arch = self._propose()
+        return arch
+
+    def tell(self, arch: Arch, objectives: tuple[float, ...], violation: float) -> None:
+        self.history.append(Observation(arch, tuple(float(o) for o in objectives), float(violation)))
+
+
+class RandomSearch(Strategy):
+    name = "random"
+
+    def _propose(self) -> Arch:
+        return self.space.sample(self.rng)
+
+
+class EvolutionSearch(Strategy):
+    """NSGA-II with constraint domination; mutation and crossover come from the search space."""
+
+    name = "evolution"
+
+    def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None,
+                 population_size: int = 16, mutation_prob: float = 0.2, crossover_prob: float = 0.5):
+        super().__init__(space, seed=seed, prefilter=prefilter)
+        if population_size < 2:
+            raise UserError(f"evolution: population_size must be >= 2, got {population_size}")
+        if not 0 < mutation_prob <= 1 or not 0 <= crossover_prob <= 1:
+            raise UserError("evolution: mutation_prob must be in (0, 1] and crossover_prob in [0, 1]")
+        self.population_size, self.mutation_prob, self.crossover_prob = population_size, mutation_prob, crossover_prob
+        self.population: list[Observation] = []
+        self._offspring: list[Observation] = []
+        self._rank: dict[int, tuple[int, float]] = {}
+
+    def _propose(self) -> Arch:
+        if len(self.population) < self.population_size:
+            # the smallest subnet first: the most likely to meet every limit
+            return self.space.smallest() if not self.history else self.space.sample(self.rng)
+        a, b = self._tournament(), self._tournament()
+        child = self.space.crossover(a.arch, b.arch, self.rng) if self.rng.random() < self.crossover_prob else a.arch
+        return self.space.mutate(child, self.rng, self.mutation_prob)
+
+    def _tournament(self) -> Observation:
+        i, j = self.rng.integers(len(self.population), size=2)
+        return self.population[min(i, j, key=lambda k: self._rank[k])]
+
+    def tell(self, arch: Arch, objectives: tuple[float, ...], violation: float) -> None:
+        super().tell(arch, objectives, violation)
+        if len(self.population) < self.population_size:
+            self.population.append(self.history[-1])
+            if len(self.population) == self.population_size:
+                self._select(self.population)
+            return
+        self._offspring.append(self.history[-1])
+        if len(self._offspring) >= self.population_size:
+            self._select(self.population + self._offspring)
+            self._offspring = []
+
+    def _select(self, pool: list[Observation]) -> None:
+        """Environmental selection: best fronts first, then by crowding distance."""
+        unique = list({o.arch: o for o in pool}.values())
+        objs = np.array([o.objectives for o in unique])
+        fronts = non_dominated_sort(objs, np.array([o.violation for o in unique]))
+        chosen: list[tuple[int, int, float]] = []
+        for rank, front in enumerate(fronts):
+            crowd = crowding_distance(objs[front])
+            order = sorted(range(len(front)), key=lambda k: -crowd[k])
+            for k in order:
+                if len(chosen) < self.population_size:
+                    chosen.append((front[k], rank, -crowd[k]))
+        self.population = [unique[i] for i, _, _ in chosen]
+        self._rank = {pos: (rank, crowd) for pos, (_, rank, crowd) in enumerate(chosen)}
+
+
+_STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    if cls.name in _STRATEGIES:
+        raise ValueError(f"a strategy named {cls.name!r} is already registered")
+    _STRATEGIES[cls.name] = cls
+    return cls
+
+
+def list_strategies() -> list[str]:
+    return sorted(_STRATEGIES)
+
+
+def make_strategy(name: str, space: SearchSpace, *, seed: int, prefilter: Prefilter | None = None) -> Strategy:
+    if name not in _STRATEGIES:
+        raise UserError(f"unknown strategy {name!r}; choose from {list_strategies()}")
+    return _STRATEGIES[name](space, seed=seed, prefilter=prefilter)
+
+
+for _cls in (RandomSearch, EvolutionSearch):
+    register_strategy(_cls)

@@ -1,0 +1,4 @@
+"""Accuracy and latency predictors over architecture encodings (`SearchSpace.encode`).
+
+Imports `search_spaces` only, never `nas`.
+"""

@@ -1,0 +1,46 @@
+"""Search spaces: architecture values, the space as data, elastic layers, supernets.
+
+Imports nothing from `nas` or `predictors`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from search_spaces.arch import Arch, ArchError, AttnBlock, ConvBlock, Stage
+from search_spaces.presets import CIFAR, IMAGENET, TINY
+from search_spaces.space import SearchSpace, SpaceConfig, StageSpace
+from search_spaces.static import ModelSpec, SubnetModel
+from search_spaces.supernet import HybridSupernet
+
+_SPACES: dict[str, SpaceConfig] = {}
+
+
+def register_space(config: SpaceConfig) -> None:
+    if config.name in _SPACES:
+        raise ValueError(f"a space named {config.name!r} is already registered")
+    _SPACES[config.name] = config
+
+
+def list_spaces() -> list[str]:
+    return sorted(_SPACES)
+
+
+def get_space(name_or_path: str) -> SearchSpace:
+    """A registered space by name, or a space JSON file by path."""
+    if name_or_path in _SPACES:
+        return SearchSpace(_SPACES[name_or_path])
+    if name_or_path.endswith(".json") or Path(name_or_path).is_file():
+        if not Path(name_or_path).is_file():
+            raise ArchError(f"space file {name_or_path} does not exist")
+        return SearchSpace(SpaceConfig.from_file(name_or_path))
+    raise ArchError(f"unknown space {name_or_path!r}; built-in: {list_spaces()}, or a path to a space .json")
+
+
+for _config in (TINY, CIFAR, IMAGENET):
+    register_space(_config)
+
+__all__ = [
+    "Arch", "ArchError", "AttnBlock", "ConvBlock", "Stage", "SearchSpace", "SpaceConfig", "StageSpace",
+    "ModelSpec", "SubnetModel", "HybridSupernet", "register_space", "list_spaces", "get_space",
+]

@@ -1,0 +1,67 @@
+"""Built-in spaces: `tiny` (embedded default: 8x8 digits on a CPU), `cifar` (32x32), `imagenet` (224x224).
+
+A user's own space is the same data in a JSON file (see README, "Adding a search space").
+"""
+
+from __future__ import annotations
+
+from search_spaces.space import SpaceConfig, StageSpace
+
+TINY = SpaceConfig(
+    name="tiny",
+    in_channels=1,
+    num_classes=10,
+    input_size=8,
+    resolutions=(8, 10, 12),
+    stem_widths=(16, 24),
+    stages=(
+        StageSpace(depths=(1, 2), widths=(16, 24), strides=(1,), block_types=("conv",)),
+        StageSpace(depths=(1, 2), widths=(24, 32), strides=(1, 2), block_types=("conv", "attn")),
+        StageSpace(depths=(1, 2, 3), widths=(32, 48), strides=(2,), block_types=("conv", "attn")),
+    ),
+    kernels=(3, 5, 7),
+    expand_ratios=(2, 3, 4),
+    heads=(1, 2, 4),
+    mlp_ratios=(2, 3, 4),
+    head_dim=8,
+    window=4,
+)
+
+CIFAR = SpaceConfig(
+    name="cifar",
+    in_channels=3,
+    num_classes=10,
+    input_size=32,
+    resolutions=(24, 28, 32),
+    stem_widths=(24, 32),
+    stages=(
+        StageSpace(depths=(1, 2), widths=(32, 48), strides=(1,), block_types=("conv",)),
+        StageSpace(depths=(2, 3), widths=(48, 64), strides=(2,), block_types=("conv", "attn")),
+        StageSpace(depths=(2, 3, 4), widths=(96, 128), strides=(2,), block_types=("conv", "attn")),
+        StageSpace(depths=(1, 2, 3), widths=(160, 192), strides=(1, 2), block_types=("conv", "attn")),
+    ),
+    heads=(2, 4, 6),
+    head_dim=32,
+    window=4,
+)
+
+IMAGENET = SpaceConfig(
+    name="imagenet",
+    in_channels=3,
+    num_classes=1000,
+    input_size=224,
+    resolutions=(160, 192, 224),
+    stem_widths=(24, 32),
+    stem_stride=2,
+    stages=(
+        StageSpace(depths=(1, 2), widths=(24, 32), strides=(2,), block_types=("conv",)),
+        StageSpace(depths=(2, 3, 4), widths=(40, 48), strides=(2,), block_types=("conv",)),
+        StageSpace(depths=(2, 3, 4), widths=(80, 96), strides=(2,), block_types=("conv", "attn")),
+        StageSpace(depths=(2, 3, 4, 5), widths=(160, 192), strides=(1, 2), block_types=("conv", "attn")),
+        StageSpace(depths=(2, 3, 4), widths=(256, 320), strides=(1, 2), block_types=("conv", "attn")),
+    ),
+    expand_ratios=(3, 4, 6),
+    heads=(4, 6, 8, 10),
+    head_dim=32,
+    window=7,
+)

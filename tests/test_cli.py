@@ -1,0 +1,134 @@
+"""End to end through the CLI: train, search, extract, load_model; and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import nas
+from nas.cli import main
+from nas.data import load_data
+from nas.train import evaluate
+
+FAST = ["--epochs", "1", "--num-random", "0", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "search"
+    assert main(["search", "--budget", "8", "--max-latency-ms", "200", "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_search_writes_every_artifact(search_run):
+    for name in ("config.json", "supernet.safetensors", "space.json", "evaluations.csv", "pareto.csv",
+                 "pareto.png", "search.json"):
+        assert (search_run / name).is_file(), name
+    config = json.loads((search_run / "config.json").read_text())
+    assert config["args"]["seed"] == 0 and config["versions"]["torch"] == torch.__version__
+    assert "processor" in config["hardware"]
+    table = pd.read_csv(search_run / "evaluations.csv", dtype={"id": str})
+    assert len(table) == 8 and table["id"].is_unique
+    assert set(table.columns) >= {"arch", "id", "val_acc", "latency_ms", "flops", "params", "feasible"}
+    assert (table["latency_ms"] > 0).all() and (table["flops"] > 0).all()
+    pareto = pd.read_csv(search_run / "pareto.csv")
+    assert pareto["feasible"].all() and len(pareto) >= 1
+    assert pareto["val_acc"].is_monotonic_increasing and pareto["latency_ms"].is_monotonic_increasing
+
+
+def test_extracted_model_reproduces_recorded_accuracy(search_run):
+    summary = json.loads((search_run / "search.json").read_text())
+    chosen = summary["chosen"]
+    model = nas.load_model(chosen["path"])
+    assert isinstance(model, torch.nn.Module)
+    assert not any("Elastic" in type(m).__name__ for m in model.modules())
+    data = load_data("digits")
+    assert evaluate(model, data.test) == pytest.approx(chosen["test_acc"], abs=1e-12)
+    assert evaluate(model, data.val) == pytest.approx(chosen["val_acc"], abs=1e-12)
+    meta = json.loads((Path(chosen["path"]) / "model.json").read_text())
+    assert meta["metrics"]["params"] == sum(p.numel() for p in model.parameters())
+
+
+def test_extract_command_and_no_overwrite(search_run, capsys):
+    table = pd.read_csv(search_run / "evaluations.csv", dtype={"id": str})
+    arch_id = table["id"].iloc[-1]
+    assert main(["extract", str(search_run), "--arch", arch_id]) == 0
+    model = nas.load_model(search_run / "models" / arch_id)
+    data = load_data("digits")
+    assert evaluate(model, data.val) == pytest.approx(table["val_acc"].iloc[-1], abs=1e-12)
+    before = (search_run / "models" / arch_id / "model.safetensors").read_bytes()
+    assert main(["extract", str(search_run), "--arch", arch_id]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (search_run / "models" / arch_id / "model.safetensors").read_bytes() == before
+    assert main(["extract", str(search_run), "--arch", "nope"]) == 2
+    assert "no subnet with id 'nope'" in capsys.readouterr().err
+
+
+def test_search_reuses_a_supernet_and_keeps_old_runs(search_run, tmp_path, capsys):
+    out = tmp_path / "again"
+    args = ["search", "--supernet", str(search_run), "--budget", "3", "--max-params", "60000", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert not (out / "supernet.safetensors").exists()  # reused, not retrained
+    assert (pd.read_csv(out / "pareto.csv")["params"] <= 60000).all()
+    written = (out / "evaluations.csv").read_text()
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "evaluations.csv").read_text() == written
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "--data", "imagenet-21k"], "unknown dataset"),
+    (["search", "--space", "galaxy"], "unknown space 'galaxy'"),
+    (["search", "--budget", "ten"], "--budget 'ten' is malformed"),
+    (["search", "--budget", "0"], "at least 1"),
+    (["search", "--supernet", "missing/supernet.safetensors"], "does not exist"),
+    (["search", "--max-params", "-5"], "must be > 0"),
+])
+def test_bad_input_is_one_clear_line(argv, message, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "r"), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message.lower() in err.lower() and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_corrupt_supernet_and_impossible_limits(search_run, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "space.json").write_text((search_run / "space.json").read_text())
+    (bad / "supernet.safetensors").write_bytes((search_run / "supernet.safetensors").read_bytes()[:1000])
+    assert main(["search", "--supernet", str(bad), "--out", str(tmp_path / "r1"), "--quiet"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert main(["search", "--supernet", str(search_run), "--max-params", "100", "--out", str(tmp_path / "r2"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-params 100" in err and "smallest achievable is" in err
+    assert main(["search", "--supernet", str(search_run), "--max-latency-ms", "0.0001", "--out",
+                 str(tmp_path / "r3"), "--quiet"]) == 2
+    assert "ms on cpu" in capsys.readouterr().err
+
+
+def test_npz_data_through_the_cli(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 8, 8)).astype(np.float32)
+    y = np.repeat(np.arange(4), 30)
+    x[np.arange(120), y, y] += 4.0  # a learnable signal
+    np.savez(tmp_path / "toy.npz", x=x, y=y)
+    out = tmp_path / "train"
+    assert main(["train", "--data", str(tmp_path / "toy.npz"), "--out", str(out), *FAST]) == 0
+    supernet = nas.load_supernet(out)
+    assert supernet.space.config.name == "tiny"
+
+
+def test_console_script_help_runs_without_traceback():
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for cmd in ([], ["train"], ["search"], ["extract"]):
+        proc = subprocess.run([sys.executable, "-m", "nas", *cmd, "--help"], capture_output=True, text=True, env=env,
+                              timeout=120)
+        assert proc.returncode == 0 and "usage: nas" in proc.stdout

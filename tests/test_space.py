@@ -1,0 +1,170 @@
+"""Invariants of every registered search space: supernet == extracted model, round trips, counts."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from search_spaces import (
+    Arch, ArchError, AttnBlock, ConvBlock, HybridSupernet, SearchSpace, SpaceConfig, Stage, StageSpace, get_space,
+    list_spaces,
+)
+
+N_RANDOM = {"tiny": 12, "cifar": 4, "imagenet": 1}
+
+
+def _archs(space: SearchSpace, n: int, seed: int = 0) -> list[Arch]:
+    rng = np.random.default_rng(seed)
+    return [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(n)]
+
+
+@pytest.fixture(scope="module", params=list_spaces())
+def space_and_supernet(request):
+    torch.manual_seed(0)
+    space = get_space(request.param)
+    return space, HybridSupernet(space).eval()
+
+
+def test_supernet_equals_extracted_model(space_and_supernet):
+    space, supernet = space_and_supernet
+    c = space.config
+    x = torch.randn(2, c.in_channels, c.input_size, c.input_size)
+    for arch in _archs(space, N_RANDOM[c.name]):
+        model = supernet.extract(arch).eval()
+        assert not any("Elastic" in type(m).__name__ for m in model.modules())
+        with torch.no_grad():
+            expected, got = supernet(x, arch), model(x)
+        assert got.shape == (2, c.num_classes)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        assert sum(p.numel() for p in model.parameters()) == space.count_params(arch)
+
+
+def test_subnets_differ_and_share_weights(space_and_supernet):
+    space, supernet = space_and_supernet
+    c = space.config
+    x = torch.randn(2, c.in_channels, c.input_size, c.input_size)
+    with torch.no_grad():
+        a, b = supernet(x, space.smallest()), supernet(x, space.largest())
+    assert not torch.allclose(a, b)
+    assert sum(p.numel() for p in supernet.parameters()) >= space.count_params(space.largest())
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_json_round_trip_keeps_equality_and_hash(name):
+    space = get_space(name)
+    for arch in _archs(space, 200, seed=1):
+        back = space.parse(arch.to_json())
+        assert back == arch and hash(back) == hash(arch) and back.id == arch.id
+        assert Arch.from_dict(arch.to_dict()) == arch
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_sampling_mutation_crossover_stay_valid_and_are_seeded(name):
+    space = get_space(name)
+    rng = np.random.default_rng(3)
+    archs = [space.sample(rng) for _ in range(50)]
+    lengths = {space.encode(a).shape for a in archs}
+    assert len(lengths) == 1
+    for a, b in zip(archs, archs[1:]):
+        child = space.mutate(space.crossover(a, b, rng), rng)
+        assert space.validate(child) is child
+    again = [space.sample(np.random.default_rng(3)) for _ in range(1)]
+    assert again[0] == archs[0]
+    assert len(set(archs)) > 40  # the spaces are large: random samples rarely collide
+    assert all(space.mutate(a, rng) != a for a in archs[:10])
+
+
+def _micro(layout: str) -> SearchSpace:
+    return SearchSpace(SpaceConfig(
+        name="micro", in_channels=1, num_classes=3, input_size=4, resolutions=(4,), stem_widths=(4,),
+        stages=(StageSpace(depths=(1, 2), widths=(4,), block_types=("conv",)),
+                StageSpace(depths=(1, 2), widths=(4, 8), strides=(1, 2))),
+        kernels=(3,), expand_ratios=(2,), mixers=("softmax", "pool"), heads=(1, 2), mlp_ratios=(2,),
+        head_dim=4, layout=layout,
+    ))
+
+
+@pytest.mark.parametrize("layout", ["conv_first", "free"])
+def test_size_is_exact_on_an_enumerable_space(layout):
+    space = _micro(layout)
+    conv = [ConvBlock(3, 2)]
+    attn = [AttnBlock("softmax", 1, 2), AttnBlock("softmax", 2, 2), AttnBlock("pool", 0, 2)]
+    count = 0
+    for d1, d2, w2, s2 in itertools.product((1, 2), (1, 2), (4, 8), (1, 2)):
+        for b1 in itertools.product(conv, repeat=d1):
+            for b2 in itertools.product(conv + attn, repeat=d2):
+                arch = Arch(4, 4, (Stage(4, 1, b1), Stage(w2, s2, b2)))
+                try:
+                    space.validate(arch)
+                except ArchError:
+                    continue
+                count += 1
+    assert space.size() == count
+    # stage 2 with one conv and three transformer options: 1 + 3 for depth 1, 1 + 3 + 9 (or 4 ** 2) for depth 2
+    expected = 2 * 4 * (4 + 13) if layout == "conv_first" else 2 * 4 * (4 + 16)
+    assert count == expected
+
+
+def test_validation_names_the_field():
+    space = get_space("tiny")
+    arch = space.smallest().to_dict()
+    arch["stages"][1]["blocks"][0] = {"type": "attn", "mixer": "softmax", "heads": 3, "mlp_ratio": 2}
+    with pytest.raises(ArchError, match=r"stages\[1\]\.blocks\[0\]\.heads=3"):
+        space.parse(arch)
+    with pytest.raises(ArchError, match="mixer must be one of"):
+        space.parse({**arch, "stages": [{"width": 16, "stride": 1, "blocks": [{"type": "attn", "mixer": "fft",
+                                                                                 "heads": 1, "mlp_ratio": 2}]}]})
+    with pytest.raises(ArchError, match="unknown key"):
+        Arch.from_dict({**space.smallest().to_dict(), "color": "red"})
+    with pytest.raises(ArchError, match="kernel must be odd"):
+        ConvBlock(4, 2)
+    with pytest.raises(ArchError, match="not valid JSON"):
+        Arch.from_json("{")
+    # conv block after a transformer block breaks the conv_first layout
+    bad = space.largest().to_dict()
+    bad["stages"][2]["blocks"][0] = {"type": "conv", "kernel": 3, "expand": 2}
+    with pytest.raises(ArchError, match="conv_first"):
+        space.parse(bad)
+
+
+def test_space_is_data_a_user_writes(tmp_path):
+    space = get_space("tiny")
+    path = tmp_path / "my_space.json"
+    import json
+
+    path.write_text(json.dumps({**space.config.to_dict(), "name": "mine"}))
+    mine = get_space(str(path))
+    assert mine.size() == space.size()
+    path.write_text(json.dumps({**space.config.to_dict(), "mixers": ["softmax", "fft"]}))
+    with pytest.raises(ArchError, match="unknown mixers"):
+        get_space(str(path))
+    with pytest.raises(ArchError, match="unknown space"):
+        get_space("nope")
+
+
+def test_forward_keeps_no_state_across_threads():
+    torch.manual_seed(0)
+    space = get_space("tiny")
+    supernet = HybridSupernet(space).eval()
+    archs = _archs(space, 6)
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        expected = [supernet(x, a) for a in archs]
+    results: dict[int, torch.Tensor] = {}
+
+    def work(i: int) -> None:
+        with torch.no_grad():
+            for _ in range(3):
+                results[i] = supernet(x, archs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(archs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, e in enumerate(expected):
+        torch.testing.assert_close(results[i], e)
