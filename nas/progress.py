@@ -35,7 +35,7 @@ class Bar:
 
 @contextmanager
 def progress_bar(total: float | None, description: str, *, enabled: bool = True) -> Iterator[Bar]:
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     if not enabled:
         yield Bar(None, None)
         return
