@@ -96,23 +96,35 @@ def _out(args: argparse.Namespace) -> Path:
     return args.out or Path("runs") / f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _train(args: argparse.Namespace, out: Path, device: str, data) -> tuple[HybridSupernet, dict]:
-    space = get_space(args.space)
+def _new_supernet(args: argparse.Namespace, device: str) -> tuple[HybridSupernet, TrainConfig]:
+    """An untrained supernet, seeded; the training config is validated before any folder is made."""
     config = _train_config(args, device)
-    supernet = HybridSupernet(space)
-    Evaluator(supernet, data, LatencySettings())  # fails early when the data does not fit the space
+    space = get_space(args.space)
+    torch.manual_seed(args.seed)
+    return HybridSupernet(space), config
+
+
+def _train(supernet: HybridSupernet, config: TrainConfig, args: argparse.Namespace, out: Path, data) -> dict:
     summary = train_supernet(supernet, data, config, show_progress=not args.quiet)
     save_supernet(out, supernet, {"train": config.to_dict(), "data": data.describe(), "summary": summary})
-    return supernet, summary
+    return summary
+
+
+def _data_spec(spec: str) -> str:
+    """A data path made absolute, so that `nas extract` works from any folder."""
+    return str(Path(spec).resolve()) if Path(spec).exists() else spec
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     device = _device(args.device)
     data = load_data(args.data)
+    supernet, config = _new_supernet(args, device)
+    Evaluator(supernet, data, LatencySettings())  # fails early when the data does not fit the space
     out = prepare_run_dir(_out(args), force=args.force)
-    write_json(out / "config.json", {"command": "train", "args": _args_dict(args), "data": data.describe(),
-                                     "versions": package_versions(), "hardware": describe_hardware(device)})
-    _, summary = _train(args, out, device, data)
+    write_json(out / "config.json", {"command": "train", "args": _args_dict(args), "data_spec": _data_spec(args.data),
+                                     "data": data.describe(), "versions": package_versions(),
+                                     "hardware": describe_hardware(device)})
+    summary = _train(supernet, config, args, out, data)
     print(f"supernet written to {out / SUPERNET_FILE}: validation accuracy largest "
           f"{summary['val_acc_largest']:.3f}, smallest {summary['val_acc_smallest']:.3f}")
 
@@ -123,19 +135,23 @@ def cmd_search(args: argparse.Namespace) -> None:
     limits = Limits(args.max_latency_ms, args.max_params, args.max_flops)
     latency = LatencySettings(device=_device(args.target), threads=args.threads, batch_size=args.latency_batch)
     data = load_data(args.data)
-    supernet = load_supernet(args.supernet, device) if args.supernet else None
+    if args.supernet:
+        supernet, config = load_supernet(args.supernet, device), None
+    else:
+        supernet, config = _new_supernet(args, device)
+    evaluator = Evaluator(supernet, data, latency, device=device)
+    evaluator.check_feasible(limits)  # weights play no part: fail before training
     out = prepare_run_dir(_out(args), force=args.force)
     write_json(out / "config.json", {
         "command": "search", "args": _args_dict(args), "budget": budget.describe(), "limits": vars(limits),
-        "latency": vars(latency), "data": data.describe(), "versions": package_versions(),
-        "hardware": describe_hardware(latency.device),
+        "latency": vars(latency), "data_spec": _data_spec(args.data), "data": data.describe(),
+        "versions": package_versions(), "hardware": describe_hardware(latency.device),
         "supernet": str((args.supernet if args.supernet else out / SUPERNET_FILE).resolve()),
     })
-    if supernet is None:
-        supernet, _ = _train(args, out, device, data)
-    evaluator = Evaluator(supernet, data, latency, device=device)
+    if config is not None:
+        _train(supernet, config, args, out, data)
     summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=args.strategy, seed=args.seed,
-                         show_progress=not args.quiet)
+                         show_progress=not args.quiet, check_limits=False)
     c = summary["chosen"]
     print(f"{summary['evaluations']} subnets evaluated in {summary['seconds']:.0f} s, {summary['feasible']} within the "
           f"limits, {summary['pareto_size']} on the Pareto front (hypervolume {summary['hypervolume']:.4f})")
@@ -157,9 +173,10 @@ def cmd_extract(args: argparse.Namespace) -> None:
     folder = args.out or args.run / "models" / args.arch
     if folder.exists() and any(folder.iterdir()) and not args.force:
         raise UserError(f"{folder} already exists; pass --force to overwrite it")
-    supernet = load_supernet(config["supernet"], device)
+    local = args.run / SUPERNET_FILE  # the run's own supernet, or the one it reused
+    supernet = load_supernet(local if local.is_file() else config["supernet"], device)
     arch = supernet.space.parse(row["arch"])
-    data = load_data(config["args"]["data"])
+    data = load_data(config["data_spec"])
     metrics = {k: row[k].item() for k in ("val_acc", "latency_ms", "flops", "params")}
     metrics["test_acc"] = evaluate(supernet, data.test, arch, device=device)
     save_model(folder, supernet.extract(arch), {"metrics": metrics, "data": data.describe(), "space": supernet.space.config.name})

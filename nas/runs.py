@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -103,7 +103,7 @@ def load_supernet(path: str | Path, device: str = "cpu") -> HybridSupernet:
     if path.is_dir():
         path = path / SUPERNET_FILE
     meta_path = path.with_name(SPACE_FILE)
-    meta = read_json(meta_path, "supernet space file")
+    meta = read_json(meta_path, "supernet space file") if meta_path.is_file() else _embedded_space(path)
     if not isinstance(meta, dict) or "space" not in meta:
         raise UserError(f"supernet space file {meta_path} has no 'space' entry")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -117,6 +117,18 @@ def load_supernet(path: str | Path, device: str = "cpu") -> HybridSupernet:
     supernet = HybridSupernet(space)
     _load_state(supernet, state, path, f"space {space.config.name!r}")
     return supernet.to(device)
+
+
+def _embedded_space(path: Path) -> dict[str, Any]:
+    """The space stored in a supernet file's metadata, for a file without its space.json."""
+    if not path.is_file():
+        raise UserError(f"supernet file {path} does not exist")
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+        return {"format_version": meta.get("format_version"), "space": json.loads(meta["space"])}
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
+        raise UserError(f"supernet file {path} is corrupt or has no space metadata ({e})") from None
 
 
 def _load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:

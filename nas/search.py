@@ -56,9 +56,11 @@ class Budget:
 
 
 def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limits, strategy: str, seed: int,
-               show_progress: bool = True) -> dict:
+               show_progress: bool = True, check_limits: bool = True) -> dict:
+    """`check_limits=False` when the caller already ran `evaluator.check_feasible(limits)`."""
     space = evaluator.supernet.space
-    evaluator.check_feasible(limits)
+    if check_limits:
+        evaluator.check_feasible(limits)
     strat = make_strategy(strategy, space, seed=seed, prefilter=lambda a: limits.params_ok(space.count_params(a)))
     path = out / "evaluations.csv"
     results: dict[Arch, tuple[tuple[float, float], float]] = {}

@@ -77,11 +77,15 @@ class EvolutionSearch(Strategy):
         self.population: list[Observation] = []
         self._offspring: list[Observation] = []
         self._rank: dict[int, tuple[int, float]] = {}
+        self._smallest_tried = False
 
     def _propose(self) -> Arch:
         if len(self.population) < self.population_size:
             # the smallest subnet first: the most likely to meet every limit
-            return self.space.smallest() if not self.history else self.space.sample(self.rng)
+            if not self._smallest_tried:
+                self._smallest_tried = True
+                return self.space.smallest()
+            return self.space.sample(self.rng)
         a, b = self._tournament(), self._tournament()
         child = self.space.crossover(a.arch, b.arch, self.rng) if self.rng.random() < self.crossover_prob else a.arch
         return self.space.mutate(child, self.rng, self.mutation_prob)

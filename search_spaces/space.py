@@ -112,6 +112,8 @@ class SpaceConfig:
         if extra := set(data) - allowed:
             raise ArchError(f"space: unknown key(s) {sorted(extra)}; allowed: {sorted(allowed)}")
         stage_keys = {f.name for f in fields(StageSpace)}
+        if not isinstance(data.get("stages", []), list):
+            raise ArchError("space: stages must be a list of objects")
         for i, s in enumerate(data.get("stages", [])):
             if not isinstance(s, dict) or set(s) - stage_keys:
                 raise ArchError(f"space: stages[{i}] must be an object with keys from {sorted(stage_keys)}")
@@ -124,7 +126,7 @@ class SpaceConfig:
     def from_file(cls, path: str | Path) -> SpaceConfig:
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ArchError(f"space file {path}: {e}") from None
 
 

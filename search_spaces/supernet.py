@@ -138,6 +138,7 @@ class HybridSupernet(nn.Module):
 
     def forward(self, x: Tensor, arch: Arch) -> Tensor:
         # x: (B, in_channels, input_size, input_size) -> logits (B, num_classes)
+        self.space.validate(arch)
         if arch.resolution != self.spec.input_size:
             x = F.interpolate(x, size=(arch.resolution, arch.resolution), mode="bilinear", align_corners=False)
         x = self.stem(x, arch.stem_width, self.spec.stem_stride)

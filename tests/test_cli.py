@@ -132,3 +132,26 @@ def test_console_script_help_runs_without_traceback():
         proc = subprocess.run([sys.executable, "-m", "nas", *cmd, "--help"], capture_output=True, text=True, env=env,
                               timeout=120)
         assert proc.returncode == 0 and "usage: nas" in proc.stdout
+
+
+def test_bad_arguments_leave_no_folder_and_same_seed_same_weights(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["train", "--space", "bogus", "--out", str(out), *FAST]) == 2
+    assert main(["search", "--max-params", "100", "--out", str(out), *FAST]) == 2  # impossible: fails before training
+    assert not out.exists()
+    capsys.readouterr()
+    for name in ("a", "b"):
+        assert main(["train", "--out", str(tmp_path / name), *FAST]) == 0
+    a, b = (nas.load_supernet(tmp_path / n).state_dict() for n in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_supernet_file_alone_carries_its_space(search_run, tmp_path):
+    alone = tmp_path / "alone.safetensors"
+    alone.write_bytes((search_run / "supernet.safetensors").read_bytes())
+    supernet = nas.load_supernet(alone)
+    reference = nas.load_supernet(search_run)
+    assert supernet.space == reference.space
+    x = torch.randn(2, 1, 8, 8)
+    arch = supernet.space.largest()
+    torch.testing.assert_close(supernet.eval()(x, arch), reference.eval()(x, arch))

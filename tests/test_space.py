@@ -168,3 +168,21 @@ def test_forward_keeps_no_state_across_threads():
         t.join()
     for i, e in enumerate(expected):
         torch.testing.assert_close(results[i], e)
+
+
+def test_supernet_refuses_architectures_outside_its_space(tmp_path):
+    import json
+
+    space = get_space("tiny")
+    supernet = HybridSupernet(space)
+    big = space.largest().to_dict()
+    big["stages"][2]["width"] = 64
+    with pytest.raises(ArchError, match=r"stages\[2\]\.width=64"):
+        supernet(torch.randn(1, 1, 8, 8), Arch.from_dict(big))
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({**space.config.to_dict(), "stages": 5}))
+    with pytest.raises(ArchError, match="stages must be a list"):
+        get_space(str(path))
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ArchError, match="space file"):
+        get_space(str(path))
