@@ -30,7 +30,7 @@ class TrainConfig:
     epochs: int = 40
     batch_size: int = 64
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_epochs: int = 2
     label_smoothing: float = 0.1
