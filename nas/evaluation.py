@@ -84,19 +84,21 @@ class Evaluator:
 
     def check_feasible(self, limits: Limits) -> None:
         """Fail early, naming the smallest achievable value, when no subnet can meet a limit."""
-        variants = self.supernet.space.smallest_variants()
-        checks = (
-            ("--max-params", limits.max_params, lambda a: self.supernet.space.count_params(a), "{:,.0f} parameters"),
-            ("--max-flops", limits.max_flops, lambda a: count_flops(self.supernet.extract(a).cpu(), self.input_shape(1)),
-             "{:,.0f} multiply-adds"),
-            ("--max-latency-ms", limits.max_latency_ms, lambda a: self.costs(a)["latency_ms"],
-             "{:.3f} ms on " + self.latency.device),
+        space = self.supernet.space
+        variants = space.smallest_variants()
+        if limits.max_flops is None and limits.max_latency_ms is None:  # analytic only: nothing to measure
+            measured = [{"params": space.count_params(a)} for a in variants]
+        else:
+            measured = [self.costs(a) for a in variants]
+        checks = (  # latency is noisy: allow 5% before declaring its limit impossible
+            ("--max-params", limits.max_params, "params", "{:,.0f} parameters", 1.0),
+            ("--max-flops", limits.max_flops, "flops", "{:,.0f} multiply-adds", 1.0),
+            ("--max-latency-ms", limits.max_latency_ms, "latency_ms", "{:.3f} ms on " + self.latency.device, 1.05),
         )
-        for flag, limit, measure, fmt in checks:
+        for flag, limit, key, fmt, slack in checks:
             if limit is None:
                 continue
-            best = min(measure(a) for a in variants)
-            # latency is noisy: allow 5% before declaring the limit impossible
-            if best > limit * (1.05 if flag == "--max-latency-ms" else 1.0):
-                raise UserError(f"no subnet of space {self.supernet.space.config.name!r} can meet {flag} {limit:g}: "
+            best = min(m[key] for m in measured)
+            if best > limit * slack:
+                raise UserError(f"no subnet of space {space.config.name!r} can meet {flag} {limit:g}: "
                                 f"the smallest achievable is {fmt.format(best)}")

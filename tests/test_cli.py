@@ -112,6 +112,9 @@ def test_corrupt_supernet_and_impossible_limits(search_run, tmp_path, capsys):
     assert main(["search", "--supernet", str(search_run), "--max-latency-ms", "0.0001", "--out",
                  str(tmp_path / "r3"), "--quiet"]) == 2
     assert "ms on cpu" in capsys.readouterr().err
+    assert main(["search", "--supernet", str(search_run), "--max-flops", "1000", "--out", str(tmp_path / "r4"),
+                 "--quiet"]) == 2
+    assert "multiply-adds" in capsys.readouterr().err and not (tmp_path / "r4").exists()
 
 
 def test_npz_data_through_the_cli(tmp_path):
