@@ -29,8 +29,12 @@ class Bar:
             finished = self._total is not None and self._done >= self._total
             if now - self._last >= PLAIN_EVERY_S or finished:
                 self._last = now
+                elapsed = now - self._start
                 share = f"{self._done:.0f}/{self._total:.0f}" if self._total else f"{self._done:.0f}"
-                self._console.print(f"{self._description}: {share} after {now - self._start:.0f} s  {status}")
+                left = ""
+                if self._total and self._done > 0 and not finished:
+                    left = f", ~{elapsed * (self._total - self._done) / self._done:.0f} s left"
+                self._console.print(f"{self._description}: {share} after {elapsed:.0f} s{left}  {status}")
 
 
 @contextmanager

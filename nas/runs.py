@@ -75,7 +75,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def _save_safetensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     _atomic(path, lambda tmp: save_file(cpu, str(tmp), metadata=meta))
 
@@ -93,7 +93,7 @@ def save_supernet(folder: Path, supernet: HybridSupernet, extra: dict[str, Any])
     space = supernet.space.config.to_dict()
     write_json(folder / SPACE_FILE, {"format_version": FORMAT_VERSION, "space": space, **extra})
     meta = {"format": "nas-supernet", "format_version": FORMAT_VERSION, "space": json.dumps(space)}
-    _save_safetensors(folder / SUPERNET_FILE, supernet.state_dict(), meta)
+    save_tensors(folder / SUPERNET_FILE, supernet.state_dict(), meta)
     return folder / SUPERNET_FILE
 
 
@@ -148,7 +148,7 @@ def _load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path, w
 def save_model(folder: Path, model: SubnetModel, info: dict[str, Any]) -> Path:
     """A standalone subnet: `model.safetensors` + `model.json` (architecture, spec, metrics)."""
     folder.mkdir(parents=True, exist_ok=True)
-    _save_safetensors(folder / MODEL_FILE, model.state_dict(), {"format": "nas-model", "arch": model.arch.to_json()})
+    save_tensors(folder / MODEL_FILE, model.state_dict(), {"format": "nas-model", "arch": model.arch.to_json()})
     write_json(folder / MODEL_META, {
         "format_version": FORMAT_VERSION, "id": model.arch.id, "arch": model.arch.to_dict(),
         "spec": model.spec.to_dict(), **info,

@@ -1,28 +1,44 @@
-"""Supernet training with the sandwich rule and in-place distillation.
+"""Supernet training: sampling rules, one accumulated update per step, checkpoints and resume.
 
-Each step runs the largest subnet (cross-entropy with label smoothing), the smallest and
-`num_random` random subnets (distilled from the largest subnet's detached soft predictions), and
-accumulates their gradients into one optimizer update (Yu et al., BigNAS / "Universally Slimmable
-Networks"; AttentiveNAS). AdamW or SGD, cosine schedule with linear warm-up, light augmentation
-for small images (random translation, optional horizontal flip), mixed precision on CUDA.
+Each step draws subnets with a sampling rule (`nas.sampling`: uniform single path, sandwich with
+in-place distillation, or complexity-aware) and accumulates their gradients into one optimizer
+update (Yu et al., BigNAS / "Universally Slimmable Networks"; AttentiveNAS; ElasticViT). AdamW or
+SGD, cosine schedule with linear warm-up, label smoothing, light augmentation for small images
+(random translation, optional horizontal flip), bfloat16 autocast on CUDA.
+
+Normalization needs no per-subnet recalibration: conv blocks use GroupNorm(1 group) and
+transformer blocks LayerNorm (see `search_spaces/layers.py`), so an inherited subnet is evaluated
+as it is, with no BatchNorm statistics to re-estimate.
+
+After every epoch the whole training state (weights, optimizer moments, every random generator,
+the sampler's state, the history) is written atomically to one `checkpoint.safetensors`;
+`resume=True` continues from it and ends with the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from nas.data import ImageData, Split, iterate_batches
 from nas.errors import UserError
 from nas.progress import progress_bar
+from nas.runs import save_tensors
+from nas.sampling import SAMPLING_RULES, Draw, Sampler, make_sampler
 from search_spaces import Arch, HybridSupernet
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+CHECKPOINT_FORMAT = "1"
 
 
 @dataclass(frozen=True)
@@ -34,8 +50,10 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: int = 2
     label_smoothing: float = 0.1
+    sampling: Literal["uniform", "sandwich", "complexity"] = "sandwich"
     num_random: int = 2
     distill: bool = True
+    grad_clip: float = 5.0
     max_shift: int = -1  # random translation in pixels; -1: image_size // 8 (at least 1)
     hflip: bool = False
     seed: int = 0
@@ -47,13 +65,25 @@ class TrainConfig:
                 raise UserError(f"train: {name} must be >= 1, got {getattr(self, name)}")
         if self.optimizer not in ("adamw", "sgd"):
             raise UserError(f"train: optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.sampling not in SAMPLING_RULES:
+            raise UserError(f"train: sampling must be one of {list(SAMPLING_RULES)}, got {self.sampling!r}")
         if not self.lr > 0:
             raise UserError(f"train: lr must be > 0, got {self.lr}")
-        if self.num_random < 0 or self.warmup_epochs < 0:
-            raise UserError("train: num_random and warmup_epochs must be >= 0")
+        if self.num_random < 0 or self.warmup_epochs < 0 or self.weight_decay < 0:
+            raise UserError("train: num_random, warmup_epochs and weight_decay must be >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError(f"train: label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"train config: unknown keys {unknown}; allowed: {sorted(known)}")
+        return cls(**data)
 
 
 def augment(x: Tensor, max_shift: int, hflip: bool, gen: torch.Generator) -> Tensor:
@@ -80,22 +110,23 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _autocast(device: str):
+def autocast(device: str):
+    """bfloat16 autocast on CUDA (no loss scaling needed); full precision elsewhere."""
     if device.startswith("cuda"):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, split: Split, arch: Arch | None = None, *, batch_size: int = 512,
+def evaluate(model: torch.nn.Module, split: Split, arch: Arch | None = None, *, batch_size: int = 1024,
              device: str = "cpu") -> float:
-    """Top-1 accuracy on a split; `arch` selects a subnet when `model` is a supernet."""
+    """Top-1 accuracy on a split; `arch` selects a subnet when `model` is a supernet (inherited weights)."""
     was_training = model.training
     model.eval()
     correct = 0
     try:
         for x, y in iterate_batches(split, batch_size, shuffle=False):
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x, arch) if arch is not None else model(x)  # fp32, as the extracted model runs
             correct += int((logits.argmax(dim=1) == y).sum())
     finally:
@@ -103,62 +134,221 @@ def evaluate(model: torch.nn.Module, split: Split, arch: Arch | None = None, *, 
     return correct / len(split)
 
 
-def train_supernet(supernet: HybridSupernet, data: ImageData, config: TrainConfig, *, show_progress: bool = True) -> dict:
-    """Train in place; returns a JSON-able summary (losses, validation accuracy of the extremes)."""
+def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
+
+
+def _schedule_steps(data: ImageData, config: TrainConfig) -> tuple[int, int]:
+    """Total and warm-up optimizer steps."""
+    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+    return steps_per_epoch * config.epochs, steps_per_epoch * config.warmup_epochs
+
+
+def _train_batches(data: ImageData, config: TrainConfig, gen: torch.Generator):
+    """One epoch of shuffled, augmented batches on the training device."""
+    shift = config.max_shift if config.max_shift >= 0 else max(1, data.image_size // 8)
+    for x, y in iterate_batches(data.train, config.batch_size, shuffle=True, generator=gen):
+        x = augment(x, shift, config.hflip, gen)
+        yield x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def _update(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], config: TrainConfig) -> None:
+    """Clip the accumulated gradients, step, and clear them for the next step."""
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def train_standalone(model: torch.nn.Module, data: ImageData, config: TrainConfig, *,
+                     show_progress: bool = False) -> dict:
+    """Train one static model from scratch on the labels with the supernet's recipe and budget.
+
+    The reference for ranking fidelity (`benchmarks/ranking_fidelity.py`): same epochs, batch size,
+    optimizer, schedule, label smoothing and augmentation as `train_supernet`, one model per step.
+    """
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    model.to(config.device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(params, config)
+    total, warmup = _schedule_steps(data, config)
+    step, start = 0, time.perf_counter()
+    with progress_bar(total, "training subnet", enabled=show_progress) as bar:
+        for _ in range(config.epochs):
+            for x, y in _train_batches(data, config, gen):
+                _set_lr(opt, lr_at(step, total, warmup, config.lr))
+                with autocast(config.device):
+                    loss = F.cross_entropy(model(x).float(), y, label_smoothing=config.label_smoothing)
+                if not torch.isfinite(loss):
+                    raise UserError(f"training diverged: loss is {loss.item()}; lower --lr")
+                loss.backward()
+                _update(opt, params, config)
+                step += 1
+                bar.update(f"loss {loss.item():.3f}")
+    return {"seconds": time.perf_counter() - start, "steps": step,
+            "val_acc": evaluate(model, data.val, device=config.device)}
+
+
+def _step_losses(supernet: HybridSupernet, x: Tensor, y: Tensor, draws: list[Draw], config: TrainConfig) -> tuple[float, int]:
+    """Forward/backward of every drawn subnet (gradients accumulate); returns the first loss and its hits."""
+    teacher: Tensor | None = None
+    first_loss, first_hits = math.nan, 0
+    for i, draw in enumerate(draws):
+        with autocast(config.device):
+            logits = supernet(x, draw.arch)
+            if draw.role == "student" and config.distill and teacher is not None:
+                loss = F.kl_div(F.log_softmax(logits.float(), dim=1), teacher, reduction="batchmean")
+            else:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+        if not torch.isfinite(loss):
+            raise UserError(f"training diverged: the loss of subnet {draw.arch.id} is {loss.item()}; "
+                            "lower --lr (the last good checkpoint is kept)")
+        loss.backward()
+        if draw.role == "teacher":
+            teacher = F.softmax(logits.detach().float(), dim=1)
+        if i == 0:
+            first_loss, first_hits = loss.item(), int((logits.argmax(1) == y).sum())
+    return first_loss, first_hits
+
+
+def train_supernet(supernet: HybridSupernet, data: ImageData, config: TrainConfig, *,
+                   checkpoint: Path | None = None, resume: bool = False, show_progress: bool = True) -> dict:
+    """Train in place; returns a JSON-able summary (history, time, validation accuracy of the extremes).
+
+    With `checkpoint`, the training state is written there after every epoch; with `resume`, training
+    continues from that file (the config must equal the one it was written with).
+    """
+    torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     device, space = config.device, supernet.space
     supernet.to(device).train()
     params = [p for p in supernet.parameters() if p.requires_grad]
-    if config.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
-    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    warmup = steps_per_epoch * config.warmup_epochs
-    shift = config.max_shift if config.max_shift >= 0 else max(1, data.image_size // 8)
+    opt = make_optimizer(params, config)
+    sampler = make_sampler(config.sampling, space, num_random=config.num_random, seed=config.seed)
+    total, warmup = _schedule_steps(data, config)
     largest, smallest = space.largest(), space.smallest()
-    history, step, start, seen = [], 0, time.perf_counter(), 0
-    with progress_bar(total, "training supernet", enabled=show_progress) as bar:
-        for epoch in range(config.epochs):
+    state = {"epoch": 0, "step": 0, "seconds": 0.0, "history": []}
+    if resume:
+        if checkpoint is None:
+            raise UserError("resume needs a checkpoint path")
+        state = load_checkpoint(checkpoint, supernet, opt, sampler, gen, config)
+    epoch0, step, history = state["epoch"], state["step"], state["history"]
+    start = time.perf_counter() - state["seconds"]
+    run_start, seen = time.perf_counter(), 0
+    with progress_bar(total, f"training supernet ({config.sampling})", enabled=show_progress) as bar:
+        if step:
+            bar.update(f"resumed at epoch {epoch0}", advance=step)
+        for epoch in range(epoch0, config.epochs):
             losses, correct, count = [], 0, 0
-            for x, y in iterate_batches(data.train, config.batch_size, shuffle=True, generator=gen, drop_last=False):
-                x = augment(x, shift, config.hflip, gen).to(device)
-                y = y.to(device)
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(step, total, warmup, config.lr)
-                opt.zero_grad(set_to_none=True)
-                with _autocast(device):
-                    logits = supernet(x, largest)
-                    loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-                loss.backward()
-                teacher = F.softmax(logits.detach().float(), dim=1)
-                for arch in [smallest] + [space.sample(rng) for _ in range(config.num_random)]:
-                    with _autocast(device):
-                        out = supernet(x, arch)
-                        if config.distill:
-                            sub_loss = F.kl_div(F.log_softmax(out.float(), dim=1), teacher, reduction="batchmean")
-                        else:
-                            sub_loss = F.cross_entropy(out, y, label_smoothing=config.label_smoothing)
-                    sub_loss.backward()
-                if not torch.isfinite(loss):
-                    raise UserError(f"training diverged at epoch {epoch + 1}, step {step}: loss is {loss.item()}")
-                torch.nn.utils.clip_grad_norm_(params, 5.0)
-                opt.step()
+            for x, y in _train_batches(data, config, gen):
+                _set_lr(opt, lr_at(step, total, warmup, config.lr))
+                loss, hits = _step_losses(supernet, x, y, sampler.draws(), config)
+                _update(opt, params, config)
                 step += 1
                 seen += len(y)
-                losses.append(loss.item())
-                correct += int((logits.argmax(1) == y).sum())
-                count += len(y)
-                rate = seen / (time.perf_counter() - start)
+                losses.append(loss)
+                correct, count = correct + hits, count + len(y)
+                rate = seen / (time.perf_counter() - run_start)
                 bar.update(f"epoch {epoch + 1}/{config.epochs} loss {np.mean(losses):.3f} "
                            f"acc {correct / count:.3f} {rate:.0f} samples/s")
-            history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_acc": correct / count})
+            history.append({
+                "epoch": epoch + 1, "loss": float(np.mean(losses)), "train_acc": correct / count,
+                "val_acc_largest": evaluate(supernet, data.val, largest, device=device),
+                "val_acc_smallest": evaluate(supernet, data.val, smallest, device=device),
+                "seconds": time.perf_counter() - start,
+            })
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, supernet, opt, sampler, gen, config,
+                                {"epoch": epoch + 1, "step": step, "seconds": time.perf_counter() - start,
+                                 "history": history})
     return {
         "epochs": history,
         "seconds": time.perf_counter() - start,
+        "samples_per_second": seen / max(time.perf_counter() - run_start, 1e-9) if seen else None,
         "val_acc_largest": evaluate(supernet, data.val, largest, device=device),
         "val_acc_smallest": evaluate(supernet, data.val, smallest, device=device),
     }
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, entry in sd["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{idx}.{key}"] = value
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def save_checkpoint(path: Path, supernet: HybridSupernet, opt: torch.optim.Optimizer, sampler: Sampler,
+                    gen: torch.Generator, config: TrainConfig, progress: dict[str, Any]) -> None:
+    """Everything a resumed run needs, in one safetensors file written atomically (no pickle)."""
+    tensors = {f"model.{k}": v for k, v in supernet.state_dict().items()}
+    optim_tensors, optim_meta = _optimizer_tensors(opt)
+    tensors |= optim_tensors
+    tensors["rng.generator"] = gen.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {
+        "format": "nas-checkpoint", "format_version": CHECKPOINT_FORMAT,
+        "config": json.dumps(config.to_dict()), "progress": json.dumps(progress),
+        "sampler": json.dumps(sampler.state_dict()), "optimizer": json.dumps(optim_meta),
+        "space": json.dumps(supernet.space.config.to_dict()),
+    }
+    save_tensors(path, tensors, meta)
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist: nothing to resume")
+    try:
+        with safe_open(str(path), "pt") as fh:
+            raw = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        if raw.get("format") != "nas-checkpoint" or raw.get("format_version") != CHECKPOINT_FORMAT:
+            raise UserError(f"checkpoint {path} is not a nas checkpoint of format {CHECKPOINT_FORMAT}")
+        meta = {k: json.loads(raw[k]) for k in ("config", "progress", "sampler", "optimizer", "space")}
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        raise UserError(f"checkpoint {path} is corrupt ({e})") from None
+    return tensors, meta
+
+
+def load_checkpoint(path: Path, supernet: HybridSupernet, opt: torch.optim.Optimizer, sampler: Sampler,
+                    gen: torch.Generator, config: TrainConfig) -> dict[str, Any]:
+    tensors, meta = read_checkpoint(path)
+    if meta["space"] != json.loads(json.dumps(supernet.space.config.to_dict())):
+        raise UserError(f"checkpoint {path} belongs to another search space ({meta['space'].get('name')!r})")
+    recorded = {k: v for k, v in meta["config"].items() if k != "device"}
+    wanted = {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k != "device"}
+    changed = sorted(k for k in wanted if recorded.get(k) != wanted[k])
+    if changed:
+        raise UserError(f"checkpoint {path} was written with other training settings: "
+                        + ", ".join(f"{k}={recorded.get(k)!r} (now {wanted[k]!r})" for k in changed))
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        supernet.load_state_dict(model_state, strict=True)
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {path} does not match the supernet: {str(e).splitlines()[0]}") from None
+    state: dict[Any, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["optimizer"]["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+    sampler.load_state_dict(meta["sampler"])
+    gen.set_state(tensors["rng.generator"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return meta["progress"]

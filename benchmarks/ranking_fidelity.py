@@ -1,0 +1,199 @@
+"""Ranking fidelity of supernet training: inherited vs from-scratch accuracy, per sampling rule.
+
+1. Choose `--subnets` architectures spread over the FLOPs range of the space: the smallest, the
+   largest, and one random subnet from each equal-count FLOPs bin of 4,000 random subnets.
+2. Train each from scratch with the default recipe and budget (`nas.train.train_standalone`:
+   same epochs, batch size, optimizer, schedule, augmentation), `--standalone-seeds` seeds each.
+3. For each sampling rule, train one supernet with the default recipe and take every chosen
+   subnet's accuracy with inherited weights.
+4. Kendall tau and Spearman rho between inherited and from-scratch accuracy (both on the held-out
+   images: validation + test split, never used for training or selection); the gap of the largest
+   and smallest subnets; supernet training throughput against the same subnet steps run standalone.
+
+    .venv/bin/python benchmarks/ranking_fidelity.py --out runs/benchmarks/ranking
+
+Writes subnets.csv (one row per subnet), rules.csv (one row per rule), ranking.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy.stats import kendalltau, spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nas.data import Split, load_data  # noqa: E402
+from nas.sampling import make_sampler  # noqa: E402
+from nas.train import TrainConfig, evaluate, make_optimizer, train_standalone, train_supernet  # noqa: E402
+from search_spaces import HybridSupernet, get_space  # noqa: E402
+
+
+def choose_subnets(space, n: int, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    pool = [space.sample(rng) for _ in range(4000)]
+    flops = np.array([space.count_flops(a) for a in pool], dtype=float)
+    order = np.argsort(flops, kind="stable")
+    chosen = [space.smallest(), space.largest()]
+    for part in np.array_split(order, n - 2):  # equal-count FLOPs bins
+        chosen.append(pool[int(rng.choice(part))])
+    unique = list(dict.fromkeys(chosen))
+    return sorted(unique, key=space.count_flops)
+
+
+@torch.inference_mode()
+def held_out_loss(model, split: Split, arch=None) -> float:
+    """Mean cross-entropy on a split: a finer ranking signal than accuracy when accuracies saturate."""
+    model.eval()
+    logits = model(split.x, arch) if arch is not None else model(split.x)
+    return float(F.cross_entropy(logits, split.y))
+
+
+def throughput(space, data, config: TrainConfig, steps: int = 20) -> dict:
+    """Samples/s of supernet steps (every drawn subnet, one update) against the same subnets trained
+    as static models (one update each); every model is warmed up before it is timed."""
+    supernet = HybridSupernet(space)
+    sampler = make_sampler(config.sampling, space, num_random=config.num_random, seed=config.seed)
+    draws = [sampler.draws() for _ in range(steps + 1)]
+    x, y = data.train.x[: config.batch_size], data.train.y[: config.batch_size]
+
+    def step(models_and_archs, opt) -> float:
+        t0 = time.perf_counter()
+        for model, arch in models_and_archs:
+            F.cross_entropy(model(x, arch) if arch is not None else model(x), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    opt = make_optimizer(list(supernet.parameters()), config)
+    step([(supernet, d.arch) for d in draws[0]], opt)  # warm-up
+    t_super = sum(step([(supernet, d.arch) for d in sd], opt) for sd in draws[1:])
+    t_static = 0.0
+    for sd in draws[1:]:
+        for d in sd:
+            model = supernet.extract(d.arch)
+            mopt = make_optimizer(list(model.parameters()), config)
+            step([(model, None)], mopt)  # warm-up
+            t_static += step([(model, None)], mopt)
+    n = steps * config.batch_size
+    return {"supernet_samples_per_s": n / t_super, "standalone_samples_per_s": n / t_static,
+            "supernet_over_standalone_time": t_super / t_static, "subnets_per_step": len(draws[0])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--space", default="tiny")
+    ap.add_argument("--data", default="digits")
+    ap.add_argument("--subnets", type=int, default=24)
+    ap.add_argument("--rules", default="sandwich,complexity,uniform")
+    ap.add_argument("--uniform-random", type=int, default=1, help="subnets per step of the uniform rule (1: single path)")
+    ap.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+    ap.add_argument("--standalone-seeds", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("runs/benchmarks/ranking"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    space, data = get_space(args.space), load_data(args.data)
+    held_out = Split(torch.cat([data.val.x, data.test.x]), torch.cat([data.val.y, data.test.y]))
+    base = TrainConfig(epochs=args.epochs, seed=args.seed)
+    subnets = choose_subnets(space, args.subnets, seed=1234)
+    rows = [{"id": a.id, "flops": space.count_flops(a), "params": space.count_params(a), "arch": a.to_json()} for a in subnets]
+    print(f"{len(subnets)} subnets, {rows[0]['flops']:,} to {rows[-1]['flops']:,} MACs", flush=True)
+
+    cache_path = args.out / "standalone.csv"  # finished from-scratch runs are kept: a rerun skips them
+    cache = pd.read_csv(cache_path, dtype={"id": str}) if cache_path.is_file() else pd.DataFrame()
+    t0 = time.perf_counter()
+    for i, (row, arch) in enumerate(zip(rows, subnets)):
+        accs, losses = [], []
+        for s in range(args.standalone_seeds):
+            seed = args.seed + 1000 * s
+            hit = cache[(cache["id"] == arch.id) & (cache["seed"] == seed) & (cache["epochs"] == args.epochs)] if len(cache) else []
+            if len(hit):
+                accs.append(float(hit["acc"].iloc[0]))
+                losses.append(float(hit["loss"].iloc[0]))
+                continue
+            torch.manual_seed(seed)
+            model = HybridSupernet(space).extract(arch)  # fresh init, the same layers as extraction
+            train_standalone(model, data, replace(base, seed=seed))
+            accs.append(evaluate(model, held_out))
+            losses.append(held_out_loss(model, held_out))
+            new = pd.DataFrame([{"id": arch.id, "seed": seed, "epochs": args.epochs, "acc": accs[-1], "loss": losses[-1]}])
+            cache = pd.concat([cache, new], ignore_index=True)
+            cache.to_csv(cache_path, index=False)
+        row["standalone_acc"], row["standalone_loss"] = float(np.mean(accs)), float(np.mean(losses))
+        row["standalone_seed_std"] = float(np.std(accs))
+        row["standalone_accs"] = json.dumps(accs)
+        print(f"standalone {i + 1}/{len(subnets)} {row['id']} {row['flops']:,} MACs acc {row['standalone_acc']:.4f} "
+              f"loss {row['standalone_loss']:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    standalone_seconds = time.perf_counter() - t0
+
+    summaries = []
+    for rule in [r.strip() for r in args.rules.split(",") if r.strip()]:
+        config = replace(base, sampling=rule, num_random=args.uniform_random if rule == "uniform" else base.num_random)
+        torch.manual_seed(args.seed)
+        supernet = HybridSupernet(space)
+        summary = train_supernet(supernet, data, config, show_progress=False)
+        inherited = [evaluate(supernet, held_out, a) for a in subnets]
+        inherited_loss = [held_out_loss(supernet, held_out, a) for a in subnets]
+        for row, acc, loss in zip(rows, inherited, inherited_loss):
+            row[f"inherited_{rule}"], row[f"inherited_loss_{rule}"] = acc, loss
+        scratch = [r["standalone_acc"] for r in rows]
+        tau, rho = kendalltau(inherited, scratch).statistic, spearmanr(inherited, scratch).statistic
+        tau_loss = kendalltau(inherited_loss, [r["standalone_loss"] for r in rows]).statistic
+        speed = throughput(space, data, config)
+        summaries.append({
+            "rule": rule, "subnets_per_step": speed["subnets_per_step"], "kendall_tau": tau, "spearman_rho": rho,
+            "kendall_tau_loss": tau_loss,
+            "largest_inherited": inherited[-1], "largest_scratch": scratch[-1], "largest_gap": inherited[-1] - scratch[-1],
+            "smallest_inherited": inherited[0], "smallest_scratch": scratch[0], "smallest_gap": inherited[0] - scratch[0],
+            "train_seconds": summary["seconds"], **{k: v for k, v in speed.items() if k != "subnets_per_step"},
+        })
+        print(json.dumps(summaries[-1]), flush=True)
+        pd.DataFrame(rows).to_csv(args.out / "subnets.csv", index=False)
+        pd.DataFrame(summaries).to_csv(args.out / "rules.csv", index=False)
+
+    table = pd.DataFrame(summaries)
+    scratch = [r["standalone_acc"] for r in rows]
+    print(f"\nstandalone training of {len(subnets)} subnets x {args.standalone_seeds} seeds: {standalone_seconds:.0f} s")
+    print(f"from-scratch accuracy: {min(scratch):.4f} to {max(scratch):.4f} on {len(held_out)} held-out images")
+    if args.standalone_seeds >= 2:  # the noise ceiling: how well one from-scratch seed ranks another
+        per_seed = np.array([json.loads(r["standalone_accs"]) for r in rows])
+        print(f"seed-to-seed Kendall tau of from-scratch accuracy (seeds 0 and 1): "
+              f"{kendalltau(per_seed[:, 0], per_seed[:, 1]).statistic:.3f}")
+    print(table[["rule", "subnets_per_step", "kendall_tau", "spearman_rho", "kendall_tau_loss", "largest_gap", "smallest_gap",
+                 "train_seconds", "supernet_samples_per_s", "supernet_over_standalone_time"]].to_string(index=False))
+    plot(rows, summaries, args.out / "ranking.png")
+
+
+def plot(rows: list[dict], summaries: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(summaries), figsize=(4.5 * len(summaries), 4), squeeze=False)
+    scratch = [r["standalone_acc"] for r in rows]
+    for ax, s in zip(axes[0], summaries):
+        inherited = [r[f"inherited_{s['rule']}"] for r in rows]
+        ax.scatter(scratch, inherited, c=np.log10([r["flops"] for r in rows]), cmap="viridis")
+        ax.set_title(f"{s['rule']}: tau {s['kendall_tau']:.2f}, rho {s['spearman_rho']:.2f}")
+        ax.set_xlabel("from-scratch accuracy (held out)")
+        ax.set_ylabel("inherited accuracy (held out)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    main()

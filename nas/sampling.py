@@ -1,0 +1,140 @@
+"""Sampling rules: which subnets one supernet training step runs, and how each is trained.
+
+- ``uniform``: ``num_random`` subnets drawn uniformly from the space, each trained on the labels
+  (single-path one-shot, Guo et al. 2020, when ``num_random`` is 1).
+- ``sandwich``: the largest subnet on the labels, the smallest and ``num_random`` random subnets
+  distilled from the largest one's predictions (BigNAS, Yu et al. 2020; AttentiveNAS).
+- ``complexity``: complexity-aware sampling (ElasticViT, Tang et al. 2023): the largest subnet as
+  teacher plus ``num_random`` subnets whose FLOPs lie in one band of the space's FLOPs range. The
+  band moves by at most one step between consecutive training steps (a reflecting random walk),
+  so consecutive updates come from subnets of similar size, while over the run every band of the
+  range is visited.
+
+A sampler is a small value-like object: ``draws()`` gives the step's subnets with their roles,
+``state_dict()``/``load_state_dict()`` make a resumed run draw exactly what the uninterrupted run
+would have drawn. Each sampler owns its ``np.random.Generator``; nothing global is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from nas.errors import UserError
+from search_spaces import Arch, SearchSpace
+
+Role = Literal["teacher", "student", "label"]  # teacher: labels, and teaches students; label: labels only
+SAMPLING_RULES = ("uniform", "sandwich", "complexity")
+
+
+@dataclass(frozen=True)
+class Draw:
+    arch: Arch
+    role: Role
+
+
+class Sampler:
+    name: ClassVar[str]
+
+    def __init__(self, space: SearchSpace, *, num_random: int, seed: int):
+        if num_random < 0:
+            raise UserError(f"num_random must be >= 0, got {num_random}")
+        self.space, self.num_random = space, num_random
+        self.rng = np.random.default_rng(seed)
+
+    def draws(self) -> list[Draw]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rule": self.name, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("rule") != self.name:
+            raise UserError(f"checkpoint was trained with sampling rule {state.get('rule')!r}, not {self.name!r}")
+        self.rng.bit_generator.state = state["rng"]
+
+
+class UniformSampler(Sampler):
+    name = "uniform"
+
+    def __init__(self, space: SearchSpace, *, num_random: int, seed: int):
+        super().__init__(space, num_random=max(1, num_random), seed=seed)
+
+    def draws(self) -> list[Draw]:
+        return [Draw(self.space.sample(self.rng), "label") for _ in range(self.num_random)]
+
+
+class SandwichSampler(Sampler):
+    name = "sandwich"
+
+    def __init__(self, space: SearchSpace, *, num_random: int, seed: int):
+        super().__init__(space, num_random=num_random, seed=seed)
+        self.largest, self.smallest = space.largest(), space.smallest()
+
+    def draws(self) -> list[Draw]:
+        randoms = [Draw(self.space.sample(self.rng), "student") for _ in range(self.num_random)]
+        return [Draw(self.largest, "teacher"), Draw(self.smallest, "student"), *randoms]
+
+
+class ComplexitySampler(Sampler):
+    """Bands are quantiles of the FLOPs of `calibration` random subnets (equal-probability bands)."""
+
+    name = "complexity"
+
+    def __init__(self, space: SearchSpace, *, num_random: int, seed: int, cost: Callable[[Arch], float] | None = None,
+                 bands: int = 8, calibration: int = 512, tries: int = 64):
+        super().__init__(space, num_random=max(1, num_random), seed=seed)
+        if bands < 1 or tries < 1:
+            raise UserError("complexity sampling needs bands >= 1 and tries >= 1")
+        self.cost = cost or space.count_flops
+        self.tries = tries
+        self.largest = space.largest()
+        calib = np.random.default_rng(0)  # the bands depend on the space only, not on the run's seed
+        costs = np.array([self.cost(space.sample(calib)) for _ in range(calibration)], dtype=float)
+        inner = np.quantile(costs, np.linspace(0, 1, bands + 1)[1:-1]) if bands > 1 else np.array([])
+        lo, hi = float(self.cost(space.smallest())), float(self.cost(self.largest))
+        self.edges = np.concatenate([[lo], inner, [hi]])  # band b covers [edges[b], edges[b + 1]]
+        self.band = int(self.rng.integers(bands))
+
+    @property
+    def bands(self) -> int:
+        return len(self.edges) - 1
+
+    def _in_band(self) -> Arch:
+        """A uniform draw conditioned on the band (bounded rejection; else the closest draw seen)."""
+        lo, hi = self.edges[self.band], self.edges[self.band + 1]
+        best, best_gap = None, np.inf
+        for _ in range(self.tries):
+            arch = self.space.sample(self.rng)
+            c = self.cost(arch)
+            gap = max(lo - c, c - hi, 0.0)
+            if gap == 0.0:
+                return arch
+            if gap < best_gap:
+                best, best_gap = arch, gap
+        return best  # type: ignore[return-value]
+
+    def draws(self) -> list[Draw]:
+        out = [Draw(self.largest, "teacher")] + [Draw(self._in_band(), "student") for _ in range(self.num_random)]
+        if self.bands > 1:  # reflecting random walk: -1, 0 or +1 band
+            self.band = int(np.clip(self.band + self.rng.integers(-1, 2), 0, self.bands - 1))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "band": self.band}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.band = int(state["band"])
+
+
+_RULES: dict[str, type[Sampler]] = {c.name: c for c in (UniformSampler, SandwichSampler, ComplexitySampler)}
+
+
+def make_sampler(rule: str, space: SearchSpace, *, num_random: int, seed: int) -> Sampler:
+    if rule not in _RULES:
+        raise UserError(f"unknown sampling rule {rule!r}; choose one of {list(_RULES)}")
+    return _RULES[rule](space, num_random=num_random, seed=seed)

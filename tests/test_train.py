@@ -1,0 +1,162 @@
+"""Supernet training: sampling rules, checkpoints, exact resume, standalone training."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nas import train as train_mod
+from nas.cli import main
+from nas.data import Split, load_data
+from nas.errors import UserError
+from nas.runs import load_supernet
+from nas.sampling import ComplexitySampler, SandwichSampler, UniformSampler, make_sampler
+from nas.train import CHECKPOINT_FILE, TrainConfig, evaluate, train_standalone, train_supernet
+from search_spaces import HybridSupernet, get_space
+
+SPACE = get_space("tiny")
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    data = load_data("digits")
+    return dataclasses.replace(data, train=Split(data.train.x[:192], data.train.y[:192]))
+
+
+def _supernet(seed: int = 0) -> HybridSupernet:
+    torch.manual_seed(seed)
+    return HybridSupernet(SPACE)
+
+
+def _max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    return max((p - q).abs().max().item() for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_sandwich_draws_extremes_then_random():
+    draws = SandwichSampler(SPACE, num_random=2, seed=0).draws()
+    assert [d.role for d in draws] == ["teacher", "student", "student", "student"]
+    assert draws[0].arch == SPACE.largest() and draws[1].arch == SPACE.smallest()
+    uniform = UniformSampler(SPACE, num_random=3, seed=0).draws()
+    assert len(uniform) == 3 and all(d.role == "label" for d in uniform)
+    assert len({d.arch for d in uniform}) == 3
+
+
+def test_complexity_sampler_stays_in_band_and_covers_the_range():
+    cost = SPACE.count_params
+    sampler = ComplexitySampler(SPACE, num_random=2, seed=3, cost=cost, bands=4)
+    assert np.all(np.diff(sampler.edges) >= 0)
+    bands, inside = [], 0
+    for _ in range(300):
+        band = sampler.band
+        lo, hi = sampler.edges[band], sampler.edges[band + 1]
+        draws = sampler.draws()
+        assert draws[0].role == "teacher" and draws[0].arch == SPACE.largest()
+        inside += sum(lo <= cost(d.arch) <= hi for d in draws[1:])
+        assert abs(sampler.band - band) <= 1  # consecutive steps stay in neighbouring bands
+        bands.append(band)
+    assert set(bands) == {0, 1, 2, 3}  # the whole range is visited
+    assert inside >= 0.95 * 600
+
+
+@pytest.mark.parametrize("rule", ["uniform", "sandwich", "complexity"])
+def test_sampler_state_round_trips_through_json(rule):
+    a = make_sampler(rule, SPACE, num_random=2, seed=7)
+    for _ in range(5):
+        a.draws()
+    state = json.loads(json.dumps(a.state_dict()))
+    b = make_sampler(rule, SPACE, num_random=2, seed=99)
+    b.load_state_dict(state)
+    assert [d.arch for _ in range(5) for d in a.draws()] == [d.arch for _ in range(5) for d in b.draws()]
+
+
+@pytest.mark.parametrize("rule", ["uniform", "sandwich", "complexity"])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(rule, small_data, tmp_path, monkeypatch):
+    config = TrainConfig(epochs=2, batch_size=64, warmup_epochs=1, sampling=rule, num_random=1)
+    straight = _supernet()
+    summary = train_supernet(straight, small_data, config, checkpoint=tmp_path / "a" / CHECKPOINT_FILE,
+                             show_progress=False)
+    assert [h["epoch"] for h in summary["epochs"]] == [1, 2]
+
+    saved = train_mod.save_checkpoint
+
+    def crash_after_first_epoch(*args, **kwargs):
+        saved(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(_supernet(), small_data, config, checkpoint=tmp_path / "b" / CHECKPOINT_FILE, show_progress=False)
+    monkeypatch.setattr(train_mod, "save_checkpoint", saved)
+    resumed = _supernet(seed=123)  # different init: everything must come from the checkpoint
+    again = train_supernet(resumed, small_data, config, checkpoint=tmp_path / "b" / CHECKPOINT_FILE, resume=True,
+                           show_progress=False)
+    assert _max_diff(straight, resumed) == 0.0
+    def timeless(history):
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+    assert timeless(again["epochs"]) == timeless(summary["epochs"])
+
+
+def test_resume_refuses_other_settings_and_bad_files(small_data, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=64, num_random=0)
+    ckpt = tmp_path / CHECKPOINT_FILE
+    train_supernet(_supernet(), small_data, config, checkpoint=ckpt, show_progress=False)
+    with pytest.raises(UserError, match=r"other training settings: lr=0.001 \(now 0.01\)"):
+        train_supernet(_supernet(), small_data, dataclasses.replace(config, lr=0.01), checkpoint=ckpt, resume=True)
+    with pytest.raises(UserError, match="another search space"):
+        train_supernet(HybridSupernet(get_space("cifar")), small_data, config, checkpoint=ckpt, resume=True)
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(UserError, match="corrupt"):
+        train_supernet(_supernet(), small_data, config, checkpoint=ckpt, resume=True)
+    with pytest.raises(UserError, match="does not exist"):
+        train_supernet(_supernet(), small_data, config, checkpoint=tmp_path / "none.safetensors", resume=True)
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(small_data, tmp_path, monkeypatch):
+    config = TrainConfig(epochs=2, batch_size=64, num_random=0)
+    ckpt = tmp_path / CHECKPOINT_FILE
+    x = small_data.train.x.clone()
+    calls = []
+    saved = train_mod.save_checkpoint
+
+    def poison_after_first_epoch(*args, **kwargs):
+        saved(*args, **kwargs)
+        calls.append(ckpt.read_bytes())
+        x[:] = float("nan")
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", poison_after_first_epoch)
+    data = dataclasses.replace(small_data, train=Split(x, small_data.train.y))
+    with pytest.raises(UserError, match="diverged"):
+        train_supernet(_supernet(), data, config, checkpoint=ckpt, show_progress=False)
+    assert len(calls) == 1 and ckpt.read_bytes() == calls[0]  # the epoch-1 checkpoint is intact
+
+
+def test_standalone_training_learns(small_data):
+    torch.manual_seed(0)
+    model = HybridSupernet(SPACE).extract(SPACE.smallest())
+    result = train_standalone(model, small_data, TrainConfig(epochs=8, batch_size=32, warmup_epochs=0, lr=3e-3))
+    assert result["val_acc"] == evaluate(model, small_data.val) and result["val_acc"] > 0.5
+
+
+def test_cli_train_interrupted_then_resumed(tmp_path, monkeypatch, capsys):
+    argv = ["train", "--epochs", "2", "--num-random", "0", "--quiet", "--batch-size", "256"]
+    assert main(argv + ["--out", str(tmp_path / "straight")]) == 0
+    saved = train_mod.save_checkpoint
+
+    def crash(*args, **kwargs):
+        saved(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", crash)
+    assert main(argv + ["--out", str(tmp_path / "cut")]) == 130
+    assert f"nas train --out {tmp_path / 'cut'} --resume" in capsys.readouterr().err
+    monkeypatch.setattr(train_mod, "save_checkpoint", saved)
+    assert main(["train", "--out", str(tmp_path / "cut"), "--resume", "--quiet"]) == 0
+    assert _max_diff(load_supernet(tmp_path / "straight"), load_supernet(tmp_path / "cut")) == 0.0
+    assert not (tmp_path / "cut" / CHECKPOINT_FILE).exists()
+    assert main(["train", "--out", str(tmp_path / "cut"), "--resume", "--quiet"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
