@@ -16,11 +16,16 @@ from nas.errors import UserError
 from nas.evaluation import Evaluator, LatencySettings, Limits
 from nas.runs import SUPERNET_FILE, load_supernet, package_versions, prepare_run_dir, read_json, save_model, save_supernet, write_json
 from nas.search import Budget, run_search
+from nas.profile import ProfileSettings, build_profile, search_latency
 from nas.strategies import list_strategies
-from nas.train import TrainConfig, evaluate, train_supernet
+from nas.targets import TARGETS
+from predictors import LatencyPredictor
+from nas.sampling import SAMPLING_RULES
+from nas.train import CHECKPOINT_FILE, TrainConfig, evaluate, train_supernet
 from search_spaces import Arch, ArchError, HybridSupernet, get_space, list_spaces
 
 DEFAULT_TRAIN = TrainConfig()
+DEFAULT_PROFILE = ProfileSettings()
 
 
 def _device(name: str) -> str:
@@ -48,8 +53,16 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=DEFAULT_TRAIN.batch_size, help=f"default {DEFAULT_TRAIN.batch_size}")
     g.add_argument("--lr", type=float, default=DEFAULT_TRAIN.lr, help=f"peak learning rate (default {DEFAULT_TRAIN.lr})")
     g.add_argument("--optimizer", choices=["adamw", "sgd"], default=DEFAULT_TRAIN.optimizer)
+    g.add_argument("--weight-decay", type=float, default=DEFAULT_TRAIN.weight_decay,
+                   help=f"default {DEFAULT_TRAIN.weight_decay}")
+    g.add_argument("--warmup-epochs", type=int, default=DEFAULT_TRAIN.warmup_epochs,
+                   help=f"linear warm-up before the cosine schedule (default {DEFAULT_TRAIN.warmup_epochs})")
+    g.add_argument("--sampling", choices=SAMPLING_RULES, default=DEFAULT_TRAIN.sampling,
+                   help="subnets per step: uniform (random only), sandwich (largest + smallest + random, distilled), "
+                        f"complexity (largest + random from a moving FLOPs band); default {DEFAULT_TRAIN.sampling}")
     g.add_argument("--num-random", type=int, default=DEFAULT_TRAIN.num_random,
-                   help=f"random subnets per step besides the largest and smallest (default {DEFAULT_TRAIN.num_random})")
+                   help=f"random subnets per step (default {DEFAULT_TRAIN.num_random})")
+    g.add_argument("--no-distill", action="store_true", help="train every subnet on the labels, not on the largest's predictions")
     g.add_argument("--hflip", action="store_true", help="random horizontal flips (natural images, not digits)")
 
 
@@ -61,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a supernet with the sandwich rule; writes supernet.safetensors + space.json.")
     _add_common(p)
     _add_train(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted training in --out from its last epoch checkpoint (same settings)")
 
     p = sub.add_parser("search", help="search subnets under hardware limits (trains a supernet first unless --supernet)",
                        description="Search the supernet's subnets for the best accuracy under hardware limits; "
@@ -70,12 +85,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-latency-ms", type=float, default=None, help="latency limit in ms on --target")
     p.add_argument("--max-params", type=int, default=None, help="parameter limit")
     p.add_argument("--max-flops", type=int, default=None, help="limit on multiply-adds of one forward pass")
-    p.add_argument("--target", default="cpu", choices=["cpu", "cuda"], help="device where latency is measured (default cpu)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads while measuring latency (default 1)")
-    p.add_argument("--latency-batch", type=int, default=1, help="batch size while measuring latency (default 1)")
+    p.add_argument("--target", default="cpu",
+                   help=f"where latency comes from: measured here on {', '.join(TARGETS)}, or predicted from a latency "
+                        "profile PROFILE.json written by `nas profile` on any device (default cpu)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads while measuring latency (default 1; a profile has its own)")
+    p.add_argument("--latency-batch", type=int, default=1, help="batch size while measuring latency (default 1; a profile has its own)")
     p.add_argument("--strategy", default="evolution", choices=list_strategies(), help="search strategy (default evolution)")
     p.add_argument("--supernet", type=Path, default=None, help="a trained supernet (.safetensors or run folder) to reuse")
     _add_train(p)
+
+    p = sub.add_parser("profile", help="measure this machine's latency profile, for `nas search --target PROFILE.json`",
+                       description="Time every unit the space's subnets are made of, alone, and whole random subnets on "
+                                   "a target; writes a latency profile (JSON) from which `nas search` predicts latency.")
+    p.add_argument("--target", default="cpu", choices=TARGETS, help="where to measure (default cpu)")
+    p.add_argument("--threads", type=int, default=DEFAULT_PROFILE.threads, help="CPU threads (default 1)")
+    p.add_argument("--batch", type=int, default=DEFAULT_PROFILE.batch, help="batch size (default 1)")
+    p.add_argument("--space", default="tiny", help=f"search space: {list_spaces()} or a space .json file (default tiny)")
+    p.add_argument("--subnets", type=int, default=DEFAULT_PROFILE.subnets,
+                   help=f"whole random subnets to measure, to fit the predictor (default {DEFAULT_PROFILE.subnets})")
+    p.add_argument("--passes", type=int, default=DEFAULT_PROFILE.passes,
+                   help=f"timing passes; each measurement keeps its fastest median (default {DEFAULT_PROFILE.passes})")
+    p.add_argument("--max-seconds", type=float, default=DEFAULT_PROFILE.max_seconds,
+                   help=f"timing budget of one measurement (default {DEFAULT_PROFILE.max_seconds})")
+    p.add_argument("--max-units", type=int, default=DEFAULT_PROFILE.max_units,
+                   help=f"time every unit of the space up to this many, else those of {DEFAULT_PROFILE.sample_subnets} "
+                        f"random subnets and the extremes (default {DEFAULT_PROFILE.max_units})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random subnets (default 0)")
+    p.add_argument("--out", type=Path, default=None, help="profile file (default runs/profile-<space>-<target>-<time>.json)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing profile file")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
 
     p = sub.add_parser("extract", help="write a searched subnet as a standalone model",
                        description="Extract subnet ID of a search run as models/<ID>/ (model.safetensors + model.json).")
@@ -89,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train_config(args: argparse.Namespace, device: str) -> TrainConfig:
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                       num_random=args.num_random, hflip=args.hflip, seed=args.seed, device=device)
+                       weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, sampling=args.sampling,
+                       num_random=args.num_random, distill=not args.no_distill, hflip=args.hflip, seed=args.seed,
+                       device=device)
 
 
 def _out(args: argparse.Namespace) -> Path:
@@ -104,9 +144,12 @@ def _new_supernet(args: argparse.Namespace, device: str) -> tuple[HybridSupernet
     return HybridSupernet(space), config
 
 
-def _train(supernet: HybridSupernet, config: TrainConfig, args: argparse.Namespace, out: Path, data) -> dict:
-    summary = train_supernet(supernet, data, config, show_progress=not args.quiet)
+def _train(supernet: HybridSupernet, config: TrainConfig, args: argparse.Namespace, out: Path, data, *,
+           resume: bool = False) -> dict:
+    checkpoint = out / CHECKPOINT_FILE
+    summary = train_supernet(supernet, data, config, checkpoint=checkpoint, resume=resume, show_progress=not args.quiet)
     save_supernet(out, supernet, {"train": config.to_dict(), "data": data.describe(), "summary": summary})
+    checkpoint.unlink(missing_ok=True)  # the finished supernet supersedes it
     return summary
 
 
@@ -115,16 +158,41 @@ def _data_spec(spec: str) -> str:
     return str(Path(spec).resolve()) if Path(spec).exists() else spec
 
 
+def _resumed_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The recorded arguments of the run in --out; only --device and --quiet may change on resume."""
+    if args.out is None:
+        raise UserError("--resume needs --out RUN, the folder of the interrupted training")
+    if (args.out / SUPERNET_FILE).is_file() and not (args.out / CHECKPOINT_FILE).is_file():
+        raise UserError(f"{args.out} holds a finished supernet ({SUPERNET_FILE}); nothing to resume")
+    recorded = read_json(args.out / "config.json", "run config")
+    if not isinstance(recorded, dict) or recorded.get("command") != "train" or not isinstance(recorded.get("args"), dict):
+        raise UserError(f"{args.out / 'config.json'} is not the config of a `nas train` run")
+    merged = {**recorded["args"], "out": args.out, "device": args.device, "quiet": args.quiet, "resume": True}
+    merged["data"] = recorded.get("data_spec", merged.get("data"))
+    missing = sorted(set(vars(args)) - set(merged))
+    if missing:
+        raise UserError(f"{args.out / 'config.json'} lacks the recorded settings {missing}; cannot resume")
+    return argparse.Namespace(**merged)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
+    if args.resume:
+        args = _resumed_args(args)
     device = _device(args.device)
     data = load_data(args.data)
     supernet, config = _new_supernet(args, device)
     Evaluator(supernet, data, LatencySettings())  # fails early when the data does not fit the space
-    out = prepare_run_dir(_out(args), force=args.force)
-    write_json(out / "config.json", {"command": "train", "args": _args_dict(args), "data_spec": _data_spec(args.data),
-                                     "data": data.describe(), "versions": package_versions(),
-                                     "hardware": describe_hardware(device)})
-    summary = _train(supernet, config, args, out, data)
+    if args.resume:
+        out = args.out
+        if not (out / CHECKPOINT_FILE).is_file():
+            raise UserError(f"{out} has no {CHECKPOINT_FILE}: training stopped before its first epoch ended; "
+                            "start it again without --resume (pass --force)")
+    else:
+        out = prepare_run_dir(_out(args), force=args.force)
+        write_json(out / "config.json", {"command": "train", "args": _args_dict(args), "data_spec": _data_spec(args.data),
+                                         "data": data.describe(), "versions": package_versions(),
+                                         "hardware": describe_hardware(device)})
+    summary = _train(supernet, config, args, out, data, resume=args.resume)
     print(f"supernet written to {out / SUPERNET_FILE}: validation accuracy largest "
           f"{summary['val_acc_largest']:.3f}, smallest {summary['val_acc_smallest']:.3f}")
 
@@ -133,18 +201,20 @@ def cmd_search(args: argparse.Namespace) -> None:
     device = _device(args.device)
     budget = Budget.parse(args.budget)
     limits = Limits(args.max_latency_ms, args.max_params, args.max_flops)
-    latency = LatencySettings(device=_device(args.target), threads=args.threads, batch_size=args.latency_batch)
+    source = search_latency(args.target, threads=args.threads, batch=args.latency_batch)
+    latency = source.settings
     data = load_data(args.data)
     if args.supernet:
         supernet, config = load_supernet(args.supernet, device), None
     else:
         supernet, config = _new_supernet(args, device)
-    evaluator = Evaluator(supernet, data, latency, device=device)
+    evaluator = Evaluator(supernet, data, latency, device=device, predictor=source.predictor,
+                          remeasure=source.mismatch is None)
     evaluator.check_feasible(limits)  # weights play no part: fail before training
     out = prepare_run_dir(_out(args), force=args.force)
     write_json(out / "config.json", {
         "command": "search", "args": _args_dict(args), "budget": budget.describe(), "limits": vars(limits),
-        "latency": vars(latency), "data_spec": _data_spec(args.data), "data": data.describe(),
+        "latency": source.record(), "data_spec": _data_spec(args.data), "data": data.describe(),
         "versions": package_versions(), "hardware": describe_hardware(latency.device),
         "supernet": str((args.supernet if args.supernet else out / SUPERNET_FILE).resolve()),
     })
@@ -155,8 +225,30 @@ def cmd_search(args: argparse.Namespace) -> None:
     c = summary["chosen"]
     print(f"{summary['evaluations']} subnets evaluated in {summary['seconds']:.0f} s, {summary['feasible']} within the "
           f"limits, {summary['pareto_size']} on the Pareto front (hypervolume {summary['hypervolume']:.4f})")
+    latency_text = f"{c['latency_ms']:.3f} ms"
+    if source.predictor is not None:
+        measured = c["latency_measured_ms"]
+        latency_text += " predicted" + (f", {measured:.3f} ms measured" if measured is not None else
+                                        f" (not measured: {source.mismatch})")
     print(f"chosen subnet {c['id']}: val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency "
-          f"{c['latency_ms']:.3f} ms, {c['params']:,} params, {c['flops']:,} MACs -> {c['path']}")
+          f"{latency_text}, {c['params']:,} params, {c['flops']:,} MACs -> {c['path']}")
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    settings = ProfileSettings(target=args.target, threads=args.threads, batch=args.batch, subnets=args.subnets,
+                               seed=args.seed, passes=args.passes, max_units=args.max_units, max_seconds=args.max_seconds)
+    space = get_space(args.space)
+    out = args.out or Path("runs") / f"profile-{space.config.name}-{args.target}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    if out.exists() and not args.force:
+        raise UserError(f"--out {out} already exists; pass --force to overwrite it or choose another --out")
+    profile = build_profile(space, settings, show_progress=not args.quiet)
+    write_json(out, profile)
+    predictor = LatencyPredictor.fit(profile)
+    units = profile["units"]
+    error = predictor.cv_error.get(predictor.model)
+    print(f"profile written to {out}: {units['count']} units ({units['mode']} of the space's {units['space_units']}) "
+          f"and {len(profile['subnets'])} subnets in {profile['seconds']:.0f} s; predictor {predictor.model}"
+          + (f", cross-validated error {error:.1%}" if error is not None else ""))
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
@@ -187,7 +279,7 @@ def _args_dict(args: argparse.Namespace) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
 
 
-COMMANDS = {"train": cmd_train, "search": cmd_search, "extract": cmd_extract}
+COMMANDS = {"train": cmd_train, "search": cmd_search, "profile": cmd_profile, "extract": cmd_extract}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nas: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("nas: interrupted; files written so far are kept", file=sys.stderr)
+        hint = f"; resume with: nas train --out {args.out} --resume" if args.command == "train" and args.out else ""
+        print(f"nas: interrupted; files written so far are kept{hint}", file=sys.stderr)
         return 130
     return 0
 

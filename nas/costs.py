@@ -10,6 +10,8 @@
   (add, mul, activations such as GELU/ELU, softmax, pooling) count as zero;
   fvcore's defaults for norm layers and upsampling are kept.
 * :func:`measure_latency` -- median/IQR wall-clock latency of ``forward``.
+* :func:`measure_peak_memory_cpu` / :func:`measure_peak_memory_cuda` -- peak bytes of one
+  inference forward pass: weights + input + the largest set of activations alive at once.
 * :func:`describe_hardware` -- JSON-able description of the host/device.
 
 No cost function mutates the measured model: hooks added during tracing are
@@ -28,19 +30,25 @@ import platform
 import string
 import time
 import warnings
+import weakref
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 with warnings.catch_warnings():  # fvcore scripts helpers at import: torch.jit.script is deprecated
     warnings.simplefilter("ignore", DeprecationWarning)
     from fvcore.nn import FlopCountAnalysis
     from fvcore.nn.jit_handles import get_shape
 
-__all__ = ["Latency", "count_flops", "count_params", "describe_hardware", "measure_latency"]
+__all__ = [
+    "Latency", "count_flops", "count_params", "describe_hardware", "measure_latency", "measure_peak_memory_cpu",
+    "measure_peak_memory_cuda", "time_until_stable",
+]
 
 # Per-module hook registries (fvcore adds scope hooks while tracing).
 _HOOK_DICTS = (
@@ -213,6 +221,11 @@ class Latency:
     threads: int
     device: str
 
+    @classmethod
+    def from_samples(cls, samples_ms: list[float], *, batch_size: int, threads: int, device: str) -> Latency:
+        q1, med, q3 = np.percentile(samples_ms, [25, 50, 75])
+        return cls(float(med), float(q3 - q1), len(samples_ms), batch_size, threads, device)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -249,6 +262,32 @@ def _time_once_ms(model: nn.Module, x: torch.Tensor, cuda: bool) -> float:
     return (time.perf_counter_ns() - t0) / 1e6
 
 
+def time_until_stable(
+    time_once_ms: Callable[[], float], *, min_repeats: int, max_repeats: int, max_seconds: float, rel_tol: float,
+) -> list[float]:
+    """Samples of ``time_once_ms()`` (milliseconds), taken after the caller's warm-up.
+
+    Samples are taken in rounds of ``min_repeats`` until the median of all
+    samples changes by less than ``rel_tol`` between consecutive rounds, or
+    ``max_repeats`` samples / ``max_seconds`` of timing are reached.
+    """
+    if not 1 <= min_repeats <= max_repeats:
+        raise ValueError("need 1 <= min_repeats <= max_repeats")
+    samples: list[float] = []
+    deadline = time.perf_counter() + max_seconds
+    prev_median: float | None = None
+    while len(samples) < max_repeats:
+        for _ in range(min(min_repeats, max_repeats - len(samples))):
+            samples.append(time_once_ms())
+        median = float(np.median(samples))
+        if prev_median is not None and abs(median - prev_median) <= rel_tol * prev_median:
+            break  # median is stable between consecutive rounds
+        if time.perf_counter() >= deadline:
+            break
+        prev_median = median
+    return samples
+
+
 def measure_latency(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -263,9 +302,9 @@ def measure_latency(
 ) -> Latency:
     """Median/IQR latency of ``model(torch.zeros(input_shape))`` in eval + inference mode.
 
-    Samples are taken in rounds of ``min_repeats`` until the median of all
-    samples changes by less than ``rel_tol`` between consecutive rounds, or
-    ``max_repeats`` samples / ``max_seconds`` of timing are reached.  The model
+    Samples are taken as in :func:`time_until_stable` (rounds of ``min_repeats``
+    until the median of all samples changes by less than ``rel_tol`` between
+    consecutive rounds, or ``max_repeats`` samples / ``max_seconds``).  The model
     is measured on a deep copy only when it lives on another device; the
     caller's model, training flags and ``torch.get_num_threads()`` are restored.
     """
@@ -277,7 +316,6 @@ def measure_latency(
     target = _resolve(torch.device(device))
     same = _resolve(_model_device(model)) == target
     net = model if same else copy.deepcopy(model).to(target)  # never move the caller's model
-    samples: list[float] = []
     with _preserved(net), _num_threads(threads), torch.inference_mode():
         used_threads = torch.get_num_threads()
         net.eval()
@@ -286,20 +324,88 @@ def measure_latency(
             net(x)
         if cuda:
             torch.cuda.synchronize(target)
-        deadline = time.perf_counter() + max_seconds
-        prev_median: float | None = None
-        while len(samples) < max_repeats:
-            for _ in range(min(min_repeats, max_repeats - len(samples))):
-                samples.append(_time_once_ms(net, x, cuda))
-            median = float(np.median(samples))
-            if prev_median is not None and abs(median - prev_median) <= rel_tol * prev_median:
-                break  # median is stable between consecutive rounds
-            if time.perf_counter() >= deadline:
-                break
-            prev_median = median
-    q1, med, q3 = np.percentile(samples, [25, 50, 75])
+        samples = time_until_stable(
+            lambda: _time_once_ms(net, x, cuda),
+            min_repeats=min_repeats, max_repeats=max_repeats, max_seconds=max_seconds, rel_tol=rel_tol,
+        )
     batch_size = int(input_shape[0]) if input_shape else 1
-    return Latency(float(med), float(q3 - q1), len(samples), batch_size, used_threads, str(target))
+    return Latency.from_samples(samples, batch_size=batch_size, threads=used_threads, device=str(target))
+
+
+# --------------------------------------------------------------------------- memory
+def _state_bytes(model: nn.Module) -> int:
+    """Bytes of the parameters and buffers, each storage once."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                for t in itertools.chain(model.parameters(), model.buffers())}
+    return sum(storages.values())
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Bytes of the tensors that operators create and that are still alive, and their peak.
+
+    An output whose storage is one of the operator's inputs' (a view, an in-place result) adds
+    nothing; a new storage counts until it is freed. Workspaces inside kernels are not seen.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self._alive: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key = storage._cdata
+            if key in inputs or key in self._alive:
+                continue
+            self._alive.add(key)
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._free, key, storage.nbytes())
+        return out
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self._alive.discard(key)
+        self.live -= nbytes
+
+
+def measure_peak_memory_cpu(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Peak bytes of an inference forward pass on CPU: weights + input + the peak of the tensors
+    the forward pass creates (counted by intercepting every operator; kernel workspaces and
+    allocator overheads are not included). Runs on one thread: the tensors do not depend on it."""
+    net = model if _model_device(model).type == "cpu" else copy.deepcopy(model).cpu()
+    with _preserved(net), _num_threads(1), torch.inference_mode():
+        net.eval()
+        x = torch.zeros(input_shape)
+        counter = _LiveBytes()
+        with counter:
+            net(x)
+    return _state_bytes(net) + x.untyped_storage().nbytes() + counter.peak
+
+
+def measure_peak_memory_cuda(model: nn.Module, input_shape: tuple[int, ...], device: str = "cuda") -> int:
+    """Peak bytes of an inference forward pass on a CUDA device (`torch.cuda.max_memory_allocated`):
+    weights + input + the peak of the activations. Buffers that persist after a first warm-up pass
+    (cuBLAS/cuDNN workspaces) are left out, as in :func:`measure_peak_memory_cpu`."""
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is unavailable")
+    target = _resolve(torch.device(device))
+    net = copy.deepcopy(model).to(target)  # never move the caller's model
+    with torch.inference_mode():
+        net.eval()
+        x = torch.zeros(input_shape, device=target)
+        net(x)  # warm-up: lazily created workspaces
+        torch.cuda.synchronize(target)
+        torch.cuda.reset_peak_memory_stats(target)
+        before = torch.cuda.memory_allocated(target)
+        net(x)
+        torch.cuda.synchronize(target)
+        peak = torch.cuda.max_memory_allocated(target) - before
+    return _state_bytes(net) + x.untyped_storage().nbytes() + peak
 
 
 # --------------------------------------------------------------------------- hardware

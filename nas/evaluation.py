@@ -1,18 +1,22 @@
 """Evaluating a subnet: accuracy with inherited weights, and its hardware costs under hard limits.
 
-Parameters come from the space's exact analytic count; FLOPs (multiply-adds) from fvcore on the
-extracted model; latency is measured on the extracted model on the target device (median of
-repeated runs at a fixed thread count and batch size).
+Parameters and FLOPs (multiply-adds) come from the space's exact analytic counts (equal to fvcore
+on the extracted model; `search_spaces.blocks`), peak memory from its analytic estimate. Latency
+is either measured on the extracted model on the target device (median of repeated runs at a
+fixed thread count and batch size) or, with a latency profile of another device, predicted
+(`predictors.LatencyPredictor`) without running anything.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from nas.costs import count_flops, measure_latency
+from nas.costs import Latency
 from nas.data import ImageData
 from nas.errors import UserError
+from nas.targets import measure_on_target
 from nas.train import evaluate
+from predictors import LatencyPredictor, MissingBlockError
 from search_spaces import Arch, HybridSupernet
 
 
@@ -52,10 +56,16 @@ class LatencySettings:
 
 
 class Evaluator:
-    """Accuracy and costs of subnets of one supernet on one dataset."""
+    """Accuracy and costs of subnets of one supernet on one dataset.
 
-    def __init__(self, supernet: HybridSupernet, data: ImageData, latency: LatencySettings, *, device: str = "cpu"):
+    With a `predictor`, latency is predicted for the predictor's device; `remeasure` says whether
+    that device is this machine, so that chosen subnets can also be measured (`measure`).
+    """
+
+    def __init__(self, supernet: HybridSupernet, data: ImageData, latency: LatencySettings, *, device: str = "cpu",
+                 predictor: LatencyPredictor | None = None, remeasure: bool = True):
         self.supernet, self.data, self.latency, self.device = supernet, data, latency, device
+        self.predictor, self.remeasure = predictor, remeasure
         spec = supernet.spec
         if (data.in_channels, data.image_size) != (spec.in_channels, spec.input_size) or data.num_classes > spec.num_classes:
             raise UserError(
@@ -63,6 +73,9 @@ class Evaluator:
                 f"does not fit space {supernet.space.config.name!r} ({spec.in_channels}x{spec.input_size}x"
                 f"{spec.input_size}, {spec.num_classes} classes)"
             )
+        if predictor is not None and predictor.space != supernet.space.config:
+            raise UserError(f"the latency profile was measured for space {predictor.space.name!r}, not for the "
+                            f"supernet's space {supernet.space.config.name!r} (or the two definitions differ)")
 
     def input_shape(self, batch: int) -> tuple[int, ...]:
         s = self.supernet.spec
@@ -71,29 +84,43 @@ class Evaluator:
     def accuracy(self, arch: Arch, split: str = "val") -> float:
         return evaluate(self.supernet, getattr(self.data, split), arch, device=self.device)
 
-    def costs(self, arch: Arch) -> dict[str, float]:
+    def measure(self, arch: Arch) -> Latency:
+        """Latency of the extracted subnet, measured on this machine's target."""
         model = self.supernet.extract(arch).cpu().eval()
-        lat = measure_latency(model, self.input_shape(self.latency.batch_size), device=self.latency.device,
-                              threads=self.latency.threads, max_seconds=self.latency.max_seconds)
-        return {
-            "params": self.supernet.space.count_params(arch),
-            "flops": count_flops(model, self.input_shape(1)),
-            "latency_ms": lat.median_ms,
-            "latency_iqr_ms": lat.iqr_ms,
-        }
+        return measure_on_target(model, self.input_shape(self.latency.batch_size), target=self.latency.device,
+                                 threads=self.latency.threads, max_seconds=self.latency.max_seconds)
+
+    def analytic_costs(self, arch: Arch) -> dict[str, float]:
+        space = self.supernet.space
+        return {"params": space.count_params(arch), "flops": space.count_flops(arch),
+                "memory_bytes": space.peak_memory_bytes(arch, self.latency.batch_size)}
+
+    def costs(self, arch: Arch) -> dict[str, float]:
+        """Analytic costs and latency: `latency_ms` is the measured or the predicted value (the
+        one limits and the search use), also recorded as `latency_measured_ms` or `latency_predicted_ms`."""
+        costs = self.analytic_costs(arch)
+        if self.predictor is not None:
+            try:
+                predicted = self.predictor.predict(arch)
+            except MissingBlockError as e:
+                raise UserError(str(e)) from None
+            return costs | {"latency_ms": predicted, "latency_iqr_ms": float("nan"), "latency_predicted_ms": predicted}
+        lat = self.measure(arch)
+        return costs | {"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms, "latency_measured_ms": lat.median_ms}
 
     def check_feasible(self, limits: Limits) -> None:
         """Fail early, naming the smallest achievable value, when no subnet can meet a limit."""
         space = self.supernet.space
         variants = space.smallest_variants()
-        if limits.max_flops is None and limits.max_latency_ms is None:  # analytic only: nothing to measure
-            measured = [{"params": space.count_params(a)} for a in variants]
+        if limits.max_latency_ms is None:  # analytic only: nothing to measure
+            measured = [self.analytic_costs(a) for a in variants]
         else:
             measured = [self.costs(a) for a in variants]
+        where = "predicted" if self.predictor is not None else "on " + self.latency.device
         checks = (  # latency is noisy: allow 5% before declaring its limit impossible
             ("--max-params", limits.max_params, "params", "{:,.0f} parameters", 1.0),
             ("--max-flops", limits.max_flops, "flops", "{:,.0f} multiply-adds", 1.0),
-            ("--max-latency-ms", limits.max_latency_ms, "latency_ms", "{:.3f} ms on " + self.latency.device, 1.05),
+            ("--max-latency-ms", limits.max_latency_ms, "latency_ms", "{:.3f} ms " + where, 1.05),
         )
         for flag, limit, key, fmt, slack in checks:
             if limit is None:

@@ -1,9 +1,11 @@
 """The search loop: ask a strategy, evaluate on the supernet, record, tell; then the outputs.
 
 Every evaluation is appended to `evaluations.csv` (flushed) as it completes. At the end the
-feasible non-dominated subnets (accuracy vs measured latency) go to `pareto.csv` and
-`pareto.png`, the summary (hypervolume and its reference point, chosen subnet) to `search.json`,
-and the most accurate subnet under the limits is extracted to `models/<id>/`.
+feasible non-dominated subnets (accuracy vs latency) go to `pareto.csv` and `pareto.png`, the
+summary (hypervolume and its reference point, chosen subnet) to `search.json`, and the most
+accurate subnet under the limits is extracted to `models/<id>/`. When latency was predicted from
+a profile of this machine, the subnets of the front are measured too, and `evaluations.csv`,
+`pareto.csv` and `search.json` hold the predicted and the measured latency side by side.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from nas.errors import UserError
 from nas.evaluation import Evaluator, Limits
 from nas.pareto import hypervolume_2d, pareto_indices, plot_front
 from nas.progress import progress_bar
-from nas.runs import save_model, write_json
+from nas.runs import save_model, write_json, write_text
 from nas.strategies import make_strategy
 from search_spaces import Arch
 
-COLUMNS = ["index", "id", "strategy", "val_acc", "latency_ms", "latency_iqr_ms", "flops", "params", "feasible",
-           "violation", "seconds", "arch"]
+COLUMNS = ["index", "id", "strategy", "val_acc", "latency_ms", "latency_iqr_ms", "latency_predicted_ms",
+           "latency_measured_ms", "flops", "params", "memory_bytes", "feasible", "violation", "seconds", "arch"]
 MAX_REPEATS = 500  # consecutive already-evaluated proposals before the space is taken as exhausted
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -100,7 +102,7 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
 
 
 def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget, strategy: str, seconds: float) -> dict:
-    table = pd.read_csv(out / "evaluations.csv")
+    table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
     feasible = table["feasible"].to_numpy(dtype=bool)
     ok = table[feasible]
     objectives = np.column_stack([-ok["val_acc"].to_numpy(), ok["latency_ms"].to_numpy()])
@@ -109,6 +111,11 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     # reference point: zero accuracy and the latency limit (or the slowest evaluated subnet)
     ref = np.array([0.0, limits.max_latency_ms or float(table["latency_ms"].max()) * 1.01])
     hv = hypervolume_2d(objectives, ref) if len(ok) else 0.0
+    remeasured = evaluator.predictor is not None and evaluator.remeasure and bool(front_rows)
+    if remeasured:  # predicted latency: measure the front here too, side by side
+        for i in front_rows:
+            table.at[i, "latency_measured_ms"] = evaluator.measure(Arch.from_json(table.at[i, "arch"])).median_ms
+        write_text(out / "evaluations.csv", table.to_csv(index=False))
     pareto = table.loc[front_rows].copy()
     pareto["test_acc"] = [evaluator.accuracy(Arch.from_json(a), "test") for a in pareto["arch"]]
     pareto.to_csv(out / "pareto.csv", index=False)
@@ -123,6 +130,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
         "limits": {k: v for k, v in vars(limits).items()}, "feasible": int(feasible.sum()),
         "hypervolume": hv, "hypervolume_reference": {"accuracy": 0.0, "latency_ms": float(ref[1])},
         "pareto_size": len(front_rows), "chosen": None,
+        "latency": {"source": "measured" if evaluator.predictor is None else "predicted", "front_remeasured": remeasured},
     }
     if chosen is None:
         write_json(out / "search.json", summary)
@@ -130,7 +138,8 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
                         f"{out / 'evaluations.csv'}: loosen a limit or raise --budget")
     row = table.loc[chosen]
     arch = Arch.from_json(row["arch"])
-    info = {k: _plain(row[k]) for k in ("val_acc", "latency_ms", "flops", "params")}
+    info = {k: _plain(row[k]) for k in ("val_acc", "latency_ms", "latency_predicted_ms", "latency_measured_ms", "flops",
+                                        "params", "memory_bytes")}
     info["test_acc"] = evaluator.accuracy(arch, "test")
     model_dir = save_model(out / "models" / arch.id, evaluator.supernet.extract(arch), {
         "metrics": info, "data": evaluator.data.describe(), "space": evaluator.supernet.space.config.name,

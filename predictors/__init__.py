@@ -1,4 +1,9 @@
-"""Accuracy and latency predictors over architecture encodings (`SearchSpace.encode`).
+"""Accuracy and latency predictors over architectures.
 
-Imports `search_spaces` only, never `nas`.
+`latency.LatencyPredictor`: a device's latency from its profile (lookup-table sum + a fitted
+correction). Imports `search_spaces` only, never `nas`.
 """
+
+from predictors.latency import LatencyPredictor, MissingBlockError
+
+__all__ = ["LatencyPredictor", "MissingBlockError"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from search_spaces.arch import Arch, ArchError, AttnBlock, ConvBlock, Stage
+from search_spaces.blocks import BlockSpec, block_macs, block_params, block_specs, build_block, count_macs, peak_memory_bytes
 from search_spaces.presets import CIFAR, IMAGENET, TINY
 from search_spaces.space import SearchSpace, SpaceConfig, StageSpace
 from search_spaces.static import ModelSpec, SubnetModel
@@ -43,4 +44,5 @@ for _config in (TINY, CIFAR, IMAGENET):
 __all__ = [
     "Arch", "ArchError", "AttnBlock", "ConvBlock", "Stage", "SearchSpace", "SpaceConfig", "StageSpace",
     "ModelSpec", "SubnetModel", "HybridSupernet", "register_space", "list_spaces", "get_space",
+    "BlockSpec", "block_specs", "block_macs", "block_params", "build_block", "count_macs", "peak_memory_bytes",
 ]

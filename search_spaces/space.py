@@ -148,6 +148,10 @@ class SearchSpace:
         object.__setattr__(self, "_conv_options", conv)
         object.__setattr__(self, "_attn_options", attn)
 
+    def block_options(self, kind: BlockType) -> tuple[Block, ...]:
+        """Every block of a type that a block position may hold."""
+        return self._conv_options if kind == "conv" else self._attn_options
+
     # ---- sampling -------------------------------------------------------------------------
     def sample(self, rng: np.random.Generator) -> Arch:
         c = self.config
@@ -429,3 +433,18 @@ class SearchSpace:
                 total += w * m + m + m * w + w
             prev = w
         return total + 2 * prev + prev * c.num_classes + c.num_classes
+
+    def count_flops(self, arch: Arch, batch: int = 1) -> int:
+        """Exact multiply-adds of one forward pass of the extracted model of `arch`, as fvcore counts
+        them (`nas.costs.count_flops`), from the architecture alone (`search_spaces.blocks`)."""
+        from search_spaces.blocks import count_macs  # blocks builds on static, which imports this module
+        from search_spaces.static import ModelSpec
+
+        return count_macs(ModelSpec.from_config(self.config), self.validate(arch), batch)
+
+    def peak_memory_bytes(self, arch: Arch, batch: int = 1, bytes_per_element: int = 4) -> int:
+        """Estimated peak memory of an inference forward pass: weights + most live activations."""
+        from search_spaces.blocks import peak_memory_bytes
+        from search_spaces.static import ModelSpec
+
+        return peak_memory_bytes(ModelSpec.from_config(self.config), self.validate(arch), batch, bytes_per_element)

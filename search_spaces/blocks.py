@@ -1,0 +1,353 @@
+"""A subnet as a chain of typed, independently buildable units, and its analytic costs.
+
+`block_specs(spec, arch)` cuts the static model of `arch` (`SubnetModel`) into `BlockSpec` units:
+the input resize, the stem, per stage a down-sampling layer and its blocks, and the head. A unit's
+cost depends only on its spec, so one latency lookup table serves every subnet that uses it
+(ProxylessNAS / Once-for-All style latency tables).
+
+`block_macs` counts multiply-adds exactly as `nas.costs.count_flops` does with fvcore and its
+extra handlers, so the sum over units equals fvcore on the extracted model, at a tiny cost:
+- convolution: out_channels * in_channels/groups * k * k per output pixel; linear: in * out per token;
+- GroupNorm / LayerNorm: 5 per element of their input (fvcore's convention with an affine);
+- bilinear upsampling: 4 per output element (fvcore's convention);
+- scaled dot-product attention: QK^T plus attn@V; matmul exact; elementwise ops, pooling and
+  means count 0. Window attention counts the padded grid, as the code computes it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, astuple, dataclass, fields
+from typing import Any, Literal, get_args
+
+from torch import Tensor, nn
+
+from search_spaces.arch import ATTENTION_MIXERS, MIXERS, Arch, ArchError, AttnBlock, ConvBlock
+from search_spaces.space import SearchSpace, hidden_width
+from search_spaces.static import ConvNorm, ModelSpec, StaticAttnBlock, StaticConvBlock
+
+Kind = Literal["resize", "stem", "down", "conv", "attn", "head"]
+KINDS: tuple[str, ...] = get_args(Kind)
+NORM_MACS = 5  # fvcore counts 5 per input element of an affine GroupNorm / LayerNorm
+UPSAMPLE_MACS = 4  # fvcore counts 4 per output element of bilinear upsampling
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One unit of a subnet, with everything its cost depends on. Unused fields are 0 or "".
+
+    - resize: bilinear resize of the input (in_channels = out_channels), in/out_resolution.
+    - stem, down: 3x3 convolution with `stride` + GroupNorm (the stem adds GELU).
+    - conv: inverted residual at `in_resolution`; `hidden` expanded channels, depthwise `kernel`.
+    - attn: transformer block; `mixer`, `heads` x `head_dim` (0 for pool), `window` (window
+      mixer only), MLP `hidden` width.
+    - head: spatial mean, LayerNorm, linear to `out_channels` classes.
+    """
+
+    kind: Kind
+    in_channels: int
+    out_channels: int
+    in_resolution: int
+    out_resolution: int
+    stride: int = 0
+    kernel: int = 0
+    hidden: int = 0
+    mixer: str = ""
+    heads: int = 0
+    head_dim: int = 0
+    window: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ArchError(f"block kind must be one of {list(KINDS)}, got {self.kind!r}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("kind", "mixer"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ArchError(f"block {f.name} must be an integer >= 0, got {value!r}")
+        if self.mixer not in ("", *MIXERS):
+            raise ArchError(f"block mixer must be one of {list(MIXERS)} or '', got {self.mixer!r}")
+        if (self.kind == "attn") != (self.mixer != ""):
+            raise ArchError(f"block mixer is set exactly for attn blocks; got kind {self.kind!r}, mixer {self.mixer!r}")
+
+    @property
+    def attn_width(self) -> int:
+        """Channels of q (and of k, v): heads * head_dim."""
+        return self.heads * self.head_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> BlockSpec:
+        if not isinstance(data, dict):
+            raise ArchError(f"block spec must be an object, got {type(data).__name__}")
+        allowed = {f.name for f in fields(cls)}
+        if extra := set(data) - allowed:
+            raise ArchError(f"block spec: unknown key(s) {sorted(extra)}")
+        if missing := {"kind", "in_channels", "out_channels", "in_resolution", "out_resolution"} - set(data):
+            raise ArchError(f"block spec: missing key(s) {sorted(missing)}")
+        return cls(**data)
+
+
+def conv_out(resolution: int, stride: int) -> int:
+    """Output size of a 3x3 convolution with padding 1."""
+    return (resolution - 1) // stride + 1
+
+
+def block_specs(spec: ModelSpec, arch: Arch) -> tuple[BlockSpec, ...]:
+    """The units of `SubnetModel(spec, arch)`, in execution order."""
+    units: list[BlockSpec] = []
+    r = arch.resolution
+    if r != spec.input_size:
+        units.append(BlockSpec("resize", spec.in_channels, spec.in_channels, spec.input_size, r))
+    res = conv_out(r, spec.stem_stride)
+    units.append(BlockSpec("stem", spec.in_channels, arch.stem_width, r, res, stride=spec.stem_stride, kernel=3))
+    prev = arch.stem_width
+    for stage in arch.stages:
+        w, out = stage.width, conv_out(res, stage.stride)
+        units.append(BlockSpec("down", prev, w, res, out, stride=stage.stride, kernel=3))
+        res, prev = out, w
+        units += [unit_of(b, w, res, spec) for b in stage.blocks]
+    units.append(BlockSpec("head", prev, spec.num_classes, res, 0))
+    return tuple(units)
+
+
+def unit_of(block: ConvBlock | AttnBlock, width: int, resolution: int, spec: ModelSpec) -> BlockSpec:
+    """The unit of one searchable block at a given width and resolution."""
+    if isinstance(block, ConvBlock):
+        return BlockSpec("conv", width, width, resolution, resolution, kernel=block.kernel,
+                         hidden=hidden_width(width, block.expand))
+    attention = block.mixer in ATTENTION_MIXERS
+    return BlockSpec("attn", width, width, resolution, resolution, hidden=hidden_width(width, block.mlp_ratio),
+                     mixer=block.mixer, heads=block.heads, head_dim=spec.head_dim if attention else 0,
+                     window=spec.window if block.mixer == "window" else 0)
+
+
+def space_block_specs(space: SearchSpace) -> list[BlockSpec]:
+    """Every distinct unit that some subnet of `space` contains, in a deterministic order.
+
+    Resolutions are propagated stage by stage (each stride choice applied to each reachable
+    resolution); a block type is included in a stage only where the layout lets it appear there.
+    """
+    c = space.config
+    spec = ModelSpec.from_config(c)
+    units: set[BlockSpec] = set()
+    res_by_input: dict[int, int] = {}
+    for r in c.resolutions:
+        if r != c.input_size:
+            units.add(BlockSpec("resize", c.in_channels, c.in_channels, c.input_size, r))
+        res_by_input[r] = conv_out(r, c.stem_stride)
+        for w in c.stem_widths:
+            units.add(BlockSpec("stem", c.in_channels, w, r, res_by_input[r], stride=c.stem_stride, kernel=3))
+    resolutions, prev_widths = set(res_by_input.values()), c.stem_widths
+    types = [set(s.block_types) for s in c.stages]
+    for i, stage in enumerate(c.stages):
+        out_res = {conv_out(r, s) for r in resolutions for s in stage.strides}
+        for p, w, s, r in itertools.product(prev_widths, stage.widths, stage.strides, resolutions):
+            units.add(BlockSpec("down", p, w, r, conv_out(r, s), stride=s, kernel=3))
+        if c.layout == "conv_first":  # conv only after conv-capable stages, attn only before attn-capable ones
+            conv_ok = all("conv" in t for t in types[: i + 1])
+            attn_ok = all("attn" in t for t in types[i:])
+        else:
+            conv_ok, attn_ok = "conv" in types[i], "attn" in types[i]
+        blocks = [*(space.block_options("conv") if conv_ok else ()), *(space.block_options("attn") if attn_ok else ())]
+        for w, r, b in itertools.product(stage.widths, out_res, blocks):
+            units.add(unit_of(b, w, r, spec))
+        resolutions, prev_widths = out_res, stage.widths
+    for w, r in itertools.product(prev_widths, resolutions):
+        units.add(BlockSpec("head", w, c.num_classes, r, 0))
+    order = {k: i for i, k in enumerate(KINDS)}
+    return sorted(units, key=lambda b: (order[b.kind], *(str(v) for v in astuple(b)[1:])))
+
+
+# ---- analytic costs ----------------------------------------------------------------------------
+def mixer_macs(mixer: str, heads: int, head_dim: int, height: int, width: int, window: int) -> int:
+    """Multiply-adds of the token mixer alone (per sample), as `search_spaces.mixers` computes it."""
+    n, d = height * width, head_dim
+    if mixer == "softmax":  # QK^T and attn@V
+        return heads * n * n * 2 * d
+    if mixer == "linear":  # k^T v, q (k^T v), and the normaliser q . sum(k)
+        return heads * (2 * n * d * d + n * d)
+    if mixer == "window":  # per padded window: QK^T and attn@V over wh*ww tokens
+        wh, ww = min(window, height), min(window, width)
+        padded = math.ceil(height / wh) * wh * math.ceil(width / ww) * ww
+        return heads * padded * wh * ww * 2 * d
+    if mixer == "pool":
+        return 0
+    raise ArchError(f"unknown mixer {mixer!r}")
+
+
+def block_macs(b: BlockSpec) -> int:
+    """Multiply-adds of one forward pass of the unit for one sample (fvcore's conventions)."""
+    ci, co, n_in, n = b.in_channels, b.out_channels, b.in_resolution**2, b.out_resolution**2
+    if b.kind == "resize":
+        return UPSAMPLE_MACS * ci * n
+    if b.kind in ("stem", "down"):
+        return n * (co * ci * b.kernel**2 + NORM_MACS * co)
+    if b.kind == "conv":
+        h = b.hidden
+        return n * (ci * h + NORM_MACS * h + h * b.kernel**2 + NORM_MACS * h + h * co + NORM_MACS * co)
+    if b.kind == "attn":
+        w, m, a = ci, b.hidden, b.attn_width
+        total = n * (w * 9 + 2 * NORM_MACS * w + 2 * w * m)  # positional conv, two norms, MLP
+        if b.mixer in ATTENTION_MIXERS:
+            total += n * (w * 3 * a + a * w)  # q/k/v and output projections
+        res = b.in_resolution
+        return total + mixer_macs(b.mixer, b.heads, b.head_dim, res, res, b.window)
+    return NORM_MACS * ci + ci * co  # head: LayerNorm + linear; the spatial mean counts 0
+
+
+def block_params(b: BlockSpec) -> int:
+    """Parameters of the unit (the sum over a subnet's units is `SearchSpace.count_params`)."""
+    ci, co = b.in_channels, b.out_channels
+    if b.kind == "resize":
+        return 0
+    if b.kind in ("stem", "down"):
+        return ci * co * b.kernel**2 + 2 * co
+    if b.kind == "conv":
+        h = b.hidden
+        return ci * h + 2 * h + h * b.kernel**2 + 2 * h + h * co + 2 * co
+    if b.kind == "attn":
+        w, m, a = ci, b.hidden, b.attn_width
+        total = w * 9 + w + 4 * w + w * m + m + m * w + w
+        return total + (w * 3 * a + 3 * a + a * w + w if b.mixer in ATTENTION_MIXERS else 0)
+    return 2 * ci + ci * co + co
+
+
+def count_macs(spec: ModelSpec, arch: Arch, batch: int = 1) -> int:
+    """Multiply-adds of one forward pass of `arch` on `batch` samples; equals fvcore exactly."""
+    return batch * sum(block_macs(b) for b in block_specs(spec, arch))
+
+
+# ---- memory ------------------------------------------------------------------------------------
+def unit_activation_elements(b: BlockSpec) -> int:
+    """Most activation elements alive at once while the unit runs (its input included), one sample.
+
+    Follows eager PyTorch on this code (a tensor lives while a variable or a caller holds it) and
+    assumes fused attention kernels that never materialise the score matrix (flash / memory-
+    efficient SDPA on CPU and CUDA). In units of tokens n, width w, hidden h or MLP m, q width a:
+    - resize: input + output; stem, down: input + convolution output + its normalised copy;
+    - conv: input + three expanded tensors (the depthwise input is still held while its output is
+      normalised);
+    - attn: input, the input after positional encoding and, in the MLP, the mixer's leftovers
+      (pool: 2w; attention: q/k/v + output, 4a) + the residual stream w + MLP pair 2m; linear
+      attention peaks in its mixer at about 8a, window attention at 3a + 4 padded a.
+    - head: input + its mean.
+    """
+    ci, co, n_in, n = b.in_channels, b.out_channels, b.in_resolution**2, b.out_resolution**2
+    if b.kind == "resize":
+        return ci * n_in + co * n
+    if b.kind in ("stem", "down"):
+        return ci * n_in + 2 * co * n
+    if b.kind == "conv":
+        return ci * n + 3 * b.hidden * n
+    if b.kind == "attn":
+        w, m, a = ci, b.hidden, b.attn_width
+        if b.mixer == "pool":
+            return n * (2 * w + max(3 * w, 2 * w + 2 * m))
+        peak = n * (3 * w + 4 * a + 2 * m)  # inside the MLP
+        if b.mixer == "linear":
+            peak = max(peak, n * (2 * w + 8 * a) + b.heads * b.head_dim**2)
+        elif b.mixer == "window":
+            wh = min(b.window, b.in_resolution)
+            padded = math.ceil(b.in_resolution / wh) ** 2 * wh * wh
+            peak = max(peak, n * (2 * w + 3 * a) + 4 * a * padded)
+        return peak
+    return ci * n_in + ci
+
+
+def activation_peak_elements(spec: ModelSpec, arch: Arch) -> int:
+    """Most activation elements alive at once in a forward pass of `arch` (one sample).
+
+    While a unit runs, its callers still hold tensors besides the unit's input: the model input,
+    the stem output (held by the sequence of stages), the current stage's input and, after the
+    stage's first block, its down-sampled tensor. Their sum plus `unit_activation_elements` is
+    maximised over the units.
+    """
+    units = iter(block_specs(spec, arch))
+    x_in = spec.in_channels * spec.input_size**2
+    peak = 0
+
+    def run(held: int) -> BlockSpec:
+        nonlocal peak
+        b = next(units)
+        peak = max(peak, held + unit_activation_elements(b))
+        return b
+
+    resized = arch.resolution != spec.input_size
+    if resized:
+        run(0)  # the resize reads the model input itself
+    stem = run(x_in if resized else 0)
+    stem_out = _out_elements(stem)
+    for i, stage in enumerate(arch.stages):
+        down = run(x_in + (stem_out if i > 0 else 0))
+        stage_in = down.in_channels * down.in_resolution**2 if i > 0 else 0  # stage 0 reads the stem output
+        for j in range(stage.depth):
+            run(x_in + stem_out + stage_in + (_out_elements(down) if j > 0 else 0))
+    run(x_in)  # head
+    return peak
+
+
+def _out_elements(b: BlockSpec) -> int:
+    return b.out_channels * b.out_resolution**2
+
+
+def peak_memory_bytes(spec: ModelSpec, arch: Arch, batch: int = 1, bytes_per_element: int = 4) -> int:
+    """Estimated peak memory of an inference forward pass on `batch` samples: all weights plus
+    the most activations alive at once (`activation_peak_elements`, the model input included).
+
+    Not counted: kernel workspaces, allocator rounding and caching, the framework itself.
+    """
+    params = sum(block_params(b) for b in block_specs(spec, arch))
+    return bytes_per_element * (params + batch * activation_peak_elements(spec, arch))
+
+
+# ---- building one unit -------------------------------------------------------------------------
+class Resize(nn.Upsample):
+    """The input resize of `SubnetModel`."""
+
+    def __init__(self, resolution: int):
+        super().__init__(size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+class Head(nn.Module):
+    """The classifier of `SubnetModel`: spatial mean, LayerNorm, linear."""
+
+    def __init__(self, width: int, num_classes: int):
+        super().__init__()
+        self.head_norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (B, C, H, W) -> (B, classes)
+        return self.head(self.head_norm(x.mean(dim=(2, 3))))
+
+
+def build_block(b: BlockSpec) -> nn.Module:
+    """A standalone module computing the unit with the static layers `SubnetModel` uses."""
+    if b.kind == "resize":
+        return Resize(b.out_resolution)
+    if b.kind in ("stem", "down"):
+        return ConvNorm(b.in_channels, b.out_channels, b.stride, act=b.kind == "stem")
+    if b.kind == "conv":
+        return StaticConvBlock(b.in_channels, ConvBlock(b.kernel, _ratio(b.hidden, b.in_channels)))
+    if b.kind == "attn":
+        block = AttnBlock(b.mixer, b.heads, _ratio(b.hidden, b.in_channels))
+        return StaticAttnBlock(b.in_channels, block, b.head_dim, b.window)
+    return Head(b.in_channels, b.out_channels)
+
+
+def _ratio(hidden: int, width: int) -> float:
+    """A ratio whose `hidden_width` is exactly `hidden`."""
+    ratio = hidden / width
+    if hidden_width(width, ratio) != hidden:
+        raise ArchError(f"no ratio gives hidden width {hidden} at width {width}")
+    return ratio
+
+
+def block_input_shape(b: BlockSpec, batch: int) -> tuple[int, int, int, int]:
+    """(B, C, H, W) of the unit's input."""
+    return (batch, b.in_channels, b.in_resolution, b.in_resolution)
