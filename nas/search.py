@@ -140,7 +140,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     arch = Arch.from_json(row["arch"])
     info = {k: _plain(row[k]) for k in ("val_acc", "latency_ms", "latency_predicted_ms", "latency_measured_ms", "flops",
                                         "params", "memory_bytes")}
-    info["test_acc"] = evaluator.accuracy(arch, "test")
+    info["test_acc"] = float(pareto.at[chosen, "test_acc"])  # the chosen subnet is on the front: measured above
     model_dir = save_model(out / "models" / arch.id, evaluator.supernet.extract(arch), {
         "metrics": info, "data": evaluator.data.describe(), "space": evaluator.supernet.space.config.name,
     })
