@@ -13,7 +13,7 @@ import torch
 from nas.costs import describe_hardware
 from nas.data import DataError, list_datasets, load_data
 from nas.errors import UserError
-from nas.evaluation import Evaluator, LatencySettings, Limits
+from nas.evaluation import OBJECTIVES, Evaluator, LatencySettings, Limits
 from nas.runs import SUPERNET_FILE, load_supernet, package_versions, prepare_run_dir, read_json, save_model, save_supernet, write_json
 from nas.search import Budget, run_search
 from nas.profile import ProfileSettings, build_profile, search_latency
@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-latency-ms", type=float, default=None, help="latency limit in ms on --target")
     p.add_argument("--max-params", type=int, default=None, help="parameter limit")
     p.add_argument("--max-flops", type=int, default=None, help="limit on multiply-adds of one forward pass")
+    p.add_argument("--max-memory-mb", type=float, default=None,
+                   help="limit on estimated peak inference memory (weights + live activations) in MiB at --latency-batch")
+    p.add_argument("--objective", default="latency", choices=sorted(OBJECTIVES),
+                   help="what is traded against accuracy on the Pareto front (default latency)")
     p.add_argument("--target", default="cpu",
                    help=f"where latency comes from: measured here on {', '.join(TARGETS)}, or predicted from a latency "
                         "profile PROFILE.json written by `nas profile` on any device (default cpu)")
@@ -200,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_search(args: argparse.Namespace) -> None:
     device = _device(args.device)
     budget = Budget.parse(args.budget)
-    limits = Limits(args.max_latency_ms, args.max_params, args.max_flops)
+    limits = Limits(args.max_latency_ms, args.max_params, args.max_flops, args.max_memory_mb)
     source = search_latency(args.target, threads=args.threads, batch=args.latency_batch)
     latency = source.settings
     data = load_data(args.data)
@@ -221,17 +225,18 @@ def cmd_search(args: argparse.Namespace) -> None:
     if config is not None:
         _train(supernet, config, args, out, data)
     summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=args.strategy, seed=args.seed,
-                         show_progress=not args.quiet, check_limits=False)
+                         objective=args.objective, show_progress=not args.quiet, check_limits=False)
     c = summary["chosen"]
     print(f"{summary['evaluations']} subnets evaluated in {summary['seconds']:.0f} s, {summary['feasible']} within the "
           f"limits, {summary['pareto_size']} on the Pareto front (hypervolume {summary['hypervolume']:.4f})")
-    latency_text = f"{c['latency_ms']:.3f} ms"
-    if source.predictor is not None:
+    latency_text = "not measured" if c["latency_ms"] is None else f"{c['latency_ms']:.3f} ms"
+    if source.predictor is not None and c["latency_ms"] is not None:
         measured = c["latency_measured_ms"]
         latency_text += " predicted" + (f", {measured:.3f} ms measured" if measured is not None else
                                         f" (not measured: {source.mismatch})")
     print(f"chosen subnet {c['id']}: val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency "
-          f"{latency_text}, {c['params']:,} params, {c['flops']:,} MACs -> {c['path']}")
+          f"{latency_text}, {c['params']:,} params, {c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB "
+          f"-> {c['path']}")
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
@@ -269,7 +274,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     supernet = load_supernet(local if local.is_file() else config["supernet"], device)
     arch = supernet.space.parse(row["arch"])
     data = load_data(config["data_spec"])
-    metrics = {k: row[k].item() for k in ("val_acc", "latency_ms", "flops", "params")}
+    metrics = {k: row[k].item() for k in ("val_acc", "latency_ms", "flops", "params", "memory_bytes")}
     metrics["test_acc"] = evaluate(supernet, data.test, arch, device=device)
     save_model(folder, supernet.extract(arch), {"metrics": metrics, "data": data.describe(), "space": supernet.space.config.name})
     print(f"subnet {arch.id} written to {folder} (test acc {metrics['test_acc']:.4f})")

@@ -20,27 +20,40 @@ from predictors import LatencyPredictor, MissingBlockError
 from search_spaces import Arch, HybridSupernet
 
 
+# objective name -> its column in evaluations.csv (all minimized, against maximized accuracy)
+OBJECTIVES: dict[str, str] = {"latency": "latency_ms", "flops": "flops", "params": "params", "memory": "memory_bytes"}
+OBJECTIVE_LABELS: dict[str, str] = {"latency": "latency (ms)", "flops": "multiply-adds", "params": "parameters",
+                                    "memory": "peak memory (bytes)"}
+
+
 @dataclass(frozen=True)
 class Limits:
     max_latency_ms: float | None = None
     max_params: int | None = None
     max_flops: int | None = None
+    max_memory_mb: float | None = None
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if value is not None and not value > 0:
                 raise UserError(f"--{name.replace('_', '-')} must be > 0, got {value}")
 
+    def bounds(self) -> dict[str, float]:
+        """Column of evaluations.csv -> its limit, for the limits that are set."""
+        pairs = (("latency_ms", self.max_latency_ms), ("params", self.max_params), ("flops", self.max_flops),
+                 ("memory_bytes", None if self.max_memory_mb is None else self.max_memory_mb * 2**20))
+        return {k: float(v) for k, v in pairs if v is not None}
+
     def violation(self, costs: dict[str, float]) -> float:
-        """Sum of relative excesses over the limits; 0 means feasible."""
-        total = 0.0
-        for key, limit in (("latency_ms", self.max_latency_ms), ("params", self.max_params), ("flops", self.max_flops)):
-            if limit is not None:
-                total += max(0.0, costs[key] / limit - 1.0)
-        return total
+        """Sum of relative excesses over the limits; 0 means feasible. A limit whose metric is
+        missing from `costs` counts 0 (a model-based strategy's estimate without that metric)."""
+        return sum(max(0.0, costs[key] / limit - 1.0) for key, limit in self.bounds().items() if key in costs)
 
     def params_ok(self, params: int) -> bool:
         return self.max_params is None or params <= self.max_params
+
+    def limit_of(self, objective: str) -> float | None:
+        return self.bounds().get(OBJECTIVES[objective])
 
 
 @dataclass(frozen=True)
@@ -95,15 +108,21 @@ class Evaluator:
         return {"params": space.count_params(arch), "flops": space.count_flops(arch),
                 "memory_bytes": space.peak_memory_bytes(arch, self.latency.batch_size)}
 
-    def costs(self, arch: Arch) -> dict[str, float]:
+    def predict_latency(self, arch: Arch) -> float:
+        try:
+            return self.predictor.predict(arch)
+        except MissingBlockError as e:
+            raise UserError(str(e)) from None
+
+    def costs(self, arch: Arch, *, latency: bool = True) -> dict[str, float]:
         """Analytic costs and latency: `latency_ms` is the measured or the predicted value (the
-        one limits and the search use), also recorded as `latency_measured_ms` or `latency_predicted_ms`."""
+        one limits and the search use), also recorded as `latency_measured_ms` or `latency_predicted_ms`.
+        `latency=False` skips latency (NaN) when neither the objective nor a limit needs it."""
         costs = self.analytic_costs(arch)
+        if not latency:
+            return costs | {"latency_ms": float("nan"), "latency_iqr_ms": float("nan")}
         if self.predictor is not None:
-            try:
-                predicted = self.predictor.predict(arch)
-            except MissingBlockError as e:
-                raise UserError(str(e)) from None
+            predicted = self.predict_latency(arch)
             return costs | {"latency_ms": predicted, "latency_iqr_ms": float("nan"), "latency_predicted_ms": predicted}
         lat = self.measure(arch)
         return costs | {"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms, "latency_measured_ms": lat.median_ms}
@@ -117,15 +136,16 @@ class Evaluator:
         else:
             measured = [self.costs(a) for a in variants]
         where = "predicted" if self.predictor is not None else "on " + self.latency.device
-        checks = (  # latency is noisy: allow 5% before declaring its limit impossible
-            ("--max-params", limits.max_params, "params", "{:,.0f} parameters", 1.0),
-            ("--max-flops", limits.max_flops, "flops", "{:,.0f} multiply-adds", 1.0),
-            ("--max-latency-ms", limits.max_latency_ms, "latency_ms", "{:.3f} ms " + where, 1.05),
+        checks = (  # flag, limit, column, limit's unit in the column's, how to show, slack (latency is noisy)
+            ("--max-params", limits.max_params, "params", 1, "{:,.0f} parameters", 1.0),
+            ("--max-flops", limits.max_flops, "flops", 1, "{:,.0f} multiply-adds", 1.0),
+            ("--max-latency-ms", limits.max_latency_ms, "latency_ms", 1, "{:.3f} ms " + where, 1.05),
+            ("--max-memory-mb", limits.max_memory_mb, "memory_bytes", 2**20, "{:,.0f} bytes (estimated)", 1.0),
         )
-        for flag, limit, key, fmt, slack in checks:
+        for flag, limit, key, unit, fmt, slack in checks:
             if limit is None:
                 continue
             best = min(m[key] for m in measured)
-            if best > limit * slack:
+            if best > limit * unit * slack:
                 raise UserError(f"no subnet of space {space.config.name!r} can meet {flag} {limit:g}: "
                                 f"the smallest achievable is {fmt.format(best)}")

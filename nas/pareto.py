@@ -21,30 +21,33 @@ def constrained_dominates(fa: np.ndarray, va: float, fb: np.ndarray, vb: float) 
     return va < vb
 
 
+def domination_matrix(objectives: np.ndarray, violations: np.ndarray | None = None) -> np.ndarray:
+    """`D[i, j]` is True when point i constraint-dominates point j (vectorized `constrained_dominates`)."""
+    f = np.asarray(objectives, dtype=float)
+    n = len(f)
+    v = np.zeros(n) if violations is None else np.maximum(np.asarray(violations, dtype=float), 0.0)
+    le = np.all(f[:, None, :] <= f[None, :, :], axis=2)
+    lt = np.any(f[:, None, :] < f[None, :, :], axis=2)
+    feasible = v <= 0
+    both = feasible[:, None] & feasible[None, :]
+    return np.where(both, le & lt, np.where(feasible[:, None] | feasible[None, :], feasible[:, None] & ~feasible[None, :],
+                                            v[:, None] < v[None, :]))
+
+
 def non_dominated_sort(objectives: np.ndarray, violations: np.ndarray | None = None) -> list[list[int]]:
     """Fronts of indices, best first. `violations` (>0 means infeasible) enables constraint domination."""
     n = len(objectives)
-    v = np.zeros(n) if violations is None else np.asarray(violations, dtype=float)
-    dominated_by = [[] for _ in range(n)]
-    counts = np.zeros(n, dtype=int)
-    for i in range(n):
-        for j in range(i + 1, n):
-            if constrained_dominates(objectives[i], v[i], objectives[j], v[j]):
-                dominated_by[i].append(j)
-                counts[j] += 1
-            elif constrained_dominates(objectives[j], v[j], objectives[i], v[i]):
-                dominated_by[j].append(i)
-                counts[i] += 1
-    fronts, current = [], [i for i in range(n) if counts[i] == 0]
-    while current:
-        fronts.append(current)
-        nxt = []
-        for i in current:
-            for j in dominated_by[i]:
-                counts[j] -= 1
-                if counts[j] == 0:
-                    nxt.append(j)
-        current = nxt
+    if n == 0:
+        return []
+    dom = domination_matrix(objectives, violations)
+    counts = dom.sum(axis=0)  # how many points dominate each point
+    fronts, remaining = [], np.ones(n, dtype=bool)
+    current = np.flatnonzero(counts == 0)
+    while current.size:
+        fronts.append(current.tolist())
+        remaining[current] = False
+        counts = counts - dom[current].sum(axis=0)
+        current = np.flatnonzero(remaining & (counts == 0))
     return fronts
 
 
@@ -87,27 +90,27 @@ def hypervolume_2d(objectives: np.ndarray, reference: np.ndarray) -> float:
     return float(area)
 
 
-def plot_front(path: Path, *, latency: np.ndarray, accuracy: np.ndarray, feasible: np.ndarray,
-               front: list[int], chosen: int | None, max_latency: float | None, title: str) -> None:
+def plot_front(path: Path, *, cost: np.ndarray, accuracy: np.ndarray, feasible: np.ndarray, front: list[int],
+               chosen: int | None, limit: float | None, xlabel: str, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    ax.scatter(latency[feasible], accuracy[feasible], s=12, c="tab:blue", alpha=0.45, label="evaluated (feasible)")
+    ax.scatter(cost[feasible], accuracy[feasible], s=12, c="tab:blue", alpha=0.45, label="evaluated (feasible)")
     if (~feasible).any():
-        ax.scatter(latency[~feasible], accuracy[~feasible], s=14, c="tab:red", marker="x", alpha=0.6,
+        ax.scatter(cost[~feasible], accuracy[~feasible], s=14, c="tab:red", marker="x", alpha=0.6,
                    label="evaluated (breaks a limit)")
     if front:
-        ax.step(latency[front], accuracy[front], where="post", c="black", lw=1.2)
-        ax.scatter(latency[front], accuracy[front], s=26, c="black", label="Pareto front")
+        ax.step(cost[front], accuracy[front], where="post", c="black", lw=1.2)
+        ax.scatter(cost[front], accuracy[front], s=26, c="black", label="Pareto front")
     if chosen is not None:
-        ax.scatter([latency[chosen]], [accuracy[chosen]], s=160, marker="*", c="gold", edgecolors="black",
+        ax.scatter([cost[chosen]], [accuracy[chosen]], s=160, marker="*", c="gold", edgecolors="black",
                    zorder=5, label="chosen subnet")
-    if max_latency is not None:
-        ax.axvline(max_latency, ls="--", c="tab:red", lw=1, label=f"latency limit {max_latency:g} ms")
-    ax.set_xlabel("measured latency (ms)")
+    if limit is not None:
+        ax.axvline(limit, ls="--", c="tab:red", lw=1, label=f"limit {limit:g}")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("validation accuracy (inherited weights)")
     ax.set_title(title)
     ax.grid(alpha=0.3)

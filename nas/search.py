@@ -1,7 +1,8 @@
 """The search loop: ask a strategy, evaluate on the supernet, record, tell; then the outputs.
 
 Every evaluation is appended to `evaluations.csv` (flushed) as it completes. At the end the
-feasible non-dominated subnets (accuracy vs latency) go to `pareto.csv` and `pareto.png`, the
+feasible non-dominated subnets (accuracy against the objective: latency, FLOPs, parameters or
+peak memory) go to `pareto.csv` and `pareto.png`, the
 summary (hypervolume and its reference point, chosen subnet) to `search.json`, and the most
 accurate subnet under the limits is extracted to `models/<id>/`. When latency was predicted from
 a profile of this machine, the subnets of the front are measured too, and `evaluations.csv`,
@@ -21,15 +22,16 @@ import numpy as np
 import pandas as pd
 
 from nas.errors import UserError
-from nas.evaluation import Evaluator, Limits
+from nas.evaluation import OBJECTIVE_LABELS, OBJECTIVES, Evaluator, Limits
 from nas.pareto import hypervolume_2d, pareto_indices, plot_front
 from nas.progress import progress_bar
 from nas.runs import save_model, write_json, write_text
-from nas.strategies import make_strategy
+from nas.strategies import Surrogate, make_strategy
 from search_spaces import Arch
 
 COLUMNS = ["index", "id", "strategy", "val_acc", "latency_ms", "latency_iqr_ms", "latency_predicted_ms",
-           "latency_measured_ms", "flops", "params", "memory_bytes", "feasible", "violation", "seconds", "arch"]
+           "latency_measured_ms", "flops", "params", "memory_bytes", "feasible", "violation", "acc_predicted",
+           "cost_predicted", "seconds", "time", "arch"]
 MAX_REPEATS = 500  # consecutive already-evaluated proposals before the space is taken as exhausted
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -57,16 +59,40 @@ class Budget:
         return f"{self.evaluations} evaluations" if self.evaluations else f"{self.seconds:g} s"
 
 
+def make_surrogate(evaluator: Evaluator, limits: Limits, objective: str) -> Surrogate:
+    """What a model-based strategy may compute without the supernet: analytic costs, and latency
+    when it is predicted from a profile; a measured latency is left for the strategy to learn."""
+    column = OBJECTIVES[objective]
+    space = evaluator.supernet.space
+    analytic = {"params": space.count_params, "flops": space.count_flops,
+                "memory_bytes": lambda a: space.peak_memory_bytes(a, evaluator.latency.batch_size)}
+    if evaluator.predictor is not None:
+        analytic["latency_ms"] = evaluator.predict_latency
+    needed = [k for k in limits.bounds() if k != column and k in analytic]
+
+    def violation(arch: Arch, cost: float) -> float:
+        return limits.violation({column: cost} | {k: analytic[k](arch) for k in needed})
+
+    cost = analytic.get(column)
+    return Surrogate(cost=None if cost is None else (lambda a: float(cost(a))), violation=violation)
+
+
 def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limits, strategy: str, seed: int,
-               show_progress: bool = True, check_limits: bool = True) -> dict:
-    """`check_limits=False` when the caller already ran `evaluator.check_feasible(limits)`."""
+               objective: str = "latency", show_progress: bool = True, check_limits: bool = True) -> dict:
+    """Accuracy (maximized) against `objective` (minimized: one of OBJECTIVES) under hard `limits`.
+    `check_limits=False` when the caller already ran `evaluator.check_feasible(limits)`."""
+    if objective not in OBJECTIVES:
+        raise UserError(f"unknown objective {objective!r}; choose from {sorted(OBJECTIVES)}")
     space = evaluator.supernet.space
     if check_limits:
         evaluator.check_feasible(limits)
-    strat = make_strategy(strategy, space, seed=seed, prefilter=lambda a: limits.params_ok(space.count_params(a)))
+    column = OBJECTIVES[objective]
+    need_latency = column == "latency_ms" or limits.max_latency_ms is not None
+    strat = make_strategy(strategy, space, seed=seed, prefilter=lambda a: limits.params_ok(space.count_params(a)),
+                          surrogate=make_surrogate(evaluator, limits, objective))
     path = out / "evaluations.csv"
     results: dict[Arch, tuple[tuple[float, float], float]] = {}
-    start, repeats = time.perf_counter(), 0
+    start, repeats, evaluating = time.perf_counter(), 0, 0.0
     total = budget.evaluations or budget.seconds
     with path.open("w", newline="") as fh, progress_bar(total, f"searching ({strategy})", enabled=show_progress) as bar:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
@@ -88,30 +114,38 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
             repeats = 0
             t0 = time.perf_counter()
             row = {"index": len(results), "id": arch.id, "strategy": strategy, "val_acc": evaluator.accuracy(arch),
-                   **evaluator.costs(arch)}
+                   **evaluator.costs(arch, latency=need_latency)}
             row["violation"] = limits.violation(row)
-            row |= {"feasible": row["violation"] == 0, "seconds": time.perf_counter() - t0, "arch": arch.to_json()}
+            predicted = strat.predictions.get(arch, {})
+            row |= {"feasible": row["violation"] == 0, "seconds": time.perf_counter() - t0, "arch": arch.to_json(),
+                    "acc_predicted": predicted.get("accuracy"), "cost_predicted": predicted.get("cost"),
+                    "time": time.perf_counter() - start}
+            evaluating += row["seconds"]
             writer.writerow(row)
             fh.flush()
-            results[arch] = ((-row["val_acc"], row["latency_ms"]), row["violation"])
+            results[arch] = ((-row["val_acc"], row[column]), row["violation"])
             strat.tell(arch, *results[arch])
             best = max((-o[0] for o, v in results.values() if v == 0), default=float("nan"))
             bar.update(f"best feasible acc {best:.3f}", advance=1 if budget.evaluations else time.perf_counter() - start - elapsed)
-    return summarize(evaluator, out, limits=limits, budget=budget, strategy=strategy,
-                     seconds=time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return summarize(evaluator, out, limits=limits, budget=budget, strategy=strategy, objective=objective,
+                     seconds=seconds, overhead=1.0 - evaluating / seconds if seconds > 0 else 0.0)
 
 
-def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget, strategy: str, seconds: float) -> dict:
+def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget, strategy: str, seconds: float,
+              objective: str = "latency", overhead: float = 0.0) -> dict:
     table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
+    column = OBJECTIVES[objective]
     feasible = table["feasible"].to_numpy(dtype=bool)
     ok = table[feasible]
-    objectives = np.column_stack([-ok["val_acc"].to_numpy(), ok["latency_ms"].to_numpy()])
+    objectives = np.column_stack([-ok["val_acc"].to_numpy(), ok[column].to_numpy(dtype=float)])
     front_rows = ok.index[pareto_indices(objectives)].tolist() if len(ok) else []
-    front_rows.sort(key=lambda i: table.at[i, "latency_ms"])
-    # reference point: zero accuracy and the latency limit (or the slowest evaluated subnet)
-    ref = np.array([0.0, limits.max_latency_ms or float(table["latency_ms"].max()) * 1.01])
+    front_rows.sort(key=lambda i: table.at[i, column])
+    # reference point: zero accuracy and the objective's limit (or 1.01 x the costliest evaluated subnet)
+    ref = np.array([0.0, limits.limit_of(objective) or float(table[column].max()) * 1.01])
     hv = hypervolume_2d(objectives, ref) if len(ok) else 0.0
-    remeasured = evaluator.predictor is not None and evaluator.remeasure and bool(front_rows)
+    remeasured = (evaluator.predictor is not None and evaluator.remeasure and bool(front_rows)
+                  and bool(table["latency_ms"].notna().any()))
     if remeasured:  # predicted latency: measure the front here too, side by side
         for i in front_rows:
             table.at[i, "latency_measured_ms"] = evaluator.measure(Arch.from_json(table.at[i, "arch"])).median_ms
@@ -121,14 +155,17 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     pareto.to_csv(out / "pareto.csv", index=False)
     chosen = None
     if len(ok):
-        chosen = int(ok.sort_values(["val_acc", "latency_ms"], ascending=[False, True]).index[0])
-    plot_front(out / "pareto.png", latency=table["latency_ms"].to_numpy(), accuracy=table["val_acc"].to_numpy(),
-               feasible=feasible, front=front_rows, chosen=chosen, max_latency=limits.max_latency_ms,
+        chosen = int(ok.sort_values(["val_acc", column], ascending=[False, True]).index[0])
+    plot_front(out / "pareto.png", cost=table[column].to_numpy(dtype=float), accuracy=table["val_acc"].to_numpy(),
+               feasible=feasible, front=front_rows, chosen=chosen, limit=limits.limit_of(objective),
+               xlabel=("measured " if evaluator.predictor is None and objective == "latency" else "")
+               + OBJECTIVE_LABELS[objective],
                title=f"{evaluator.supernet.space.config.name} on {evaluator.data.name}: {len(table)} subnets ({strategy})")
     summary = {
-        "strategy": strategy, "budget": budget.describe(), "evaluations": len(table), "seconds": seconds,
+        "strategy": strategy, "objective": objective, "budget": budget.describe(), "evaluations": len(table),
+        "seconds": seconds, "overhead_fraction": overhead,
         "limits": {k: v for k, v in vars(limits).items()}, "feasible": int(feasible.sum()),
-        "hypervolume": hv, "hypervolume_reference": {"accuracy": 0.0, "latency_ms": float(ref[1])},
+        "hypervolume": hv, "hypervolume_reference": {"accuracy": 0.0, column: float(ref[1])},
         "pareto_size": len(front_rows), "chosen": None,
         "latency": {"source": "measured" if evaluator.predictor is None else "predicted", "front_remeasured": remeasured},
     }

@@ -23,6 +23,20 @@ MAX_REDRAWS = 200
 
 
 @dataclass(frozen=True)
+class Surrogate:
+    """What a model-based strategy may compute about a candidate without evaluating it on the supernet.
+
+    `cost`: the exact value of the second objective (analytic FLOPs/params/memory, or latency
+    predicted from a profile) when it is cheap; None when it is measured, and must be learned from
+    the told values. `violation(arch, cost)`: the limits' violation of `arch` given its (exact or
+    estimated) cost objective; limits on metrics that are neither cheap nor the objective count 0.
+    """
+
+    cost: Callable[[Arch], float] | None
+    violation: Callable[[Arch, float], float]
+
+
+@dataclass(frozen=True)
 class Observation:
     arch: Arch
     objectives: tuple[float, ...]
@@ -32,10 +46,13 @@ class Observation:
 class Strategy(ABC):
     name: str = ""
 
-    def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None):
+    def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None,
+                 surrogate: Surrogate | None = None):
         self.space = space
         self.rng = np.random.default_rng(seed)
         self.prefilter = prefilter
+        self.surrogate = surrogate  # only model-based strategies use it
+        self.predictions: dict[Arch, dict[str, float]] = {}  # what a model-based strategy predicted of a proposal
         self.history: list[Observation] = []
 
     @abstractmethod
@@ -67,8 +84,9 @@ class EvolutionSearch(Strategy):
     name = "evolution"
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None,
-                 population_size: int = 16, mutation_prob: float = 0.2, crossover_prob: float = 0.5):
-        super().__init__(space, seed=seed, prefilter=prefilter)
+                 surrogate: Surrogate | None = None, population_size: int = 16, mutation_prob: float = 0.2,
+                 crossover_prob: float = 0.5):
+        super().__init__(space, seed=seed, prefilter=prefilter, surrogate=surrogate)
         if population_size < 2:
             raise UserError(f"evolution: population_size must be >= 2, got {population_size}")
         if not 0 < mutation_prob <= 1 or not 0 <= crossover_prob <= 1:
@@ -136,11 +154,16 @@ def list_strategies() -> list[str]:
     return sorted(_STRATEGIES)
 
 
-def make_strategy(name: str, space: SearchSpace, *, seed: int, prefilter: Prefilter | None = None) -> Strategy:
+def make_strategy(name: str, space: SearchSpace, *, seed: int, prefilter: Prefilter | None = None,
+                  surrogate: Surrogate | None = None) -> Strategy:
     if name not in _STRATEGIES:
         raise UserError(f"unknown strategy {name!r}; choose from {list_strategies()}")
-    return _STRATEGIES[name](space, seed=seed, prefilter=prefilter)
+    return _STRATEGIES[name](space, seed=seed, prefilter=prefilter, surrogate=surrogate)
 
 
 for _cls in (RandomSearch, EvolutionSearch):
     register_strategy(_cls)
+
+# strategies defined in their own modules register themselves on import (they import this module)
+import nas.guided  # noqa: E402,F401  predictor-guided search
+import nas.optuna_adapter  # noqa: E402,F401  Optuna's NSGA-II and TPE behind the same interface

@@ -1,0 +1,198 @@
+"""Search strategies compared by hypervolume against a reference front, and the search overhead.
+
+1. A trained supernet (`--supernet`; the default job's `nas train` otherwise) and a latency profile
+   of this machine (`--profile`; `nas profile` settings otherwise): latency is *predicted*, so every
+   strategy and the reference see the same deterministic latency of a subnet.
+2. Reference front: `--reference` distinct random subnets (5,000 by default), each evaluated on the
+   supernet (validation accuracy with inherited weights) and its latency predicted.
+3. Every strategy runs `nas.search.run_search` for the largest budget with `--seeds` seeds. Strategies
+   do not know the budget, so the first 50 / 100 evaluations of a 200-evaluation run are the run with
+   that budget. Accuracy evaluations are cached across runs (they are deterministic).
+4. Hypervolume of the feasible evaluated subnets (latency under `--max-latency-ms`) as a fraction of
+   the reference front's, with the reference point (lowest accuracy on the reference front,
+   latency limit): the region a search must cover to match the front, nothing below it.
+5. Overhead: `run_search` once per strategy without any cache and with latency measured, as the
+   default job runs; the share of wall-clock time not spent evaluating subnets.
+
+    .venv/bin/python benchmarks/search_strategies.py --out runs/benchmarks/search
+
+Writes reference.csv, runs.csv (one row per strategy, seed and budget), summary.csv,
+hypervolume.png, overhead.csv, and each run's folder under runs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nas.data import load_data  # noqa: E402
+from nas.evaluation import Evaluator, LatencySettings, Limits  # noqa: E402
+from nas.pareto import hypervolume_2d, pareto_indices  # noqa: E402
+from nas.profile import ProfileSettings, build_profile, load_profile  # noqa: E402
+from nas.runs import load_supernet, write_json  # noqa: E402
+from nas.search import Budget, run_search  # noqa: E402
+from predictors import LatencyPredictor  # noqa: E402
+from search_spaces import Arch  # noqa: E402
+
+
+class CachedEvaluator(Evaluator):
+    """Accuracy evaluations shared across runs: the same subnet always gets the same accuracy."""
+
+    def __init__(self, *args, cache: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cache = cache
+
+    def accuracy(self, arch: Arch, split: str = "val") -> float:
+        key = (arch, split)
+        if key not in self.cache:
+            self.cache[key] = super().accuracy(arch, split)
+        return self.cache[key]
+
+
+def hypervolume(acc: np.ndarray, lat: np.ndarray, ref: tuple[float, float]) -> float:
+    return hypervolume_2d(np.column_stack([-acc, lat]), np.array([-ref[0], ref[1]]))
+
+
+def reference_sample(evaluator: Evaluator, n: int, seed: int, out: Path) -> pd.DataFrame:
+    path = out / "reference.csv"
+    space = evaluator.supernet.space
+    if path.is_file():
+        table = pd.read_csv(path, dtype={"id": str})
+        if len(table) >= n:
+            for a, acc in zip(table["arch"], table["val_acc"]):
+                evaluator.cache[(Arch.from_json(a), "val")] = float(acc)
+            return table.head(n)
+    rng = np.random.default_rng(seed)
+    archs: dict[Arch, None] = {}
+    for _ in range(50 * n):
+        archs.setdefault(space.sample(rng))
+        if len(archs) >= n:
+            break
+    rows, t0 = [], time.perf_counter()
+    for i, a in enumerate(archs):
+        rows.append({"id": a.id, "val_acc": evaluator.accuracy(a), "latency_ms": evaluator.predict_latency(a),
+                     "arch": a.to_json()})
+        if (i + 1) % 500 == 0:
+            print(f"  reference: {i + 1}/{len(archs)} subnets, {time.perf_counter() - t0:.0f} s", flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(path, index=False)
+    return table
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--supernet", type=Path, default=Path("runs/benchmarks/search/supernet"),
+                   help="trained supernet (run folder or .safetensors); train the default one with `nas train --out ...`")
+    p.add_argument("--profile", type=Path, default=None, help="latency profile of this machine (built when missing)")
+    p.add_argument("--data", default="digits")
+    p.add_argument("--reference", type=int, default=5000, help="random subnets of the reference front")
+    p.add_argument("--strategies", default="random,evolution,predictor,optuna-nsga2,optuna-tpe")
+    p.add_argument("--budgets", default="50,100,200")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--max-latency-ms", type=float, default=1.0)
+    p.add_argument("--overhead-strategies", default="evolution,predictor",
+                   help="strategies whose overhead is measured in an uncached run with measured latency ('' for none)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=Path("runs/benchmarks/search"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    budgets = sorted(int(b) for b in args.budgets.split(","))
+    strategies = [s for s in args.strategies.split(",") if s]
+
+    supernet = load_supernet(args.supernet)
+    space = supernet.space
+    data = load_data(args.data)
+    profile_path = args.profile or args.out / f"profile-{space.config.name}.json"
+    if not profile_path.is_file():
+        print(f"building latency profile {profile_path} ...", flush=True)
+        write_json(profile_path, build_profile(space, ProfileSettings(threads=args.threads), show_progress=False))
+    profile = load_profile(profile_path)
+    predictor = LatencyPredictor.fit(profile)
+    s = profile["settings"]
+    latency = LatencySettings(device=s["target"], threads=s["threads"], batch_size=s["batch"], max_seconds=s["max_seconds"])
+    cache: dict = {}
+    evaluator = CachedEvaluator(supernet, data, latency, predictor=predictor, remeasure=False, cache=cache)
+    limits = Limits(max_latency_ms=args.max_latency_ms)
+
+    t0 = time.perf_counter()
+    ref_table = reference_sample(evaluator, args.reference, seed=12345, out=args.out)
+    feasible = ref_table[ref_table["latency_ms"] <= args.max_latency_ms]
+    acc, lat = feasible["val_acc"].to_numpy(), feasible["latency_ms"].to_numpy()
+    front = pareto_indices(np.column_stack([-acc, lat]))
+    ref_point = (float(acc[front].min()), args.max_latency_ms)
+    ref_hv = hypervolume(acc, lat, ref_point)
+    print(f"reference: {len(ref_table)} subnets ({len(feasible)} feasible) in {time.perf_counter() - t0:.0f} s; "
+          f"front of {len(front)}, reference point (acc {ref_point[0]:.4f}, {ref_point[1]} ms), hypervolume {ref_hv:.5f}")
+
+    rows = []
+    for strategy in strategies:
+        for seed in range(args.seeds):
+            run_dir = args.out / "runs" / f"{strategy}-{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            run_search(evaluator, run_dir, budget=Budget(evaluations=budgets[-1]), limits=limits, strategy=strategy,
+                       seed=seed, show_progress=False, check_limits=False)
+            table = pd.read_csv(run_dir / "evaluations.csv")
+            for b in budgets:
+                head = table.head(b)
+                ok = head[head["feasible"].astype(bool)]
+                hv = hypervolume(ok["val_acc"].to_numpy(), ok["latency_ms"].to_numpy(), ref_point)
+                rows.append({"strategy": strategy, "seed": seed, "budget": b, "evaluations": len(head),
+                             "hypervolume": hv, "fraction": hv / ref_hv, "best_feasible_acc": ok["val_acc"].max()})
+            last = rows[-1]
+            print(f"  {strategy:>13} seed {seed}: fraction at {budgets[-1]} = {last['fraction']:.4f} "
+                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
+    runs = pd.DataFrame(rows)
+    runs.to_csv(args.out / "runs.csv", index=False)
+    summary = runs.groupby(["strategy", "budget"])["fraction"].agg(["mean", "std", "min", "max"]).reset_index()
+    summary.to_csv(args.out / "summary.csv", index=False)
+    table = summary.pivot(index="strategy", columns="budget", values="mean").reindex(strategies)
+    print("\nhypervolume / reference (mean over seeds)")
+    print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    plot(summary, strategies, args.out / "hypervolume.png", len(ref_table))
+
+    overhead = []
+    for strategy in [s for s in args.overhead_strategies.split(",") if s]:
+        run_dir = args.out / "overhead" / strategy
+        run_dir.mkdir(parents=True, exist_ok=True)
+        measured = Evaluator(supernet, data, LatencySettings(threads=args.threads))
+        result = run_search(measured, run_dir, budget=Budget(evaluations=budgets[-1]), limits=limits,
+                            strategy=strategy, seed=0, show_progress=False, check_limits=False)
+        overhead.append({"strategy": strategy, "seconds": result["seconds"], "overhead": result["overhead_fraction"]})
+        print(f"overhead {strategy}: {result['overhead_fraction']:.1%} of {result['seconds']:.1f} s "
+              f"({budgets[-1]} evaluations, latency measured)", flush=True)
+    if overhead:
+        pd.DataFrame(overhead).to_csv(args.out / "overhead.csv", index=False)
+
+
+def plot(summary: pd.DataFrame, strategies: list[str], path: Path, n_ref: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for strategy in strategies:
+        part = summary[summary["strategy"] == strategy]
+        ax.errorbar(part["budget"], part["mean"], yerr=part["std"], marker="o", capsize=3, label=strategy)
+    ax.axhline(1.0, ls="--", c="gray", lw=1)
+    ax.set_xlabel("supernet evaluations")
+    ax.set_ylabel(f"hypervolume / reference ({n_ref} random subnets)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

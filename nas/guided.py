@@ -1,0 +1,195 @@
+"""Predictor-guided search: accuracy predictor trained online, large inner evolution on it.
+
+In the spirit of LINAS (DyNAS-T; Cummings et al., 2022): after a small initial sample evaluated on
+the supernet, every round (1) refits an accuracy predictor on all the supernet evaluations so far
+(the family is chosen by cross-validated Kendall tau whenever the sample has doubled,
+`predictors.accuracy`), and a cost predictor too when the cost objective is measured rather than
+computable; (2) runs a constrained NSGA-II over thousands of candidates scored by the predictors
+only; (3) proposes the best `batch` unevaluated candidates of its predicted front, spread along the
+front by crowding distance. Only those are evaluated on the supernet; then repeat.
+
+Costs that can be computed exactly (analytic FLOPs, parameters, memory; latency predicted from a
+profile) come from the `Surrogate` the search passes in and are never learned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nas.errors import UserError
+from nas.pareto import crowding_distance, non_dominated_sort
+from nas.strategies import Observation, Prefilter, Strategy, Surrogate, register_strategy
+from predictors.accuracy import arch_features, list_predictors, make_predictor, select_predictor
+from search_spaces import Arch, SearchSpace
+
+
+# families compared by cross-validation when `predictor="auto"`: the ones that fit in tens of
+# milliseconds on a few hundred samples (gradient-boosted trees and the ensemble rank no better on
+# supernet accuracies and cost several times more; `benchmarks/accuracy_predictor.py`)
+SELECTED_FAMILIES = ("ridge", "gp", "mlp")
+
+
+class PredictorGuidedSearch(Strategy):
+    name = "predictor"
+
+    def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None,
+                 surrogate: Surrogate | None = None, initial: int = 20, batch: int = 10, population: int = 64,
+                 generations: int = 3, mutation_prob: float = 0.2, predictor: str = "auto"):
+        super().__init__(space, seed=seed, prefilter=prefilter, surrogate=surrogate)
+        for name, value, low in (("initial", initial, 2), ("batch", batch, 1), ("population", population, 4),
+                                 ("generations", generations, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UserError(f"predictor search: {name} must be an integer >= {low}, got {value!r}")
+        if predictor != "auto" and predictor not in list_predictors():
+            raise UserError(f"predictor search: unknown predictor {predictor!r}; choose from {list_predictors()}")
+        if not 0 < mutation_prob <= 1:
+            raise UserError(f"predictor search: mutation_prob must be in (0, 1], got {mutation_prob}")
+        self.initial, self.batch, self.population, self.generations = initial, batch, population, generations
+        self.mutation_prob, self.predictor = mutation_prob, predictor
+        self.seed = seed
+        self._queue: list[Arch] = []
+        self._population: list[Arch] = []  # the inner search's population, carried across rounds
+        self._smallest_tried = False
+        self._observed: dict[Arch, Observation] = {}
+        self._features: dict[Arch, np.ndarray] = {}
+        self._exact: dict[Arch, tuple[float, float]] = {}  # arch -> (cost, violation) from the surrogate
+        self._families: dict[str, str] = {}  # target ("accuracy", "cost", "violation") -> chosen family
+        self._selected_at = 0
+        self.selection_scores: dict[str, dict[str, float]] = {}  # last cross-validated tau per family
+
+    # ---- ask/tell -----------------------------------------------------------------------------
+    def _propose(self) -> Arch:
+        if len(self._observed) < self.initial:
+            if not self._smallest_tried:  # the smallest subnet first: the most likely to meet every limit
+                self._smallest_tried = True
+                return self.space.smallest()
+            return self.space.sample(self.rng)
+        while not self._queue:
+            self._queue = self._plan()
+        return self._queue.pop(0)
+
+    def tell(self, arch: Arch, objectives: tuple[float, ...], violation: float) -> None:
+        super().tell(arch, objectives, violation)
+        self._observed[arch] = self.history[-1]
+        self._queue = [a for a in self._queue if a not in self._observed]
+
+    # ---- one round ----------------------------------------------------------------------------
+    def _plan(self) -> list[Arch]:
+        obs = list(self._observed.values())
+        x = self._featurize([o.arch for o in obs])
+        objs = np.array([o.objectives for o in obs], dtype=float)
+        viol = np.array([o.violation for o in obs], dtype=float)
+        targets = {"accuracy": objs[:, 0]}
+        if self.surrogate is None or self.surrogate.cost is None:
+            targets["cost"] = objs[:, 1]
+        if self.surrogate is None:
+            targets["violation"] = viol
+        if self.predictor != "auto":
+            self._families = dict.fromkeys(targets, self.predictor)
+        elif len(obs) >= 2 * self._selected_at:  # the sample has doubled: choose the families again
+            self._selected_at = len(obs)
+            for key, y in targets.items():
+                choice = select_predictor(x, y, candidates=SELECTED_FAMILIES, seed=self.seed) if np.ptp(y) > 0 else None
+                self._families[key] = choice.name if choice else "ridge"
+                self.selection_scores[key] = dict(choice.taus) if choice else {}
+        models = {key: make_predictor(self._families[key], seed=self.seed).fit(x, y) for key, y in targets.items()}
+
+        scored: dict[Arch, np.ndarray] = {}  # arch -> (-accuracy, cost, violation), all predicted or exact
+
+        def score(archs: list[Arch]) -> None:
+            new = [a for a in dict.fromkeys(archs) if a not in scored]
+            if not new:
+                return
+            feats = self._featurize(new)
+            pred = {key: m.predict(feats) for key, m in models.items()}
+            for i, a in enumerate(new):
+                cost = float(pred["cost"][i]) if "cost" in pred else self._exact_cost(a)
+                if "violation" in pred:
+                    v = max(0.0, float(pred["violation"][i]))
+                else:
+                    v = self._exact_violation(a, cost)
+                scored[a] = np.array([float(pred["accuracy"][i]), cost, v])
+
+        # inner NSGA-II on the predictors; its population lives on from round to round (re-scored by
+        # the refitted predictors), so the search on the predictor grows with every round while each
+        # round stays cheap; the best evaluated subnets join it as elites
+        ranks = non_dominated_sort(objs, viol)
+        elites = [obs[i].arch for front in ranks for i in front][: self.population // 2]
+        pop = list(dict.fromkeys(elites + self._population))
+        pop += [self._draw() for _ in range(self.population - len(pop))]
+        score(pop)
+        pop = self._select(pop, scored, self.population)
+        for _ in range(self.generations):
+            children = [self._child(pop, scored) for _ in range(self.population)]
+            score(children)
+            pop = self._select(list(dict.fromkeys(pop + children)), scored, self.population)
+        self._population = pop
+
+        # the proposals: the best unevaluated candidates, front by front, spread by crowding distance
+        fresh = [a for a in scored if a not in self._observed]
+        chosen = self._select(fresh, scored, self.batch)
+        for a in chosen:
+            acc, cost, v = scored[a]
+            self.predictions[a] = {"accuracy": -acc, "cost": cost, "violation": v}
+        return chosen or [self.space.sample(self.rng)]
+
+    def _draw(self) -> Arch:
+        for _ in range(50):
+            arch = self.space.sample(self.rng)
+            if self.prefilter is None or self.prefilter(arch):
+                return arch
+        return arch
+
+    def _child(self, pop: list[Arch], scored: dict[Arch, np.ndarray]) -> Arch:
+        a, b = self._tournament(pop, scored), self._tournament(pop, scored)
+        child = self.space.mutate(self.space.crossover(a, b, self.rng), self.rng, self.mutation_prob)
+        if self.prefilter is not None and not self.prefilter(child):
+            return a  # already scored: costs nothing
+        return child
+
+    def _tournament(self, pop: list[Arch], scored: dict[Arch, np.ndarray]) -> Arch:
+        i, j = self.rng.integers(len(pop), size=2)
+        a, b = scored[pop[i]], scored[pop[j]]
+        # constraint domination first, then predicted accuracy
+        key_a, key_b = (a[2] > 0, a[2], a[0]), (b[2] > 0, b[2], b[0])
+        return pop[i] if key_a <= key_b else pop[j]
+
+    @staticmethod
+    def _select(archs: list[Arch], scored: dict[Arch, np.ndarray], k: int) -> list[Arch]:
+        """Best `k` by constraint-domination rank, then crowding distance (NSGA-II environmental selection)."""
+        if len(archs) <= k:
+            return list(archs)
+        vals = np.array([scored[a] for a in archs])
+        chosen: list[Arch] = []
+        for front in non_dominated_sort(vals[:, :2], vals[:, 2]):
+            if len(chosen) + len(front) <= k:
+                chosen += [archs[i] for i in front]
+                continue
+            crowd = crowding_distance(vals[front, :2])
+            order = np.argsort(-crowd, kind="stable")[: k - len(chosen)]
+            chosen += [archs[front[i]] for i in order]
+            break
+        return chosen
+
+    # ---- cached per-arch values ---------------------------------------------------------------
+    def _featurize(self, archs: list[Arch]) -> np.ndarray:
+        missing = [a for a in archs if a not in self._features]
+        if missing:
+            for a, row in zip(missing, arch_features(self.space, missing)):
+                self._features[a] = row
+        return np.stack([self._features[a] for a in archs])
+
+    def _exact_cost(self, arch: Arch) -> float:
+        if arch not in self._exact:
+            cost = float(self.surrogate.cost(arch))
+            self._exact[arch] = (cost, float(self.surrogate.violation(arch, cost)))
+        return self._exact[arch][0]
+
+    def _exact_violation(self, arch: Arch, cost: float) -> float:
+        if self.surrogate.cost is not None:
+            self._exact_cost(arch)
+            return self._exact[arch][1]
+        return float(self.surrogate.violation(arch, cost))
+
+
+register_strategy(PredictorGuidedSearch)

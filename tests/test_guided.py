@@ -1,0 +1,107 @@
+"""Predictor-guided search, objectives other than latency, and the memory limit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nas.cli import main
+from nas.errors import UserError
+from nas.evaluation import Limits
+from nas.pareto import hypervolume_2d
+from nas.strategies import Surrogate, make_strategy
+from search_spaces import get_space
+from tests.test_search import _fake_objectives, _run
+
+FAST = ["--epochs", "1", "--num-random", "0", "--quiet"]
+SMALL = {"initial": 12, "batch": 6, "population": 24, "generations": 4}
+
+
+def _hv(strategy, ref=(0.0, 6.0)) -> float:
+    objs = np.array([o.objectives for o in strategy.history if o.violation == 0])
+    return hypervolume_2d(objs, np.array(ref))
+
+
+def _surrogate(space) -> Surrogate:
+    """The fake problem's cost is params / 1e4, computable exactly; the limit is 60,000 params."""
+    return Surrogate(cost=lambda a: space.count_params(a) / 1e4,
+                     violation=lambda a, cost: max(0.0, cost * 1e4 / 60000 - 1))
+
+
+def test_predictor_guided_beats_random_at_equal_budget():
+    space = get_space("tiny")
+    guided, rand = [], []
+    for seed in range(3):
+        g = make_strategy("predictor", space, seed=seed, surrogate=_surrogate(space))
+        _run(g, space, n=50)
+        r = make_strategy("random", space, seed=seed)
+        _run(r, space, n=50)
+        guided.append(_hv(g))
+        rand.append(_hv(r))
+    assert np.mean(guided) > np.mean(rand)
+
+
+def test_predictor_guided_proposes_within_the_exact_limits_and_records_predictions():
+    space = get_space("tiny")
+    strat = make_strategy("predictor", space, seed=1, surrogate=_surrogate(space))
+    archs = _run(strat, space, n=40)
+    later = archs[20:]  # after the initial sample every proposal comes from the predicted front
+    assert all(space.count_params(a) <= 60000 for a in later)
+    assert set(later) <= set(strat.predictions)
+    for a in later:
+        p = strat.predictions[a]
+        assert p["cost"] == pytest.approx(space.count_params(a) / 1e4) and p["violation"] == 0
+    assert strat.selection_scores["accuracy"]  # the family was chosen by cross-validation
+    assert "cost" not in strat.selection_scores  # the exact cost is never learned
+
+
+def test_predictor_guided_learns_cost_and_violation_without_a_surrogate():
+    space = get_space("tiny")
+    strat = make_strategy("predictor", space, seed=2)
+    archs = _run(strat, space, n=30)
+    assert len(set(archs)) == 30
+    assert set(strat.selection_scores) == {"accuracy", "cost", "violation"}
+
+
+@pytest.mark.parametrize("bad", [{"initial": 1}, {"batch": 0}, {"population": True}, {"mutation_prob": 0.0},
+                                 {"predictor": "oracle"}])
+def test_predictor_guided_rejects_bad_options(bad):
+    from nas.guided import PredictorGuidedSearch
+
+    with pytest.raises(UserError):
+        PredictorGuidedSearch(get_space("tiny"), **bad)
+
+
+def test_limits_bounds_and_memory():
+    limits = Limits(max_latency_ms=2.0, max_memory_mb=1.0)
+    assert limits.bounds() == {"latency_ms": 2.0, "memory_bytes": 2.0**20}
+    assert limits.violation({"latency_ms": 3.0, "memory_bytes": 2.0**19}) == pytest.approx(0.5)
+    assert limits.violation({"memory_bytes": 2.0**21}) == pytest.approx(1.0)  # missing latency counts 0
+    assert limits.limit_of("memory") == 2.0**20 and limits.limit_of("flops") is None
+    with pytest.raises(UserError, match="--max-memory-mb"):
+        Limits(max_memory_mb=0)
+
+
+def test_search_flops_objective_with_memory_limit(tmp_path):
+    out = tmp_path / "flops"
+    assert main(["search", "--budget", "12", "--objective", "flops", "--max-memory-mb", "0.3", "--strategy",
+                 "predictor", "--out", str(out), *FAST]) == 0
+    table = pd.read_csv(out / "evaluations.csv")
+    assert table["latency_ms"].isna().all()  # neither objective nor limit: not measured
+    assert (table["feasible"] == (table["memory_bytes"] <= 0.3 * 2**20)).all()
+    pareto = pd.read_csv(out / "pareto.csv")
+    assert pareto["feasible"].all() and pareto["flops"].is_monotonic_increasing
+    assert pareto["val_acc"].is_monotonic_increasing
+    summary = json.loads((out / "search.json").read_text())
+    assert summary["objective"] == "flops" and summary["hypervolume_reference"]["flops"] > 0
+    assert summary["chosen"]["memory_bytes"] <= 0.3 * 2**20
+    assert 0 <= summary["overhead_fraction"] < 1
+
+
+def test_impossible_memory_limit_is_refused(tmp_path, capsys):
+    assert main(["search", "--budget", "3", "--max-memory-mb", "0.001", "--out", str(tmp_path / "m"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "--max-memory-mb 0.001" in err and "smallest achievable" in err
