@@ -94,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "profile PROFILE.json written by `nas profile` on any device (default cpu)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads while measuring latency (default 1; a profile has its own)")
     p.add_argument("--latency-batch", type=int, default=1, help="batch size while measuring latency (default 1; a profile has its own)")
-    p.add_argument("--strategy", default="evolution", choices=list_strategies(), help="search strategy (default evolution)")
+    p.add_argument("--strategy", default="predictor", choices=list_strategies(),
+                   help="search strategy (default predictor: predictor-guided evolution)")
     p.add_argument("--supernet", type=Path, default=None, help="a trained supernet (.safetensors or run folder) to reuse")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted search (or its supernet training) in --out with its recorded settings; "
+                        "recorded evaluations are kept and not repeated")
     _add_train(p)
 
     p = sub.add_parser("profile", help="measure this machine's latency profile, for `nas search --target PROFILE.json`",
@@ -164,15 +168,21 @@ def _data_spec(spec: str) -> str:
 
 def _resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     """The recorded arguments of the run in --out; only --device and --quiet may change on resume."""
+    command = args.command
     if args.out is None:
-        raise UserError("--resume needs --out RUN, the folder of the interrupted training")
-    if (args.out / SUPERNET_FILE).is_file() and not (args.out / CHECKPOINT_FILE).is_file():
+        raise UserError(f"--resume needs --out RUN, the folder of the interrupted {command}")
+    if command == "train" and (args.out / SUPERNET_FILE).is_file() and not (args.out / CHECKPOINT_FILE).is_file():
         raise UserError(f"{args.out} holds a finished supernet ({SUPERNET_FILE}); nothing to resume")
+    if command == "search" and (args.out / "search.json").is_file():
+        raise UserError(f"{args.out} holds a finished search (search.json); nothing to resume")
     recorded = read_json(args.out / "config.json", "run config")
-    if not isinstance(recorded, dict) or recorded.get("command") != "train" or not isinstance(recorded.get("args"), dict):
-        raise UserError(f"{args.out / 'config.json'} is not the config of a `nas train` run")
+    if not isinstance(recorded, dict) or recorded.get("command") != command or not isinstance(recorded.get("args"), dict):
+        raise UserError(f"{args.out / 'config.json'} is not the config of a `nas {command}` run")
     merged = {**recorded["args"], "out": args.out, "device": args.device, "quiet": args.quiet, "resume": True}
     merged["data"] = recorded.get("data_spec", merged.get("data"))
+    for key in ("supernet",):  # paths were recorded as text
+        if merged.get(key) is not None:
+            merged[key] = Path(merged[key])
     missing = sorted(set(vars(args)) - set(merged))
     if missing:
         raise UserError(f"{args.out / 'config.json'} lacks the recorded settings {missing}; cannot resume")
@@ -192,7 +202,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise UserError(f"{out} has no {CHECKPOINT_FILE}: training stopped before its first epoch ended; "
                             "start it again without --resume (pass --force)")
     else:
-        out = prepare_run_dir(_out(args), force=args.force)
+        out = args.out = prepare_run_dir(_out(args), force=args.force)  # args.out: for the resume hint on Ctrl-C
         write_json(out / "config.json", {"command": "train", "args": _args_dict(args), "data_spec": _data_spec(args.data),
                                          "data": data.describe(), "versions": package_versions(),
                                          "hardware": describe_hardware(device)})
@@ -202,30 +212,37 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
+    if args.resume:
+        args = _resumed_args(args)
     device = _device(args.device)
     budget = Budget.parse(args.budget)
     limits = Limits(args.max_latency_ms, args.max_params, args.max_flops, args.max_memory_mb)
     source = search_latency(args.target, threads=args.threads, batch=args.latency_batch)
     latency = source.settings
     data = load_data(args.data)
-    if args.supernet:
-        supernet, config = load_supernet(args.supernet, device), None
+    trained_here = args.resume and (args.out / SUPERNET_FILE).is_file()  # the interrupted run trained it
+    if args.supernet or trained_here:
+        supernet, config = load_supernet(args.supernet or args.out, device), None
     else:
         supernet, config = _new_supernet(args, device)
     evaluator = Evaluator(supernet, data, latency, device=device, predictor=source.predictor,
                           remeasure=source.mismatch is None)
     evaluator.check_feasible(limits)  # weights play no part: fail before training
-    out = prepare_run_dir(_out(args), force=args.force)
-    write_json(out / "config.json", {
-        "command": "search", "args": _args_dict(args), "budget": budget.describe(), "limits": vars(limits),
-        "latency": source.record(), "data_spec": _data_spec(args.data), "data": data.describe(),
-        "versions": package_versions(), "hardware": describe_hardware(latency.device),
-        "supernet": str((args.supernet if args.supernet else out / SUPERNET_FILE).resolve()),
-    })
+    if args.resume:
+        out = args.out
+    else:
+        out = args.out = prepare_run_dir(_out(args), force=args.force)  # args.out: for the resume hint on Ctrl-C
+        write_json(out / "config.json", {
+            "command": "search", "args": _args_dict(args), "budget": budget.describe(), "limits": vars(limits),
+            "latency": source.record(), "data_spec": _data_spec(args.data), "data": data.describe(),
+            "versions": package_versions(), "hardware": describe_hardware(latency.device),
+            "supernet": str((args.supernet if args.supernet else out / SUPERNET_FILE).resolve()),
+        })
     if config is not None:
-        _train(supernet, config, args, out, data)
+        _train(supernet, config, args, out, data, resume=args.resume and (out / CHECKPOINT_FILE).is_file())
     summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=args.strategy, seed=args.seed,
-                         objective=args.objective, show_progress=not args.quiet, check_limits=False)
+                         objective=args.objective, show_progress=not args.quiet, check_limits=False,
+                         resume=args.resume)
     c = summary["chosen"]
     print(f"{summary['evaluations']} subnets evaluated in {summary['seconds']:.0f} s, {summary['feasible']} within the "
           f"limits, {summary['pareto_size']} on the Pareto front (hypervolume {summary['hypervolume']:.4f})")
@@ -295,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nas: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = f"; resume with: nas train --out {args.out} --resume" if args.command == "train" and args.out else ""
+        hint = f"; resume with: nas {args.command} --out {args.out} --resume" if args.command in ("train", "search") and args.out else ""
         print(f"nas: interrupted; files written so far are kept{hint}", file=sys.stderr)
         return 130
     return 0

@@ -1,15 +1,25 @@
 """Predictor-guided search: accuracy predictor trained online, large inner evolution on it.
 
-In the spirit of LINAS (DyNAS-T; Cummings et al., 2022): after a small initial sample evaluated on
-the supernet, every round (1) refits an accuracy predictor on all the supernet evaluations so far
-(the family is chosen by cross-validated Kendall tau whenever the sample has doubled,
-`predictors.accuracy`), and a cost predictor too when the cost objective is measured rather than
-computable; (2) runs a constrained NSGA-II over thousands of candidates scored by the predictors
-only; (3) proposes the best `batch` unevaluated candidates of its predicted front, spread along the
-front by crowding distance. Only those are evaluated on the supernet; then repeat.
+In the spirit of LINAS (DyNAS-T; Cummings et al., 2022). After `initial` random subnets (the
+smallest first) are evaluated on the supernet, every round:
+
+1. refits an accuracy predictor on all the supernet evaluations so far; the family is chosen by
+   cross-validated Kendall tau whenever the sample has doubled (`predictors.accuracy`); a cost
+   predictor too when the cost objective is measured rather than computable;
+2. runs a constrained NSGA-II on the predictors only. Its population lives on from round to round
+   (re-scored by the refitted predictors, joined by the best evaluated subnets), so the search on
+   the predictor grows with every round while each round stays cheap;
+3. breeds offspring of the best *evaluated* subnets too (ranked by their real values): with a weak
+   predictor the search still stays near what is known to be good;
+4. proposes `batch` unevaluated candidates, a share `local` of them from those offspring, chosen
+   greedily by predicted hypervolume improvement over the evaluated front, each candidate's
+   accuracy taken one residual standard deviation above its prediction (optimism where the
+   predictor is unsure); candidates that improve nothing are ranked by predicted front and
+   crowding distance. Only these are evaluated on the supernet; then repeat.
 
 Costs that can be computed exactly (analytic FLOPs, parameters, memory; latency predicted from a
-profile) come from the `Surrogate` the search passes in and are never learned.
+profile) come from the `Surrogate` the search passes in and are never learned. The strategy never
+looks at the clock, so a seed reproduces a search.
 """
 
 from __future__ import annotations
@@ -19,22 +29,27 @@ import numpy as np
 from nas.errors import UserError
 from nas.pareto import crowding_distance, non_dominated_sort
 from nas.strategies import Observation, Prefilter, Strategy, Surrogate, register_strategy
-from predictors.accuracy import arch_features, list_predictors, make_predictor, select_predictor
+from predictors.accuracy import arch_features, list_predictors, load_backends, make_predictor, select_predictor
 from search_spaces import Arch, SearchSpace
 
 
-# families compared by cross-validation when `predictor="auto"`: the ones that fit in tens of
-# milliseconds on a few hundred samples (gradient-boosted trees and the ensemble rank no better on
-# supernet accuracies and cost several times more; `benchmarks/accuracy_predictor.py`)
-SELECTED_FAMILIES = ("ridge", "gp", "mlp")
+# families compared by cross-validation when `predictor="auto"`: the ones that fit in milliseconds
+# to tens of milliseconds on a few hundred samples. On supernet accuracies the Gaussian process,
+# gradient-boosted trees and the ensemble rank no better and cost several times more
+# (`benchmarks/accuracy_predictor.py`); `predictor="gp"` (or any family) forces one.
+SELECTED_FAMILIES = ("ridge", "mlp")
+SELECTION_FOLDS = 3  # each selection fits every family this many times
+MIN_SELECTION_SAMPLES = 40  # below, ridge regression (the family that needs the least data)
+MIN_TAU_GAIN = 0.02  # cross-validated Kendall tau a family must gain over ridge to be chosen
 
 
 class PredictorGuidedSearch(Strategy):
     name = "predictor"
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None,
-                 surrogate: Surrogate | None = None, initial: int = 20, batch: int = 10, population: int = 64,
-                 generations: int = 3, mutation_prob: float = 0.2, predictor: str = "auto"):
+                 surrogate: Surrogate | None = None, initial: int = 20, batch: int = 20, population: int = 48,
+                 generations: int = 2, mutation_prob: float = 0.2, local: float = 0.5,
+                 acquisition: str = "hvi", predictor: str = "auto"):
         super().__init__(space, seed=seed, prefilter=prefilter, surrogate=surrogate)
         for name, value, low in (("initial", initial, 2), ("batch", batch, 1), ("population", population, 4),
                                  ("generations", generations, 1)):
@@ -42,10 +57,16 @@ class PredictorGuidedSearch(Strategy):
                 raise UserError(f"predictor search: {name} must be an integer >= {low}, got {value!r}")
         if predictor != "auto" and predictor not in list_predictors():
             raise UserError(f"predictor search: unknown predictor {predictor!r}; choose from {list_predictors()}")
+        if acquisition not in ("hvi", "front"):
+            raise UserError(f"predictor search: acquisition must be 'hvi' or 'front', got {acquisition!r}")
+        if not 0 <= local <= 1:
+            raise UserError(f"predictor search: local must be in [0, 1], got {local}")
         if not 0 < mutation_prob <= 1:
             raise UserError(f"predictor search: mutation_prob must be in (0, 1], got {mutation_prob}")
         self.initial, self.batch, self.population, self.generations = initial, batch, population, generations
-        self.mutation_prob, self.predictor = mutation_prob, predictor
+        self.mutation_prob, self.local, self.predictor = mutation_prob, local, predictor
+        self.acquisition = acquisition
+        load_backends()  # library import at construction, not inside the first round
         self.seed = seed
         self._queue: list[Arch] = []
         self._population: list[Arch] = []  # the inner search's population, carried across rounds
@@ -54,7 +75,7 @@ class PredictorGuidedSearch(Strategy):
         self._features: dict[Arch, np.ndarray] = {}
         self._exact: dict[Arch, tuple[float, float]] = {}  # arch -> (cost, violation) from the surrogate
         self._families: dict[str, str] = {}  # target ("accuracy", "cost", "violation") -> chosen family
-        self._selected_at = 0
+        self._selected_at = MIN_SELECTION_SAMPLES // 2
         self.selection_scores: dict[str, dict[str, float]] = {}  # last cross-validated tau per family
 
     # ---- ask/tell -----------------------------------------------------------------------------
@@ -86,13 +107,22 @@ class PredictorGuidedSearch(Strategy):
             targets["violation"] = viol
         if self.predictor != "auto":
             self._families = dict.fromkeys(targets, self.predictor)
+        elif len(obs) < MIN_SELECTION_SAMPLES:  # too few for cross-validation to tell families apart
+            self._families = dict.fromkeys(targets, "ridge")
         elif len(obs) >= 2 * self._selected_at:  # the sample has doubled: choose the families again
             self._selected_at = len(obs)
             for key, y in targets.items():
-                choice = select_predictor(x, y, candidates=SELECTED_FAMILIES, seed=self.seed) if np.ptp(y) > 0 else None
-                self._families[key] = choice.name if choice else "ridge"
-                self.selection_scores[key] = dict(choice.taus) if choice else {}
+                choice = (select_predictor(x, y, candidates=SELECTED_FAMILIES, folds=SELECTION_FOLDS, seed=self.seed)
+                          if np.ptp(y) > 0 else None)
+                taus = dict(choice.taus) if choice else {}
+                # a costlier family must rank clearly better than ridge regression to be refitted every round
+                better = choice is not None and taus.get(choice.name, 0.0) > taus.get("ridge", -1.0) + MIN_TAU_GAIN
+                self._families[key] = choice.name if better else "ridge"
+                self.selection_scores[key] = taus
         models = {key: make_predictor(self._families[key], seed=self.seed).fit(x, y) for key, y in targets.items()}
+        # the accuracy predictor's typical error, for an optimistic acquisition: on supernet
+        # accuracies it is mostly the evaluation split's noise
+        sigma = float(np.sqrt(np.mean((models["accuracy"].predict(x) - targets["accuracy"]) ** 2)))
 
         scored: dict[Arch, np.ndarray] = {}  # arch -> (-accuracy, cost, violation), all predicted or exact
 
@@ -125,13 +155,51 @@ class PredictorGuidedSearch(Strategy):
             pop = self._select(list(dict.fromkeys(pop + children)), scored, self.population)
         self._population = pop
 
-        # the proposals: the best unevaluated candidates, front by front, spread by crowding distance
-        fresh = [a for a in scored if a not in self._observed]
-        chosen = self._select(fresh, scored, self.batch)
+        # offspring of the best evaluated subnets (ranked by their real values), as NSGA-II would
+        # breed them: with a weak predictor the search stays near what is known to be good
+        real = {o.arch: np.array([o.objectives[0], o.objectives[1], o.violation]) for o in obs}
+        local = [self._child(elites, real) for _ in range(self.population)]
+        score(local)
+
+        # the proposals: unevaluated candidates, a share `local` of them from the offspring of
+        # evaluated subnets, the rest from everything scored this round
+        fresh_local = [a for a in dict.fromkeys(local) if a not in self._observed]
+        front = np.array([o.objectives[:2] for o in obs if o.violation <= 0]).reshape(-1, 2)
+        chosen = self._propose_batch(fresh_local, scored, round(self.batch * self.local), front, sigma)
+        taken = set(chosen)
+        fresh = [a for a in scored if a not in self._observed and a not in taken]
+        chosen += self._propose_batch(fresh, scored, self.batch - len(chosen),
+                                      np.vstack([front, np.array([scored[a][:2] - [sigma, 0] for a in chosen]).reshape(-1, 2)]),
+                                      sigma)
         for a in chosen:
             acc, cost, v = scored[a]
             self.predictions[a] = {"accuracy": -acc, "cost": cost, "violation": v}
         return chosen or [self.space.sample(self.rng)]
+
+    def _propose_batch(self, archs: list[Arch], scored: dict[Arch, np.ndarray], k: int, front: np.ndarray,
+                       sigma: float) -> list[Arch]:
+        """`k` candidates: with `acquisition="hvi"`, greedily the largest hypervolume improvement over
+        the evaluated feasible points `front` (minimized objectives), taking each candidate's accuracy
+        one `sigma` above its prediction ("optimistic believer": each pick joins the front before the
+        next); the rest, and with `acquisition="front"` all, by predicted rank and crowding distance."""
+        if k <= 0 or not archs:
+            return []
+        chosen: list[Arch] = []
+        if self.acquisition == "hvi" and len(front):
+            feasible = [a for a in archs if scored[a][2] <= 0]
+            pts = np.array([scored[a][:2] for a in feasible]).reshape(-1, 2) - [sigma, 0.0]
+            ref = np.array([front[:, 0].max(), max(front[:, 1].max(), pts[:, 1].max(initial=0.0)) * 1.01])
+            left = np.ones(len(feasible), dtype=bool)
+            while len(chosen) < k and left.any():
+                gain = np.where(left, hypervolume_improvement(front, pts, ref), 0.0)
+                best = int(np.argmax(gain))
+                if gain[best] <= 0:
+                    break
+                chosen.append(feasible[best])
+                left[best] = False
+                front = np.vstack([front, pts[best]])
+        rest = [a for a in archs if a not in set(chosen)]
+        return chosen + self._select(rest, scored, k - len(chosen))
 
     def _draw(self) -> Arch:
         for _ in range(50):
@@ -190,6 +258,23 @@ class PredictorGuidedSearch(Strategy):
             self._exact_cost(arch)
             return self._exact[arch][1]
         return float(self.surrogate.violation(arch, cost))
+
+
+def hypervolume_improvement(front: np.ndarray, points: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """For each row of `points` (n, 2), the 2-D hypervolume it adds to `front` (m, 2), both minimized,
+    within the box bounded by `ref`: the integral over x of the height between the point and the
+    front's staircase."""
+    if len(points) == 0:
+        return np.zeros(0)
+    order = np.argsort(front[:, 0], kind="stable")
+    fx, fy = front[order, 0], np.minimum.accumulate(front[order, 1])  # staircase: lowest y so far
+    lo = np.concatenate([[-np.inf], fx])  # interval j = [lo_j, hi_j) has height h_j
+    hi = np.concatenate([fx, [np.inf]])
+    h = np.minimum(np.concatenate([[ref[1]], fy]), ref[1])
+    px, py = points[:, :1], points[:, 1:2]
+    width = np.clip(np.minimum(hi, ref[0]) - np.maximum(lo, px), 0.0, None)  # (n, m + 1)
+    height = np.clip(h - py, 0.0, None)
+    return (width * height).sum(axis=1)
 
 
 register_strategy(PredictorGuidedSearch)

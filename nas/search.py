@@ -15,6 +15,7 @@ import csv
 import math
 import re
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,9 +79,15 @@ def make_surrogate(evaluator: Evaluator, limits: Limits, objective: str) -> Surr
 
 
 def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limits, strategy: str, seed: int,
-               objective: str = "latency", show_progress: bool = True, check_limits: bool = True) -> dict:
+               objective: str = "latency", show_progress: bool = True, check_limits: bool = True,
+               resume: bool = False) -> dict:
     """Accuracy (maximized) against `objective` (minimized: one of OBJECTIVES) under hard `limits`.
-    `check_limits=False` when the caller already ran `evaluator.check_feasible(limits)`."""
+    `check_limits=False` when the caller already ran `evaluator.check_feasible(limits)`.
+
+    `resume=True` continues the search recorded in `out/evaluations.csv`: the strategy is asked
+    again from the start and told the recorded values instead of evaluating (a replay, so with the
+    same seed and settings it reaches the state it had and goes on as the uninterrupted run would);
+    nothing recorded is evaluated again, and the budget counts the recorded evaluations and time."""
     if objective not in OBJECTIVES:
         raise UserError(f"unknown objective {objective!r}; choose from {sorted(OBJECTIVES)}")
     space = evaluator.supernet.space
@@ -91,13 +98,17 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     strat = make_strategy(strategy, space, seed=seed, prefilter=lambda a: limits.params_ok(space.count_params(a)),
                           surrogate=make_surrogate(evaluator, limits, objective))
     path = out / "evaluations.csv"
+    replay = deque(read_evaluations(path, space)) if resume else deque()
     results: dict[Arch, tuple[tuple[float, float], float]] = {}
-    start, repeats, evaluating = time.perf_counter(), 0, 0.0
+    previous = replay[-1][1]["time"] if replay else 0.0  # search time spent before the interruption
+    start, repeats, evaluating = time.perf_counter() - previous, 0, sum(r["seconds"] for _, r in replay)
     total = budget.evaluations or budget.seconds
-    with path.open("w", newline="") as fh, progress_bar(total, f"searching ({strategy})", enabled=show_progress) as bar:
+    with path.open("a" if replay else "w", newline="") as fh, \
+            progress_bar(total, f"searching ({strategy})", enabled=show_progress) as bar:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
-        fh.flush()
+        if not replay:
+            writer.writeheader()
+            fh.flush()
         while True:
             elapsed = time.perf_counter() - start
             if budget.evaluations is not None and len(results) >= budget.evaluations:
@@ -112,6 +123,12 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
                     break
                 continue
             repeats = 0
+            if replay:  # recorded before the interruption: tell what was measured then
+                arch, row = replay.popleft()  # the same arch as asked when the settings are the same
+                results[arch] = ((-row["val_acc"], row[column]), row["violation"])
+                strat.tell(arch, *results[arch])
+                bar.update("replaying the recorded evaluations", advance=1 if budget.evaluations else 0)
+                continue
             t0 = time.perf_counter()
             row = {"index": len(results), "id": arch.id, "strategy": strategy, "val_acc": evaluator.accuracy(arch),
                    **evaluator.costs(arch, latency=need_latency)}
@@ -122,7 +139,7 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
                     "time": time.perf_counter() - start}
             evaluating += row["seconds"]
             writer.writerow(row)
-            fh.flush()
+            fh.flush()  # on disk (in the OS's hands) before the strategy hears of it: a killed run loses nothing
             results[arch] = ((-row["val_acc"], row[column]), row["violation"])
             strat.tell(arch, *results[arch])
             best = max((-o[0] for o, v in results.values() if v == 0), default=float("nan"))
@@ -130,6 +147,34 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     seconds = time.perf_counter() - start
     return summarize(evaluator, out, limits=limits, budget=budget, strategy=strategy, objective=objective,
                      seconds=seconds, overhead=1.0 - evaluating / seconds if seconds > 0 else 0.0)
+
+
+def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
+    """The complete rows of an interrupted search's `evaluations.csv`, in order. A last line cut off
+    by a kill is dropped (the file is rewritten without it, atomically); anything else malformed is
+    an error naming the file and the line."""
+    if not path.is_file():
+        return []  # killed before the first evaluation was written
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]  # a row cut off mid-write
+        write_text(path, "".join(lines))
+    if not lines:
+        return []
+    reader = csv.DictReader(lines)
+    if reader.fieldnames != COLUMNS:
+        raise UserError(f"{path}: the header is not that of a search's evaluations (expected {','.join(COLUMNS)})")
+    rows = []
+    for number, raw in enumerate(reader, start=2):
+        try:
+            arch = space.parse(raw["arch"])
+            row = {k: float(raw[k]) if raw[k] not in ("", None) else float("nan")
+                   for k in ("val_acc", "latency_ms", "flops", "params", "memory_bytes", "violation", "seconds", "time")}
+        except (ValueError, TypeError) as e:
+            raise UserError(f"{path}, line {number}: not a valid evaluation ({e})") from None
+        rows.append((arch, row))
+    return rows
 
 
 def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget, strategy: str, seconds: float,

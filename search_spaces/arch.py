@@ -108,6 +108,14 @@ class Arch:
     stem_width: int
     stages: tuple[Stage, ...]
 
+    def __hash__(self) -> int:  # archs are dict keys everywhere in a search: hash the nested tuples once
+        try:
+            return self.__dict__["_hash"]
+        except KeyError:
+            value = hash((self.resolution, self.stem_width, self.stages))
+            self.__dict__["_hash"] = value  # not a field: eq, repr and to_dict ignore it
+            return value
+
     def __post_init__(self) -> None:
         _check_int("resolution", self.resolution)
         _check_int("stem_width", self.stem_width)

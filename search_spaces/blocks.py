@@ -103,8 +103,9 @@ def conv_out(resolution: int, stride: int) -> int:
     return (resolution - 1) // stride + 1
 
 
+@functools.lru_cache(maxsize=16384)  # costs, features and latency predictors all ask for the same archs
 def block_specs(spec: ModelSpec, arch: Arch) -> tuple[BlockSpec, ...]:
-    """The units of `SubnetModel(spec, arch)`, in execution order."""
+    """The units of `SubnetModel(spec, arch)`, in execution order (a tuple of frozen values: cached)."""
     units: list[BlockSpec] = []
     r = arch.resolution
     if r != spec.input_size:

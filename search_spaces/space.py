@@ -135,6 +135,8 @@ class SearchSpace:
     config: SpaceConfig
     _attn_options: tuple[AttnBlock, ...] = field(init=False, repr=False, compare=False)
     _conv_options: tuple[ConvBlock, ...] = field(init=False, repr=False, compare=False)
+    # archs already validated: a search validates the same values many times (mutate, encode, costs)
+    _valid: dict = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         c = self.config
@@ -334,6 +336,15 @@ class SearchSpace:
     # ---- validation -------------------------------------------------------------------------
     def validate(self, arch: Arch) -> Arch:
         """Raise ArchError naming the first field that is not a choice of this space."""
+        if arch in self._valid:
+            return arch
+        self._check(arch)
+        if len(self._valid) >= 200_000:  # bounded: a long search must not grow it without end
+            self._valid.clear()
+        self._valid[arch] = None
+        return arch
+
+    def _check(self, arch: Arch) -> None:
         c = self.config
 
         def check(where: str, value: Any, allowed: tuple) -> None:
@@ -365,7 +376,6 @@ class SearchSpace:
             kinds = [isinstance(b, AttnBlock) for b in arch.blocks]
             if kinds != sorted(kinds):
                 raise ArchError("layout: space uses 'conv_first', so no conv block may follow a transformer block")
-        return arch
 
     def parse(self, data: Any) -> Arch:
         """An Arch from a JSON string or dict, validated against this space."""

@@ -47,7 +47,7 @@ def test_predictor_guided_beats_random_at_equal_budget():
 def test_predictor_guided_proposes_within_the_exact_limits_and_records_predictions():
     space = get_space("tiny")
     strat = make_strategy("predictor", space, seed=1, surrogate=_surrogate(space))
-    archs = _run(strat, space, n=40)
+    archs = _run(strat, space, n=65)
     later = archs[20:]  # after the initial sample every proposal comes from the predicted front
     assert all(space.count_params(a) <= 60000 for a in later)
     assert set(later) <= set(strat.predictions)
@@ -61,18 +61,30 @@ def test_predictor_guided_proposes_within_the_exact_limits_and_records_predictio
 def test_predictor_guided_learns_cost_and_violation_without_a_surrogate():
     space = get_space("tiny")
     strat = make_strategy("predictor", space, seed=2)
-    archs = _run(strat, space, n=30)
-    assert len(set(archs)) == 30
+    archs = _run(strat, space, n=65)
+    assert len(set(archs)) == 65
     assert set(strat.selection_scores) == {"accuracy", "cost", "violation"}
 
 
 @pytest.mark.parametrize("bad", [{"initial": 1}, {"batch": 0}, {"population": True}, {"mutation_prob": 0.0},
-                                 {"predictor": "oracle"}])
+                                 {"predictor": "oracle"}, {"local": 1.5}, {"acquisition": "ei"}])
 def test_predictor_guided_rejects_bad_options(bad):
     from nas.guided import PredictorGuidedSearch
 
     with pytest.raises(UserError):
         PredictorGuidedSearch(get_space("tiny"), **bad)
+
+
+def test_hypervolume_improvement_matches_the_hypervolume_difference():
+    from nas.guided import hypervolume_improvement
+
+    rng = np.random.default_rng(0)
+    ref = np.array([1.1, 1.2])
+    for _ in range(50):
+        front, points = rng.random((int(rng.integers(1, 8)), 2)), rng.random((20, 2))
+        base = hypervolume_2d(front, ref)
+        expected = [hypervolume_2d(np.vstack([front, p]), ref) - base for p in points]
+        assert np.allclose(hypervolume_improvement(front, points, ref), expected)
 
 
 def test_limits_bounds_and_memory():
