@@ -15,7 +15,7 @@ from nas.data import DataError, list_datasets, load_data
 from nas.errors import UserError
 from nas.evaluation import OBJECTIVES, Evaluator, LatencySettings, Limits
 from nas.runs import SUPERNET_FILE, load_supernet, package_versions, prepare_run_dir, read_json, save_model, save_supernet, write_json
-from nas.search import Budget, run_search
+from nas.search import Budget, plain_value, run_search
 from nas.profile import ProfileSettings, build_profile, search_latency
 from nas.strategies import list_strategies
 from nas.targets import TARGETS
@@ -166,11 +166,20 @@ def _data_spec(spec: str) -> str:
     return str(Path(spec).resolve()) if Path(spec).exists() else spec
 
 
+RESUME_MAY_CHANGE = {"command", "out", "resume", "device", "quiet"}
+
+
 def _resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     """The recorded arguments of the run in --out; only --device and --quiet may change on resume."""
     command = args.command
     if args.out is None:
         raise UserError(f"--resume needs --out RUN, the folder of the interrupted {command}")
+    defaults = vars(build_parser().parse_args([command]))
+    changed = sorted(k for k, v in vars(args).items() if k not in RESUME_MAY_CHANGE and v != defaults.get(k))
+    if changed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+        raise UserError(f"--resume continues with the settings recorded in {args.out / 'config.json'}; only --device "
+                        f"and --quiet may be given with it (got {flags})")
     if command == "train" and (args.out / SUPERNET_FILE).is_file() and not (args.out / CHECKPOINT_FILE).is_file():
         raise UserError(f"{args.out} holds a finished supernet ({SUPERNET_FILE}); nothing to resume")
     if command == "search" and (args.out / "search.json").is_file():
@@ -232,6 +241,10 @@ def cmd_search(args: argparse.Namespace) -> None:
         out = args.out
     else:
         out = args.out = prepare_run_dir(_out(args), force=args.force)  # args.out: for the resume hint on Ctrl-C
+        if source.profile is not None:  # recorded absolute: a resume may start from another folder
+            args.target = source.profile
+        if args.supernet is not None:
+            args.supernet = args.supernet.resolve()
         write_json(out / "config.json", {
             "command": "search", "args": _args_dict(args), "budget": budget.describe(), "limits": vars(limits),
             "latency": source.record(), "data_spec": _data_spec(args.data), "data": data.describe(),
@@ -291,7 +304,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     supernet = load_supernet(local if local.is_file() else config["supernet"], device)
     arch = supernet.space.parse(row["arch"])
     data = load_data(config["data_spec"])
-    metrics = {k: row[k].item() for k in ("val_acc", "latency_ms", "flops", "params", "memory_bytes")}
+    metrics = {k: plain_value(row[k]) for k in ("val_acc", "latency_ms", "flops", "params", "memory_bytes")}
     metrics["test_acc"] = evaluate(supernet, data.test, arch, device=device)
     save_model(folder, supernet.extract(arch), {"metrics": metrics, "data": data.describe(), "space": supernet.space.config.name})
     print(f"subnet {arch.id} written to {folder} (test acc {metrics['test_acc']:.4f})")

@@ -140,7 +140,7 @@ class Evaluator:
             ("--max-params", limits.max_params, "params", 1, "{:,.0f} parameters", 1.0),
             ("--max-flops", limits.max_flops, "flops", 1, "{:,.0f} multiply-adds", 1.0),
             ("--max-latency-ms", limits.max_latency_ms, "latency_ms", 1, "{:.3f} ms " + where, 1.05),
-            ("--max-memory-mb", limits.max_memory_mb, "memory_bytes", 2**20, "{:,.0f} bytes (estimated)", 1.0),
+            ("--max-memory-mb", limits.max_memory_mb, "memory_bytes", 2**20, "{:.3f} MiB (estimated)", 1.0),
         )
         for flag, limit, key, unit, fmt, slack in checks:
             if limit is None:
@@ -148,4 +148,4 @@ class Evaluator:
             best = min(m[key] for m in measured)
             if best > limit * unit * slack:
                 raise UserError(f"no subnet of space {space.config.name!r} can meet {flag} {limit:g}: "
-                                f"the smallest achievable is {fmt.format(best)}")
+                                f"the smallest achievable is {fmt.format(best / unit)}")

@@ -24,6 +24,8 @@ looks at the clock, so a seed reproduces a search.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 
 from nas.errors import UserError
@@ -38,6 +40,7 @@ from search_spaces import Arch, SearchSpace
 # gradient-boosted trees and the ensemble rank no better and cost several times more
 # (`benchmarks/accuracy_predictor.py`); `predictor="gp"` (or any family) forces one.
 SELECTED_FAMILIES = ("ridge", "mlp")
+Acquisition = Literal["hvi", "front"]
 SELECTION_FOLDS = 3  # each selection fits every family this many times
 MIN_SELECTION_SAMPLES = 40  # below, ridge regression (the family that needs the least data)
 MIN_TAU_GAIN = 0.02  # cross-validated Kendall tau a family must gain over ridge to be chosen
@@ -49,7 +52,7 @@ class PredictorGuidedSearch(Strategy):
     def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None,
                  surrogate: Surrogate | None = None, initial: int = 20, batch: int = 20, population: int = 48,
                  generations: int = 2, mutation_prob: float = 0.2, local: float = 0.5,
-                 acquisition: str = "hvi", predictor: str = "auto"):
+                 acquisition: Acquisition = "hvi", predictor: str = "auto"):
         super().__init__(space, seed=seed, prefilter=prefilter, surrogate=surrogate)
         for name, value, low in (("initial", initial, 2), ("batch", batch, 1), ("population", population, 4),
                                  ("generations", generations, 1)):
@@ -57,7 +60,7 @@ class PredictorGuidedSearch(Strategy):
                 raise UserError(f"predictor search: {name} must be an integer >= {low}, got {value!r}")
         if predictor != "auto" and predictor not in list_predictors():
             raise UserError(f"predictor search: unknown predictor {predictor!r}; choose from {list_predictors()}")
-        if acquisition not in ("hvi", "front"):
+        if acquisition not in get_args(Acquisition):
             raise UserError(f"predictor search: acquisition must be 'hvi' or 'front', got {acquisition!r}")
         if not 0 <= local <= 1:
             raise UserError(f"predictor search: local must be in [0, 1], got {local}")
@@ -103,8 +106,8 @@ class PredictorGuidedSearch(Strategy):
         targets = {"accuracy": objs[:, 0]}
         if self.surrogate is None or self.surrogate.cost is None:
             targets["cost"] = objs[:, 1]
-        if self.surrogate is None:
-            targets["violation"] = viol
+        if self.surrogate is None or not self.surrogate.complete:
+            targets["violation"] = viol  # a limit on a measured metric: learn how far candidates break it
         if self.predictor != "auto":
             self._families = dict.fromkeys(targets, self.predictor)
         elif len(obs) < MIN_SELECTION_SAMPLES:  # too few for cross-validation to tell families apart
@@ -134,10 +137,9 @@ class PredictorGuidedSearch(Strategy):
             pred = {key: m.predict(feats) for key, m in models.items()}
             for i, a in enumerate(new):
                 cost = float(pred["cost"][i]) if "cost" in pred else self._exact_cost(a)
+                v = self._exact_violation(a, cost) if self.surrogate is not None else 0.0
                 if "violation" in pred:
-                    v = max(0.0, float(pred["violation"][i]))
-                else:
-                    v = self._exact_violation(a, cost)
+                    v = max(v, float(pred["violation"][i]))
                 scored[a] = np.array([float(pred["accuracy"][i]), cost, v])
 
         # inner NSGA-II on the predictors; its population lives on from round to round (re-scored by

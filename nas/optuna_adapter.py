@@ -82,7 +82,7 @@ class ArchCodec:
         if self.space.config.layout == "conv_first":
             # the space's repair rule (`SearchSpace._repair`): the feasible switch nearest the conv count
             n_now = sum(k == "conv" for row in kinds for k in row)
-            n_conv = min(self.space._feasible_switches(depths), key=lambda n: (abs(n - n_now), n))
+            n_conv = min(self.space.feasible_switches(depths), key=lambda n: (abs(n - n_now), n))
             offsets = [sum(depths[:i]) for i in range(len(depths))]
             kinds = [["conv" if o + j < n_conv else "attn" for j in range(d)] for o, d in zip(offsets, depths)]
         arch = Arch(

@@ -33,6 +33,7 @@ from nas.runs import read_json
 from nas.targets import TARGETS, Target, measure_on_target
 from predictors import LatencyPredictor
 from search_spaces import Arch, ArchError, ModelSpec, SearchSpace, SpaceConfig, SubnetModel
+from search_spaces.arch import is_finite_number, show
 from search_spaces.blocks import BlockSpec, block_input_shape, block_specs, build_block, space_block_specs
 
 PROFILE_FORMAT, PROFILE_VERSION = "nas-latency-profile", "1"
@@ -163,14 +164,21 @@ def load_profile(path: str | Path) -> dict[str, Any]:
     try:
         if not isinstance(data["device"], dict) or not isinstance(data["units"], dict):
             raise TypeError("device and units must be objects")
-        SpaceConfig.from_dict(data["space"])
+        _check_settings(data["settings"])
+        space = SearchSpace(SpaceConfig.from_dict(data["space"]))
+        table = set()
         for i, row in enumerate(data["lut"]):
-            BlockSpec.from_dict(row["block"])
+            table.add(BlockSpec.from_dict(row["block"]))
             _check_ms(row, f"lut[{i}]")
-        for i, row in enumerate(data["subnets"]):
+        spec = ModelSpec.from_config(space.config)
+        for i, row in enumerate(data["subnets"]):  # what fitting the predictor reads: fail here, naming the file
             _check_ms(row, f"subnets[{i}]")
-        if missing := {"target", "threads", "batch", "max_seconds"} - set(data["settings"]):
-            raise KeyError(f"settings lack {sorted(missing)}")
+            try:
+                arch = space.parse(row["arch"])
+            except ArchError as e:
+                raise ValueError(f"subnets[{i}].{e}") from None
+            if missing := [b for b in block_specs(spec, arch) if b not in table]:
+                raise ValueError(f"subnets[{i}] holds a unit that the lut lacks: {show(missing[0])}")
     except (ArchError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"latency profile {path} is malformed: {type(e).__name__}: {e}") from None
     return data
@@ -178,8 +186,25 @@ def load_profile(path: str | Path) -> dict[str, Any]:
 
 def _check_ms(row: dict[str, Any], where: str) -> None:
     value = row["latency_ms"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{where}.latency_ms must be a positive number, got {value!r}")
+    if not is_finite_number(value) or not value > 0:
+        raise ValueError(f"{where}.latency_ms must be a positive finite number, got {show(value)}")
+
+
+def _check_settings(settings: Any) -> None:
+    """The settings a search applies: the target, threads, batch and timing limit."""
+    if not isinstance(settings, dict):
+        raise TypeError("settings must be an object")
+    if missing := {"target", "threads", "batch", "max_seconds"} - set(settings):
+        raise KeyError(f"settings lack {sorted(missing)}")
+    if not isinstance(settings["target"], str) or settings["target"] not in TARGETS:
+        raise ValueError(f"settings.target must be one of {list(TARGETS)}, got {show(settings['target'])}")
+    for name in ("threads", "batch"):
+        value = settings[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**31:
+            raise ValueError(f"settings.{name} must be a positive integer, got {show(value)}")
+    value = settings["max_seconds"]
+    if not is_finite_number(value) or not value > 0:
+        raise ValueError(f"settings.max_seconds must be a positive finite number, got {show(value)}")
 
 
 def profile_space(profile: dict[str, Any]) -> SearchSpace:

@@ -21,6 +21,7 @@ from torch import nn
 
 from nas.errors import UserError
 from search_spaces import Arch, ArchError, HybridSupernet, ModelSpec, SearchSpace, SpaceConfig, SubnetModel
+from search_spaces.arch import show
 
 SUPERNET_FILE, SPACE_FILE, MODEL_FILE, MODEL_META = "supernet.safetensors", "space.json", "model.safetensors", "model.json"
 FORMAT_VERSION = "1"
@@ -59,9 +60,9 @@ def write_text(path: Path, text: str) -> None:
 def read_json(path: Path, what: str) -> Any:
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist")
-    try:
+    try:  # ValueError: also bad UTF-8, or an integer too long; RecursionError: nesting too deep
         return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"{what} {path} is not valid JSON: {e}") from None
 
 
@@ -103,12 +104,16 @@ def load_supernet(path: str | Path, device: str = "cpu") -> HybridSupernet:
     if path.is_dir():
         path = path / SUPERNET_FILE
     meta_path = path.with_name(SPACE_FILE)
-    meta = read_json(meta_path, "supernet space file") if meta_path.is_file() else _embedded_space(path)
+    embedded = _embedded_space(path)  # also refuses anything that is not a safetensors file, before reading more
+    meta = read_json(meta_path, "supernet space file") if meta_path.is_file() else embedded
     if not isinstance(meta, dict) or "space" not in meta:
         raise UserError(f"supernet space file {meta_path} has no 'space' entry")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"supernet space file {meta_path} has format_version {meta.get('format_version')!r}, "
+        raise UserError(f"supernet space file {meta_path} has format_version {show(meta.get('format_version'))}, "
                         f"this nas reads {FORMAT_VERSION!r}")
+    if meta is not embedded and meta["space"] != embedded["space"]:  # weights of equal shapes may mean other layers
+        raise UserError(f"supernet space file {meta_path} does not match the space stored in {path} (they differ in "
+                        f"{show(_differing_keys(meta['space'], embedded['space']))}): the files come from different runs")
     try:
         space = SearchSpace(SpaceConfig.from_dict(meta["space"]))
     except ArchError as e:
@@ -127,8 +132,14 @@ def _embedded_space(path: Path) -> dict[str, Any]:
         with safe_open(str(path), "pt") as fh:
             meta = fh.metadata() or {}
         return {"format_version": meta.get("format_version"), "space": json.loads(meta["space"])}
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
+    except (SafetensorError, OSError, KeyError, ValueError, RecursionError) as e:
         raise UserError(f"supernet file {path} is corrupt or has no space metadata ({e})") from None
+
+
+def _differing_keys(a: Any, b: Any) -> list[str]:
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return ["space"]
+    return sorted(str(k) for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
 def _load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:

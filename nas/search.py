@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -75,7 +76,8 @@ def make_surrogate(evaluator: Evaluator, limits: Limits, objective: str) -> Surr
         return limits.violation({column: cost} | {k: analytic[k](arch) for k in needed})
 
     cost = analytic.get(column)
-    return Surrogate(cost=None if cost is None else (lambda a: float(cost(a))), violation=violation)
+    complete = all(k == column or k in analytic for k in limits.bounds())
+    return Surrogate(cost=None if cost is None else (lambda a: float(cost(a))), violation=violation, complete=complete)
 
 
 def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limits, strategy: str, seed: int,
@@ -102,6 +104,7 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     results: dict[Arch, tuple[tuple[float, float], float]] = {}
     previous = replay[-1][1]["time"] if replay else 0.0  # search time spent before the interruption
     start, repeats, evaluating = time.perf_counter() - previous, 0, sum(r["seconds"] for _, r in replay)
+    diverged = False
     total = budget.evaluations or budget.seconds
     with path.open("a" if replay else "w", newline="") as fh, \
             progress_bar(total, f"searching ({strategy})", enabled=show_progress) as bar:
@@ -113,8 +116,8 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
             elapsed = time.perf_counter() - start
             if budget.evaluations is not None and len(results) >= budget.evaluations:
                 break
-            if budget.seconds is not None and results and elapsed + elapsed / len(results) > budget.seconds:
-                break  # the next evaluation would not finish inside the budget
+            if budget.seconds is not None and results and not replay and elapsed + elapsed / len(results) > budget.seconds:
+                break  # the next evaluation would not finish inside the budget (recorded ones cost nothing now)
             arch = strat.ask()
             if arch in results:  # already evaluated: tell again, costs no budget
                 strat.tell(arch, *results[arch])
@@ -124,7 +127,14 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
                 continue
             repeats = 0
             if replay:  # recorded before the interruption: tell what was measured then
-                arch, row = replay.popleft()  # the same arch as asked when the settings are the same
+                recorded, row = replay.popleft()  # the same arch as asked when code and settings are the same
+                if recorded != arch and not diverged:
+                    diverged = True
+                    print(f"nas: warning: resuming {path}: at row {len(results) + 2} the strategy now proposes another "
+                          "subnet than the one recorded (other code or settings); the recorded evaluations are kept and "
+                          "told as recorded, but the search will not end as the uninterrupted one would",
+                          file=sys.stderr)
+                arch = recorded
                 results[arch] = ((-row["val_acc"], row[column]), row["violation"])
                 strat.tell(arch, *results[arch])
                 bar.update("replaying the recorded evaluations", advance=1 if budget.evaluations else 0)
@@ -220,7 +230,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
                         f"{out / 'evaluations.csv'}: loosen a limit or raise --budget")
     row = table.loc[chosen]
     arch = Arch.from_json(row["arch"])
-    info = {k: _plain(row[k]) for k in ("val_acc", "latency_ms", "latency_predicted_ms", "latency_measured_ms", "flops",
+    info = {k: plain_value(row[k]) for k in ("val_acc", "latency_ms", "latency_predicted_ms", "latency_measured_ms", "flops",
                                         "params", "memory_bytes")}
     info["test_acc"] = float(pareto.at[chosen, "test_acc"])  # the chosen subnet is on the front: measured above
     model_dir = save_model(out / "models" / arch.id, evaluator.supernet.extract(arch), {
@@ -231,6 +241,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     return summary
 
 
-def _plain(value):
+def plain_value(value):
+    """A pandas/numpy scalar as a JSON-ready Python value; NaN becomes None (JSON has no NaN)."""
     value = value.item() if hasattr(value, "item") else value
     return None if isinstance(value, float) and math.isnan(value) else value

@@ -29,11 +29,13 @@ class Surrogate:
     `cost`: the exact value of the second objective (analytic FLOPs/params/memory, or latency
     predicted from a profile) when it is cheap; None when it is measured, and must be learned from
     the told values. `violation(arch, cost)`: the limits' violation of `arch` given its (exact or
-    estimated) cost objective; limits on metrics that are neither cheap nor the objective count 0.
+    estimated) cost objective; limits on metrics that are neither cheap nor the objective count 0
+    there, and `complete=False` says so (a model-based strategy then learns the violation too).
     """
 
     cost: Callable[[Arch], float] | None
     violation: Callable[[Arch, float], float]
+    complete: bool = True  # False: some limit's metric is measured (neither cheap nor the objective)
 
 
 @dataclass(frozen=True)

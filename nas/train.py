@@ -36,6 +36,7 @@ from nas.progress import progress_bar
 from nas.runs import save_tensors
 from nas.sampling import SAMPLING_RULES, Draw, Sampler, make_sampler
 from search_spaces import Arch, HybridSupernet
+from search_spaces.arch import is_finite_number, show
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_FORMAT = "1"
@@ -60,6 +61,12 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # the types first: a resumed run reads these values from a JSON file
+            value, kind = getattr(self, f.name), f.type.split("[")[0]
+            if not _has_type(value, kind):
+                raise UserError(f"train: {f.name} must be {_TYPE_NAMES[kind]}, got {show(value)}")
+        if not 0 <= self.seed < 2**63:
+            raise UserError(f"train: seed must be in [0, 2**63), got {self.seed}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"train: {name} must be >= 1, got {getattr(self, name)}")
@@ -79,11 +86,26 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise UserError(f"train config must be an object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known, key=str)
         if unknown:
-            raise UserError(f"train config: unknown keys {unknown}; allowed: {sorted(known)}")
+            raise UserError(f"train config: unknown keys {show(unknown)}; allowed: {sorted(known)}")
         return cls(**data)
+
+
+_TYPE_NAMES = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string",
+               "Literal": "a string"}
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    """`value` fits a field annotated `kind` ("int", "float", "bool", "str" or "Literal[...]": strings)."""
+    if kind == "float":
+        return is_finite_number(value)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, {"bool": bool, "str": str, "Literal": str}.get(kind, ()))
 
 
 def augment(x: Tensor, max_shift: int, hflip: bool, gen: torch.Generator) -> Tensor:
@@ -318,8 +340,10 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         if raw.get("format") != "nas-checkpoint" or raw.get("format_version") != CHECKPOINT_FORMAT:
             raise UserError(f"checkpoint {path} is not a nas checkpoint of format {CHECKPOINT_FORMAT}")
         meta = {k: json.loads(raw[k]) for k in ("config", "progress", "sampler", "optimizer", "space")}
-    except (SafetensorError, OSError, KeyError, ValueError) as e:
+    except (SafetensorError, OSError, KeyError, ValueError, RecursionError) as e:
         raise UserError(f"checkpoint {path} is corrupt ({e})") from None
+    if not_objects := [k for k, v in meta.items() if not isinstance(v, dict)]:
+        raise UserError(f"checkpoint {path} is corrupt: its {', '.join(not_objects)} metadata must be JSON objects")
     return tensors, meta
 
 
@@ -333,22 +357,39 @@ def load_checkpoint(path: Path, supernet: HybridSupernet, opt: torch.optim.Optim
     changed = sorted(k for k in wanted if recorded.get(k) != wanted[k])
     if changed:
         raise UserError(f"checkpoint {path} was written with other training settings: "
-                        + ", ".join(f"{k}={recorded.get(k)!r} (now {wanted[k]!r})" for k in changed))
+                        + ", ".join(f"{k}={show(recorded.get(k))} (now {wanted[k]!r})" for k in changed))
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         supernet.load_state_dict(model_state, strict=True)
     except RuntimeError as e:
         raise UserError(f"checkpoint {path} does not match the supernet: {str(e).splitlines()[0]}") from None
-    state: dict[Any, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
+    try:  # the rest comes from the file too: anything malformed in it makes a corrupt checkpoint, not a traceback
+        state: dict[Any, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = value
+        for key, value in meta["optimizer"]["scalars"].items():
+            idx, name = key.split(".", 1)
             state.setdefault(int(idx), {})[name] = value
-    for key, value in meta["optimizer"]["scalars"].items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
-    sampler.load_state_dict(meta["sampler"])
-    gen.set_state(tensors["rng.generator"])
-    torch.set_rng_state(tensors["rng.torch"])
+        opt.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+        sampler.load_state_dict(meta["sampler"])
+        gen.set_state(tensors["rng.generator"])
+        torch.set_rng_state(tensors["rng.torch"])
+        _check_progress(meta["progress"], config.epochs)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError, RuntimeError) as e:
+        first_line = str(e).partition("\n")[0]
+        raise UserError(f"checkpoint {path} is corrupt ({type(e).__name__}: {first_line[:300]})") from None
     return meta["progress"]
+
+
+def _check_progress(progress: dict[str, Any], epochs: int) -> None:
+    """What `train_supernet` reads from a checkpoint's progress: finished epochs, steps, time, history."""
+    epoch, step, seconds, history = progress["epoch"], progress["step"], progress["seconds"], progress["history"]
+    if not (type(epoch) is int and 0 <= epoch <= epochs and type(step) is int and step >= 0
+            and is_finite_number(seconds) and seconds >= 0 and isinstance(history, list) and len(history) == epoch):
+        raise ValueError(f"progress epoch={show(epoch)}, step={show(step)}, seconds={show(seconds)} or its history "
+                         f"does not describe a run of {epochs} epochs")
+    for entry in history:
+        if not isinstance(entry, dict) or not {"val_acc_largest", "val_acc_smallest"} <= entry.keys():
+            raise ValueError(f"progress history entry {show(entry)} lacks the validation accuracies")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from search_spaces import Arch, ModelSpec, SearchSpace, SpaceConfig
+from search_spaces.arch import is_finite_number, show
 from search_spaces.blocks import KINDS, BlockSpec, block_specs
 
 PREDICTOR_FORMAT, PREDICTOR_VERSION = "nas-latency-predictor", "1"
@@ -55,8 +56,8 @@ class LatencyPredictor:
     _spec: ModelSpec = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.model not in FEATURE_SETS:
-            raise ValueError(f"model must be one of {sorted(FEATURE_SETS)}, got {self.model!r}")
+        if not isinstance(self.model, str) or self.model not in FEATURE_SETS:
+            raise ValueError(f"model must be one of {sorted(FEATURE_SETS)}, got {show(self.model)}")
         object.__setattr__(self, "_spec", ModelSpec.from_config(self.space))
 
     # ---- prediction ---------------------------------------------------------------------------
@@ -111,11 +112,22 @@ class LatencyPredictor:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyPredictor:
-        if data.get("format") != PREDICTOR_FORMAT or data.get("format_version") != PREDICTOR_VERSION:
+        """A saved predictor, checked: `ValueError` (one line) for anything malformed."""
+        if (not isinstance(data, Mapping) or data.get("format") != PREDICTOR_FORMAT
+                or data.get("format_version") != PREDICTOR_VERSION):
             raise ValueError(f"not a latency predictor of format {PREDICTOR_FORMAT!r} version {PREDICTOR_VERSION!r}")
-        table = {BlockSpec.from_dict(row["block"]): float(row["latency_ms"]) for row in data["lut"]}
-        return cls(SpaceConfig.from_dict(data["space"]), table, data["model"], tuple(data["coef"]),
-                   dict(data["cv_error"]), dict(data["meta"]))
+        try:
+            table = {BlockSpec.from_dict(row["block"]): _finite("lut latency_ms", row["latency_ms"])
+                     for row in data["lut"]}
+            coef = tuple(_finite("coef", c) for c in data["coef"])
+            predictor = cls(SpaceConfig.from_dict(data["space"]), table, data["model"], coef,
+                            dict(data["cv_error"]), dict(data["meta"]))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"latency predictor is malformed: {type(e).__name__}: {e}") from None
+        if len(coef) != _n_features(predictor.model):
+            raise ValueError(f"coef has {len(coef)} values, model {predictor.model!r} takes "
+                             f"{_n_features(predictor.model)}")
+        return predictor
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -124,7 +136,16 @@ class LatencyPredictor:
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyPredictor:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:  # ValueError: also bad UTF-8 or JSON, and a malformed predictor; RecursionError: nesting too deep
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, RecursionError) as e:
+            raise ValueError(f"latency predictor {path}: {e}") from None
+
+
+def _finite(name: str, value: Any) -> float:
+    if not is_finite_number(value):
+        raise ValueError(f"{name} must be a finite number, got {show(value)}")
+    return float(value)
 
 
 def _n_features(name: str) -> int:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args
 
@@ -26,14 +28,37 @@ class ArchError(ValueError):
     """An architecture field is invalid; the message names the field."""
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 60, 60, 40
+
+
+def show(value: Any) -> str:
+    """`repr` for an error message: bounded in length and depth, whatever a user file holds."""
+    return _SHORT.repr(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is a finite float: no NaN, no inf, no integer beyond any float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _check_int(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ArchError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if not _is_int(value) or value < minimum:
+        raise ArchError(f"{name} must be an integer >= {minimum}, got {show(value)}")
 
 
 def _check_ratio(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ArchError(f"{name} must be a positive number, got {value!r}")
+    if not is_finite_number(value) or not value > 0:
+        raise ArchError(f"{name} must be a positive finite number, got {show(value)}")
 
 
 @dataclass(frozen=True)
@@ -62,11 +87,11 @@ class AttnBlock:
     mlp_ratio: float
 
     def __post_init__(self) -> None:
-        if self.mixer not in MIXERS:
-            raise ArchError(f"mixer must be one of {list(MIXERS)}, got {self.mixer!r}")
+        if not isinstance(self.mixer, str) or self.mixer not in MIXERS:
+            raise ArchError(f"mixer must be one of {list(MIXERS)}, got {show(self.mixer)}")
         if self.mixer == "pool":
-            if self.heads != 0:
-                raise ArchError(f"heads must be 0 for the pool mixer, got {self.heads!r}")
+            if not _is_int(self.heads) or self.heads != 0:  # 0.0 or False would be another id for it
+                raise ArchError(f"heads must be 0 for the pool mixer, got {show(self.heads)}")
         else:
             _check_int("heads", self.heads)
         _check_ratio("mlp_ratio", self.mlp_ratio)
@@ -86,8 +111,8 @@ class Stage:
 
     def __post_init__(self) -> None:
         _check_int("width", self.width)
-        if self.stride not in (1, 2):
-            raise ArchError(f"stride must be 1 or 2, got {self.stride!r}")
+        if not _is_int(self.stride) or self.stride not in (1, 2):  # True == 1, 1.0 == 1: not strides
+            raise ArchError(f"stride must be 1 or 2, got {show(self.stride)}")
         if not isinstance(self.blocks, tuple) or not self.blocks:
             raise ArchError("blocks must be a non-empty tuple")
         for b in self.blocks:
@@ -115,6 +140,10 @@ class Arch:
             value = hash((self.resolution, self.stem_width, self.stages))
             self.__dict__["_hash"] = value  # not a field: eq, repr and to_dict ignore it
             return value
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (Ray, multiprocessing) without the cached hash: str hashes differ between processes."""
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
 
     def __post_init__(self) -> None:
         _check_int("resolution", self.resolution)
@@ -160,7 +189,7 @@ class Arch:
     def from_json(cls, text: str) -> Arch:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as e:
+        except (ValueError, TypeError, RecursionError) as e:  # also too deep, or an integer too long
             raise ArchError(f"architecture is not valid JSON: {e}") from None
         return cls.from_dict(data)
 
@@ -176,7 +205,7 @@ def _expect_keys(obj: dict, keys: set[str], where: str) -> None:
     if missing:
         raise ArchError(f"{where}: missing key(s) {sorted(missing)}")
     if extra:
-        raise ArchError(f"{where}: unknown key(s) {sorted(extra)}; allowed: {sorted(keys)}")
+        raise ArchError(f"{where}: unknown key(s) {show(sorted(extra, key=str))}; allowed: {sorted(keys)}")
 
 
 def _stage_from_dict(data: Any, where: str) -> Stage:
@@ -203,4 +232,4 @@ def _block_from_dict(data: Any, where: str) -> Block:
             return AttnBlock(mixer=obj["mixer"], heads=obj["heads"], mlp_ratio=obj["mlp_ratio"])
     except ArchError as e:
         raise ArchError(f"{where}: {e}") from None
-    raise ArchError(f"{where}.type must be 'conv' or 'attn', got {kind!r}")
+    raise ArchError(f"{where}.type must be 'conv' or 'attn', got {show(kind)}")

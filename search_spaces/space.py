@@ -12,13 +12,14 @@ Layouts: with ``layout="conv_first"`` every convolution block precedes every tra
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from search_spaces.arch import ATTENTION_MIXERS, MIXERS, Arch, ArchError, AttnBlock, Block, ConvBlock, Stage
+from search_spaces.arch import (ATTENTION_MIXERS, MIXERS, Arch, ArchError, AttnBlock, Block, ConvBlock, Stage,
+                                 is_finite_number, show)
 
 BlockType = Literal["conv", "attn"]
 
@@ -30,12 +31,14 @@ def hidden_width(width: int, ratio: float) -> int:
 
 def _tuple(name: str, value: Any, kind: type | tuple[type, ...] = int) -> tuple:
     if not isinstance(value, (list, tuple)) or not value:
-        raise ArchError(f"space: {name} must be a non-empty list, got {value!r}")
+        raise ArchError(f"space: {name} must be a non-empty list, got {show(value)}")
     for v in value:
         if isinstance(v, bool) or not isinstance(v, kind):
-            raise ArchError(f"space: {name} holds {v!r}, expected {kind}")
+            raise ArchError(f"space: {name} holds {show(v)}, expected {kind}")
+        if kind is not str and not (is_finite_number(v) and v > 0):  # sizes and ratios
+            raise ArchError(f"space: {name} must hold positive finite numbers, got {show(v)}")
     if len(set(value)) != len(value):
-        raise ArchError(f"space: {name} has duplicates: {list(value)}")
+        raise ArchError(f"space: {name} has duplicates: {show(list(value))}")
     return tuple(value)
 
 
@@ -54,9 +57,9 @@ class StageSpace:
         if min(self.depths) < 1 or min(self.widths) < 1:
             raise ArchError("space: depths and widths must be >= 1")
         if not set(self.strides) <= {1, 2}:
-            raise ArchError(f"space: strides must be 1 or 2, got {list(self.strides)}")
+            raise ArchError(f"space: strides must be 1 or 2, got {show(list(self.strides))}")
         if not set(self.block_types) <= {"conv", "attn"}:
-            raise ArchError(f"space: block_types must be 'conv'/'attn', got {list(self.block_types)}")
+            raise ArchError(f"space: block_types must be 'conv'/'attn', got {show(list(self.block_types))}")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class SpaceConfig:
     layout: Literal["conv_first", "free"] = "conv_first"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ArchError(f"space: name must be a non-empty string, got {show(self.name)}")
         for name in ("resolutions", "stem_widths", "kernels", "heads"):
             object.__setattr__(self, name, _tuple(name, getattr(self, name)))
         for name in ("expand_ratios", "mlp_ratios"):
@@ -91,15 +96,21 @@ class SpaceConfig:
         if not stages:
             raise ArchError("space: stages must be non-empty")
         if unknown := set(self.mixers) - set(MIXERS):
-            raise ArchError(f"space: unknown mixers {sorted(unknown)}; allowed: {list(MIXERS)}")
+            raise ArchError(f"space: unknown mixers {show(sorted(unknown))}; allowed: {list(MIXERS)}")
         if any(k % 2 == 0 for k in self.kernels):
-            raise ArchError(f"space: kernels must be odd, got {list(self.kernels)}")
-        if self.layout not in ("conv_first", "free"):
-            raise ArchError(f"space: layout must be 'conv_first' or 'free', got {self.layout!r}")
+            raise ArchError(f"space: kernels must be odd, got {show(list(self.kernels))}")
+        if not isinstance(self.layout, str) or self.layout not in ("conv_first", "free"):
+            raise ArchError(f"space: layout must be 'conv_first' or 'free', got {show(self.layout)}")
+        only = [set(s.block_types) for s in stages]
+        if self.layout == "conv_first" and any(
+            a == {"attn"} and b == {"conv"} for i, a in enumerate(only) for b in only[i + 1:]
+        ):  # no architecture could put every conv block before every transformer block
+            raise ArchError("space: stages: layout 'conv_first' cannot follow a transformer-only stage with a "
+                            "conv-only stage")
         for name in ("in_channels", "num_classes", "input_size", "head_dim", "window", "stem_stride"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ArchError(f"space: {name} must be a positive integer, got {value!r}")
+                raise ArchError(f"space: {name} must be a positive integer, got {show(value)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,13 +121,17 @@ class SpaceConfig:
             raise ArchError("space: expected a JSON object")
         allowed = {f.name for f in fields(cls)}
         if extra := set(data) - allowed:
-            raise ArchError(f"space: unknown key(s) {sorted(extra)}; allowed: {sorted(allowed)}")
+            raise ArchError(f"space: unknown key(s) {show(sorted(extra, key=str))}; allowed: {sorted(allowed)}")
+        if missing := {f.name for f in fields(cls) if f.default is MISSING} - set(data):
+            raise ArchError(f"space: missing key(s) {sorted(missing)}")
         stage_keys = {f.name for f in fields(StageSpace)}
-        if not isinstance(data.get("stages", []), list):
+        if not isinstance(data["stages"], list):
             raise ArchError("space: stages must be a list of objects")
-        for i, s in enumerate(data.get("stages", [])):
+        for i, s in enumerate(data["stages"]):
             if not isinstance(s, dict) or set(s) - stage_keys:
                 raise ArchError(f"space: stages[{i}] must be an object with keys from {sorted(stage_keys)}")
+            if missing := {f.name for f in fields(StageSpace) if f.default is MISSING} - set(s):
+                raise ArchError(f"space: stages[{i}]: missing key(s) {sorted(missing)}")
         try:
             return cls(**data)
         except TypeError as e:  # a missing required key
@@ -124,9 +139,9 @@ class SpaceConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> SpaceConfig:
-        try:
+        try:  # ValueError: also bad UTF-8 or JSON, an integer too long, and ArchError; RecursionError: too deep
             return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise ArchError(f"space file {path}: {e}") from None
 
 
@@ -180,7 +195,7 @@ class SearchSpace:
         c = self.config
         depths = [min(s.depths) for s in c.stages]
         if c.layout == "conv_first":
-            return [self._extreme(False, n_conv) for n_conv in self._feasible_switches(depths)]
+            return [self._extreme(False, n_conv) for n_conv in self.feasible_switches(depths)]
         return [self._extreme(False, prefer_attn=False), self._extreme(False)]
 
     def _extreme(self, largest: bool, n_conv: int | None = None, prefer_attn: bool = True) -> Arch:
@@ -192,7 +207,7 @@ class SearchSpace:
             for s, d in zip(c.stages, depths)
         ]
         if c.layout == "conv_first":  # by default the fewest conv blocks the layout allows
-            n_conv = min(self._feasible_switches(depths)) if n_conv is None else n_conv
+            n_conv = min(self.feasible_switches(depths)) if n_conv is None else n_conv
             flat = [i >= n_conv for i in range(sum(depths))]
             attn_allowed = self._split(flat, depths)
         conv = ConvBlock(pick(c.kernels), pick(c.expand_ratios))
@@ -234,7 +249,7 @@ class SearchSpace:
             blocks.append(row)
         if c.layout == "conv_first" and rng.random() < prob:  # move the CNN-to-transformer switch
             depths = [len(r) for r in blocks]
-            blocks = self._retype(blocks, int(rng.choice(self._feasible_switches(depths))), rng)
+            blocks = self._retype(blocks, int(rng.choice(self.feasible_switches(depths))), rng)
         return self._build(
             resolution=maybe(arch.resolution, c.resolutions),
             stem_width=maybe(arch.stem_width, c.stem_widths),
@@ -275,7 +290,7 @@ class SearchSpace:
         )
 
     # ---- layout helpers ---------------------------------------------------------------------
-    def _feasible_switches(self, depths: list[int]) -> list[int]:
+    def feasible_switches(self, depths: list[int]) -> list[int]:
         """Numbers of leading conv blocks that respect every stage's allowed block types."""
         allowed = [set(s.block_types) for s, d in zip(self.config.stages, depths) for _ in range(d)]
         total = len(allowed)
@@ -296,7 +311,7 @@ class SearchSpace:
     def _sample_types(self, depths: list[int], rng: np.random.Generator) -> list[list[str]]:
         if self.config.layout == "free":
             return [[str(rng.choice(s.block_types)) for _ in range(d)] for s, d in zip(self.config.stages, depths)]
-        n_conv = int(rng.choice(self._feasible_switches(depths)))
+        n_conv = int(rng.choice(self.feasible_switches(depths)))
         return self._split(["conv" if i < n_conv else "attn" for i in range(sum(depths))], depths)
 
     def _retype(self, blocks: list[list[Block]], n_conv: int, rng: np.random.Generator) -> list[list[Block]]:
@@ -312,7 +327,7 @@ class SearchSpace:
         depths = [len(r) for r in blocks]
         if self.config.layout == "conv_first":
             n_now = sum(isinstance(b, ConvBlock) for row in blocks for b in row)
-            n_conv = min(self._feasible_switches(depths), key=lambda n: (abs(n - n_now), n))
+            n_conv = min(self.feasible_switches(depths), key=lambda n: (abs(n - n_now), n))
             return self._retype(blocks, n_conv, rng)
         out = []
         for row, s in zip(blocks, self.config.stages):
@@ -336,6 +351,8 @@ class SearchSpace:
     # ---- validation -------------------------------------------------------------------------
     def validate(self, arch: Arch) -> Arch:
         """Raise ArchError naming the first field that is not a choice of this space."""
+        if not isinstance(arch, Arch):
+            raise ArchError(f"expected an Arch, got {type(arch).__name__}")
         if arch in self._valid:
             return arch
         self._check(arch)

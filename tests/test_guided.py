@@ -66,6 +66,20 @@ def test_predictor_guided_learns_cost_and_violation_without_a_surrogate():
     assert set(strat.selection_scores) == {"accuracy", "cost", "violation"}
 
 
+def test_predictor_guided_learns_the_violation_of_a_limit_the_surrogate_cannot_compute():
+    """Objective FLOPs (exact) with a limit on a measured metric: the violation is learned too."""
+    space = get_space("tiny")
+    partial = Surrogate(cost=lambda a: space.count_flops(a) / 1e6, violation=lambda a, cost: 0.0, complete=False)
+    strat = make_strategy("predictor", space, seed=3, surrogate=partial)
+    for _ in range(65):
+        arch = strat.ask()
+        params = space.count_params(arch)  # stands for the measured metric under a limit
+        strat.tell(arch, (-np.log(params), space.count_flops(arch) / 1e6), max(0.0, params / 40000 - 1))
+    assert set(strat.selection_scores) == {"accuracy", "violation"}  # the cost is exact, the violation learned
+    later = [o for o in strat.history[40:]]
+    assert np.mean([o.violation == 0 for o in later]) > np.mean([o.violation == 0 for o in strat.history[:20]])
+
+
 @pytest.mark.parametrize("bad", [{"initial": 1}, {"batch": 0}, {"population": True}, {"mutation_prob": 0.0},
                                  {"predictor": "oracle"}, {"local": 1.5}, {"acquisition": "ei"}])
 def test_predictor_guided_rejects_bad_options(bad):

@@ -128,3 +128,14 @@ def test_cosine_schedule_with_warmup():
     assert lr_at(9, 100, 10, 1.0) == pytest.approx(1.0)
     assert lr_at(10, 100, 10, 1.0) == pytest.approx(1.0)
     assert lr_at(99, 100, 10, 1.0) < 0.01
+
+
+def test_two_objective_sort_without_the_matrix_gives_the_same_fronts():
+    from nas.pareto import _sort_2d
+
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        n = int(rng.integers(1, 50))
+        objectives = rng.integers(0, 5, size=(n, 2)).astype(float)  # many ties and duplicates
+        violations = None if trial % 3 == 0 else np.where(rng.random(n) < 0.3, rng.integers(1, 4, n), 0.0)
+        assert _sort_2d(objectives, violations) == non_dominated_sort(objectives, violations)

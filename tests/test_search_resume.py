@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from nas.cli import main
 from nas.search import read_evaluations
@@ -41,20 +42,9 @@ def test_search_killed_then_resumed_matches_an_uninterrupted_run(strategy, super
     assert main([*args, "--out", str(whole)]) == 0
 
     run = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "nas", *args, "--out", str(run)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:  # kill once a part of the budget is recorded
-            path = run / "evaluations.csv"
-            if path.is_file() and path.read_text().count("\n") >= 26:
-                break
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the search finished before it could be killed"
+    path = run / "evaluations.csv"
+    # kill once a part of the budget is recorded
+    _kill_when([*args, "--out", str(run)], lambda: path.is_file() and path.read_text().count("\n") >= 26)
     recorded = len(read_evaluations(run / "evaluations.csv", get_space("tiny")))
     assert 20 <= recorded < 40 and not (run / "search.json").exists()
 
@@ -89,3 +79,68 @@ def test_resume_refusals(supernet, tmp_path, capsys):
     (run / "evaluations.csv").write_text("index,id\n0,abc\n")
     assert main(["search", "--out", str(run), "--resume"]) == 2
     assert "evaluations.csv: the header is not that of a search" in capsys.readouterr().err
+
+
+def _kill_when(cmd: list[str], ready, timeout: float = 180) -> None:
+    """Run `python -m nas CMD` in a subprocess and SIGKILL it as soon as `ready()` holds."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "nas", *cmd], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+
+def test_search_killed_while_training_its_supernet_resumes_both(tmp_path):
+    """`nas search` trains first: killed (SIGKILL) after the first epoch's checkpoint, `--resume`
+    finishes the training from it (the path `nas train --resume` takes too), then searches; weights
+    and evaluations equal an uninterrupted run's."""
+    from nas.runs import load_supernet
+
+    args = ["search", "--epochs", "2", "--num-random", "0", "--batch-size", "256", "--strategy", "evolution", *SEARCH]
+    whole, run = tmp_path / "whole", tmp_path / "killed"
+    assert main([*args, "--out", str(whole)]) == 0
+    _kill_when([*args, "--out", str(run)], lambda: (run / "checkpoint.safetensors").is_file())
+    assert not (run / "supernet.safetensors").exists()
+    assert main(["search", "--out", str(run), "--resume", "--quiet"]) == 0
+    a, b = load_supernet(whole).state_dict(), load_supernet(run).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(_table(run), _table(whole))
+
+
+def test_resume_of_a_time_budget_continues_with_the_time_left(supernet, tmp_path):
+    """5 s of an 8 s budget were used before the kill: the resumed search evaluates in the 3 s left."""
+    from nas.data import load_data
+    from nas.evaluation import Evaluator, LatencySettings, Limits
+    from nas.runs import load_supernet
+    from nas.search import Budget, run_search
+
+    evaluator = Evaluator(load_supernet(supernet), load_data("digits"), LatencySettings())
+    limits, run = Limits(max_flops=1_500_000), tmp_path / "timed"
+    run.mkdir()
+    common = dict(limits=limits, strategy="evolution", seed=0, objective="params", show_progress=False)
+    run_search(evaluator, run, budget=Budget(evaluations=10), **common)
+    table = pd.read_csv(run / "evaluations.csv", dtype={"id": str})
+    table["time"] = 0.5 * (table.index + 1)  # as if each evaluation had taken 0.5 s: 5 s used
+    table.to_csv(run / "evaluations.csv", index=False)
+    (run / "search.json").unlink()
+    summary = run_search(evaluator, run, budget=Budget(seconds=8), resume=True, **common)
+    after = pd.read_csv(run / "evaluations.csv", dtype={"id": str})
+    assert len(after) > 10 and after["id"].is_unique
+    assert after["time"].iloc[10:].min() > 5 and summary["seconds"] <= 8 + 0.5  # the last one may just overrun
+
+
+def test_resume_refuses_other_settings(supernet, tmp_path, capsys):
+    run = tmp_path / "other"
+    assert main(["search", "--supernet", str(supernet), *SEARCH, "--budget", "2", "--out", str(run)]) == 0
+    (run / "search.json").unlink()
+    assert main(["search", "--out", str(run), "--resume", "--budget", "400"]) == 2
+    err = capsys.readouterr().err
+    assert "only --device and --quiet may be given with it (got --budget)" in err
+    recorded = json.loads((run / "config.json").read_text())["args"]
+    assert Path(recorded["supernet"]).is_absolute()

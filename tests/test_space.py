@@ -186,3 +186,16 @@ def test_supernet_refuses_architectures_outside_its_space(tmp_path):
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ArchError, match="space file"):
         get_space(str(path))
+
+
+def test_arch_pickles_without_its_cached_hash():
+    """str hashes differ between processes: a pickled Arch (Ray, multiprocessing) must hash anew."""
+    import pickle
+
+    space = get_space("tiny")
+    arch = space.sample(np.random.default_rng(0))
+    hash(arch)  # caches it
+    copy = pickle.loads(pickle.dumps(arch))
+    assert "_hash" not in vars(copy) and copy == arch and hash(copy) == hash(arch)
+    with pytest.raises(ArchError, match="expected an Arch"):
+        space.validate({"resolution": 8})
