@@ -4,7 +4,7 @@ In the spirit of LINAS (DyNAS-T; Cummings et al., 2022). After `initial` random 
 smallest first) are evaluated on the supernet, every round:
 
 1. refits an accuracy predictor on all the supernet evaluations so far; the family is chosen by
-   cross-validated Kendall tau whenever the sample has doubled (`predictors.accuracy`); a cost
+   cross-validated Kendall tau at 40, 160, 640... evaluations (`predictors.accuracy`); a cost
    predictor too when the cost objective is measured rather than computable;
 2. runs a constrained NSGA-II on the predictors only. Its population lives on from round to round
    (re-scored by the refitted predictors, joined by the best evaluated subnets), so the search on
@@ -78,7 +78,7 @@ class PredictorGuidedSearch(Strategy):
         self._features: dict[Arch, np.ndarray] = {}
         self._exact: dict[Arch, tuple[float, float]] = {}  # arch -> (cost, violation) from the surrogate
         self._families: dict[str, str] = {}  # target ("accuracy", "cost", "violation") -> chosen family
-        self._selected_at = MIN_SELECTION_SAMPLES // 2
+        self._selected_at = MIN_SELECTION_SAMPLES // 4  # the first selection at MIN_SELECTION_SAMPLES
         self.selection_scores: dict[str, dict[str, float]] = {}  # last cross-validated tau per family
 
     # ---- ask/tell -----------------------------------------------------------------------------
@@ -112,7 +112,7 @@ class PredictorGuidedSearch(Strategy):
             self._families = dict.fromkeys(targets, self.predictor)
         elif len(obs) < MIN_SELECTION_SAMPLES:  # too few for cross-validation to tell families apart
             self._families = dict.fromkeys(targets, "ridge")
-        elif len(obs) >= 2 * self._selected_at:  # the sample has doubled: choose the families again
+        elif len(obs) >= 4 * self._selected_at:  # the sample has quadrupled: choose the families again
             self._selected_at = len(obs)
             for key, y in targets.items():
                 choice = (select_predictor(x, y, candidates=SELECTED_FAMILIES, folds=SELECTION_FOLDS, seed=self.seed)
