@@ -14,9 +14,13 @@ from __future__ import annotations
 import csv
 import math
 import re
+import signal
 import sys
+import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,13 +110,13 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     start, repeats, evaluating = time.perf_counter() - previous, 0, sum(r["seconds"] for _, r in replay)
     diverged = False
     total = budget.evaluations or budget.seconds
-    with path.open("a" if replay else "w", newline="") as fh, \
+    with path.open("a" if replay else "w", newline="") as fh, finish_on_interrupt() as interrupted, \
             progress_bar(total, f"searching ({strategy})", enabled=show_progress) as bar:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         if not replay:
             writer.writeheader()
             fh.flush()
-        while True:
+        while not interrupted():
             elapsed = time.perf_counter() - start
             if budget.evaluations is not None and len(results) >= budget.evaluations:
                 break
@@ -154,9 +158,34 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
             strat.tell(arch, *results[arch])
             best = max((-o[0] for o, v in results.values() if v == 0), default=float("nan"))
             bar.update(f"best feasible acc {best:.3f}", advance=1 if budget.evaluations else time.perf_counter() - start - elapsed)
+    if interrupted():  # Ctrl-C: the evaluation under way was finished and written; no summary
+        raise KeyboardInterrupt
     seconds = time.perf_counter() - start
     return summarize(evaluator, out, limits=limits, budget=budget, strategy=strategy, objective=objective,
                      seconds=seconds, overhead=1.0 - evaluating / seconds if seconds > 0 else 0.0)
+
+
+@contextmanager
+def finish_on_interrupt() -> Iterator[Callable[[], bool]]:
+    """While the search runs, the first Ctrl-C (SIGINT) only asks it to stop after the evaluation
+    under way is written; a second one interrupts at once. Only in the main thread (signals can be
+    handled nowhere else); elsewhere the flag never rises."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag.is_set
+        return
+
+    def handler(signum, frame):
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+        print("\nnas: stopping after the evaluation under way (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:

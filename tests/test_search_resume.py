@@ -144,3 +144,26 @@ def test_resume_refuses_other_settings(supernet, tmp_path, capsys):
     assert "only --device and --quiet may be given with it (got --budget)" in err
     recorded = json.loads((run / "config.json").read_text())["args"]
     assert Path(recorded["supernet"]).is_absolute()
+
+
+def test_ctrl_c_finishes_the_evaluation_under_way_and_says_how_to_resume(supernet, tmp_path):
+    args = ["search", "--supernet", str(supernet), "--strategy", "evolution", *SEARCH]
+    whole, run = tmp_path / "whole", tmp_path / "stopped"
+    assert main([*args, "--out", str(whole)]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "nas", *args, "--out", str(run)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    path, deadline = run / "evaluations.csv", time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.is_file() and path.read_text().count("\n") >= 11:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"resume with: nas search --out {run} --resume" in err and "Traceback" not in err
+    text = path.read_text()
+    assert text.endswith("\n") and 10 <= text.count("\n") - 1 < 40  # whole rows only, the last one finished
+    assert not (run / "search.json").exists()
+    assert main(["search", "--out", str(run), "--resume", "--quiet"]) == 0
+    pd.testing.assert_frame_equal(_table(run), _table(whole))
