@@ -29,7 +29,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from nas.errors import UserError
-from nas.pareto import crowding_distance, non_dominated_sort
+from nas.pareto import crowding_distance, hypervolume_improvement, non_dominated_sort
 from nas.strategies import Observation, Prefilter, Strategy, Surrogate, register_strategy
 from predictors.accuracy import arch_features, list_predictors, load_backends, make_predictor, select_predictor
 from search_spaces import Arch, SearchSpace
@@ -260,23 +260,6 @@ class PredictorGuidedSearch(Strategy):
             self._exact_cost(arch)
             return self._exact[arch][1]
         return float(self.surrogate.violation(arch, cost))
-
-
-def hypervolume_improvement(front: np.ndarray, points: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """For each row of `points` (n, 2), the 2-D hypervolume it adds to `front` (m, 2), both minimized,
-    within the box bounded by `ref`: the integral over x of the height between the point and the
-    front's staircase."""
-    if len(points) == 0:
-        return np.zeros(0)
-    order = np.argsort(front[:, 0], kind="stable")
-    fx, fy = front[order, 0], np.minimum.accumulate(front[order, 1])  # staircase: lowest y so far
-    lo = np.concatenate([[-np.inf], fx])  # interval j = [lo_j, hi_j) has height h_j
-    hi = np.concatenate([fx, [np.inf]])
-    h = np.minimum(np.concatenate([[ref[1]], fy]), ref[1])
-    px, py = points[:, :1], points[:, 1:2]
-    width = np.clip(np.minimum(hi, ref[0]) - np.maximum(lo, px), 0.0, None)  # (n, m + 1)
-    height = np.clip(h - py, 0.0, None)
-    return (width * height).sum(axis=1)
 
 
 register_strategy(PredictorGuidedSearch)

@@ -1,5 +1,6 @@
 """Pareto utilities (all objectives minimized): non-dominated sorting with constraint domination
-and crowding distance (NSGA-II, Deb et al., 2002), 2-D hypervolume, and the front plot."""
+and crowding distance (NSGA-II, Deb et al., 2002), 2-D hypervolume and hypervolume improvement, and
+the front plot."""
 
 from __future__ import annotations
 
@@ -120,6 +121,23 @@ def hypervolume_2d(objectives: np.ndarray, reference: np.ndarray) -> float:
             area += (reference[0] - x) * (best_y - y)
             best_y = y
     return float(area)
+
+
+def hypervolume_improvement(front: np.ndarray, points: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """For each row of `points` (n, 2), the 2-D hypervolume it adds to `front` (m, 2), both minimized,
+    within the box bounded by `ref`: the integral over x of the height between the point and the
+    front's staircase."""
+    if len(points) == 0:
+        return np.zeros(0)
+    order = np.argsort(front[:, 0], kind="stable")
+    fx, fy = front[order, 0], np.minimum.accumulate(front[order, 1])  # staircase: lowest y so far
+    lo = np.concatenate([[-np.inf], fx])  # interval j = [lo_j, hi_j) has height h_j
+    hi = np.concatenate([fx, [np.inf]])
+    h = np.minimum(np.concatenate([[ref[1]], fy]), ref[1])
+    px, py = points[:, :1], points[:, 1:2]
+    width = np.clip(np.minimum(hi, ref[0]) - np.maximum(lo, px), 0.0, None)  # (n, m + 1)
+    height = np.clip(h - py, 0.0, None)
+    return (width * height).sum(axis=1)
 
 
 def plot_front(path: Path, *, cost: np.ndarray, accuracy: np.ndarray, feasible: np.ndarray, front: list[int],

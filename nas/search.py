@@ -108,7 +108,7 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     results: dict[Arch, tuple[tuple[float, float], float]] = {}
     previous = replay[-1][1]["time"] if replay else 0.0  # search time spent before the interruption
     start, repeats, evaluating = time.perf_counter() - previous, 0, sum(r["seconds"] for _, r in replay)
-    diverged = False
+    diverged, best = False, float("nan")  # best: highest feasible accuracy so far, for the progress line
     total = budget.evaluations or budget.seconds
     with path.open("a" if replay else "w", newline="") as fh, finish_on_interrupt() as interrupted, \
             progress_bar(total, f"searching ({strategy})", enabled=show_progress) as bar:
@@ -140,6 +140,8 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
                           file=sys.stderr)
                 arch = recorded
                 results[arch] = ((-row["val_acc"], row[column]), row["violation"])
+                if row["violation"] == 0 and not row["val_acc"] <= best:
+                    best = row["val_acc"]
                 strat.tell(arch, *results[arch])
                 bar.update("replaying the recorded evaluations", advance=1 if budget.evaluations else 0)
                 continue
@@ -156,7 +158,8 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
             fh.flush()  # on disk (in the OS's hands) before the strategy hears of it: a killed run loses nothing
             results[arch] = ((-row["val_acc"], row[column]), row["violation"])
             strat.tell(arch, *results[arch])
-            best = max((-o[0] for o, v in results.values() if v == 0), default=float("nan"))
+            if row["violation"] == 0 and not row["val_acc"] <= best:  # running best: no scan of all results per step
+                best = row["val_acc"]
             bar.update(f"best feasible acc {best:.3f}", advance=1 if budget.evaluations else time.perf_counter() - start - elapsed)
     if interrupted():  # Ctrl-C: the evaluation under way was finished and written; no summary
         raise KeyboardInterrupt

@@ -90,7 +90,7 @@ def test_predictor_guided_rejects_bad_options(bad):
 
 
 def test_hypervolume_improvement_matches_the_hypervolume_difference():
-    from nas.guided import hypervolume_improvement
+    from nas.pareto import hypervolume_improvement
 
     rng = np.random.default_rng(0)
     ref = np.array([1.1, 1.2])
