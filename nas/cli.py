@@ -14,6 +14,7 @@ from nas.costs import describe_hardware
 from nas.data import DataError, list_datasets, load_data
 from nas.errors import UserError
 from nas.evaluation import OBJECTIVES, Evaluator, LatencySettings, Limits
+from nas.interrupt import finish_on_interrupt
 from nas.runs import SUPERNET_FILE, load_supernet, package_versions, prepare_run_dir, read_json, save_model, save_supernet, write_json
 from nas.search import Budget, plain_value, run_search
 from nas.profile import ProfileSettings, build_profile, search_latency
@@ -155,7 +156,9 @@ def _new_supernet(args: argparse.Namespace, device: str) -> tuple[HybridSupernet
 def _train(supernet: HybridSupernet, config: TrainConfig, args: argparse.Namespace, out: Path, data, *,
            resume: bool = False) -> dict:
     checkpoint = out / CHECKPOINT_FILE
-    summary = train_supernet(supernet, data, config, checkpoint=checkpoint, resume=resume, show_progress=not args.quiet)
+    with finish_on_interrupt("the training step under way") as stop:
+        summary = train_supernet(supernet, data, config, checkpoint=checkpoint, resume=resume,
+                                 show_progress=not args.quiet, stop=stop)
     save_supernet(out, supernet, {"train": config.to_dict(), "data": data.describe(), "summary": summary})
     checkpoint.unlink(missing_ok=True)  # the finished supernet supersedes it
     return summary

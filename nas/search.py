@@ -14,13 +14,9 @@ from __future__ import annotations
 import csv
 import math
 import re
-import signal
 import sys
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +25,7 @@ import pandas as pd
 
 from nas.errors import UserError
 from nas.evaluation import OBJECTIVE_LABELS, OBJECTIVES, Evaluator, Limits
+from nas.interrupt import finish_on_interrupt
 from nas.pareto import hypervolume_2d, pareto_indices, plot_front
 from nas.progress import progress_bar
 from nas.runs import save_model, write_json, write_text
@@ -110,7 +107,7 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     start, repeats, evaluating = time.perf_counter() - previous, 0, sum(r["seconds"] for _, r in replay)
     diverged, best = False, float("nan")  # best: highest feasible accuracy so far, for the progress line
     total = budget.evaluations or budget.seconds
-    with path.open("a" if replay else "w", newline="") as fh, finish_on_interrupt() as interrupted, \
+    with path.open("a" if replay else "w", newline="") as fh, finish_on_interrupt("the evaluation under way") as interrupted, \
             progress_bar(total, f"searching ({strategy})", enabled=show_progress) as bar:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         if not replay:
@@ -166,29 +163,6 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     seconds = time.perf_counter() - start
     return summarize(evaluator, out, limits=limits, budget=budget, strategy=strategy, objective=objective,
                      seconds=seconds, overhead=1.0 - evaluating / seconds if seconds > 0 else 0.0)
-
-
-@contextmanager
-def finish_on_interrupt() -> Iterator[Callable[[], bool]]:
-    """While the search runs, the first Ctrl-C (SIGINT) only asks it to stop after the evaluation
-    under way is written; a second one interrupts at once. Only in the main thread (signals can be
-    handled nowhere else); elsewhere the flag never rises."""
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag.is_set
-        return
-
-    def handler(signum, frame):
-        if flag.is_set():
-            raise KeyboardInterrupt
-        flag.set()
-        print("\nnas: stopping after the evaluation under way (Ctrl-C again to stop at once)", file=sys.stderr)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag.is_set
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:

@@ -12,7 +12,9 @@ as it is, with no BatchNorm statistics to re-estimate.
 
 After every epoch the whole training state (weights, optimizer moments, every random generator,
 the sampler's state, the history) is written atomically to one `checkpoint.safetensors`;
-`resume=True` continues from it and ends with the same weights as an uninterrupted run.
+`resume=True` continues from it and ends with the same weights as an uninterrupted run. When asked
+to stop (Ctrl-C), the step under way is finished and the same state is written mid-epoch, with the
+epoch's shuffle state and the steps done in it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -162,10 +165,14 @@ def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> tor
     return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
 
 
+def steps_per_epoch(data: ImageData, config: TrainConfig) -> int:
+    return math.ceil(len(data.train) / config.batch_size)
+
+
 def _schedule_steps(data: ImageData, config: TrainConfig) -> tuple[int, int]:
     """Total and warm-up optimizer steps."""
-    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
-    return steps_per_epoch * config.epochs, steps_per_epoch * config.warmup_epochs
+    per_epoch = steps_per_epoch(data, config)
+    return per_epoch * config.epochs, per_epoch * config.warmup_epochs
 
 
 def _train_batches(data: ImageData, config: TrainConfig, gen: torch.Generator):
@@ -242,11 +249,15 @@ def _step_losses(supernet: HybridSupernet, x: Tensor, y: Tensor, draws: list[Dra
 
 
 def train_supernet(supernet: HybridSupernet, data: ImageData, config: TrainConfig, *,
-                   checkpoint: Path | None = None, resume: bool = False, show_progress: bool = True) -> dict:
+                   checkpoint: Path | None = None, resume: bool = False, show_progress: bool = True,
+                   stop: Callable[[], bool] | None = None) -> dict:
     """Train in place; returns a JSON-able summary (history, time, validation accuracy of the extremes).
 
     With `checkpoint`, the training state is written there after every epoch; with `resume`, training
-    continues from that file (the config must equal the one it was written with).
+    continues from that file (the config must equal the one it was written with). `stop` is polled
+    after every step: when it turns true, the step under way is finished, the state is checkpointed
+    mid-epoch (the epoch's shuffle state and the steps done in it) and `KeyboardInterrupt` is raised;
+    resuming from there ends with the same weights as an uninterrupted run.
     """
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -257,20 +268,32 @@ def train_supernet(supernet: HybridSupernet, data: ImageData, config: TrainConfi
     sampler = make_sampler(config.sampling, space, num_random=config.num_random, seed=config.seed)
     total, warmup = _schedule_steps(data, config)
     largest, smallest = space.largest(), space.smallest()
-    state = {"epoch": 0, "step": 0, "seconds": 0.0, "history": []}
+    state = {"epoch": 0, "step": 0, "seconds": 0.0, "history": [], "epoch_steps": 0, "epoch_losses": [],
+             "epoch_correct": 0}
+    epoch_gen: Tensor | None = None  # the generator state at the start of a partly trained epoch
     if resume:
         if checkpoint is None:
             raise UserError("resume needs a checkpoint path")
-        state = load_checkpoint(checkpoint, supernet, opt, sampler, gen, config)
+        state, epoch_gen = load_checkpoint(checkpoint, supernet, opt, sampler, gen, config)
     epoch0, step, history = state["epoch"], state["step"], state["history"]
     start = time.perf_counter() - state["seconds"]
     run_start, seen = time.perf_counter(), 0
     with progress_bar(total, f"training supernet ({config.sampling})", enabled=show_progress) as bar:
         if step:
-            bar.update(f"resumed at epoch {epoch0}", advance=step)
+            bar.update(f"resumed at epoch {epoch0 + 1}", advance=step)
         for epoch in range(epoch0, config.epochs):
-            losses, correct, count = [], 0, 0
-            for x, y in _train_batches(data, config, gen):
+            resumed = epoch == epoch0 and state["epoch_steps"] > 0
+            done = state["epoch_steps"] if resumed else 0  # steps of this epoch trained before an interruption
+            losses = list(state["epoch_losses"]) if resumed else []
+            correct = state["epoch_correct"] if resumed else 0
+            if resumed:
+                gen.set_state(epoch_gen)  # replay the epoch's shuffle and augmentation draws
+            epoch_start_gen = gen.get_state()
+            count = min(done * config.batch_size, len(data.train))
+            stopped = False
+            for i, (x, y) in enumerate(_train_batches(data, config, gen)):
+                if i < done:
+                    continue
                 _set_lr(opt, lr_at(step, total, warmup, config.lr))
                 loss, hits = _step_losses(supernet, x, y, sampler.draws(), config)
                 _update(opt, params, config)
@@ -281,6 +304,16 @@ def train_supernet(supernet: HybridSupernet, data: ImageData, config: TrainConfi
                 rate = seen / (time.perf_counter() - run_start)
                 bar.update(f"epoch {epoch + 1}/{config.epochs} loss {np.mean(losses):.3f} "
                            f"acc {correct / count:.3f} {rate:.0f} samples/s")
+                if stop is not None and stop() and len(losses) < steps_per_epoch(data, config):
+                    stopped = True
+                    break
+            if stopped:
+                if checkpoint is not None:
+                    save_checkpoint(checkpoint, supernet, opt, sampler, gen, config,
+                                    {"epoch": epoch, "step": step, "seconds": time.perf_counter() - start,
+                                     "history": history, "epoch_steps": len(losses), "epoch_losses": losses,
+                                     "epoch_correct": correct}, epoch_gen=epoch_start_gen)
+                raise KeyboardInterrupt
             history.append({
                 "epoch": epoch + 1, "loss": float(np.mean(losses)), "train_acc": correct / count,
                 "val_acc_largest": evaluate(supernet, data.val, largest, device=device),
@@ -291,6 +324,8 @@ def train_supernet(supernet: HybridSupernet, data: ImageData, config: TrainConfi
                 save_checkpoint(checkpoint, supernet, opt, sampler, gen, config,
                                 {"epoch": epoch + 1, "step": step, "seconds": time.perf_counter() - start,
                                  "history": history})
+            if stop is not None and stop() and epoch + 1 < config.epochs:
+                raise KeyboardInterrupt
     return {
         "epochs": history,
         "seconds": time.perf_counter() - start,
@@ -314,13 +349,20 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], d
 
 
 def save_checkpoint(path: Path, supernet: HybridSupernet, opt: torch.optim.Optimizer, sampler: Sampler,
-                    gen: torch.Generator, config: TrainConfig, progress: dict[str, Any]) -> None:
-    """Everything a resumed run needs, in one safetensors file written atomically (no pickle)."""
+                    gen: torch.Generator, config: TrainConfig, progress: dict[str, Any], *,
+                    epoch_gen: Tensor | None = None) -> None:
+    """Everything a resumed run needs, in one safetensors file written atomically (no pickle).
+
+    Mid-epoch (`progress["epoch_steps"]` > 0) it also holds `epoch_gen`, the data generator's state
+    at the start of that epoch, from which a resumed run replays the epoch's order and skips the
+    steps already trained."""
     tensors = {f"model.{k}": v for k, v in supernet.state_dict().items()}
     optim_tensors, optim_meta = _optimizer_tensors(opt)
     tensors |= optim_tensors
     tensors["rng.generator"] = gen.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
+    if epoch_gen is not None:
+        tensors["rng.epoch_generator"] = epoch_gen
     meta = {
         "format": "nas-checkpoint", "format_version": CHECKPOINT_FORMAT,
         "config": json.dumps(config.to_dict()), "progress": json.dumps(progress),
@@ -348,7 +390,9 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def load_checkpoint(path: Path, supernet: HybridSupernet, opt: torch.optim.Optimizer, sampler: Sampler,
-                    gen: torch.Generator, config: TrainConfig) -> dict[str, Any]:
+                    gen: torch.Generator, config: TrainConfig) -> tuple[dict[str, Any], Tensor | None]:
+    """Restores the state in place; returns the progress (with the partial epoch's keys filled in)
+    and, mid-epoch, the data generator's state at the start of that epoch."""
     tensors, meta = read_checkpoint(path)
     if meta["space"] != json.loads(json.dumps(supernet.space.config.to_dict())):
         raise UserError(f"checkpoint {path} belongs to another search space ({meta['space'].get('name')!r})")
@@ -376,15 +420,17 @@ def load_checkpoint(path: Path, supernet: HybridSupernet, opt: torch.optim.Optim
         sampler.load_state_dict(meta["sampler"])
         gen.set_state(tensors["rng.generator"])
         torch.set_rng_state(tensors["rng.torch"])
-        _check_progress(meta["progress"], config.epochs)
+        progress = _check_progress(meta["progress"], config.epochs)
+        epoch_gen = tensors["rng.epoch_generator"] if progress["epoch_steps"] else None
     except (AttributeError, IndexError, KeyError, TypeError, ValueError, RuntimeError) as e:
         first_line = str(e).partition("\n")[0]
         raise UserError(f"checkpoint {path} is corrupt ({type(e).__name__}: {first_line[:300]})") from None
-    return meta["progress"]
+    return progress, epoch_gen
 
 
-def _check_progress(progress: dict[str, Any], epochs: int) -> None:
-    """What `train_supernet` reads from a checkpoint's progress: finished epochs, steps, time, history."""
+def _check_progress(progress: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """What `train_supernet` reads from a checkpoint's progress: finished epochs, steps, time, history,
+    and after an interruption mid-epoch the steps, losses and hits of the partial epoch."""
     epoch, step, seconds, history = progress["epoch"], progress["step"], progress["seconds"], progress["history"]
     if not (type(epoch) is int and 0 <= epoch <= epochs and type(step) is int and step >= 0
             and is_finite_number(seconds) and seconds >= 0 and isinstance(history, list) and len(history) == epoch):
@@ -393,3 +439,12 @@ def _check_progress(progress: dict[str, Any], epochs: int) -> None:
     for entry in history:
         if not isinstance(entry, dict) or not {"val_acc_largest", "val_acc_smallest"} <= entry.keys():
             raise ValueError(f"progress history entry {show(entry)} lacks the validation accuracies")
+    partial = {"epoch_steps": progress.get("epoch_steps", 0), "epoch_losses": progress.get("epoch_losses", []),
+               "epoch_correct": progress.get("epoch_correct", 0)}
+    done, losses, correct = partial["epoch_steps"], partial["epoch_losses"], partial["epoch_correct"]
+    if not (type(done) is int and done >= 0 and (done == 0 or epoch < epochs) and isinstance(losses, list)
+            and len(losses) == done and all(is_finite_number(v) for v in losses)
+            and type(correct) is int and correct >= 0):
+        raise ValueError(f"progress of the interrupted epoch (epoch_steps={show(done)}, epoch_losses={show(losses)}, "
+                         f"epoch_correct={show(correct)}) is inconsistent")
+    return {**progress, **partial}

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,6 +107,60 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(rule, small_data,
     assert timeless(again["epochs"]) == timeless(summary["epochs"])
 
 
+@pytest.mark.parametrize("rule", ["sandwich", "complexity"])
+def test_stop_mid_epoch_finishes_the_step_and_resumes_exactly(rule, small_data, tmp_path):
+    config = TrainConfig(epochs=2, batch_size=32, warmup_epochs=1, sampling=rule, num_random=1)
+    straight = _supernet()
+    summary = train_supernet(straight, small_data, config, show_progress=False)
+    steps = []
+
+    def stop_after_eight_steps() -> bool:  # polled after each step and at the epoch's end (6 steps an epoch)
+        steps.append(1)
+        return len(steps) >= 9  # after the second step of epoch 2
+
+    ckpt = tmp_path / CHECKPOINT_FILE
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(_supernet(), small_data, config, checkpoint=ckpt, show_progress=False,
+                       stop=stop_after_eight_steps)
+    assert len(steps) == 9  # the step under way finished, no further one started
+    _, meta = train_mod.read_checkpoint(ckpt)
+    assert meta["progress"]["epoch"] == 1 and meta["progress"]["epoch_steps"] == 2 and meta["progress"]["step"] == 8
+    resumed = _supernet(seed=123)
+    again = train_supernet(resumed, small_data, config, checkpoint=ckpt, resume=True, show_progress=False)
+    assert _max_diff(straight, resumed) == 0.0
+    drop = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
+    assert drop(again["epochs"]) == drop(summary["epochs"])
+
+
+def test_stop_on_the_last_step_of_an_epoch_ends_the_epoch_first(small_data, tmp_path):
+    config = TrainConfig(epochs=2, batch_size=64, num_random=0)
+    ckpt = tmp_path / CHECKPOINT_FILE
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(_supernet(), small_data, config, checkpoint=ckpt, show_progress=False,
+                       stop=lambda: calls.append(1) or len(calls) >= 3)  # on the third and last step of epoch 1
+    _, meta = train_mod.read_checkpoint(ckpt)
+    assert meta["progress"]["epoch"] == 1 and "epoch_steps" not in meta["progress"]
+    assert len(meta["progress"]["history"]) == 1  # the epoch was evaluated and recorded
+
+
+def test_a_mid_epoch_checkpoint_with_inconsistent_progress_is_refused(small_data, tmp_path):
+    config = TrainConfig(epochs=2, batch_size=32, num_random=0)
+    ckpt = tmp_path / CHECKPOINT_FILE
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(_supernet(), small_data, config, checkpoint=ckpt, show_progress=False,
+                       stop=lambda: calls.append(1) or len(calls) >= 2)
+    tensors, meta = train_mod.read_checkpoint(ckpt)
+    meta["progress"]["epoch_losses"] = [0.5]  # two steps recorded, one loss
+    raw = {k: json.dumps(v) for k, v in meta.items()} | {"format": "nas-checkpoint",
+                                                         "format_version": train_mod.CHECKPOINT_FORMAT}
+    from safetensors.torch import save_file
+    save_file(tensors, str(ckpt), metadata=raw)
+    with pytest.raises(UserError, match="interrupted epoch .* inconsistent"):
+        train_supernet(_supernet(), small_data, config, checkpoint=ckpt, resume=True, show_progress=False)
+
+
 def test_resume_refuses_other_settings_and_bad_files(small_data, tmp_path):
     config = TrainConfig(epochs=1, batch_size=64, num_random=0)
     ckpt = tmp_path / CHECKPOINT_FILE
@@ -160,3 +220,25 @@ def test_cli_train_interrupted_then_resumed(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "cut" / CHECKPOINT_FILE).exists()
     assert main(["train", "--out", str(tmp_path / "cut"), "--resume", "--quiet"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_training_finishes_the_step_and_resumes_to_the_same_weights(tmp_path, capsys):
+    argv = ["train", "--epochs", "3", "--num-random", "0", "--quiet", "--batch-size", "128"]
+    assert main(argv + ["--out", str(tmp_path / "straight")]) == 0
+    run = tmp_path / "cut"
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.Popen([sys.executable, "-m", "nas", *argv, "--out", str(run)], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not (run / CHECKPOINT_FILE).is_file():
+        time.sleep(0.01)  # the first epoch's checkpoint: training is under way in epoch 2
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "stopping after the training step under way" in err and "Traceback" not in err
+    assert f"resume with: nas train --out {run} --resume" in err
+    _, meta = train_mod.read_checkpoint(run / CHECKPOINT_FILE)
+    assert meta["progress"]["epoch"] < 3
+    assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
+    assert _max_diff(load_supernet(tmp_path / "straight"), load_supernet(run)) == 0.0
