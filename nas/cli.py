@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from nas.costs import describe_hardware
-from nas.data import DataError, list_datasets, load_data
+from nas.data import DataError, TaskData, list_datasets, load_data
 from nas.errors import UserError
 from nas.evaluation import OBJECTIVES, Evaluator, LatencySettings, Limits
 from nas.interrupt import finish_on_interrupt
@@ -23,7 +23,7 @@ from nas.targets import TARGETS
 from predictors import LatencyPredictor
 from nas.sampling import SAMPLING_RULES
 from nas.train import CHECKPOINT_FILE, TrainConfig, evaluate, train_supernet
-from search_spaces import Arch, ArchError, HybridSupernet, get_space, list_spaces
+from search_spaces import Arch, ArchError, HybridSupernet, SearchSpace, get_space, list_spaces
 
 DEFAULT_TRAIN = TrainConfig()
 DEFAULT_PROFILE = ProfileSettings()
@@ -38,8 +38,10 @@ def _device(name: str) -> str:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="digits",
-                   help=f"dataset: a built-in name {list_datasets()}, a .npz file (arrays x, y) or a CIFAR-10 python batches folder")
+    p.add_argument("--data", default=None,
+                   help=f"dataset: a built-in name {list_datasets()}, a .npz file (arrays x, y; images [N, H, W(, C)] or "
+                        "sequences [N, T(, C)] as the space takes) or a CIFAR-10 python batches folder (default: digits "
+                        "for image spaces, mnist1d for sequence spaces)")
     p.add_argument("--seed", type=int, default=0, help="seed for training and search (default 0)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<command>-<time>)")
     p.add_argument("--force", action="store_true", help="overwrite a run folder that already holds files")
@@ -88,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-flops", type=int, default=None, help="limit on multiply-adds of one forward pass")
     p.add_argument("--max-memory-mb", type=float, default=None,
                    help="limit on estimated peak inference memory (weights + live activations) in MiB at --latency-batch")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="sequence spaces: the sequence length the hardware costs (latency, FLOPs, memory) are for, "
+                        "when deployment sequences are longer or shorter than the data's (default: the data's)")
     p.add_argument("--objective", default="latency", choices=sorted(OBJECTIVES),
                    help="what is traded against accuracy on the Pareto front (default latency)")
     p.add_argument("--target", default="cpu",
@@ -119,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-units", type=int, default=DEFAULT_PROFILE.max_units,
                    help=f"time every unit of the space up to this many, else those of {DEFAULT_PROFILE.sample_subnets} "
                         f"random subnets and the extremes (default {DEFAULT_PROFILE.max_units})")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="sequence spaces: time at this sequence length (as `nas search --seq-len`; default the space's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random subnets (default 0)")
     p.add_argument("--out", type=Path, default=None, help="profile file (default runs/profile-<space>-<target>-<time>.json)")
     p.add_argument("--force", action="store_true", help="overwrite an existing profile file")
@@ -139,6 +146,25 @@ def _train_config(args: argparse.Namespace, device: str) -> TrainConfig:
                        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, sampling=args.sampling,
                        num_random=args.num_random, distill=not args.no_distill, hflip=args.hflip, seed=args.seed,
                        device=device)
+
+
+DEFAULT_DATA = {2: "digits", 1: "mnist1d"}  # the built-in dataset of image and of sequence spaces
+
+
+def _load_data(args: argparse.Namespace, space: SearchSpace) -> TaskData:
+    """The dataset of --data (default: the built-in one of the space's kind), shaped as the space takes it;
+    `args.data` is set to what was loaded, for the run's record."""
+    dims = space.config.dims
+    args.data = args.data or DEFAULT_DATA[dims]
+    return load_data(args.data, dims=dims)
+
+
+def _seq_len(value: int | None, space: SearchSpace) -> int | None:
+    if value is not None and space.config.dims != 1:
+        raise UserError(f"--seq-len applies to sequence spaces; space {space.config.name!r} takes images")
+    if value is not None and value < 1:
+        raise UserError(f"--seq-len must be a positive integer, got {value}")
+    return value
 
 
 def _out(args: argparse.Namespace) -> Path:
@@ -205,8 +231,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         args = _resumed_args(args)
     device = _device(args.device)
-    data = load_data(args.data)
     supernet, config = _new_supernet(args, device)
+    data = _load_data(args, supernet.space)
     Evaluator(supernet, data, LatencySettings())  # fails early when the data does not fit the space
     if args.resume:
         out = args.out
@@ -231,14 +257,14 @@ def cmd_search(args: argparse.Namespace) -> None:
     limits = Limits(args.max_latency_ms, args.max_params, args.max_flops, args.max_memory_mb)
     source = search_latency(args.target, threads=args.threads, batch=args.latency_batch)
     latency = source.settings
-    data = load_data(args.data)
     trained_here = args.resume and (args.out / SUPERNET_FILE).is_file()  # the interrupted run trained it
     if args.supernet or trained_here:
         supernet, config = load_supernet(args.supernet or args.out, device), None
     else:
         supernet, config = _new_supernet(args, device)
+    data = _load_data(args, supernet.space)
     evaluator = Evaluator(supernet, data, latency, device=device, predictor=source.predictor,
-                          remeasure=source.mismatch is None)
+                          remeasure=source.mismatch is None, cost_size=_seq_len(args.seq_len, supernet.space))
     evaluator.check_feasible(limits)  # weights play no part: fail before training
     if args.resume:
         out = args.out
@@ -273,9 +299,10 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
-    settings = ProfileSettings(target=args.target, threads=args.threads, batch=args.batch, subnets=args.subnets,
-                               seed=args.seed, passes=args.passes, max_units=args.max_units, max_seconds=args.max_seconds)
     space = get_space(args.space)
+    settings = ProfileSettings(target=args.target, threads=args.threads, batch=args.batch, subnets=args.subnets,
+                               seed=args.seed, passes=args.passes, max_units=args.max_units, max_seconds=args.max_seconds,
+                               input_size=_seq_len(args.seq_len, space) or 0)
     out = args.out or Path("runs") / f"profile-{space.config.name}-{args.target}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     if out.exists() and not args.force:
         raise UserError(f"--out {out} already exists; pass --force to overwrite it or choose another --out")
@@ -306,7 +333,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     local = args.run / SUPERNET_FILE  # the run's own supernet, or the one it reused
     supernet = load_supernet(local if local.is_file() else config["supernet"], device)
     arch = supernet.space.parse(row["arch"])
-    data = load_data(config["data_spec"])
+    data = load_data(config["data_spec"], dims=supernet.space.config.dims)
     metrics = {k: plain_value(row[k]) for k in ("val_acc", "latency_ms", "flops", "params", "memory_bytes")}
     metrics["test_acc"] = evaluate(supernet, data.test, arch, device=device)
     save_model(folder, supernet.extract(arch), {"metrics": metrics, "data": data.describe(), "space": supernet.space.config.name})

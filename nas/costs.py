@@ -43,7 +43,7 @@ from torch.utils._pytree import tree_leaves
 with warnings.catch_warnings():  # fvcore scripts helpers at import: torch.jit.script is deprecated
     warnings.simplefilter("ignore", DeprecationWarning)
     from fvcore.nn import FlopCountAnalysis
-    from fvcore.nn.jit_handles import get_shape
+    from fvcore.nn.jit_handles import elementwise_flop_counter, get_shape
 
 __all__ = [
     "Latency", "count_flops", "count_params", "describe_hardware", "measure_latency", "measure_peak_memory_cpu",
@@ -151,6 +151,8 @@ _EXTRA_HANDLES = {
     "aten::matmul": _matmul_flop_jit,
     "aten::mm": _matmul_flop_jit,
     "aten::bmm": _matmul_flop_jit,
+    # fvcore counts bilinear upsampling as 4 per output element and has no linear (1-D) handler: 2
+    "aten::upsample_linear1d": elementwise_flop_counter(0, 2),
 }
 
 

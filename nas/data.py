@@ -1,23 +1,33 @@
-"""Image classification datasets for the NAS pipeline.
+"""Image and sequence classification datasets for the NAS pipeline.
 
-``load_data(spec)`` accepts a built-in name (``"digits"``), a path to an
-``.npz`` file (arrays ``x``/``y``, optionally ``x_test``/``y_test``) or a
-directory holding the CIFAR-10 "python batches".  Every source becomes an
-:class:`ImageData` with float32 ``(N, C, H, W)`` images normalized per channel
-with the train split's statistics, and a stratified train/val/test split that
-is fixed by ``split_seed``.  CIFAR pickles are read with a restricted
+``load_data(spec, dims=...)`` accepts a built-in name (``"digits"`` images,
+``"mnist1d"`` sequences), a path to an ``.npz`` file (arrays ``x``/``y``,
+optionally ``x_test``/``y_test``) or a directory holding the CIFAR-10 "python
+batches".  ``dims`` comes from the search space: 2 for images, 1 for sequences;
+it also settles how a 3-D ``.npz`` array is read ((N, H, W) grayscale images or
+(N, T, C) channels-last sequences).  Every source becomes a :class:`TaskData`
+with float32 ``(N, C, H, W)`` images or ``(N, C, T)`` sequences, normalized per
+channel with the train split's statistics, and a stratified train/val/test split
+that is fixed by ``split_seed``.  CIFAR pickles are read with a restricted
 unpickler that only rebuilds numpy arrays.  Bad input raises :class:`DataError`
 with a one-line message naming the file and the problem.
+
+MNIST-1D (Greydanus & Kobak, "Scaling Down Deep Learning with MNIST-1D", 2024)
+is generated locally, without download, by the ``mnist1d`` package.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import pickle
+import random
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, Literal
 
 import numpy as np
 import torch
@@ -31,9 +41,15 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import multiarray as _np_multiarray  # type: ignore[no-redef]
     from numpy.core import numeric as _np_numeric  # type: ignore[no-redef]
 
-BUILTIN_DATASETS: tuple[str, ...] = ("digits",)
+_BUILTIN_DIMS = {"digits": 2, "mnist1d": 1}  # built-in name -> 2 (images) or 1 (sequences)
+BUILTIN_DATASETS: tuple[str, ...] = tuple(_BUILTIN_DIMS)
 ACCEPTED_FORMATS = (f"a built-in name ({', '.join(BUILTIN_DATASETS)}), a .npz file with arrays "
-                    "x and y (optional x_test, y_test), or a CIFAR-10 python-batches directory")
+                    "x and y (optional x_test, y_test; images x as [N, H, W], [N, C, H, W] or "
+                    "[N, H, W, C], sequences x as [N, T] or [N, T, C]), "
+                    "or a CIFAR-10 python-batches directory")
+# dims -> (what such data is, what a space of those dims takes), for mismatch messages
+_KINDS = {1: ("a sequence dataset", "sequences (dims=1)"),
+          2: ("an image dataset", "images (dims=2)")}
 MIN_SAMPLES = 10
 MAX_CLASSES = 100_000
 _CHANNEL_SIZES = (1, 3, 4)
@@ -62,7 +78,8 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Split:
-    """Images ``x`` (float32, (N, C, H, W), normalized) and labels ``y`` (int64, (N,))."""
+    """Inputs ``x`` (float32, normalized; (N, C, H, W) images or (N, C, T) sequences) and
+    labels ``y`` (int64, (N,))."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -72,8 +89,11 @@ class Split:
 
 
 @dataclass(frozen=True)
-class ImageData:
-    """A dataset with fixed train/val/test splits and its normalization statistics."""
+class TaskData:
+    """A dataset with fixed train/val/test splits and its normalization statistics.
+
+    ``dims`` is 2 for images (``input_size`` = H = W) and 1 for sequences (``input_size`` = T).
+    """
 
     name: str
     train: Split
@@ -81,7 +101,8 @@ class ImageData:
     test: Split
     num_classes: int
     in_channels: int
-    image_size: int
+    input_size: int
+    dims: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
@@ -89,7 +110,7 @@ class ImageData:
         """JSON-able summary of the dataset."""
         sizes = {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
         return {"name": self.name, "sizes": sizes, "num_classes": self.num_classes,
-                "in_channels": self.in_channels, "image_size": self.image_size}
+                "in_channels": self.in_channels, "input_size": self.input_size, "dims": self.dims}
 
 
 def list_datasets() -> list[str]:
@@ -97,29 +118,36 @@ def list_datasets() -> list[str]:
     return list(BUILTIN_DATASETS)
 
 
-def load_data(spec: str, *, val_fraction: float = 0.15, test_fraction: float = 0.15,
-              split_seed: int = 0) -> ImageData:
-    """Load ``spec`` (built-in name, ``.npz`` path or CIFAR-10 directory).
+def load_data(spec: str, *, dims: Literal[1, 2] = 2, val_fraction: float = 0.15,
+              test_fraction: float = 0.15, split_seed: int = 0) -> TaskData:
+    """Load ``spec`` (built-in name, ``.npz`` path or CIFAR-10 directory) for a space of ``dims``.
 
-    Without a given test set, ``test_fraction`` and ``val_fraction`` are fractions
-    of all samples; with ``x_test``/``test_batch``, ``val_fraction`` is a fraction of
-    the training samples.  The split depends only on the data and ``split_seed``.
+    ``dims`` is 2 for images (N, C, H, W) and 1 for sequences (N, C, T).  Without a given
+    test set, ``test_fraction`` and ``val_fraction`` are fractions of all samples; with
+    ``x_test``/``test_batch``, ``val_fraction`` is a fraction of the training samples.
+    The split depends only on the data and ``split_seed``.
     """
     if not (0.0 < val_fraction < 1.0 and 0.0 < test_fraction < 1.0
             and val_fraction + test_fraction < 1.0):
         raise DataError(f"bad split fractions val={val_fraction}, test={test_fraction}: "
                         "each must be in (0, 1) and their sum below 1")
+    if isinstance(dims, bool) or not isinstance(dims, (int, np.integer)) or dims not in (1, 2):
+        raise DataError(f"dims must be 1 (sequences) or 2 (images), got {dims!r}")
     test: tuple[np.ndarray, np.ndarray] | None
     if spec in BUILTIN_DATASETS:
+        if _BUILTIN_DIMS[spec] != dims:
+            raise DataError(_mismatch(spec, _BUILTIN_DIMS[spec], dims))
         name = source = spec
-        x, y, test = *_load_digits(), None
+        x, y, test = _load_mnist1d() if spec == "mnist1d" else (*_load_digits(), None)
     else:
         path = Path(spec)
         name, source = path.name, str(path)
         if path.is_dir():
+            if dims != 2:
+                raise DataError(_mismatch(f"{path}: a CIFAR-10 directory", 2, dims))
             x, y, test = _load_cifar_dir(path)
         elif path.suffix == ".npz":
-            x, y, test = _load_npz(path)
+            x, y, test = _load_npz(path, dims)
         elif path.exists():
             raise DataError(f"{path}: unsupported dataset format; expected {ACCEPTED_FORMATS}")
         else:
@@ -150,7 +178,41 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x), np.asarray(digits.target, dtype=np.int64)
 
 
-def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+def _mismatch(what: str, data_dims: int, dims: int) -> str:
+    return f"{what} is {_KINDS[data_dims][0]}; the space takes {_KINDS[dims][1]}"
+
+
+@functools.cache
+def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-1D's default x (4000, 1, 40), y, x_test (1000, 1, 40), y_test; read-only, cached."""
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as exc:
+        raise DataError(f"mnist1d needs the mnist1d package (pip install mnist1d): "
+                        f"{_one_line(exc)}") from exc
+    # make_dataset reseeds the global `random` and `np.random` generators: restore them after.
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            raw = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    x, x_test = _sequences(raw["x"], "mnist1d [x]"), _sequences(raw["x_test"], "mnist1d [x_test]")
+    arrays = (x, _labels(raw["y"], "mnist1d [y]", len(x)),
+              x_test, _labels(raw["y_test"], "mnist1d [y_test]", len(x_test)))
+    for arr in arrays:
+        arr.setflags(write=False)
+    return arrays
+
+
+def _load_mnist1d() -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    x, y, x_test, y_test = _mnist1d_arrays()
+    return x, y, (x_test, y_test)
+
+
+def _load_npz(path: Path, dims: int
+              ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -172,14 +234,16 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.
             arrays = {k: archive[k] for k in wanted}
         except _READ_ERRORS as exc:
             raise DataError(f"{path}: corrupt or unreadable .npz ({_one_line(exc)})") from exc
-    x = _images(arrays["x"], f"{path} [x]")
+    inputs, noun, layout = ((_images, "images", "(C, H, W)") if dims == 2
+                            else (_sequences, "sequences", "(C, T)"))
+    x = inputs(arrays["x"], f"{path} [x]")
     y = _labels(arrays["y"], f"{path} [y]", len(x))
     if "x_test" not in arrays:
         return x, y, None
-    x_test = _images(arrays["x_test"], f"{path} [x_test]")
+    x_test = inputs(arrays["x_test"], f"{path} [x_test]")
     if x_test.shape[1:] != x.shape[1:]:
-        raise DataError(f"{path}: x_test images have shape {x_test.shape[1:]} (C, H, W) "
-                        f"but x images have {x.shape[1:]}")
+        raise DataError(f"{path}: x_test {noun} have shape {x_test.shape[1:]} {layout} "
+                        f"but x {noun} have {x.shape[1:]}")
     return x, y, (x_test, _labels(arrays["y_test"], f"{path} [y_test]", len(x_test)))
 
 
@@ -260,12 +324,28 @@ def _images(arr: np.ndarray, where: str) -> np.ndarray:
     return out
 
 
+def _sequences(arr: np.ndarray, where: str) -> np.ndarray:
+    """Validate ``arr`` ([N, T] or channels-last [N, T, C]) and return float32 (N, C, T)."""
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{where}: sequences must be numeric, got dtype {arr.dtype}")
+    if arr.ndim not in (2, 3):
+        raise DataError(f"{where}: must have shape [N, T] or [N, T, C] for a sequence space, "
+                        f"got {arr.shape}")
+    if 0 in arr.shape:
+        raise DataError(f"{where}: empty sequence array of shape {arr.shape} ([N, T] or [N, T, C])")
+    seq = arr[:, None, :] if arr.ndim == 2 else arr.transpose(0, 2, 1)  # (N, C, T)
+    out = np.ascontiguousarray(seq, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise DataError(f"{where}: sequences contain NaN or inf values")
+    return out
+
+
 def _labels(arr: np.ndarray, where: str, n: int) -> np.ndarray:
-    """Validate labels: 1-D, one per image, non-negative integers; return int64."""
+    """Validate labels: 1-D, one per sample, non-negative integers; return int64."""
     if arr.ndim != 1:
         raise DataError(f"{where}: labels must be 1-D, got shape {arr.shape}")
     if len(arr) != n:
-        raise DataError(f"{where}: length mismatch, {n} images but {len(arr)} labels")
+        raise DataError(f"{where}: length mismatch, {n} samples but {len(arr)} labels")
     if arr.dtype.kind == "f":
         if not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
             raise DataError(f"{where}: labels must be integers, got non-integer {arr.dtype} values")
@@ -280,7 +360,7 @@ def _labels(arr: np.ndarray, where: str, n: int) -> np.ndarray:
 
 def _build(name: str, source: str, x: np.ndarray, y: np.ndarray,
            test: tuple[np.ndarray, np.ndarray] | None, val_fraction: float,
-           test_fraction: float, seed: int) -> ImageData:
+           test_fraction: float, seed: int) -> TaskData:
     if len(y) < MIN_SAMPLES:
         raise DataError(f"{source}: too few samples ({len(y)}), need at least {MIN_SAMPLES}")
     classes = np.unique(y)
@@ -302,20 +382,21 @@ def _build(name: str, source: str, x: np.ndarray, y: np.ndarray,
         if len(absent):
             raise DataError(f"{source}: too few samples for class(es) {absent.tolist()} to appear "
                             f"in the {split_name} split")
-    x_train = x[train_idx]
-    mean = x_train.mean(axis=(0, 2, 3), dtype=np.float64)
+    x_train = x[train_idx]  # (N, C, H, W) or (N, C, T)
+    mean = x_train.mean(axis=(0, *range(2, x.ndim)), dtype=np.float64)
     std = np.array([x_train[:, c].std(dtype=np.float64) for c in range(x.shape[1])])
     std[std == 0.0] = 1.0
+    per_channel = (1, x.shape[1]) + (1,) * (x.ndim - 2)
 
-    def make(images: np.ndarray, labels: np.ndarray) -> Split:
-        out = images - mean.astype(np.float32)[None, :, None, None]  # new array
-        out /= std.astype(np.float32)[None, :, None, None]
-        return Split(torch.from_numpy(out), torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+    def make(inputs: np.ndarray, labels: np.ndarray) -> Split:
+        out = inputs - mean.astype(np.float32).reshape(per_channel)  # new array
+        out /= std.astype(np.float32).reshape(per_channel)
+        return Split(torch.from_numpy(out), torch.from_numpy(np.array(labels, dtype=np.int64)))
 
-    return ImageData(name=name, train=make(x_train, y[train_idx]), val=make(x[val_idx], y[val_idx]),
-                     test=make(x_test, y_test), num_classes=int(max(y.max(), y_test.max())) + 1,
-                     in_channels=int(x.shape[1]), image_size=int(x.shape[2]),
-                     mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
+    return TaskData(name=name, train=make(x_train, y[train_idx]), val=make(x[val_idx], y[val_idx]),
+                    test=make(x_test, y_test), num_classes=int(max(y.max(), y_test.max())) + 1,
+                    in_channels=int(x.shape[1]), input_size=int(x.shape[2]), dims=x.ndim - 2,
+                    mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
 
 
 def _stratified(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int,

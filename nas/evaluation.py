@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from nas.costs import Latency
-from nas.data import ImageData
+from nas.data import TaskData
 from nas.errors import UserError
 from nas.targets import measure_on_target
 from nas.train import evaluate
@@ -73,40 +73,46 @@ class Evaluator:
 
     With a `predictor`, latency is predicted for the predictor's device; `remeasure` says whether
     that device is this machine, so that chosen subnets can also be measured (`measure`).
+    `cost_size`: the input size the hardware costs are for, when it is not the data's (a sequence
+    length at deployment: attention, linear attention, windows and convolutions grow differently
+    with it); accuracy is always measured on the data.
     """
 
-    def __init__(self, supernet: HybridSupernet, data: ImageData, latency: LatencySettings, *, device: str = "cpu",
-                 predictor: LatencyPredictor | None = None, remeasure: bool = True):
+    def __init__(self, supernet: HybridSupernet, data: TaskData, latency: LatencySettings, *, device: str = "cpu",
+                 predictor: LatencyPredictor | None = None, remeasure: bool = True, cost_size: int | None = None):
         self.supernet, self.data, self.latency, self.device = supernet, data, latency, device
-        self.predictor, self.remeasure = predictor, remeasure
+        self.predictor, self.remeasure, self.cost_size = predictor, remeasure, cost_size
         spec = supernet.spec
-        if (data.in_channels, data.image_size) != (spec.in_channels, spec.input_size) or data.num_classes > spec.num_classes:
-            raise UserError(
-                f"data {data.name!r} ({data.in_channels}x{data.image_size}x{data.image_size}, {data.num_classes} classes) "
-                f"does not fit space {supernet.space.config.name!r} ({spec.in_channels}x{spec.input_size}x"
-                f"{spec.input_size}, {spec.num_classes} classes)"
-            )
+        if ((data.dims, data.in_channels, data.input_size) != (spec.dims, spec.in_channels, spec.input_size)
+                or data.num_classes > spec.num_classes):
+            raise UserError(f"data {data.name!r} ({_shape(data.in_channels, data.input_size, data.dims)}, "
+                            f"{data.num_classes} classes) does not fit space {supernet.space.config.name!r} "
+                            f"({_shape(spec.in_channels, spec.input_size, spec.dims)}, {spec.num_classes} classes)")
+        if cost_size is not None and (isinstance(cost_size, bool) or not isinstance(cost_size, int) or cost_size < 1):
+            raise UserError(f"--seq-len must be a positive integer, got {cost_size!r}")
         if predictor is not None and predictor.space != supernet.space.config:
             raise UserError(f"the latency profile was measured for space {predictor.space.name!r}, not for the "
                             f"supernet's space {supernet.space.config.name!r} (or the two definitions differ)")
+        if predictor is not None and predictor.input_size != (cost_size or spec.input_size):
+            raise UserError(f"the latency profile was measured at input size {predictor.input_size}, but costs are "
+                            f"wanted at {cost_size or spec.input_size}; profile again with that --seq-len")
 
     def input_shape(self, batch: int) -> tuple[int, ...]:
-        s = self.supernet.spec
-        return (batch, s.in_channels, s.input_size, s.input_size)
+        return self.supernet.spec.input_shape(batch, self.cost_size)
 
     def accuracy(self, arch: Arch, split: str = "val") -> float:
         return evaluate(self.supernet, getattr(self.data, split), arch, device=self.device)
 
     def measure(self, arch: Arch) -> Latency:
         """Latency of the extracted subnet, measured on this machine's target."""
-        model = self.supernet.extract(arch).cpu().eval()
+        model = self.supernet.extract(arch, input_size=self.cost_size).cpu().eval()
         return measure_on_target(model, self.input_shape(self.latency.batch_size), target=self.latency.device,
                                  threads=self.latency.threads, max_seconds=self.latency.max_seconds)
 
     def analytic_costs(self, arch: Arch) -> dict[str, float]:
         space = self.supernet.space
-        return {"params": space.count_params(arch), "flops": space.count_flops(arch),
-                "memory_bytes": space.peak_memory_bytes(arch, self.latency.batch_size)}
+        return {"params": space.count_params(arch), "flops": space.count_flops(arch, input_size=self.cost_size),
+                "memory_bytes": space.peak_memory_bytes(arch, self.latency.batch_size, input_size=self.cost_size)}
 
     def predict_latency(self, arch: Arch) -> float:
         try:
@@ -149,3 +155,7 @@ class Evaluator:
             if best > limit * unit * slack:
                 raise UserError(f"no subnet of space {space.config.name!r} can meet {flag} {limit:g}: "
                                 f"the smallest achievable is {fmt.format(best / unit)}")
+
+
+def _shape(channels: int, size: int, dims: int) -> str:
+    return f"{channels}x{size}x{size}" if dims == 2 else f"{channels} channels x {size} steps"

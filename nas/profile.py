@@ -35,6 +35,7 @@ from predictors import LatencyPredictor
 from search_spaces import Arch, ArchError, ModelSpec, SearchSpace, SpaceConfig, SubnetModel
 from search_spaces.arch import is_finite_number, show
 from search_spaces.blocks import BlockSpec, block_input_shape, block_specs, build_block, space_block_specs
+from search_spaces.static import at_input_size
 
 PROFILE_FORMAT, PROFILE_VERSION = "nas-latency-profile", "1"
 PROFILE_KEYS = ("format", "format_version", "device", "settings", "space", "units", "lut", "subnets")
@@ -60,6 +61,7 @@ class ProfileSettings:
     max_repeats: int = 400
     max_seconds: float = 0.25
     passes: int = 3
+    input_size: int = 0  # the input size (sequence length) to time at; 0: the space's own
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -67,6 +69,8 @@ class ProfileSettings:
         for name in ("threads", "batch", "max_units", "sample_subnets", "min_repeats", "max_repeats", "passes"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or self.input_size < 0:
+            raise UserError(f"--seq-len must be a positive integer, got {self.input_size!r}")
         if self.subnets < 0 or self.warmup < 0 or not self.max_seconds > 0:
             raise UserError("subnets and warmup must be >= 0 and max_seconds > 0")
         if self.min_repeats > self.max_repeats:
@@ -107,12 +111,13 @@ def build_profile(space: SearchSpace, settings: ProfileSettings, *, show_progres
     if settings.target == "cuda" and not torch.cuda.is_available():
         raise UserError("--target cuda: CUDA is not available on this machine")
     spec = ModelSpec.from_config(space.config)
-    units, how = profile_units(space, settings)
+    size = settings.input_size or spec.input_size
+    units, how = profile_units(SearchSpace(space.config.at_input_size(size)), settings)
     rng = np.random.default_rng(settings.seed)
     archs = [space.sample(rng) for _ in range(settings.subnets)]
     items: list[BlockSpec | Arch] = [*units, *archs]
     best: list[Latency | None] = [None] * len(items)
-    shape = (settings.batch, spec.in_channels, spec.input_size, spec.input_size)
+    shape = spec.input_shape(settings.batch, size)
     torch.manual_seed(settings.seed)
     start = time.perf_counter()
     with progress_bar(settings.passes * len(items), f"profiling {space.config.name} on {settings.target}",
@@ -123,7 +128,7 @@ def build_profile(space: SearchSpace, settings: ProfileSettings, *, show_progres
                 if isinstance(item, BlockSpec):
                     lat = measure(build_block(item), block_input_shape(item, settings.batch), settings)
                 else:
-                    lat = measure(SubnetModel(spec, item), shape, settings)
+                    lat = measure(SubnetModel(*at_input_size(spec, item, size)), shape, settings)
                 if best[i] is None or lat.median_ms < best[i].median_ms:
                     best[i] = lat
                 bar.update(f"pass {p + 1}/{settings.passes}")
@@ -171,13 +176,14 @@ def load_profile(path: str | Path) -> dict[str, Any]:
             table.add(BlockSpec.from_dict(row["block"]))
             _check_ms(row, f"lut[{i}]")
         spec = ModelSpec.from_config(space.config)
+        size = data["settings"].get("input_size", 0) or spec.input_size
         for i, row in enumerate(data["subnets"]):  # what fitting the predictor reads: fail here, naming the file
             _check_ms(row, f"subnets[{i}]")
             try:
                 arch = space.parse(row["arch"])
             except ArchError as e:
                 raise ValueError(f"subnets[{i}].{e}") from None
-            if missing := [b for b in block_specs(spec, arch) if b not in table]:
+            if missing := [b for b in block_specs(*at_input_size(spec, arch, size)) if b not in table]:
                 raise ValueError(f"subnets[{i}] holds a unit that the lut lacks: {show(missing[0])}")
     except (ArchError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"latency profile {path} is malformed: {type(e).__name__}: {e}") from None
@@ -202,6 +208,9 @@ def _check_settings(settings: Any) -> None:
         value = settings[name]
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**31:
             raise ValueError(f"settings.{name} must be a positive integer, got {show(value)}")
+    value = settings.get("input_size", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31:
+        raise ValueError(f"settings.input_size must be a positive integer (or 0), got {show(value)}")
     value = settings["max_seconds"]
     if not is_finite_number(value) or not value > 0:
         raise ValueError(f"settings.max_seconds must be a positive finite number, got {show(value)}")

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from nas.data import ImageData, Split, iterate_batches
+from nas.data import TaskData, Split, iterate_batches
 from nas.errors import UserError
 from nas.progress import progress_bar
 from nas.runs import save_tensors
@@ -58,7 +58,7 @@ class TrainConfig:
     num_random: int = 2
     distill: bool = True
     grad_clip: float = 5.0
-    max_shift: int = -1  # random translation in pixels; -1: image_size // 8 (at least 1)
+    max_shift: int = -1  # random translation in pixels; -1: input_size // 8 (at least 1)
     hflip: bool = False
     seed: int = 0
     device: str = "cpu"
@@ -112,12 +112,19 @@ def _has_type(value: Any, kind: str) -> bool:
 
 
 def augment(x: Tensor, max_shift: int, hflip: bool, gen: torch.Generator) -> Tensor:
-    """Per-sample random translation by up to `max_shift` pixels (zero padding), optional flip."""
+    """Per-sample random translation by up to `max_shift` pixels, or time steps for sequences
+    (B, C, T), with zero padding; optional horizontal flip (time reversal for sequences)."""
+    if x.dim() == 3:  # a sequence is a grid of height 1, shifted in time only
+        return _augment_grid(x.unsqueeze(2), max_shift, hflip, gen, vertical=False).squeeze(2)
+    return _augment_grid(x, max_shift, hflip, gen, vertical=True)
+
+
+def _augment_grid(x: Tensor, max_shift: int, hflip: bool, gen: torch.Generator, *, vertical: bool) -> Tensor:
     b, _, h, w = x.shape
     if max_shift > 0:
         p = max_shift
-        padded = F.pad(x, (p, p, p, p))
-        dy = torch.randint(0, 2 * p + 1, (b, 1, 1), generator=gen)
+        padded = F.pad(x, (p, p, p, p) if vertical else (p, p, 0, 0))
+        dy = torch.randint(0, 2 * p + 1, (b, 1, 1), generator=gen) if vertical else torch.zeros(b, 1, 1, dtype=torch.long)
         dx = torch.randint(0, 2 * p + 1, (b, 1, 1), generator=gen)
         rows = dy + torch.arange(h).view(1, h, 1)  # (B, H, 1)
         cols = dx + torch.arange(w).view(1, 1, w)  # (B, 1, W)
@@ -165,19 +172,19 @@ def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> tor
     return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
 
 
-def steps_per_epoch(data: ImageData, config: TrainConfig) -> int:
+def steps_per_epoch(data: TaskData, config: TrainConfig) -> int:
     return math.ceil(len(data.train) / config.batch_size)
 
 
-def _schedule_steps(data: ImageData, config: TrainConfig) -> tuple[int, int]:
+def _schedule_steps(data: TaskData, config: TrainConfig) -> tuple[int, int]:
     """Total and warm-up optimizer steps."""
     per_epoch = steps_per_epoch(data, config)
     return per_epoch * config.epochs, per_epoch * config.warmup_epochs
 
 
-def _train_batches(data: ImageData, config: TrainConfig, gen: torch.Generator):
+def _train_batches(data: TaskData, config: TrainConfig, gen: torch.Generator):
     """One epoch of shuffled, augmented batches on the training device."""
-    shift = config.max_shift if config.max_shift >= 0 else max(1, data.image_size // 8)
+    shift = config.max_shift if config.max_shift >= 0 else max(1, data.input_size // 8)
     for x, y in iterate_batches(data.train, config.batch_size, shuffle=True, generator=gen):
         x = augment(x, shift, config.hflip, gen)
         yield x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
@@ -196,7 +203,7 @@ def _update(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], config
     opt.zero_grad(set_to_none=True)
 
 
-def train_standalone(model: torch.nn.Module, data: ImageData, config: TrainConfig, *,
+def train_standalone(model: torch.nn.Module, data: TaskData, config: TrainConfig, *,
                      show_progress: bool = False) -> dict:
     """Train one static model from scratch on the labels with the supernet's recipe and budget.
 
@@ -248,7 +255,7 @@ def _step_losses(supernet: HybridSupernet, x: Tensor, y: Tensor, draws: list[Dra
     return first_loss, first_hits
 
 
-def train_supernet(supernet: HybridSupernet, data: ImageData, config: TrainConfig, *,
+def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig, *,
                    checkpoint: Path | None = None, resume: bool = False, show_progress: bool = True,
                    stop: Callable[[], bool] | None = None) -> dict:
     """Train in place; returns a JSON-able summary (history, time, validation accuracy of the extremes).

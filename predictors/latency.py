@@ -24,6 +24,7 @@ import numpy as np
 from search_spaces import Arch, ModelSpec, SearchSpace, SpaceConfig
 from search_spaces.arch import is_finite_number, show
 from search_spaces.blocks import KINDS, BlockSpec, block_specs
+from search_spaces.static import at_input_size
 
 PREDICTOR_FORMAT, PREDICTOR_VERSION = "nas-latency-predictor", "1"
 RIDGE = 1e-6  # relative to the mean diagonal of the normal equations: only keeps them solvable
@@ -53,18 +54,23 @@ class LatencyPredictor:
     coef: tuple[float, ...] = (1.0,)
     cv_error: Mapping[str, float] = field(default_factory=dict)  # relative RMSE per candidate feature set
     meta: Mapping[str, Any] = field(default_factory=dict)  # device, settings: informative only
+    input_size: int = 0  # the input size (sequence length) the latencies are for; 0: the space's own
     _spec: ModelSpec = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or self.model not in FEATURE_SETS:
             raise ValueError(f"model must be one of {sorted(FEATURE_SETS)}, got {show(self.model)}")
+        size = self.input_size or self.space.input_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"input_size must be a positive integer, got {show(self.input_size)}")
+        object.__setattr__(self, "input_size", size)
         object.__setattr__(self, "_spec", ModelSpec.from_config(self.space))
 
     # ---- prediction ---------------------------------------------------------------------------
     def breakdown(self, arch: Arch) -> tuple[dict[str, float], dict[str, int]]:
         """LUT latency and number of units per unit kind."""
         times, counts = dict.fromkeys(KINDS, 0.0), dict.fromkeys(KINDS, 0)
-        for b in block_specs(self._spec, arch):
+        for b in block_specs(*at_input_size(self._spec, arch, self.input_size)):
             try:
                 times[b.kind] += self.table[b]
             except KeyError:
@@ -89,7 +95,8 @@ class LatencyPredictor:
         space = SpaceConfig.from_dict(profile["space"])
         table = {BlockSpec.from_dict(row["block"]): float(row["latency_ms"]) for row in profile["lut"]}
         meta = {"device": profile.get("device", {}), "settings": profile.get("settings", {})}
-        base = cls(space, table, meta=meta)
+        size = meta["settings"].get("input_size", 0)
+        base = cls(space, table, meta=meta, input_size=size)
         searchable = SearchSpace(space)
         rows = [(base.breakdown(searchable.parse(s["arch"])), float(s["latency_ms"])) for s in profile["subnets"]]
         candidates = tuple(FEATURE_SETS) if candidates is None else candidates
@@ -100,13 +107,14 @@ class LatencyPredictor:
         errors = {c: _cv_error(_design(c, rows), y, folds) for c in usable}
         best = min(errors, key=errors.get)
         coef = _solve(_design(best, rows), y)
-        return cls(space, table, best, tuple(float(v) for v in coef), errors, meta)
+        return cls(space, table, best, tuple(float(v) for v in coef), errors, meta, size)
 
     # ---- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": PREDICTOR_FORMAT, "format_version": PREDICTOR_VERSION, "space": self.space.to_dict(),
             "model": self.model, "coef": list(self.coef), "cv_error": dict(self.cv_error), "meta": dict(self.meta),
+            "input_size": self.input_size,
             "lut": [{"block": b.to_dict(), "latency_ms": t} for b, t in self.table.items()],
         }
 
@@ -121,7 +129,7 @@ class LatencyPredictor:
                      for row in data["lut"]}
             coef = tuple(_finite("coef", c) for c in data["coef"])
             predictor = cls(SpaceConfig.from_dict(data["space"]), table, data["model"], coef,
-                            dict(data["cv_error"]), dict(data["meta"]))
+                            dict(data["cv_error"]), dict(data["meta"]), data.get("input_size", 0))
         except (KeyError, TypeError) as e:
             raise ValueError(f"latency predictor is malformed: {type(e).__name__}: {e}") from None
         if len(coef) != _n_features(predictor.model):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from search_spaces.arch import Arch, ArchError, AttnBlock, ConvBlock, Stage
 from search_spaces.blocks import BlockSpec, block_macs, block_params, block_specs, build_block, count_macs, peak_memory_bytes
-from search_spaces.presets import CIFAR, IMAGENET, TINY
+from search_spaces.presets import CIFAR, IMAGENET, SEQ, TINY
 from search_spaces.space import SearchSpace, SpaceConfig, StageSpace
 from search_spaces.static import ModelSpec, SubnetModel
 from search_spaces.supernet import HybridSupernet
@@ -38,7 +38,7 @@ def get_space(name_or_path: str) -> SearchSpace:
     raise ArchError(f"unknown space {name_or_path!r}; built-in: {list_spaces()}, or a path to a space .json")
 
 
-for _config in (TINY, CIFAR, IMAGENET):
+for _config in (TINY, CIFAR, IMAGENET, SEQ):
     register_space(_config)
 
 __all__ = [

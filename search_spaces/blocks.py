@@ -9,7 +9,8 @@ cost depends only on its spec, so one latency lookup table serves every subnet t
 extra handlers, so the sum over units equals fvcore on the extracted model, at a tiny cost:
 - convolution: out_channels * in_channels/groups * k * k per output pixel; linear: in * out per token;
 - GroupNorm / LayerNorm: 5 per element of their input (fvcore's convention with an affine);
-- bilinear upsampling: 4 per output element (fvcore's convention);
+- bilinear upsampling: 4 per output element (fvcore's convention); linear (sequences): 2;
+- sequences (`dims=1`) are counted like a grid of height 1 with 1-D kernels;
 - scaled dot-product attention: QK^T plus attn@V; matmul exact; elementwise ops, pooling and
   means count 0. Window attention counts the padded grid, as the code computes it.
 """
@@ -27,12 +28,12 @@ from torch import Tensor, nn
 
 from search_spaces.arch import ATTENTION_MIXERS, MIXERS, Arch, ArchError, AttnBlock, ConvBlock
 from search_spaces.space import SearchSpace, hidden_width
-from search_spaces.static import ConvNorm, ModelSpec, StaticAttnBlock, StaticConvBlock
+from search_spaces.static import ConvNorm, ModelSpec, StaticAttnBlock, StaticConvBlock, resize, spatial_mean
 
 Kind = Literal["resize", "stem", "down", "conv", "attn", "head"]
 KINDS: tuple[str, ...] = get_args(Kind)
 NORM_MACS = 5  # fvcore counts 5 per input element of an affine GroupNorm / LayerNorm
-UPSAMPLE_MACS = 4  # fvcore counts 4 per output element of bilinear upsampling
+UPSAMPLE_MACS = {2: 4, 1: 2}  # per output element: bilinear (fvcore's count), linear (nas.costs registers it)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class BlockSpec:
     heads: int = 0
     head_dim: int = 0
     window: int = 0
+    dims: int = 2  # 2: an image unit (resolution = H = W), 1: a sequence unit (resolution = T)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -67,6 +69,8 @@ class BlockSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ArchError(f"block {name} must be an integer >= 0, got {value!r}")
+        if self.dims not in (1, 2):
+            raise ArchError(f"block dims must be 1 or 2, got {self.dims!r}")
         if self.mixer not in ("", *MIXERS):
             raise ArchError(f"block mixer must be one of {list(MIXERS)} or '', got {self.mixer!r}")
         if (self.kind == "attn") != (self.mixer != ""):
@@ -76,6 +80,12 @@ class BlockSpec:
     def attn_width(self) -> int:
         """Channels of q (and of k, v): heads * head_dim."""
         return self.heads * self.head_dim
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(height, width) of the unit's token grid: a sequence is a grid of height 1."""
+        r = self.in_resolution
+        return (r, r) if self.dims == 2 else (1, r)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,17 +118,18 @@ def block_specs(spec: ModelSpec, arch: Arch) -> tuple[BlockSpec, ...]:
     """The units of `SubnetModel(spec, arch)`, in execution order (a tuple of frozen values: cached)."""
     units: list[BlockSpec] = []
     r = arch.resolution
+    d = spec.dims
     if r != spec.input_size:
-        units.append(BlockSpec("resize", spec.in_channels, spec.in_channels, spec.input_size, r))
+        units.append(BlockSpec("resize", spec.in_channels, spec.in_channels, spec.input_size, r, dims=d))
     res = conv_out(r, spec.stem_stride)
-    units.append(BlockSpec("stem", spec.in_channels, arch.stem_width, r, res, stride=spec.stem_stride, kernel=3))
+    units.append(BlockSpec("stem", spec.in_channels, arch.stem_width, r, res, stride=spec.stem_stride, kernel=3, dims=d))
     prev = arch.stem_width
     for stage in arch.stages:
         w, out = stage.width, conv_out(res, stage.stride)
-        units.append(BlockSpec("down", prev, w, res, out, stride=stage.stride, kernel=3))
+        units.append(BlockSpec("down", prev, w, res, out, stride=stage.stride, kernel=3, dims=d))
         res, prev = out, w
         units += [unit_of(b, w, res, spec) for b in stage.blocks]
-    units.append(BlockSpec("head", prev, spec.num_classes, res, 0))
+    units.append(BlockSpec("head", prev, spec.num_classes, res, 0, dims=d))
     return tuple(units)
 
 
@@ -126,11 +137,11 @@ def unit_of(block: ConvBlock | AttnBlock, width: int, resolution: int, spec: Mod
     """The unit of one searchable block at a given width and resolution."""
     if isinstance(block, ConvBlock):
         return BlockSpec("conv", width, width, resolution, resolution, kernel=block.kernel,
-                         hidden=hidden_width(width, block.expand))
+                         hidden=hidden_width(width, block.expand), dims=spec.dims)
     attention = block.mixer in ATTENTION_MIXERS
     return BlockSpec("attn", width, width, resolution, resolution, hidden=hidden_width(width, block.mlp_ratio),
                      mixer=block.mixer, heads=block.heads, head_dim=spec.head_dim if attention else 0,
-                     window=spec.window if block.mixer == "window" else 0)
+                     window=spec.window if block.mixer == "window" else 0, dims=spec.dims)
 
 
 def space_block_specs(space: SearchSpace) -> list[BlockSpec]:
@@ -143,18 +154,19 @@ def space_block_specs(space: SearchSpace) -> list[BlockSpec]:
     spec = ModelSpec.from_config(c)
     units: set[BlockSpec] = set()
     res_by_input: dict[int, int] = {}
+    d = c.dims
     for r in c.resolutions:
         if r != c.input_size:
-            units.add(BlockSpec("resize", c.in_channels, c.in_channels, c.input_size, r))
+            units.add(BlockSpec("resize", c.in_channels, c.in_channels, c.input_size, r, dims=d))
         res_by_input[r] = conv_out(r, c.stem_stride)
         for w in c.stem_widths:
-            units.add(BlockSpec("stem", c.in_channels, w, r, res_by_input[r], stride=c.stem_stride, kernel=3))
+            units.add(BlockSpec("stem", c.in_channels, w, r, res_by_input[r], stride=c.stem_stride, kernel=3, dims=d))
     resolutions, prev_widths = set(res_by_input.values()), c.stem_widths
     types = [set(s.block_types) for s in c.stages]
     for i, stage in enumerate(c.stages):
         out_res = {conv_out(r, s) for r in resolutions for s in stage.strides}
         for p, w, s, r in itertools.product(prev_widths, stage.widths, stage.strides, resolutions):
-            units.add(BlockSpec("down", p, w, r, conv_out(r, s), stride=s, kernel=3))
+            units.add(BlockSpec("down", p, w, r, conv_out(r, s), stride=s, kernel=3, dims=d))
         if c.layout == "conv_first":  # conv only after conv-capable stages, attn only before attn-capable ones
             conv_ok = all("conv" in t for t in types[: i + 1])
             attn_ok = all("attn" in t for t in types[i:])
@@ -165,7 +177,7 @@ def space_block_specs(space: SearchSpace) -> list[BlockSpec]:
             units.add(unit_of(b, w, r, spec))
         resolutions, prev_widths = out_res, stage.widths
     for w, r in itertools.product(prev_widths, resolutions):
-        units.add(BlockSpec("head", w, c.num_classes, r, 0))
+        units.add(BlockSpec("head", w, c.num_classes, r, 0, dims=d))
     order = {k: i for i, k in enumerate(KINDS)}
     return sorted(units, key=lambda b: (order[b.kind], *(str(v) for v in astuple(b)[1:])))
 
@@ -189,37 +201,37 @@ def mixer_macs(mixer: str, heads: int, head_dim: int, height: int, width: int, w
 
 def block_macs(b: BlockSpec) -> int:
     """Multiply-adds of one forward pass of the unit for one sample (fvcore's conventions)."""
-    ci, co, n_in, n = b.in_channels, b.out_channels, b.in_resolution**2, b.out_resolution**2
+    d = b.dims
+    ci, co, n_in, n = b.in_channels, b.out_channels, b.in_resolution**d, b.out_resolution**d
     if b.kind == "resize":
-        return UPSAMPLE_MACS * ci * n
+        return UPSAMPLE_MACS[d] * ci * n
     if b.kind in ("stem", "down"):
-        return n * (co * ci * b.kernel**2 + NORM_MACS * co)
+        return n * (co * ci * b.kernel**d + NORM_MACS * co)
     if b.kind == "conv":
         h = b.hidden
-        return n * (ci * h + NORM_MACS * h + h * b.kernel**2 + NORM_MACS * h + h * co + NORM_MACS * co)
+        return n * (ci * h + NORM_MACS * h + h * b.kernel**d + NORM_MACS * h + h * co + NORM_MACS * co)
     if b.kind == "attn":
         w, m, a = ci, b.hidden, b.attn_width
-        total = n * (w * 9 + 2 * NORM_MACS * w + 2 * w * m)  # positional conv, two norms, MLP
+        total = n * (w * 3**d + 2 * NORM_MACS * w + 2 * w * m)  # positional conv, two norms, MLP
         if b.mixer in ATTENTION_MIXERS:
             total += n * (w * 3 * a + a * w)  # q/k/v and output projections
-        res = b.in_resolution
-        return total + mixer_macs(b.mixer, b.heads, b.head_dim, res, res, b.window)
+        return total + mixer_macs(b.mixer, b.heads, b.head_dim, *b.grid, b.window)
     return NORM_MACS * ci + ci * co  # head: LayerNorm + linear; the spatial mean counts 0
 
 
 def block_params(b: BlockSpec) -> int:
     """Parameters of the unit (the sum over a subnet's units is `SearchSpace.count_params`)."""
-    ci, co = b.in_channels, b.out_channels
+    ci, co, d = b.in_channels, b.out_channels, b.dims
     if b.kind == "resize":
         return 0
     if b.kind in ("stem", "down"):
-        return ci * co * b.kernel**2 + 2 * co
+        return ci * co * b.kernel**d + 2 * co
     if b.kind == "conv":
         h = b.hidden
-        return ci * h + 2 * h + h * b.kernel**2 + 2 * h + h * co + 2 * co
+        return ci * h + 2 * h + h * b.kernel**d + 2 * h + h * co + 2 * co
     if b.kind == "attn":
         w, m, a = ci, b.hidden, b.attn_width
-        total = w * 9 + w + 4 * w + w * m + m + m * w + w
+        total = w * 3**d + w + 4 * w + w * m + m + m * w + w
         return total + (w * 3 * a + 3 * a + a * w + w if b.mixer in ATTENTION_MIXERS else 0)
     return 2 * ci + ci * co + co
 
@@ -244,7 +256,7 @@ def unit_activation_elements(b: BlockSpec) -> int:
       attention peaks in its mixer at about 8a, window attention at 3a + 4 padded a.
     - head: input + its mean.
     """
-    ci, co, n_in, n = b.in_channels, b.out_channels, b.in_resolution**2, b.out_resolution**2
+    ci, co, n_in, n = b.in_channels, b.out_channels, b.in_resolution**b.dims, b.out_resolution**b.dims
     if b.kind == "resize":
         return ci * n_in + co * n
     if b.kind in ("stem", "down"):
@@ -259,8 +271,7 @@ def unit_activation_elements(b: BlockSpec) -> int:
         if b.mixer == "linear":
             peak = max(peak, n * (2 * w + 8 * a) + b.heads * b.head_dim**2)
         elif b.mixer == "window":
-            wh = min(b.window, b.in_resolution)
-            padded = math.ceil(b.in_resolution / wh) ** 2 * wh * wh
+            padded = math.prod(math.ceil(s / min(b.window, s)) * min(b.window, s) for s in b.grid)
             peak = max(peak, n * (2 * w + 3 * a) + 4 * a * padded)
         return peak
     return ci * n_in + ci
@@ -275,7 +286,7 @@ def activation_peak_elements(spec: ModelSpec, arch: Arch) -> int:
     maximised over the units.
     """
     units = iter(block_specs(spec, arch))
-    x_in = spec.in_channels * spec.input_size**2
+    x_in = spec.in_channels * spec.input_size**spec.dims
     peak = 0
 
     def run(held: int) -> BlockSpec:
@@ -291,7 +302,7 @@ def activation_peak_elements(spec: ModelSpec, arch: Arch) -> int:
     stem_out = _out_elements(stem)
     for i, stage in enumerate(arch.stages):
         down = run(x_in + (stem_out if i > 0 else 0))
-        stage_in = down.in_channels * down.in_resolution**2 if i > 0 else 0  # stage 0 reads the stem output
+        stage_in = down.in_channels * down.in_resolution**down.dims if i > 0 else 0  # stage 0 reads the stem output
         for j in range(stage.depth):
             run(x_in + stem_out + stage_in + (_out_elements(down) if j > 0 else 0))
     run(x_in)  # head
@@ -299,7 +310,7 @@ def activation_peak_elements(spec: ModelSpec, arch: Arch) -> int:
 
 
 def _out_elements(b: BlockSpec) -> int:
-    return b.out_channels * b.out_resolution**2
+    return b.out_channels * b.out_resolution**b.dims
 
 
 def peak_memory_bytes(spec: ModelSpec, arch: Arch, batch: int = 1, bytes_per_element: int = 4) -> int:
@@ -313,13 +324,6 @@ def peak_memory_bytes(spec: ModelSpec, arch: Arch, batch: int = 1, bytes_per_ele
 
 
 # ---- building one unit -------------------------------------------------------------------------
-class Resize(nn.Upsample):
-    """The input resize of `SubnetModel`."""
-
-    def __init__(self, resolution: int):
-        super().__init__(size=(resolution, resolution), mode="bilinear", align_corners=False)
-
-
 class Head(nn.Module):
     """The classifier of `SubnetModel`: spatial mean, LayerNorm, linear."""
 
@@ -329,21 +333,21 @@ class Head(nn.Module):
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        # x: (B, C, H, W) -> (B, classes)
-        return self.head(self.head_norm(x.mean(dim=(2, 3))))
+        # x: (B, C, H, W) or (B, C, T) -> (B, classes)
+        return self.head(self.head_norm(spatial_mean(x)))
 
 
 def build_block(b: BlockSpec) -> nn.Module:
     """A standalone module computing the unit with the static layers `SubnetModel` uses."""
     if b.kind == "resize":
-        return Resize(b.out_resolution)
+        return resize(b.dims, b.out_resolution)
     if b.kind in ("stem", "down"):
-        return ConvNorm(b.in_channels, b.out_channels, b.stride, act=b.kind == "stem")
+        return ConvNorm(b.in_channels, b.out_channels, b.stride, act=b.kind == "stem", dims=b.dims)
     if b.kind == "conv":
-        return StaticConvBlock(b.in_channels, ConvBlock(b.kernel, _ratio(b.hidden, b.in_channels)))
+        return StaticConvBlock(b.in_channels, ConvBlock(b.kernel, _ratio(b.hidden, b.in_channels)), b.dims)
     if b.kind == "attn":
         block = AttnBlock(b.mixer, b.heads, _ratio(b.hidden, b.in_channels))
-        return StaticAttnBlock(b.in_channels, block, b.head_dim, b.window)
+        return StaticAttnBlock(b.in_channels, block, b.head_dim, b.window, b.dims)
     return Head(b.in_channels, b.out_channels)
 
 
@@ -355,6 +359,6 @@ def _ratio(hidden: int, width: int) -> float:
     return ratio
 
 
-def block_input_shape(b: BlockSpec, batch: int) -> tuple[int, int, int, int]:
-    """(B, C, H, W) of the unit's input."""
-    return (batch, b.in_channels, b.in_resolution, b.in_resolution)
+def block_input_shape(b: BlockSpec, batch: int) -> tuple[int, ...]:
+    """(B, C, H, W) or (B, C, T) of the unit's input."""
+    return (batch, b.in_channels, *(b.in_resolution,) * b.dims)

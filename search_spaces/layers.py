@@ -22,21 +22,23 @@ def _state(weight: Tensor, bias: Tensor | None) -> dict[str, Tensor]:
     return out
 
 
-class ElasticConv2d(nn.Module):
-    """Conv2d over channel prefixes and centre-cropped kernels; `depthwise` uses groups=channels."""
+class ElasticConv(nn.Module):
+    """Conv1d (`dims=1`, sequences) or Conv2d (`dims=2`, images) over channel prefixes and
+    centre-cropped kernels; `depthwise` uses groups=channels."""
 
-    def __init__(self, max_in: int, max_out: int, max_kernel: int, *, depthwise: bool = False, bias: bool = False):
+    def __init__(self, max_in: int, max_out: int, max_kernel: int, *, dims: int = 2, depthwise: bool = False,
+                 bias: bool = False):
         super().__init__()
-        self.depthwise = depthwise
+        self.depthwise, self.dims = depthwise, dims
         in_per_group = 1 if depthwise else max_in
-        self.weight = nn.Parameter(torch.empty(max_out, in_per_group, max_kernel, max_kernel))
+        self.weight = nn.Parameter(torch.empty(max_out, in_per_group, *(max_kernel,) * dims))
         self.bias = nn.Parameter(torch.zeros(max_out)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
     def _slice(self, in_ch: int, out_ch: int, kernel: int) -> tuple[Tensor, Tensor | None]:
         start = (self.weight.shape[-1] - kernel) // 2
-        end = start + kernel
-        weight = self.weight[:out_ch, : (1 if self.depthwise else in_ch), start:end, start:end]
+        crop = (slice(start, start + kernel),) * self.dims
+        weight = self.weight[(slice(None, out_ch), slice(None, 1 if self.depthwise else in_ch), *crop)]
         return weight, None if self.bias is None else self.bias[:out_ch]
 
     def forward(self, x: Tensor, out_ch: int, kernel: int, stride: int = 1) -> Tensor:
@@ -44,7 +46,8 @@ class ElasticConv2d(nn.Module):
         if self.depthwise:
             out_ch = in_ch
         weight, bias = self._slice(in_ch, out_ch, kernel)
-        return F.conv2d(x, weight, bias, stride, kernel // 2, 1, in_ch if self.depthwise else 1)
+        conv = F.conv1d if self.dims == 1 else F.conv2d
+        return conv(x, weight, bias, stride, kernel // 2, 1, in_ch if self.depthwise else 1)
 
     def state(self, in_ch: int, out_ch: int, kernel: int) -> dict[str, Tensor]:
         return _state(*self._slice(in_ch, out_ch, kernel))
@@ -93,7 +96,7 @@ class ElasticQKV(nn.Module):
 
 class ElasticNorm(nn.Module):
     """Per-sample normalization over channel prefixes: LayerNorm on the last dim (`kind="layer"`)
-    or GroupNorm with one group on (B, C, H, W) (`kind="group"`).
+    or GroupNorm with one group on (B, C, H, W) or (B, C, T) (`kind="group"`).
 
     Why no BatchNorm: its running statistics depend on which subnet produced them, so every
     subnet would need its statistics recalibrated before evaluation. Per-sample norms give every

@@ -3,7 +3,8 @@
 - softmax: multi-head scaled dot-product attention (Vaswani et al., 2017).
 - linear: kernelized attention with feature map elu(x)+1 (Katharopoulos et al., 2020), O(N).
 - window: softmax attention inside non-overlapping local windows (Swin, Liu et al., 2021);
-  the grid is padded to whole windows and padded keys are masked out.
+  the grid is padded to whole windows and padded keys are masked out. A sequence is a grid of
+  height 1: windows of `window` consecutive tokens (Longformer-style local attention, unshifted).
 - pool: average pooling minus identity (PoolFormer / MetaFormer, Yu et al., 2022); no q/k/v.
 
 The three attention mixers read the same q/k/v projections, so one set of weights serves all.
@@ -66,5 +67,6 @@ def attention(mixer: str, q: Tensor, k: Tensor, v: Tensor, height: int, width: i
 
 
 def pool_mixer(x: Tensor) -> Tensor:
-    # x: (B, C, H, W)
-    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False) - x
+    # x: (B, C, H, W) or (B, C, T)
+    pool = F.avg_pool1d if x.dim() == 3 else F.avg_pool2d
+    return pool(x, 3, stride=1, padding=1, count_include_pad=False) - x

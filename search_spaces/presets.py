@@ -1,4 +1,5 @@
-"""Built-in spaces: `tiny` (embedded default: 8x8 digits on a CPU), `cifar` (32x32), `imagenet` (224x224).
+"""Built-in spaces: `tiny` (embedded default: 8x8 digits on a CPU), `cifar` (32x32), `imagenet` (224x224),
+and `seq` (sequences: mnist1d's 40 steps, or a user's [N, T, C] arrays of another length via a space file).
 
 A user's own space is the same data in a JSON file (see README, "Adding a search space").
 """
@@ -64,4 +65,26 @@ IMAGENET = SpaceConfig(
     heads=(4, 6, 8, 10),
     head_dim=32,
     window=7,
+)
+
+SEQ = SpaceConfig(  # sequence classification: efficient-attention transformers and conv hybrids per layer
+    name="seq",
+    dims=1,
+    in_channels=1,
+    num_classes=10,
+    input_size=40,
+    resolutions=(40,),
+    stem_widths=(32, 48),  # the embedding width
+    stages=(
+        StageSpace(depths=(1, 2, 3), widths=(32, 48), strides=(1,), block_types=("conv", "attn")),
+        StageSpace(depths=(1, 2, 3), widths=(48, 64), strides=(1, 2), block_types=("conv", "attn")),
+    ),
+    kernels=(3, 5, 7),
+    expand_ratios=(2, 3),
+    mixers=("softmax", "linear", "window"),
+    heads=(2, 4),
+    mlp_ratios=(2, 3, 4),
+    head_dim=16,
+    window=8,
+    layout="free",  # each layer picks its token mixer: a depthwise convolution or one of the attentions
 )

@@ -12,7 +12,7 @@ Layouts: with ``layout="conv_first"`` every convolution block precedes every tra
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +27,11 @@ BlockType = Literal["conv", "attn"]
 def hidden_width(width: int, ratio: float) -> int:
     """Channels of an expanded layer; nested prefixes of the largest one (MatFormer)."""
     return max(1, int(round(width * ratio)))
+
+
+def scaled_resolution(resolution: int, input_size: int, size: int) -> int:
+    """The resolution a subnet resamples its input to when inputs have `size` instead of `input_size`."""
+    return resolution if size == input_size else max(1, round(resolution * size / input_size))
 
 
 def _tuple(name: str, value: Any, kind: type | tuple[type, ...] = int) -> tuple:
@@ -82,6 +87,7 @@ class SpaceConfig:
     head_dim: int = 16
     window: int = 4
     layout: Literal["conv_first", "free"] = "conv_first"
+    dims: int = 2  # 2: images (C, H, W), resolution = H = W; 1: sequences (C, T), resolution = T tokens
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -107,6 +113,8 @@ class SpaceConfig:
         ):  # no architecture could put every conv block before every transformer block
             raise ArchError("space: stages: layout 'conv_first' cannot follow a transformer-only stage with a "
                             "conv-only stage")
+        if isinstance(self.dims, bool) or self.dims not in (1, 2):
+            raise ArchError(f"space: dims must be 1 (sequences) or 2 (images), got {show(self.dims)}")
         for name in ("in_channels", "num_classes", "input_size", "head_dim", "window", "stem_stride"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -114,6 +122,12 @@ class SpaceConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def at_input_size(self, size: int) -> SpaceConfig:
+        """The space on inputs of `size` (a sequence length at deployment): what its hardware costs
+        are computed on. Same weights; each resolution scaled like `static.at_input_size`."""
+        resolutions = tuple(dict.fromkeys(scaled_resolution(r, self.input_size, size) for r in self.resolutions))
+        return replace(self, input_size=size, resolutions=resolutions)
 
     @classmethod
     def from_dict(cls, data: Any) -> SpaceConfig:
@@ -442,17 +456,18 @@ class SearchSpace:
         """Exact parameter count of the extracted model of `arch`."""
         self.validate(arch)
         c = self.config
-        total = c.in_channels * arch.stem_width * 9 + 2 * arch.stem_width
+        k3 = 3**c.dims  # a 3x3 (images) or 3 (sequences) kernel
+        total = c.in_channels * arch.stem_width * k3 + 2 * arch.stem_width
         prev = arch.stem_width
         for s in arch.stages:
             w = s.width
-            total += prev * w * 9 + 2 * w
+            total += prev * w * k3 + 2 * w
             for b in s.blocks:
                 if isinstance(b, ConvBlock):
                     h = hidden_width(w, b.expand)
-                    total += w * h + 2 * h + h * b.kernel**2 + 2 * h + h * w + 2 * w
+                    total += w * h + 2 * h + h * b.kernel**c.dims + 2 * h + h * w + 2 * w
                     continue
-                total += w * 9 + w + 4 * w  # positional dw conv (+bias), two LayerNorms
+                total += w * k3 + w + 4 * w  # positional dw conv (+bias), two LayerNorms
                 if b.mixer in ATTENTION_MIXERS:
                     a = b.heads * c.head_dim
                     total += w * 3 * a + 3 * a + a * w + w
@@ -461,17 +476,25 @@ class SearchSpace:
             prev = w
         return total + 2 * prev + prev * c.num_classes + c.num_classes
 
-    def count_flops(self, arch: Arch, batch: int = 1) -> int:
+    def count_flops(self, arch: Arch, batch: int = 1, *, input_size: int | None = None) -> int:
         """Exact multiply-adds of one forward pass of the extracted model of `arch`, as fvcore counts
-        them (`nas.costs.count_flops`), from the architecture alone (`search_spaces.blocks`)."""
+        them (`nas.costs.count_flops`), from the architecture alone (`search_spaces.blocks`).
+        `input_size`: on inputs of that size (a sequence length at deployment) instead."""
         from search_spaces.blocks import count_macs  # blocks builds on static, which imports this module
-        from search_spaces.static import ModelSpec
 
-        return count_macs(ModelSpec.from_config(self.config), self.validate(arch), batch)
+        return count_macs(*self._geometry(arch, input_size), batch)
 
-    def peak_memory_bytes(self, arch: Arch, batch: int = 1, bytes_per_element: int = 4) -> int:
+    def _geometry(self, arch: Arch, input_size: int | None):
+        """(ModelSpec, Arch) of `arch` on inputs of `input_size` (default: the space's input size)."""
+        from search_spaces.static import ModelSpec, at_input_size
+
+        spec = ModelSpec.from_config(self.config)
+        arch = self.validate(arch)
+        return (spec, arch) if input_size is None else at_input_size(spec, arch, input_size)
+
+    def peak_memory_bytes(self, arch: Arch, batch: int = 1, bytes_per_element: int = 4, *,
+                          input_size: int | None = None) -> int:
         """Estimated peak memory of an inference forward pass: weights + most live activations."""
         from search_spaces.blocks import peak_memory_bytes
-        from search_spaces.static import ModelSpec
 
-        return peak_memory_bytes(ModelSpec.from_config(self.config), self.validate(arch), batch, bytes_per_element)
+        return peak_memory_bytes(*self._geometry(arch, input_size), batch, bytes_per_element)

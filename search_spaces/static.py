@@ -7,21 +7,21 @@ passes its elastic layers with the sizes bound, so both run exactly the same mat
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_spaces.arch import ATTENTION_MIXERS, Arch, AttnBlock, ConvBlock
+from search_spaces.arch import ATTENTION_MIXERS, Arch, ArchError, AttnBlock, ConvBlock
 from search_spaces.mixers import attention, pool_mixer
-from search_spaces.space import SpaceConfig, hidden_width
+from search_spaces.space import SpaceConfig, hidden_width, scaled_resolution
 
 Op = Callable[[Tensor], Tensor]
 
 
 def conv_block_forward(x: Tensor, pw1: Op, n1: Op, dw: Op, n2: Op, pw2: Op, n3: Op) -> Tensor:
-    # x: (B, C, H, W) -> expand -> depthwise -> project, residual
+    # x: (B, C, H, W) or (B, C, T) -> expand -> depthwise -> project, residual
     y = F.gelu(n1(pw1(x)))
     y = F.gelu(n2(dw(y)))
     return x + n3(pw2(y))
@@ -31,18 +31,19 @@ def attn_block_forward(
     x: Tensor, *, cpe: Op, norm1: Op, qkv: Op | None, proj: Op | None, norm2: Op, fc1: Op, fc2: Op,
     mixer: str, heads: int, head_dim: int, window: int,
 ) -> Tensor:
-    x = x + cpe(x)  # conditional positional encoding (depthwise 3x3, CPVT)
-    b, c, h, w = x.shape
+    x = x + cpe(x)  # conditional positional encoding (depthwise 3x3 or 3, CPVT)
+    b, c, *grid = x.shape  # grid: [H, W], or [T] for a sequence (a grid of height 1)
+    h, w = grid if len(grid) == 2 else (1, grid[0])
     t = x.flatten(2).transpose(1, 2)  # (B, N, C)
     if mixer == "pool":
-        y = norm1(t).transpose(1, 2).reshape(b, c, h, w)
+        y = norm1(t).transpose(1, 2).reshape(b, c, *grid)
         t = t + pool_mixer(y).flatten(2).transpose(1, 2)
     else:
         q, k, v = qkv(norm1(t)).reshape(b, h * w, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         o = attention(mixer, q, k, v, h, w, window)  # (B, heads, N, head_dim)
         t = t + proj(o.transpose(1, 2).reshape(b, h * w, heads * head_dim))
     t = t + fc2(F.gelu(fc1(norm2(t))))
-    return t.transpose(1, 2).reshape(b, c, h, w)
+    return t.transpose(1, 2).reshape(b, c, *grid)
 
 
 @dataclass(frozen=True)
@@ -55,20 +56,53 @@ class ModelSpec:
     head_dim: int
     window: int
     stem_stride: int
+    dims: int = 2  # 2: images (B, C, H, W); 1: sequences (B, C, T)
 
     @classmethod
     def from_config(cls, config: SpaceConfig) -> ModelSpec:
         return cls(config.in_channels, config.num_classes, config.input_size, config.head_dim,
-                   config.window, config.stem_stride)
+                   config.window, config.stem_stride, config.dims)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def input_shape(self, batch: int, size: int | None = None) -> tuple[int, ...]:
+        """(B, C, H, W) or (B, C, T) of the model input; `size` instead of `input_size` if given."""
+        return (batch, self.in_channels, *(size or self.input_size,) * self.dims)
+
+
+def at_input_size(spec: ModelSpec, arch: Arch, size: int) -> tuple[ModelSpec, Arch]:
+    """The model spec and architecture of `arch` run on inputs of `size` (a sequence length at
+    deployment, for hardware costs): the same weights, the input resampled by the same factor."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ArchError(f"input size must be a positive integer, got {size!r}")
+    if size == spec.input_size:
+        return spec, arch
+    resolution = scaled_resolution(arch.resolution, spec.input_size, size)
+    return replace(spec, input_size=size), replace(arch, resolution=resolution)
+
+
+def conv_nd(dims: int, in_ch: int, out_ch: int, kernel: int, stride: int = 1, *, groups: int = 1,
+            bias: bool = False) -> nn.Module:
+    """nn.Conv1d or nn.Conv2d with "same" padding for odd kernels."""
+    conv = nn.Conv1d if dims == 1 else nn.Conv2d
+    return conv(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=bias)
+
+
+def resize(dims: int, size: int) -> nn.Module:
+    """Bilinear (images) or linear (sequences) resampling of the input to `size`."""
+    return nn.Upsample(size=(size,) * dims, mode="bilinear" if dims == 2 else "linear", align_corners=False)
+
+
+def spatial_mean(x: Tensor) -> Tensor:
+    # (B, C, H, W) or (B, C, T) -> (B, C)
+    return x.mean(dim=tuple(range(2, x.dim())))
+
 
 class ConvNorm(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, stride: int, act: bool):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, act: bool, dims: int = 2):
         super().__init__()
-        self.conv = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.conv = conv_nd(dims, in_ch, out_ch, 3, stride)
         self.norm = nn.GroupNorm(1, out_ch)
         self.act = nn.GELU() if act else nn.Identity()
 
@@ -77,14 +111,14 @@ class ConvNorm(nn.Module):
 
 
 class StaticConvBlock(nn.Module):
-    def __init__(self, width: int, block: ConvBlock):
+    def __init__(self, width: int, block: ConvBlock, dims: int = 2):
         super().__init__()
         h = hidden_width(width, block.expand)
-        self.pw1 = nn.Conv2d(width, h, 1, bias=False)
+        self.pw1 = conv_nd(dims, width, h, 1)
         self.n1 = nn.GroupNorm(1, h)
-        self.dw = nn.Conv2d(h, h, block.kernel, 1, block.kernel // 2, groups=h, bias=False)
+        self.dw = conv_nd(dims, h, h, block.kernel, groups=h)
         self.n2 = nn.GroupNorm(1, h)
-        self.pw2 = nn.Conv2d(h, width, 1, bias=False)
+        self.pw2 = conv_nd(dims, h, width, 1)
         self.n3 = nn.GroupNorm(1, width)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -92,10 +126,10 @@ class StaticConvBlock(nn.Module):
 
 
 class StaticAttnBlock(nn.Module):
-    def __init__(self, width: int, block: AttnBlock, head_dim: int, window: int):
+    def __init__(self, width: int, block: AttnBlock, head_dim: int, window: int, dims: int = 2):
         super().__init__()
         self.mixer, self.heads, self.head_dim, self.window = block.mixer, block.heads, head_dim, window
-        self.cpe = nn.Conv2d(width, width, 3, 1, 1, groups=width)
+        self.cpe = conv_nd(dims, width, width, 3, groups=width, bias=True)
         self.norm1 = nn.LayerNorm(width)
         if block.mixer in ATTENTION_MIXERS:
             self.qkv = nn.Linear(width, 3 * block.heads * head_dim)
@@ -118,10 +152,10 @@ class StaticAttnBlock(nn.Module):
 class StaticStage(nn.Module):
     def __init__(self, in_ch: int, stage, spec: ModelSpec):
         super().__init__()
-        self.down = ConvNorm(in_ch, stage.width, stage.stride, act=False)
+        self.down = ConvNorm(in_ch, stage.width, stage.stride, act=False, dims=spec.dims)
         self.blocks = nn.Sequential(*[
-            StaticConvBlock(stage.width, b) if isinstance(b, ConvBlock)
-            else StaticAttnBlock(stage.width, b, spec.head_dim, spec.window)
+            StaticConvBlock(stage.width, b, spec.dims) if isinstance(b, ConvBlock)
+            else StaticAttnBlock(stage.width, b, spec.head_dim, spec.window, spec.dims)
             for b in stage.blocks
         ])
 
@@ -130,16 +164,16 @@ class StaticStage(nn.Module):
 
 
 class SubnetModel(nn.Module):
-    """A standalone subnet. Input: (B, in_channels, input_size, input_size) -> logits (B, classes)."""
+    """A standalone subnet. Input: `spec.input_shape(B)`, (B, C, H, W) or (B, C, T) -> logits (B, classes).
+
+    Nothing in it depends on the input size (the positional encoding is convolutional), so the
+    same weights run on sequences of any length (`HybridSupernet.extract(arch, input_size=...)`)."""
 
     def __init__(self, spec: ModelSpec, arch: Arch):
         super().__init__()
         self.spec, self.arch = spec, arch
-        self.resize = (
-            nn.Identity() if arch.resolution == spec.input_size
-            else nn.Upsample(size=(arch.resolution, arch.resolution), mode="bilinear", align_corners=False)
-        )
-        self.stem = ConvNorm(spec.in_channels, arch.stem_width, spec.stem_stride, act=True)
+        self.resize = nn.Identity() if arch.resolution == spec.input_size else resize(spec.dims, arch.resolution)
+        self.stem = ConvNorm(spec.in_channels, arch.stem_width, spec.stem_stride, act=True, dims=spec.dims)
         widths = [arch.stem_width] + [s.width for s in arch.stages]
         self.stages = nn.Sequential(*[StaticStage(w, s, spec) for w, s in zip(widths, arch.stages)])
         self.head_norm = nn.LayerNorm(widths[-1])
@@ -147,4 +181,4 @@ class SubnetModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stages(self.stem(self.resize(x)))
-        return self.head(self.head_norm(x.mean(dim=(2, 3))))
+        return self.head(self.head_norm(spatial_mean(x)))

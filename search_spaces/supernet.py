@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from search_spaces.arch import Arch, AttnBlock, ConvBlock
-from search_spaces.layers import ElasticConv2d, ElasticLinear, ElasticNorm, ElasticQKV
+from search_spaces.layers import ElasticConv, ElasticLinear, ElasticNorm, ElasticQKV
 from search_spaces.space import SearchSpace, hidden_width
-from search_spaces.static import ModelSpec, SubnetModel, attn_block_forward, conv_block_forward
+from search_spaces.static import (ModelSpec, SubnetModel, at_input_size, attn_block_forward, conv_block_forward,
+                                  spatial_mean)
 
 State = dict[str, Tensor]
 
@@ -26,9 +27,9 @@ def _prefixed(prefix: str, **parts: State) -> State:
 
 
 class ElasticConvNorm(nn.Module):
-    def __init__(self, max_in: int, max_out: int, act: bool):
+    def __init__(self, max_in: int, max_out: int, act: bool, dims: int):
         super().__init__()
-        self.conv = ElasticConv2d(max_in, max_out, 3)
+        self.conv = ElasticConv(max_in, max_out, 3, dims=dims)
         self.norm = ElasticNorm(max_out, "group")
         self.act = act
 
@@ -41,14 +42,14 @@ class ElasticConvNorm(nn.Module):
 
 
 class ElasticConvBlock(nn.Module):
-    def __init__(self, max_width: int, max_expand: float, max_kernel: int):
+    def __init__(self, max_width: int, max_expand: float, max_kernel: int, dims: int):
         super().__init__()
         h = hidden_width(max_width, max_expand)
-        self.pw1 = ElasticConv2d(max_width, h, 1)
+        self.pw1 = ElasticConv(max_width, h, 1, dims=dims)
         self.n1 = ElasticNorm(h, "group")
-        self.dw = ElasticConv2d(h, h, max_kernel, depthwise=True)
+        self.dw = ElasticConv(h, h, max_kernel, dims=dims, depthwise=True)
         self.n2 = ElasticNorm(h, "group")
-        self.pw2 = ElasticConv2d(h, max_width, 1)
+        self.pw2 = ElasticConv(h, max_width, 1, dims=dims)
         self.n3 = ElasticNorm(max_width, "group")
 
     def forward(self, x: Tensor, block: ConvBlock) -> Tensor:
@@ -67,10 +68,11 @@ class ElasticConvBlock(nn.Module):
 
 
 class ElasticAttnBlock(nn.Module):
-    def __init__(self, max_width: int, max_heads: int, head_dim: int, max_mlp: float, window: int, attention: bool):
+    def __init__(self, max_width: int, max_heads: int, head_dim: int, max_mlp: float, window: int, attention: bool,
+                 dims: int):
         super().__init__()
         self.head_dim, self.window = head_dim, window
-        self.cpe = ElasticConv2d(max_width, max_width, 3, depthwise=True, bias=True)
+        self.cpe = ElasticConv(max_width, max_width, 3, dims=dims, depthwise=True, bias=True)
         self.norm1 = ElasticNorm(max_width, "layer")
         self.qkv = ElasticQKV(max_width, max_heads, head_dim) if attention else None
         self.proj = ElasticLinear(max_heads * head_dim, max_width) if attention else None
@@ -104,12 +106,12 @@ class BlockSlot(nn.Module):
         super().__init__()
         c = space.config
         self.conv = (
-            ElasticConvBlock(max_width, max(c.expand_ratios), max(c.kernels)) if "conv" in block_types else None
+            ElasticConvBlock(max_width, max(c.expand_ratios), max(c.kernels), c.dims) if "conv" in block_types else None
         )
         has_attn = "attn" in block_types
         attention = any(m != "pool" for m in c.mixers)
         self.attn = (
-            ElasticAttnBlock(max_width, max(c.heads), c.head_dim, max(c.mlp_ratios), c.window, attention)
+            ElasticAttnBlock(max_width, max(c.heads), c.head_dim, max(c.mlp_ratios), c.window, attention, c.dims)
             if has_attn else None
         )
 
@@ -126,27 +128,29 @@ class HybridSupernet(nn.Module):
         super().__init__()
         c = space.config
         self.space, self.spec = space, ModelSpec.from_config(c)
-        self.stem = ElasticConvNorm(c.in_channels, max(c.stem_widths), act=True)
+        self.stem = ElasticConvNorm(c.in_channels, max(c.stem_widths), act=True, dims=c.dims)
         prev = max(c.stem_widths)
         self.downs, self.slots = nn.ModuleList(), nn.ModuleList()
         for s in c.stages:
-            self.downs.append(ElasticConvNorm(prev, max(s.widths), act=False))
+            self.downs.append(ElasticConvNorm(prev, max(s.widths), act=False, dims=c.dims))
             self.slots.append(nn.ModuleList(BlockSlot(space, max(s.widths), s.block_types) for _ in range(max(s.depths))))
             prev = max(s.widths)
         self.head_norm = ElasticNorm(prev, "layer")
         self.head = ElasticLinear(prev, c.num_classes)
 
     def forward(self, x: Tensor, arch: Arch) -> Tensor:
-        # x: (B, in_channels, input_size, input_size) -> logits (B, num_classes)
+        # x: (B, in_channels, input_size, input_size), or (B, in_channels, input_size) -> logits (B, num_classes)
         self.space.validate(arch)
         if arch.resolution != self.spec.input_size:
-            x = F.interpolate(x, size=(arch.resolution, arch.resolution), mode="bilinear", align_corners=False)
+            dims = self.spec.dims
+            x = F.interpolate(x, size=(arch.resolution,) * dims, mode="bilinear" if dims == 2 else "linear",
+                              align_corners=False)
         x = self.stem(x, arch.stem_width, self.spec.stem_stride)
         for down, slots, stage in zip(self.downs, self.slots, arch.stages):
             x = down(x, stage.width, stage.stride)
             for slot, block in zip(slots, stage.blocks):
                 x = slot(x, block)
-        x = self.head_norm(x.mean(dim=(2, 3)))
+        x = self.head_norm(spatial_mean(x))
         return self.head(x, self.spec.num_classes)
 
     def subnet_state_dict(self, arch: Arch) -> State:
@@ -162,7 +166,13 @@ class HybridSupernet(nn.Module):
         state |= _prefixed("", head_norm=self.head_norm.state(prev), head=self.head.state(prev, self.spec.num_classes))
         return state
 
-    def extract(self, arch: Arch) -> SubnetModel:
-        model = SubnetModel(self.spec, arch)
+    def extract(self, arch: Arch, *, input_size: int | None = None) -> SubnetModel:
+        """`arch` as a static model with the inherited weights. `input_size`: the model for inputs of
+        that size instead (a sequence length at deployment; `arch` must take its input unresized)."""
+        self.space.validate(arch)
+        spec, arch_at = self.spec, arch
+        if input_size is not None:
+            spec, arch_at = at_input_size(self.spec, arch, input_size)
+        model = SubnetModel(spec, arch_at)
         model.load_state_dict(self.subnet_state_dict(arch), strict=True)
         return model.to(next(self.parameters()).device)

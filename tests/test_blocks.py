@@ -25,7 +25,7 @@ from search_spaces.blocks import (
 )
 from search_spaces.mixers import attention
 
-ARCHS_PER_SPACE = {"tiny": 8, "cifar": 4, "imagenet": 2}  # plus the largest subnet
+ARCHS_PER_SPACE = {"tiny": 8, "cifar": 4, "imagenet": 2, "seq": 8}  # plus the largest subnet
 
 
 def _archs(name: str, n: int, seed: int = 0):
@@ -38,7 +38,7 @@ def _archs(name: str, n: int, seed: int = 0):
 def test_analytic_flops_equal_fvcore(name):
     space, archs = _archs(name, ARCHS_PER_SPACE[name])
     spec = ModelSpec.from_config(space.config)
-    shape = (1, spec.in_channels, spec.input_size, spec.input_size)
+    shape = spec.input_shape(1)
     for arch in [*archs, space.largest()]:
         assert space.count_flops(arch) == count_flops(SubnetModel(spec, arch), shape), arch.to_json()
 
@@ -51,18 +51,19 @@ def test_analytic_flops_scale_with_batch_and_smallest_variant():
 
 
 @pytest.mark.parametrize("mixer", ["softmax", "linear", "window", "pool"])
-@pytest.mark.parametrize("res", [4, 6])
-def test_every_unit_kind_matches_fvcore(mixer, res):
-    """One transformer unit per mixer (window 4 on a 6x6 grid pads to 8x8), plus conv, down, resize, head."""
+@pytest.mark.parametrize(("res", "dims"), [(4, 2), (6, 2), (6, 1), (13, 1)])
+def test_every_unit_kind_matches_fvcore(mixer, res, dims):
+    """One transformer unit per mixer (window 4 pads a 6x6 grid to 8x8, 13 tokens to 16), plus conv,
+    down, resize, head; on images (dims 2) and sequences (dims 1)."""
     attn = mixer != "pool"
     units = [
         BlockSpec("attn", 16, 16, res, res, hidden=40, mixer=mixer, heads=3 if attn else 0,
-                  head_dim=8 if attn else 0, window=4 if mixer == "window" else 0),
-        BlockSpec("conv", 16, 16, res, res, kernel=5, hidden=48),
-        BlockSpec("down", 8, 16, res, (res - 1) // 2 + 1, stride=2, kernel=3),
-        BlockSpec("stem", 3, 8, res, res, stride=1, kernel=3),
-        BlockSpec("resize", 3, 3, 8, res),
-        BlockSpec("head", 16, 10, res, 0),
+                  head_dim=8 if attn else 0, window=4 if mixer == "window" else 0, dims=dims),
+        BlockSpec("conv", 16, 16, res, res, kernel=5, hidden=48, dims=dims),
+        BlockSpec("down", 8, 16, res, (res - 1) // 2 + 1, stride=2, kernel=3, dims=dims),
+        BlockSpec("stem", 3, 8, res, res, stride=1, kernel=3, dims=dims),
+        BlockSpec("resize", 3, 3, 8, res, dims=dims),
+        BlockSpec("head", 16, 10, res, 0, dims=dims),
     ]
     for b in units:
         module = build_block(b)
@@ -108,7 +109,7 @@ def test_units_chain_into_the_subnet():
     spec = ModelSpec.from_config(space.config)
     for arch in archs:
         units = block_specs(spec, arch)
-        x = torch.zeros(2, spec.in_channels, spec.input_size, spec.input_size)
+        x = torch.zeros(spec.input_shape(2))
         with torch.no_grad():
             for b in units:
                 assert tuple(x.shape) == block_input_shape(b, 2), b
@@ -148,7 +149,7 @@ def test_space_units_cover_every_subnet(name):
 def test_peak_memory_estimate_matches_cpu_measurement(name, batch):
     space, archs = _archs(name, 6, seed=4)
     spec = ModelSpec.from_config(space.config)
-    shape = (batch, spec.in_channels, spec.input_size, spec.input_size)
+    shape = spec.input_shape(batch)
     for arch in [*archs, space.largest(), space.smallest()]:
         estimate, measured = peak_memory_bytes(spec, arch, batch), measure_peak_memory_cpu(SubnetModel(spec, arch), shape)
         assert abs(estimate / measured - 1) < 0.05, (arch.to_json(), estimate, measured)

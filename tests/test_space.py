@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from search_spaces import (
+    ModelSpec,
     Arch, ArchError, AttnBlock, ConvBlock, HybridSupernet, SearchSpace, SpaceConfig, Stage, StageSpace, get_space,
     list_spaces,
 )
 
-N_RANDOM = {"tiny": 12, "cifar": 4, "imagenet": 1}
+N_RANDOM = {"tiny": 12, "cifar": 4, "imagenet": 1, "seq": 12}
 
 
 def _archs(space: SearchSpace, n: int, seed: int = 0) -> list[Arch]:
@@ -32,7 +33,7 @@ def space_and_supernet(request):
 def test_supernet_equals_extracted_model(space_and_supernet):
     space, supernet = space_and_supernet
     c = space.config
-    x = torch.randn(2, c.in_channels, c.input_size, c.input_size)
+    x = torch.randn(ModelSpec.from_config(c).input_shape(2))
     for arch in _archs(space, N_RANDOM[c.name]):
         model = supernet.extract(arch).eval()
         assert not any("Elastic" in type(m).__name__ for m in model.modules())
@@ -46,7 +47,7 @@ def test_supernet_equals_extracted_model(space_and_supernet):
 def test_subnets_differ_and_share_weights(space_and_supernet):
     space, supernet = space_and_supernet
     c = space.config
-    x = torch.randn(2, c.in_channels, c.input_size, c.input_size)
+    x = torch.randn(ModelSpec.from_config(c).input_shape(2))
     with torch.no_grad():
         a, b = supernet(x, space.smallest()), supernet(x, space.largest())
     assert not torch.allclose(a, b)
