@@ -40,7 +40,8 @@ def build_sample(supernet_path: Path, data_spec: str, n: int, seed: int, out: Pa
     from nas.train import evaluate
 
     torch.set_num_threads(1)
-    supernet, data = load_supernet(supernet_path), load_data(data_spec)
+    supernet = load_supernet(supernet_path)
+    data = load_data(data_spec, dims=supernet.space.config.dims)
     space, rng, seen, rows = supernet.space, np.random.default_rng(seed), set(), []
     with progress_bar(n, "evaluating subnets", enabled=True) as bar:
         for _ in range(20 * n):  # bounded: a small space may hold fewer distinct subnets
@@ -158,7 +159,8 @@ def noise_ceiling(supernet_path: Path, data_spec: str, archs: list, val: np.ndar
     from nas.train import evaluate
 
     torch.set_num_threads(1)
-    supernet, data = load_supernet(supernet_path), load_data(data_spec)
+    supernet = load_supernet(supernet_path)
+    data = load_data(data_spec, dims=supernet.space.config.dims)
     tau = kendall_tau(val, np.array([evaluate(supernet, data.test, a) for a in archs]))
     best = 2 / np.pi * np.arcsin(np.sqrt(max(np.sin(np.pi / 2 * tau), 0.0)))
     return f"val-vs-test Kendall tau over {len(archs)} subnets: {tau:.3f}; implied ceiling for a predictor: {best:.2f}"

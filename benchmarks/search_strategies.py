@@ -110,7 +110,7 @@ def main() -> None:
 
     supernet = load_supernet(args.supernet)
     space = supernet.space
-    data = load_data(args.data)
+    data = load_data(args.data, dims=space.config.dims)
     profile_path = args.profile or args.out / f"profile-{space.config.name}.json"
     if not profile_path.is_file():
         print(f"building latency profile {profile_path} ...", flush=True)

@@ -13,6 +13,9 @@ import torch.nn.functional as F
 
 from nas.cli import main
 from nas.costs import count_flops
+from nas.data import Split, TaskData
+from nas.evaluation import Evaluator, LatencySettings, Limits
+from nas.search import make_surrogate
 from nas.profile import ProfileSettings, build_profile
 from nas.train import augment
 from predictors import LatencyPredictor
@@ -83,6 +86,20 @@ def test_at_input_size_keeps_the_space_and_refuses_nonsense():
         SEQ.count_flops(arch, input_size=0)
     with pytest.raises(ArchError, match="dims must be 1 \\(sequences\\) or 2 \\(images\\)"):
         SpaceConfig.from_dict(MICRO_SEQ | {"dims": 3})
+
+
+def test_a_model_based_strategy_sees_the_costs_at_the_deployment_length():
+    supernet = HybridSupernet(SEQ)
+    data = TaskData("fake", *(Split(torch.zeros(4, 1, 40), torch.arange(4)) for _ in range(3)), num_classes=10,
+                    in_channels=1, input_size=40, dims=1, mean=(0.0,), std=(1.0,))
+    evaluator = Evaluator(supernet, data, LatencySettings(), cost_size=2048)
+    limits = Limits(max_memory_mb=2.0)  # every subnet fits at 40 steps (< 0.5 MiB), none at 2,048 (> 3 MiB)
+    surrogate = make_surrogate(evaluator, limits, "flops")
+    for seed in range(3):
+        arch = SEQ.sample(np.random.default_rng(seed))
+        costs = evaluator.analytic_costs(arch)
+        assert surrogate.cost(arch) == costs["flops"] == SEQ.count_flops(arch, input_size=2048)
+        assert surrogate.violation(arch, costs["flops"]) == limits.violation(costs) > 0
 
 
 def test_sequence_augmentation_shifts_in_time_with_zero_padding():
