@@ -10,7 +10,8 @@ from pathlib import Path
 from search_spaces.arch import Arch, ArchError, AttnBlock, ConvBlock, Stage
 from search_spaces.blocks import BlockSpec, block_macs, block_params, block_specs, build_block, count_macs, peak_memory_bytes
 from search_spaces.presets import CIFAR, IMAGENET, SEQ, TINY
-from search_spaces.space import SearchSpace, SpaceConfig, StageSpace
+from search_spaces.config import SpaceConfig, StageSpace
+from search_spaces.space import SearchSpace
 from search_spaces.static import ModelSpec, SubnetModel
 from search_spaces.supernet import HybridSupernet
 

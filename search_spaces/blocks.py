@@ -27,7 +27,8 @@ from typing import Any, Literal, get_args
 from torch import Tensor, nn
 
 from search_spaces.arch import ATTENTION_MIXERS, MIXERS, Arch, ArchError, AttnBlock, ConvBlock
-from search_spaces.space import SearchSpace, hidden_width
+from search_spaces.config import hidden_width
+from search_spaces.space import SearchSpace
 from search_spaces.static import ConvNorm, ModelSpec, StaticAttnBlock, StaticConvBlock, resize, spatial_mean
 
 Kind = Literal["resize", "stem", "down", "conv", "attn", "head"]

@@ -6,7 +6,7 @@ A user's own space is the same data in a JSON file (see README, "Adding a search
 
 from __future__ import annotations
 
-from search_spaces.space import SpaceConfig, StageSpace
+from search_spaces.config import SpaceConfig, StageSpace
 
 TINY = SpaceConfig(
     name="tiny",

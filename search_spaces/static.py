@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from search_spaces.arch import ATTENTION_MIXERS, Arch, ArchError, AttnBlock, ConvBlock
 from search_spaces.mixers import attention, pool_mixer
-from search_spaces.space import SpaceConfig, hidden_width, scaled_resolution
+from search_spaces.config import SpaceConfig, hidden_width, scaled_resolution
 
 Op = Callable[[Tensor], Tensor]
 
