@@ -10,6 +10,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from nas.ablate import run_ablation
+from nas.ablate_config import load_config
+from nas.ablate_report import format_summary
 from nas.costs import describe_hardware
 from nas.data import DataError, TaskData, list_datasets, load_data
 from nas.errors import UserError
@@ -138,6 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="model folder (default RUN/models/<ID>)")
     p.add_argument("--force", action="store_true", help="overwrite an existing model folder")
     p.add_argument("--device", default="auto", help="evaluation device (default auto)")
+
+    p = sub.add_parser("ablate", help="sweep training and search settings as Ray Tune trials, with tables and plots",
+                       description="Train one supernet per training setting and run one search per grid point "
+                                   "(sampling rule x strategy x predictor x budget x seed) as Ray Tune trials; "
+                                   "writes results.csv, summary.csv and plots to the sweep folder.")
+    p.add_argument("config", type=Path, help="sweep config (JSON), e.g. examples/ablation.json")
+    p.add_argument("--out", type=Path, default=None, help="sweep folder (default runs/<the config's name>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted sweep in the folder: finished trials are kept, the others run "
+                        "(failed ones again, interrupted ones from where they stopped)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to run on (auto, host:6379, ray://host:10001); default: a local Ray on this machine")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
     return parser
 
 
@@ -340,11 +356,25 @@ def cmd_extract(args: argparse.Namespace) -> None:
     print(f"subnet {arch.id} written to {folder} (test acc {metrics['test_acc']:.4f})")
 
 
+def cmd_ablate(args: argparse.Namespace) -> None:
+    config = load_config(args.config)
+    out = args.out or Path("runs") / config.name
+    try:
+        summary = run_ablation(config, out, resume=args.resume, address=args.address, show_progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"nas: sweep interrupted; finished trials are kept; continue with: nas ablate {args.config} --out {out} "
+              "--resume", file=sys.stderr)
+        raise
+    print(f"{int(summary['seeds'].sum())} search trials; results in {out / 'results.csv'}, mean and std over seeds in "
+          f"{out / 'summary.csv'}, plots hypervolume.png and best_val_acc.png beside them")
+    print(format_summary(summary))
+
+
 def _args_dict(args: argparse.Namespace) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
 
 
-COMMANDS = {"train": cmd_train, "search": cmd_search, "profile": cmd_profile, "extract": cmd_extract}
+COMMANDS = {"train": cmd_train, "search": cmd_search, "profile": cmd_profile, "extract": cmd_extract, "ablate": cmd_ablate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,7 @@ MIN_TAU_GAIN = 0.02  # cross-validated Kendall tau a family must gain over ridge
 
 class PredictorGuidedSearch(Strategy):
     name = "predictor"
+    predicts_accuracy = True
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None,
                  surrogate: Surrogate | None = None, initial: int = 20, batch: int = 20, population: int = 48,

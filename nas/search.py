@@ -83,9 +83,10 @@ def make_surrogate(evaluator: Evaluator, limits: Limits, objective: str) -> Surr
 
 def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limits, strategy: str, seed: int,
                objective: str = "latency", show_progress: bool = True, check_limits: bool = True,
-               resume: bool = False) -> dict:
+               resume: bool = False, predictor: str | None = None) -> dict:
     """Accuracy (maximized) against `objective` (minimized: one of OBJECTIVES) under hard `limits`.
-    `check_limits=False` when the caller already ran `evaluator.check_feasible(limits)`.
+    `check_limits=False` when the caller already ran `evaluator.check_feasible(limits)`; `predictor`:
+    the accuracy predictor family of a strategy that learns one (None: the strategy's default).
 
     `resume=True` continues the search recorded in `out/evaluations.csv`: the strategy is asked
     again from the start and told the recorded values instead of evaluating (a replay, so with the
@@ -99,7 +100,7 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     column = OBJECTIVES[objective]
     need_latency = column == "latency_ms" or limits.max_latency_ms is not None
     strat = make_strategy(strategy, space, seed=seed, prefilter=lambda a: limits.params_ok(space.count_params(a)),
-                          surrogate=make_surrogate(evaluator, limits, objective))
+                          surrogate=make_surrogate(evaluator, limits, objective), predictor=predictor)
     path = out / "evaluations.csv"
     replay = deque(read_evaluations(path, space)) if resume else deque()
     results: dict[Arch, tuple[tuple[float, float], float]] = {}

@@ -47,6 +47,7 @@ class Observation:
 
 class Strategy(ABC):
     name: str = ""
+    predicts_accuracy: bool = False  # True: the constructor takes `predictor=`, an accuracy predictor family
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None,
                  surrogate: Surrogate | None = None):
@@ -156,11 +157,22 @@ def list_strategies() -> list[str]:
     return sorted(_STRATEGIES)
 
 
+def strategies_with_predictor() -> list[str]:
+    """The strategies that learn an accuracy predictor, whose family `make_strategy(..., predictor=)` picks."""
+    return sorted(name for name, cls in _STRATEGIES.items() if cls.predicts_accuracy)
+
+
 def make_strategy(name: str, space: SearchSpace, *, seed: int, prefilter: Prefilter | None = None,
-                  surrogate: Surrogate | None = None) -> Strategy:
+                  surrogate: Surrogate | None = None, predictor: str | None = None) -> Strategy:
+    """`predictor`: the accuracy predictor family of a strategy that learns one (None: its default)."""
     if name not in _STRATEGIES:
         raise UserError(f"unknown strategy {name!r}; choose from {list_strategies()}")
-    return _STRATEGIES[name](space, seed=seed, prefilter=prefilter, surrogate=surrogate)
+    cls = _STRATEGIES[name]
+    if predictor is None:
+        return cls(space, seed=seed, prefilter=prefilter, surrogate=surrogate)
+    if not cls.predicts_accuracy:
+        raise UserError(f"strategy {name!r} learns no accuracy predictor; predictor={predictor!r} does not apply to it")
+    return cls(space, seed=seed, prefilter=prefilter, surrogate=surrogate, predictor=predictor)
 
 
 for _cls in (RandomSearch, EvolutionSearch):

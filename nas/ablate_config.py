@@ -1,0 +1,223 @@
+"""The config of an ablation sweep (`nas ablate CONFIG`): a JSON file parsed once into frozen dataclasses.
+
+Every key is checked; an error is one line naming the key and, for a choice, the allowed values
+(the registries of sampling rules, search strategies and accuracy predictors). Paths that exist
+(`data`, `space`, `search.target`) are made absolute, taken from the working folder, because the
+trials run elsewhere. See `examples/ablation.json` and the README's "Ablation sweeps".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from nas.errors import UserError
+from nas.evaluation import OBJECTIVES, Limits
+from nas.runs import read_json
+from nas.sampling import SAMPLING_RULES
+from nas.search import Budget
+from nas.strategies import list_strategies, strategies_with_predictor
+from nas.train import TrainConfig
+from predictors.accuracy import list_predictors
+from search_spaces import ArchError, get_space
+from search_spaces.arch import is_finite_number, show
+
+SWEPT = {"sampling": "grid.sampling", "seed": "grid.seed", "device": "resources.gpu"}  # train keys the sweep sets
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _check_list(key: str, values: tuple) -> None:
+    if not values or len(set(values)) != len(values):
+        raise UserError(f"grid.{key} must be a non-empty list without repeats, got {show(list(values))}")
+
+
+def _is_budget(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and Budget.parse(value) is not None
+    except UserError:
+        return False
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The settings crossed by the sweep; every combination is a search trial."""
+
+    sampling: tuple[str, ...] = ("sandwich",)
+    strategy: tuple[str, ...] = ("predictor",)
+    predictor: tuple[str, ...] = ("auto",)  # accuracy predictor families, for the strategies that learn one
+    budget: tuple[str, ...] = ("200",)
+    seed: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        for key, allowed in (("sampling", list(SAMPLING_RULES)), ("strategy", list_strategies()),
+                             ("predictor", list_predictors())):
+            _check_list(key, getattr(self, key))
+            if unknown := [v for v in getattr(self, key) if v not in allowed]:
+                raise UserError(f"grid.{key}: {show(unknown[0])} is not one of {allowed}")
+        _check_list("budget", self.budget)
+        if not all(_is_budget(b) for b in self.budget):
+            raise UserError(f'grid.budget: each budget is a count of evaluations (200) or a duration ("90s", "10m", '
+                            f'"1h"), got {show(list(self.budget))}')
+        _check_list("seed", self.seed)
+        if not all(type(s) is int and 0 <= s < 2**63 for s in self.seed):
+            raise UserError(f"grid.seed: seeds are integers in [0, 2**63), got {show(list(self.seed))}")
+        learners = strategies_with_predictor()
+        if self.predictor != ("auto",) and not set(learners) & set(self.strategy):
+            raise UserError(f"grid.predictor applies only to the strategies {learners}, and grid.strategy has none")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What every search trial shares: the objective traded against accuracy, hard limits, the
+    latency profile (latency must be predicted: timings of concurrent trials are not comparable)."""
+
+    objective: str = "flops"
+    max_latency_ms: float | None = None
+    max_params: int | None = None
+    max_flops: int | None = None
+    max_memory_mb: float | None = None
+    target: str | None = None  # a latency profile .json written by `nas profile`
+    reference_accuracy: float = 0.0  # the hypervolume's reference accuracy
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.objective, str) or self.objective not in OBJECTIVES:
+            raise UserError(f"search.objective: {show(self.objective)} is not one of {sorted(OBJECTIVES)}")
+        for name in ("max_latency_ms", "max_params", "max_flops", "max_memory_mb"):
+            value = getattr(self, name)
+            if value is not None and not (is_finite_number(value) and value > 0):
+                raise UserError(f"search.{name} must be a number > 0, got {show(value)}")
+        if not (is_finite_number(self.reference_accuracy) and 0 <= self.reference_accuracy < 1):
+            raise UserError(f"search.reference_accuracy must be in [0, 1), got {show(self.reference_accuracy)}")
+        if self.target is not None and not (isinstance(self.target, str) and self.target.endswith(".json")):
+            raise UserError(f"search.target must be a latency profile .json written by `nas profile`, got {show(self.target)}")
+        if self.target is None and (self.objective == "latency" or self.max_latency_ms is not None):
+            raise UserError("search.target: latency needs a profile .json written by `nas profile` (predicted latency); "
+                            "measured latency would differ between concurrent trials")
+
+    def limits(self) -> Limits:
+        return Limits(self.max_latency_ms, self.max_params, self.max_flops, self.max_memory_mb)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Ray resources of one trial (a trial runs torch on `floor(cpu)` threads, at least 1), and at
+    most how many trials run at once (None: as many as the cluster's resources allow)."""
+
+    cpu: float = 1
+    gpu: float = 0
+    max_concurrent: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (is_finite_number(self.cpu) and self.cpu > 0):
+            raise UserError(f"resources.cpu must be a number > 0, got {show(self.cpu)}")
+        if not (is_finite_number(self.gpu) and self.gpu >= 0):
+            raise UserError(f"resources.gpu must be a number >= 0, got {show(self.gpu)}")
+        if self.max_concurrent is not None and not (type(self.max_concurrent) is int and self.max_concurrent >= 1):
+            raise UserError(f"resources.max_concurrent must be an integer >= 1 or null, got {show(self.max_concurrent)}")
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpu > 0 else "cpu"
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    name: str
+    space: str = "tiny"
+    data: str = "digits"
+    train: TrainConfig = field(default_factory=TrainConfig)  # the recipe; sampling and seed come from the grid
+    search: SearchSettings = field(default_factory=SearchSettings)
+    grid: Grid = field(default_factory=Grid)
+    resources: Resources = field(default_factory=Resources)
+    max_failures: int = 2  # retries of a failed trial (a worker that died or raised)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.name, str) and NAME.fullmatch(self.name)):
+            raise UserError(f"name must be letters, digits, '.', '_' or '-' (it names the folder), got {show(self.name)}")
+        for key in ("space", "data"):
+            if not isinstance(getattr(self, key), str):
+                raise UserError(f"{key} must be a string, got {show(getattr(self, key))}")
+        if type(self.max_failures) is not int or self.max_failures < 0:
+            raise UserError(f"max_failures must be an integer >= 0, got {show(self.max_failures)}")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> AblationConfig:
+        data = _object(data, "the config", _names(cls))
+        if "name" not in data:
+            raise UserError("name is missing: the sweep's name (its folder is runs/<name>)")
+        sections = {"train": _train(data.get("train", {})), "search": _search(data.get("search", {})),
+                    "grid": _grid(data.get("grid", {})),
+                    "resources": Resources(**_object(data.get("resources", {}), "resources", _names(Resources)))}
+        top = {k: _local_path(v) if k in ("space", "data") else v for k, v in data.items() if k not in sections}
+        config = cls(**top, **sections)
+        try:
+            get_space(config.space)
+        except ArchError as e:
+            raise UserError(f"space: {e}") from None
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (tuples become lists), as recorded in the sweep's config.json."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def train_config(self, sampling: str, seed: int) -> TrainConfig:
+        return replace(self.train, sampling=sampling, seed=seed, device=self.resources.device)
+
+
+def _object(value: Any, where: str, allowed: set[str] | None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UserError(f"{where} must be a JSON object, got {show(value)}")
+    unknown = sorted(set(value) - allowed, key=str) if allowed is not None else []
+    if unknown:
+        prefix = "" if where == "the config" else f"{where}."
+        raise UserError(f"{prefix}{unknown[0]} is not a key of {where}; allowed: {sorted(allowed)}")
+    return dict(value)
+
+
+def _names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def _train(value: Any) -> TrainConfig:
+    train = _object(value, "train", None)  # TrainConfig.from_dict names unknown keys
+    for key, where in SWEPT.items():
+        if key in train:
+            raise UserError(f"train.{key}: the sweep sets it from {where}; remove it from train")
+    return TrainConfig.from_dict(train)
+
+
+def _search(value: Any) -> SearchSettings:
+    search = _object(value, "search", _names(SearchSettings))
+    if "target" in search:
+        search["target"] = _local_path(search["target"])
+    return SearchSettings(**search)
+
+
+def _grid(value: Any) -> Grid:
+    grid = _object(value, "grid", _names(Grid))
+    for key, values in grid.items():
+        if not isinstance(values, list):
+            raise UserError(f"grid.{key} must be a list, got {show(values)}")
+        if odd := [v for v in values if isinstance(v, bool) or not isinstance(v, (str, int, float))]:
+            raise UserError(f"grid.{key}: {show(odd[0])} is not a string or a number")
+    budgets = [str(b) if type(b) is int else b for b in grid.get("budget", Grid.budget)]  # 200 or "200"
+    return Grid(**{key: tuple(values) for key, values in grid.items()} | {"budget": tuple(budgets)})
+
+
+def _local_path(spec: Any) -> Any:
+    """A path that exists made absolute (trials run in other folders); names stay as they are."""
+    try:
+        return str(Path(spec).resolve()) if isinstance(spec, str) and Path(spec).exists() else spec
+    except (OSError, ValueError):  # not a possible path (a null byte, too long): left for the loader to refuse
+        return spec
+
+
+def load_config(path: Path) -> AblationConfig:
+    data = read_json(path, "ablation config")
+    try:
+        return AblationConfig.from_dict(data)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
