@@ -131,10 +131,11 @@ def train_job(setting: dict[str, Any], *, config: AblationConfig, out: Path) -> 
     if recorded is not None:
         return recorded
     _set_threads(config.resources)
-    data = load_data(config.data)
+    space = get_space(config.space)
+    data = load_data(config.data, dims=space.config.dims)
     train = config.train_config(trial.sampling, trial.seed)
     torch.manual_seed(trial.seed)
-    supernet = HybridSupernet(get_space(config.space))
+    supernet = HybridSupernet(space)
     summary = train_supernet(supernet, data, train, checkpoint=checkpoint, resume=checkpoint.is_file(),
                              show_progress=False)
     save_supernet(folder, supernet, {"train": train.to_dict(), "data": data.describe(), "summary": summary})
@@ -200,7 +201,8 @@ def _none_feasible(folder: Path) -> bool:
 def make_evaluator(config: AblationConfig, supernet: HybridSupernet, device: str) -> Evaluator:
     """Accuracy on the sweep's data; costs analytic or predicted from the profile (never measured)."""
     source = search_latency(config.search.target or "cpu", threads=1, batch=1)
-    return Evaluator(supernet, load_data(config.data), source.settings, device=device, predictor=source.predictor,
+    data = load_data(config.data, dims=supernet.space.config.dims)
+    return Evaluator(supernet, data, source.settings, device=device, predictor=source.predictor,
                      remeasure=False)
 
 
