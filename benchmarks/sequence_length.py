@@ -61,8 +61,9 @@ def shares(archs: list[Arch]) -> dict[str, float]:
 def probe(supernet, lengths: list[int], threads: int) -> pd.DataFrame:
     space, rows = supernet.space, []
     for length in lengths:
+        conv = all("conv" in st.block_types for st in space.config.stages)
         for mixer in MIXERS:
-            if mixer != "conv" and mixer not in space.config.mixers:
+            if (mixer == "conv" and not conv) or (mixer != "conv" and mixer not in space.config.mixers):
                 continue
             arch = uniform(space, mixer)
             model = supernet.extract(arch, input_size=length).cpu().eval()

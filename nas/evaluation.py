@@ -134,13 +134,20 @@ class Evaluator:
         return costs | {"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms, "latency_measured_ms": lat.median_ms}
 
     def check_feasible(self, limits: Limits) -> None:
-        """Fail early, naming the smallest achievable value, when no subnet can meet a limit."""
+        """Fail early, naming the smallest achievable value, when no subnet can meet a limit.
+
+        The space's smallest variants are tried cheapest (analytic FLOPs) first; a limit stops at
+        the first variant that meets it, so latency is measured on all of them only when none does."""
         space = self.supernet.space
-        variants = space.smallest_variants()
-        if limits.max_latency_ms is None:  # analytic only: nothing to measure
-            measured = [self.analytic_costs(a) for a in variants]
-        else:
-            measured = [self.costs(a) for a in variants]
+        variants = sorted(space.smallest_variants(), key=lambda a: self.analytic_costs(a)["flops"])
+        measure = limits.max_latency_ms is not None  # else analytic only: nothing to measure
+        cache: dict[Arch, dict[str, float]] = {}
+
+        def costs(arch: Arch) -> dict[str, float]:
+            if arch not in cache:
+                cache[arch] = self.costs(arch) if measure else self.analytic_costs(arch)
+            return cache[arch]
+
         where = "predicted" if self.predictor is not None else "on " + self.latency.device
         checks = (  # flag, limit, column, limit's unit in the column's, how to show, slack (latency is noisy)
             ("--max-params", limits.max_params, "params", 1, "{:,.0f} parameters", 1.0),
@@ -149,9 +156,9 @@ class Evaluator:
             ("--max-memory-mb", limits.max_memory_mb, "memory_bytes", 2**20, "{:.3f} MiB (estimated)", 1.0),
         )
         for flag, limit, key, unit, fmt, slack in checks:
-            if limit is None:
+            if limit is None or any(costs(a)[key] <= limit * unit * slack for a in variants):
                 continue
-            best = min(m[key] for m in measured)
+            best = min(costs(a)[key] for a in variants)
             if best > limit * unit * slack:
                 raise UserError(f"no subnet of space {space.config.name!r} can meet {flag} {limit:g}: "
                                 f"the smallest achievable is {fmt.format(best / unit)}")

@@ -66,14 +66,21 @@ class SearchSpace:
         return self._extreme(largest=True)
 
     def smallest_variants(self) -> list[Arch]:
-        """Minimal choices under every block-type layout: the cheapest subnet is one of them."""
+        """Minimal choices under every block-type layout, with each token mixer for all transformer
+        blocks: which mixer is cheapest depends on the input size (softmax attention grows with
+        its square), so the cheapest subnet is one of them whenever one mixer is cheapest at every
+        block position."""
         c = self.config
         depths = [min(s.depths) for s in c.stages]
         if c.layout == "conv_first":
-            return [self._extreme(False, n_conv) for n_conv in self.feasible_switches(depths)]
-        return [self._extreme(False, prefer_attn=False), self._extreme(False)]
+            variants = [self._extreme(False, n_conv, mixer=m) for n_conv in self.feasible_switches(depths)
+                        for m in c.mixers]
+        else:
+            variants = [self._extreme(False, prefer_attn=False)] + [self._extreme(False, mixer=m) for m in c.mixers]
+        return list(dict.fromkeys(variants))
 
-    def _extreme(self, largest: bool, n_conv: int | None = None, prefer_attn: bool = True) -> Arch:
+    def _extreme(self, largest: bool, n_conv: int | None = None, prefer_attn: bool = True,
+                 mixer: str | None = None) -> Arch:
         c = self.config
         pick = max if largest else min
         depths = [pick(s.depths) for s in c.stages]
@@ -86,9 +93,10 @@ class SearchSpace:
             flat = [i >= n_conv for i in range(sum(depths))]
             attn_allowed = self._split(flat, depths)
         conv = ConvBlock(pick(c.kernels), pick(c.expand_ratios))
-        mixer = "softmax" if largest else "pool"
-        if mixer not in c.mixers:
-            mixer = next((m for m in c.mixers if m != "pool"), "pool") if largest else c.mixers[0]
+        if mixer is None:
+            mixer = "softmax" if largest else "pool"
+            if mixer not in c.mixers:
+                mixer = next((m for m in c.mixers if m != "pool"), "pool") if largest else c.mixers[0]
         heads = 0 if mixer == "pool" else pick(c.heads)
         attn = AttnBlock(mixer, heads, pick(c.mlp_ratios))
         return self._build(

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from nas.cli import main
 from nas.costs import count_flops
 from nas.data import Split, TaskData
+from nas.errors import UserError
 from nas.evaluation import Evaluator, LatencySettings, Limits
 from nas.search import make_surrogate
 from nas.profile import ProfileSettings, build_profile
@@ -100,6 +101,22 @@ def test_a_model_based_strategy_sees_the_costs_at_the_deployment_length():
         costs = evaluator.analytic_costs(arch)
         assert surrogate.cost(arch) == costs["flops"] == SEQ.count_flops(arch, input_size=2048)
         assert surrogate.violation(arch, costs["flops"]) == limits.violation(costs) > 0
+
+
+def test_feasibility_at_a_long_length_considers_every_mixer():
+    """At 4,096 steps the smallest subnet with softmax attention costs far more than the one with
+    linear attention: a limit only the latter meets is feasible (it was refused when only one mixer
+    was tried)."""
+    config = SpaceConfig.from_dict(MICRO_SEQ | {"stages": [MICRO_SEQ["stages"][0] | {"block_types": ["attn"]}]})
+    space = SearchSpace(config)
+    flops = {v.blocks[0].mixer: space.count_flops(v, input_size=4096) for v in space.smallest_variants()}
+    assert set(flops) == {"softmax", "linear", "window"} and flops["linear"] < flops["softmax"] / 3
+    data = TaskData("fake", *(Split(torch.zeros(4, 3, 24), torch.arange(4)) for _ in range(3)), num_classes=4,
+                    in_channels=3, input_size=24, dims=1, mean=(0.0,) * 3, std=(1.0,) * 3)
+    evaluator = Evaluator(HybridSupernet(space), data, LatencySettings(), cost_size=4096)
+    evaluator.check_feasible(Limits(max_flops=int(flops["linear"] * 1.5)))
+    with pytest.raises(UserError, match="the smallest achievable is"):
+        evaluator.check_feasible(Limits(max_flops=min(flops.values()) - 1))
 
 
 def test_sequence_augmentation_shifts_in_time_with_zero_padding():
