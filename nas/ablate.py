@@ -27,6 +27,7 @@ for every trial.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -47,7 +48,7 @@ from nas.ablate_config import AblationConfig, Grid, Resources, SearchSettings
 from nas.ablate_report import write_results
 from nas.cluster.tune import check_resources, ray_session, run_trials
 from nas.costs import describe_hardware
-from nas.data import load_data
+from nas.data import DataError, load_data
 from nas.errors import UserError
 from nas.evaluation import OBJECTIVES, Evaluator
 from nas.pareto import hypervolume_2d
@@ -121,7 +122,8 @@ def _trial_of(cls: type, setting: dict[str, Any]):
 
 
 # --------------------------------------------------------------------------- what a trial runs (on a Ray worker)
-def train_job(setting: dict[str, Any], *, config: AblationConfig, out: Path) -> dict[str, Any]:
+def train_job(setting: dict[str, Any], *, config: AblationConfig, out: Path,
+              reference: tuple[float, float]) -> dict[str, Any]:
     """Train one supernet into `supernets/<id>/`, from its last epoch checkpoint when an earlier
     attempt left one; returns (and records in trial.json) its training metrics."""
     trial = _trial_of(SupernetTrial, setting)
@@ -146,9 +148,11 @@ def train_job(setting: dict[str, Any], *, config: AblationConfig, out: Path) -> 
     return metrics
 
 
-def search_job(setting: dict[str, Any], *, config: AblationConfig, out: Path) -> dict[str, Any]:
+def search_job(setting: dict[str, Any], *, config: AblationConfig, out: Path,
+               reference: tuple[float, float]) -> dict[str, Any]:
     """Search one grid point into `trials/<id>/` on its trained supernet; an earlier attempt's
-    evaluations are replayed, not repeated. Returns (and records in trial.json) its metrics."""
+    evaluations are replayed, not repeated. Returns (and records in trial.json) its metrics, with
+    the hypervolume against the sweep's recorded `reference`."""
     trial = _trial_of(SearchTrial, setting)
     folder = out / TRIALS / trial.id
     evaluations = folder / "evaluations.csv"
@@ -166,7 +170,7 @@ def search_job(setting: dict[str, Any], *, config: AblationConfig, out: Path) ->
     except UserError:
         if not _none_feasible(folder):
             raise
-    metrics = search_metrics(folder, config.search, hypervolume_reference(evaluator, config.search))
+    metrics = search_metrics(folder, config.search, reference)
     write_json(folder / TRIAL_FILE, metrics)
     return metrics
 
@@ -238,38 +242,58 @@ def search_metrics(folder: Path, search: SearchSettings, reference: tuple[float,
 # --------------------------------------------------------------------------- the sweep (driver)
 def run_ablation(config: AblationConfig, out: Path, *, resume: bool, address: str | None = None,
                  show_progress: bool = True) -> pd.DataFrame:
-    """Run (or, with `resume`, continue) the sweep in `out`; returns the summary table."""
+    """Run (or, with `resume`, continue) the sweep in `out`; returns the summary table.
+
+    Everything that can refuse the sweep (config, data, profile, limits, Ray, resources) is
+    checked before `out` is written. One driver at a time works on a sweep folder (a lock file)."""
     out = out.resolve()
-    evaluator = make_evaluator(config, HybridSupernet(get_space(config.space)), "cpu")  # data, space, profile fit
-    try:
-        evaluator.check_feasible(config.search.limits())  # weights play no part: fail before any trial
-    except UserError as e:
-        raise UserError(f"search: {e}") from None
+    evaluator = _check_inputs(config)
     reference = hypervolume_reference(evaluator, config.search)
-    _prepare(out, config, reference, resume=resume)
     supernets, searches = supernet_trials(config.grid), search_trials(config.grid)
-
-    def phase(name: str, job: Callable[..., dict], trials: list, root: Path, label: str) -> dict[str, str]:
-        """Run the trials; the errors of those that failed on every attempt."""
-        with _progress(label, [root / t.id for t in trials], enabled=show_progress):
-            outcome = run_trials(partial(job, config=config, out=out), [_setting(t) for t in trials],
-                                 folder=out / TUNE, name=name, cpu=config.resources.cpu, gpu=config.resources.gpu,
-                                 max_concurrent=config.resources.max_concurrent, max_failures=config.max_failures)
-        if outcome.interrupted:  # Ctrl-C: Tune saved its state
-            raise KeyboardInterrupt
-        return outcome.errors
-
     with ray_session(address):
         check_resources(config.resources.cpu, config.resources.gpu)
-        if failed := phase("train", train_job, supernets, out / SUPERNETS, "training supernets"):
-            raise UserError(f"{_failures(failed, len(supernets), out / TUNE / 'train')}; the searches wait for them: "
-                            "fix the cause and continue with --resume")
-        failed = phase("search", search_job, searches, out / TRIALS, "search trials")
+        reference = _prepare(out, config, reference, resume=resume)
+        with _sweep_lock(out):
+
+            def phase(name: str, job: Callable[..., dict], trials: list, root: Path, label: str) -> dict[str, str]:
+                """Run the trials; the errors of those that failed on every attempt."""
+                with _progress(label, [root / t.id for t in trials], enabled=show_progress):
+                    outcome = run_trials(partial(job, config=config, out=out, reference=reference),
+                                         [_setting(t) for t in trials], folder=out / TUNE, name=name,
+                                         cpu=config.resources.cpu, gpu=config.resources.gpu,
+                                         max_concurrent=config.resources.max_concurrent,
+                                         max_failures=config.max_failures)
+                if outcome.interrupted:  # Ctrl-C: Tune saved its state
+                    raise KeyboardInterrupt
+                return outcome.errors
+
+            if failed := phase("train", train_job, supernets, out / SUPERNETS, "training supernets"):
+                raise UserError(f"{_failures(failed, len(supernets), out / TUNE / 'train')}; the searches wait for "
+                                "them: fix the cause and continue with --resume")
+            failed = phase("search", search_job, searches, out / TRIALS, "search trials")
     summary = write_results(out, collect(out, searches, failed), config.search.objective)
     if failed:
         raise UserError(f"{_failures(failed, len(searches), out / TUNE / 'search')}; the others are in "
                         f"{out / 'results.csv'}; --resume runs the failed ones again")
     return summary
+
+
+def _check_inputs(config: AblationConfig) -> Evaluator:
+    """The sweep's space, data, profile and limits, checked before anything is written; errors name the key."""
+    space = get_space(config.space)
+    try:
+        load_data(config.data, dims=space.config.dims)
+    except DataError as e:
+        raise UserError(f"data: {e}") from None
+    try:
+        evaluator = make_evaluator(config, HybridSupernet(space), "cpu")
+    except UserError as e:
+        raise UserError(f"search.target: {e}") from None
+    try:
+        evaluator.check_feasible(config.search.limits())  # weights play no part: fail before any trial
+    except UserError as e:
+        raise UserError(f"search: {e}") from None
+    return evaluator
 
 
 def _failures(errors: dict[str, str], total: int, tune_folder: Path) -> str:
@@ -278,9 +302,23 @@ def _failures(errors: dict[str, str], total: int, tune_folder: Path) -> str:
             f"{tune_folder}/<trial>/error.txt)")
 
 
-def _prepare(out: Path, config: AblationConfig, reference: tuple[float, float], *, resume: bool) -> None:
-    """A new sweep folder with the resolved config, or (resume) the check that it is this sweep's."""
+def _digests(config: AblationConfig) -> dict[str, str]:
+    """SHA-256 of the input files the config names (data, space, profile): a resumed sweep must read
+    the same contents, not only the same paths."""
+    files = {"data": config.data, "space": config.space, "search.target": config.search.target}
+    out = {}
+    for key, spec in files.items():
+        if spec and Path(spec).is_file():
+            out[key] = hashlib.sha256(Path(spec).read_bytes()).hexdigest()
+    return out
+
+
+def _prepare(out: Path, config: AblationConfig, reference: tuple[float, float], *,
+             resume: bool) -> tuple[float, float]:
+    """A new sweep folder with the resolved config, or (resume) the check that it is this sweep's.
+    Returns the hypervolume reference every trial uses: the recorded one on resume."""
     record = out / "config.json"
+    column = OBJECTIVES[config.search.objective]
     if resume:
         recorded = read_json(record, "sweep record")
         if not isinstance(recorded, dict) or recorded.get("format") != "nas-ablation":
@@ -289,13 +327,63 @@ def _prepare(out: Path, config: AblationConfig, reference: tuple[float, float], 
         if changed:
             raise UserError(f"the config differs from the one {out} was started with in {changed}: "
                             "a resumed sweep keeps its settings (give the new one another name)")
-        return
+        if changed := sorted(k for k, v in _digests(config).items() if recorded.get("digests", {}).get(k) != v):
+            raise UserError(f"the file(s) named by {changed} changed since {out} was started: a resumed sweep "
+                            "reads the same inputs (give the new one another name)")
+        ref = recorded["hypervolume_reference"]
+        return float(ref["accuracy"]), float(ref[column])
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} already holds a sweep: continue it with --resume, or give the config another name")
     out.mkdir(parents=True, exist_ok=True)
-    write_json(record, {"format": "nas-ablation", "config": config.to_dict(),
-                        "hypervolume_reference": {"accuracy": reference[0], OBJECTIVES[config.search.objective]: reference[1]},
+    write_json(record, {"format": "nas-ablation", "config": config.to_dict(), "digests": _digests(config),
+                        "hypervolume_reference": {"accuracy": reference[0], column: reference[1]},
                         "versions": package_versions(), "hardware": describe_hardware(config.resources.device)})
+    return reference
+
+
+@contextmanager
+def _sweep_lock(out: Path) -> Iterator[None]:
+    """`out/sweep.lock` (host, pid) while this driver runs: two drivers on one sweep would run the
+    same trial into the same folder. A lock left by a dead process on this host is taken over."""
+    lock = out / "sweep.lock"
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None and not (holder["host"] == me["host"] and not _alive(holder["pid"])):
+                raise UserError(f"another `nas ablate` (host {holder['host']}, pid {holder['pid']}) works on {out}; "
+                                f"if it does not, delete {lock}") from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(me))
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _lock_holder(lock: Path) -> dict[str, Any] | None:
+    try:
+        holder = json.loads(lock.read_text())
+        return holder if isinstance(holder, dict) and {"host", "pid"} <= holder.keys() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: Any) -> bool:
+    if type(pid) is not int or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _changed(before: Any, after: Any, prefix: str = "") -> list[str]:

@@ -34,11 +34,19 @@ def _check_list(key: str, values: tuple) -> None:
         raise UserError(f"grid.{key} must be a non-empty list without repeats, got {show(list(values))}")
 
 
-def _is_budget(value: Any) -> bool:
+def _canonical_budget(value: Any) -> str | None:
+    """A count of evaluations as its canonical text ("200"); None for anything else. Durations are
+    refused: concurrent trials share the machine, so a time budget buys different numbers of
+    evaluations in different trials (and a retried one loses the time before its kill)."""
+    if type(value) is int:
+        value = str(value)
+    if not isinstance(value, str) or not value.isascii() or not value.strip().isdigit():
+        return None
     try:
-        return isinstance(value, str) and Budget.parse(value) is not None
+        budget = Budget.parse(value.strip())
     except UserError:
-        return False
+        return None
+    return str(budget.evaluations) if budget.evaluations else None
 
 
 @dataclass(frozen=True)
@@ -57,10 +65,12 @@ class Grid:
             _check_list(key, getattr(self, key))
             if unknown := [v for v in getattr(self, key) if v not in allowed]:
                 raise UserError(f"grid.{key}: {show(unknown[0])} is not one of {allowed}")
+        canonical = tuple(_canonical_budget(b) for b in self.budget)
+        if None in canonical:
+            raise UserError(f"grid.budget: each budget is a positive count of evaluations (200; durations are not "
+                            f"comparable across concurrent trials), got {show(list(self.budget))}")
+        object.__setattr__(self, "budget", canonical)
         _check_list("budget", self.budget)
-        if not all(_is_budget(b) for b in self.budget):
-            raise UserError(f'grid.budget: each budget is a count of evaluations (200) or a duration ("90s", "10m", '
-                            f'"1h"), got {show(list(self.budget))}')
         _check_list("seed", self.seed)
         if not all(type(s) is int and 0 <= s < 2**63 for s in self.seed):
             raise UserError(f"grid.seed: seeds are integers in [0, 2**63), got {show(list(self.seed))}")
@@ -203,8 +213,7 @@ def _grid(value: Any) -> Grid:
             raise UserError(f"grid.{key} must be a list, got {show(values)}")
         if odd := [v for v in values if isinstance(v, bool) or not isinstance(v, (str, int, float))]:
             raise UserError(f"grid.{key}: {show(odd[0])} is not a string or a number")
-    budgets = [str(b) if type(b) is int else b for b in grid.get("budget", Grid.budget)]  # 200 or "200"
-    return Grid(**{key: tuple(values) for key, values in grid.items()} | {"budget": tuple(budgets)})
+    return Grid(**{key: tuple(values) for key, values in grid.items()})
 
 
 def _local_path(spec: Any) -> Any:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from nas.evaluation import OBJECTIVE_LABELS
+from nas.runs import write_text
 
 METRICS = ("hypervolume", "best_val_acc", "test_acc")  # averaged over seeds in summary.csv
 
@@ -28,9 +29,9 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_results(out: Path, table: pd.DataFrame, objective: str) -> pd.DataFrame:
-    table.to_csv(out / "results.csv", index=False)
+    write_text(out / "results.csv", table.to_csv(index=False))
     summary = summarize(table)
-    summary.to_csv(out / "summary.csv", index=False)
+    write_text(out / "summary.csv", summary.to_csv(index=False))
     cost = OBJECTIVE_LABELS[objective]
     plot_metric(summary, "hypervolume", "hypervolume (fraction of the box)", out / "hypervolume.png",
                 title=f"hypervolume of validation accuracy vs {cost}, mean ± std over seeds")

@@ -359,12 +359,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
 def cmd_ablate(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     out = args.out or Path("runs") / config.name
-    try:
-        summary = run_ablation(config, out, resume=args.resume, address=args.address, show_progress=not args.quiet)
-    except KeyboardInterrupt:
-        print(f"nas: sweep interrupted; finished trials are kept; continue with: nas ablate {args.config} --out {out} "
-              "--resume", file=sys.stderr)
-        raise
+    args.out = out  # for the resume hint on Ctrl-C
+    summary = run_ablation(config, out, resume=args.resume, address=args.address, show_progress=not args.quiet)
     print(f"{int(summary['seeds'].sum())} search trials; results in {out / 'results.csv'}, mean and std over seeds in "
           f"{out / 'summary.csv'}, plots hypervolume.png and best_val_acc.png beside them")
     print(format_summary(summary))
@@ -385,7 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nas: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = f"; resume with: nas {args.command} --out {args.out} --resume" if args.command in ("train", "search") and args.out else ""
+        hint = ""
+        if args.command in ("train", "search") and args.out:
+            hint = f"; resume with: nas {args.command} --out {args.out} --resume"
+        elif args.command == "ablate" and args.out:
+            hint = f"; finished trials are kept; continue with: nas ablate {args.config} --out {args.out} --resume"
         print(f"nas: interrupted; files written so far are kept{hint}", file=sys.stderr)
         return 130
     return 0

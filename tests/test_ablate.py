@@ -11,6 +11,9 @@ import operator
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from sklearn.datasets import load_digits
 from nas import cluster
 from nas.ablate import (ATTEMPTS_FILE, SUPERNETS, TRIAL_FILE, TRIALS, SearchTrial, collect, search_job, search_trials,
                         supernet_trials)
+from nas.ablate import _sweep_lock
 from nas.ablate_config import Grid, load_config
 from nas.ablate_report import format_summary, summarize
 from nas.cli import main
@@ -74,6 +78,9 @@ def _attempts(folder: Path) -> list[dict]:
     ({"search": {"objective": ["flops"]}}, "search.objective: ['flops'] is not one of"),
     ({"resources": {"max_concurrent": 0}}, "resources.max_concurrent must be an integer >= 1"),
     ({"grid": {"budget": ["ten"]}}, "grid.budget: each budget is"),
+    ({"grid": {"budget": ["90s"]}}, "durations are not comparable"),
+    ({"grid": {"budget": [5, " 5"]}}, "grid.budget must be a non-empty list without repeats"),  # both are 5
+    ({"grid": {"budget": ["\u0665"]}}, "grid.budget: each budget is"),  # an Arabic-Indic 5
     ({"grid": {"predictor": ["xgboost"]}}, "grid.predictor: 'xgboost' is not one of"),
     ({"grid": {"predictor": ["gp"]}}, "grid.predictor applies only to the strategies ['predictor']"),
     ({"grid": {"colour": ["red"]}}, "grid.colour is not a key of grid"),
@@ -85,6 +92,8 @@ def _attempts(folder: Path) -> list[dict]:
     ({"resources": {"cpu": 0}}, "resources.cpu must be a number > 0"),
     ({"max_failures": -1}, "max_failures must be an integer >= 0"),
     ({"space": "nowhere"}, "space: unknown space 'nowhere'"),
+    ({"data": "nodata"}, "data: unknown dataset 'nodata'"),
+    ({"resources": {"gpu": 1}}, "resources: a trial needs"),
 ])
 def test_bad_config_is_one_line_error(tmp_path, capsys, changes, message):
     path = _write_config(tmp_path, changes)
@@ -111,7 +120,7 @@ def test_missing_name_and_non_object(tmp_path, capsys):
 def test_grid_expands_predictors_only_for_strategies_that_learn_one():
     assert strategies_with_predictor() == ["predictor"]
     grid = Grid(sampling=("sandwich", "uniform"), strategy=("random", "predictor"), predictor=("ridge", "gp"),
-                budget=("20", "1m"), seed=(0, 1))
+                budget=("20", 50), seed=(0, 1))
     trials = search_trials(grid)
     assert len(trials) == 2 * (1 + 2) * 2 * 2 and len({t.id for t in trials}) == len(trials)
     assert {t.predictor for t in trials if t.strategy == "random"} == {None}
@@ -261,7 +270,9 @@ def test_interrupted_search_is_replayed_not_repeated(sweep, tmp_path):
     (folder / "evaluations.csv").write_text("".join(lines[:6]) + lines[6][:40])  # header, 5 rows, a cut-off row
     setting = {"id": trial.id, "sampling": "sandwich", "strategy": "evolution", "predictor": None, "budget": "12",
                "seed": 1}
-    metrics = search_job(setting, config=config, out=out)
+    recorded = json.loads((sweep.out / "config.json").read_text())["hypervolume_reference"]
+    reference = (recorded["accuracy"], recorded["flops"])
+    metrics = search_job(setting, config=config, out=out, reference=reference)
     resumed = pd.read_csv(folder / "evaluations.csv")
     original = pd.read_csv(sweep.out / TRIALS / trial.id / "evaluations.csv")
     assert list(resumed["arch"]) == list(original["arch"]) and list(resumed["index"]) == list(range(12))
@@ -269,7 +280,7 @@ def test_interrupted_search_is_replayed_not_repeated(sweep, tmp_path):
         "search_seconds": metrics["search_seconds"]}
     assert _attempts(folder)[0]["state"] == "resumed: 5 evaluations recorded"
     before = (folder / "evaluations.csv").stat().st_mtime_ns
-    assert search_job(setting, config=config, out=out) == metrics
+    assert search_job(setting, config=config, out=out, reference=reference) == metrics
     assert (folder / "evaluations.csv").stat().st_mtime_ns == before
     assert _attempts(folder)[-1]["state"] == "finished before: recorded metrics returned"
 
@@ -283,6 +294,30 @@ def test_resume_refuses_a_changed_config_and_a_new_run_an_existing_folder(sweep,
     assert "in ['grid.seed']" in capsys.readouterr().err
     assert main(["ablate", str(sweep.config), "--out", str(sweep.out)]) == 2
     assert "already holds a sweep: continue it with --resume" in capsys.readouterr().err
+
+
+def test_resume_refuses_changed_input_files(sweep, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    record = json.loads((sweep.out / "config.json").read_text())
+    assert set(record["digests"]) == {"data"}  # the .npz; the space and the objective are built-in
+    record["digests"]["data"] = "0" * 64  # as if the file had been rewritten since the start
+    (out / "config.json").write_text(json.dumps(record))
+    assert main(["ablate", str(sweep.config), "--out", str(out), "--resume"]) == 2
+    assert "the file(s) named by ['data'] changed since" in capsys.readouterr().err
+
+
+def test_one_driver_at_a_time(tmp_path):
+    lock = tmp_path / "sweep.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))  # a live driver
+    with pytest.raises(UserError, match="another `nas ablate`"):
+        with _sweep_lock(tmp_path):
+            pass
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))  # a driver that died
+    with _sweep_lock(tmp_path):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
 
 
 def test_run_trials_retries_then_reports_each_failure_on_one_line(local_ray, tmp_path):
