@@ -99,7 +99,7 @@ def main() -> None:
 
     spec = ModelSpec.from_config(space.config)
     archs = heldout_archs(space, args.heldout, args.seed + 1000, {space.parse(s["arch"]) for s in profile["subnets"]})
-    shape = (args.batch, spec.in_channels, spec.input_size, spec.input_size)
+    shape = spec.input_shape(args.batch)
     measured = np.full(len(archs), np.inf)
     rng = np.random.default_rng(args.seed + 1000)
     with progress_bar(args.passes * len(archs), "measuring held-out subnets", enabled=not args.quiet) as bar:

@@ -42,8 +42,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     space = get_space(args.space)
     supernet = HybridSupernet(space).train()
-    c = space.config
-    x = torch.randn(args.batch, c.in_channels, c.input_size, c.input_size)
+    x = torch.randn(supernet.spec.input_shape(args.batch))
     rng = np.random.default_rng(args.seed)
     rows = []
     for i in range(args.archs):

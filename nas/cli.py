@@ -14,7 +14,7 @@ from nas.ablate import run_ablation
 from nas.ablate_config import load_config
 from nas.ablate_report import format_summary
 from nas.costs import describe_hardware
-from nas.data import DataError, TaskData, list_datasets, load_data
+from nas.data import DataError, list_datasets, load_data
 from nas.errors import UserError
 from nas.evaluation import OBJECTIVES, Evaluator, LatencySettings, Limits
 from nas.interrupt import finish_on_interrupt
@@ -167,12 +167,9 @@ def _train_config(args: argparse.Namespace, device: str) -> TrainConfig:
 DEFAULT_DATA = {2: "digits", 1: "mnist1d"}  # the built-in dataset of image and of sequence spaces
 
 
-def _load_data(args: argparse.Namespace, space: SearchSpace) -> TaskData:
-    """The dataset of --data (default: the built-in one of the space's kind), shaped as the space takes it;
-    `args.data` is set to what was loaded, for the run's record."""
-    dims = space.config.dims
-    args.data = args.data or DEFAULT_DATA[dims]
-    return load_data(args.data, dims=dims)
+def _data_name(spec: str | None, space: SearchSpace) -> str:
+    """--data, or the built-in dataset of the space's kind (images or sequences)."""
+    return spec or DEFAULT_DATA[space.config.dims]
 
 
 def _seq_len(value: int | None, space: SearchSpace) -> int | None:
@@ -196,14 +193,16 @@ def _new_supernet(args: argparse.Namespace, device: str) -> tuple[HybridSupernet
 
 
 def _train(supernet: HybridSupernet, config: TrainConfig, args: argparse.Namespace, out: Path, data, *,
-           resume: bool = False) -> dict:
+           resume: bool = False) -> tuple[dict, bool]:
+    """Train and write the supernet; also says whether Ctrl-C came during the last step or the final
+    evaluation (training was finished anyway: a search should stop before it starts)."""
     checkpoint = out / CHECKPOINT_FILE
     with finish_on_interrupt("the training step under way") as stop:
         summary = train_supernet(supernet, data, config, checkpoint=checkpoint, resume=resume,
                                  show_progress=not args.quiet, stop=stop)
     save_supernet(out, supernet, {"train": config.to_dict(), "data": data.describe(), "summary": summary})
     checkpoint.unlink(missing_ok=True)  # the finished supernet supersedes it
-    return summary
+    return summary, stop()
 
 
 def _data_spec(spec: str) -> str:
@@ -212,6 +211,9 @@ def _data_spec(spec: str) -> str:
 
 
 RESUME_MAY_CHANGE = {"command", "out", "resume", "device", "quiet"}
+# settings added after runs were first recorded, with the value that means the earlier behaviour:
+# a run interrupted before they existed resumes with it
+ADDED_SETTINGS = {"seq_len": None}
 
 
 def _resumed_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -232,7 +234,8 @@ def _resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     recorded = read_json(args.out / "config.json", "run config")
     if not isinstance(recorded, dict) or recorded.get("command") != command or not isinstance(recorded.get("args"), dict):
         raise UserError(f"{args.out / 'config.json'} is not the config of a `nas {command}` run")
-    merged = {**recorded["args"], "out": args.out, "device": args.device, "quiet": args.quiet, "resume": True}
+    merged = {**ADDED_SETTINGS, **recorded["args"], "out": args.out, "device": args.device, "quiet": args.quiet,
+              "resume": True}
     merged["data"] = recorded.get("data_spec", merged.get("data"))
     for key in ("supernet",):  # paths were recorded as text
         if merged.get(key) is not None:
@@ -248,7 +251,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         args = _resumed_args(args)
     device = _device(args.device)
     supernet, config = _new_supernet(args, device)
-    data = _load_data(args, supernet.space)
+    args.data = _data_name(args.data, supernet.space)  # recorded in the run's config.json
+    data = load_data(args.data, dims=supernet.space.config.dims)
     Evaluator(supernet, data, LatencySettings())  # fails early when the data does not fit the space
     if args.resume:
         out = args.out
@@ -260,7 +264,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         write_json(out / "config.json", {"command": "train", "args": _args_dict(args), "data_spec": _data_spec(args.data),
                                          "data": data.describe(), "versions": package_versions(),
                                          "hardware": describe_hardware(device)})
-    summary = _train(supernet, config, args, out, data, resume=args.resume)
+    summary, _ = _train(supernet, config, args, out, data, resume=args.resume)  # finished: nothing to stop
     print(f"supernet written to {out / SUPERNET_FILE}: validation accuracy largest "
           f"{summary['val_acc_largest']:.3f}, smallest {summary['val_acc_smallest']:.3f}")
 
@@ -278,7 +282,8 @@ def cmd_search(args: argparse.Namespace) -> None:
         supernet, config = load_supernet(args.supernet or args.out, device), None
     else:
         supernet, config = _new_supernet(args, device)
-    data = _load_data(args, supernet.space)
+    args.data = _data_name(args.data, supernet.space)  # recorded in the run's config.json
+    data = load_data(args.data, dims=supernet.space.config.dims)
     evaluator = Evaluator(supernet, data, latency, device=device, predictor=source.predictor,
                           remeasure=source.mismatch is None, cost_size=_seq_len(args.seq_len, supernet.space))
     evaluator.check_feasible(limits)  # weights play no part: fail before training
@@ -297,7 +302,9 @@ def cmd_search(args: argparse.Namespace) -> None:
             "supernet": str((args.supernet if args.supernet else out / SUPERNET_FILE).resolve()),
         })
     if config is not None:
-        _train(supernet, config, args, out, data, resume=args.resume and (out / CHECKPOINT_FILE).is_file())
+        _, stopped = _train(supernet, config, args, out, data, resume=args.resume and (out / CHECKPOINT_FILE).is_file())
+        if stopped:  # the supernet is written: a resume goes straight to the search
+            raise KeyboardInterrupt
     summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=args.strategy, seed=args.seed,
                          objective=args.objective, show_progress=not args.quiet, check_limits=False,
                          resume=args.resume)
@@ -352,6 +359,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     data = load_data(config["data_spec"], dims=supernet.space.config.dims)
     metrics = {k: plain_value(row[k]) for k in ("val_acc", "latency_ms", "flops", "params", "memory_bytes")}
     metrics["test_acc"] = evaluate(supernet, data.test, arch, device=device)
+    metrics["cost_input_size"] = config["args"].get("seq_len") or supernet.spec.input_size  # what the costs are for
     save_model(folder, supernet.extract(arch), {"metrics": metrics, "data": data.describe(), "space": supernet.space.config.name})
     print(f"subnet {arch.id} written to {folder} (test acc {metrics['test_acc']:.4f})")
 

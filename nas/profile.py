@@ -70,7 +70,7 @@ class ProfileSettings:
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or self.input_size < 0:
-            raise UserError(f"--seq-len must be a positive integer, got {self.input_size!r}")
+            raise UserError(f"input_size (--seq-len) must be a positive integer, got {self.input_size!r}")
         if self.subnets < 0 or self.warmup < 0 or not self.max_seconds > 0:
             raise UserError("subnets and warmup must be >= 0 and max_seconds > 0")
         if self.min_repeats > self.max_repeats:

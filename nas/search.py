@@ -240,6 +240,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     info = {k: plain_value(row[k]) for k in ("val_acc", "latency_ms", "latency_predicted_ms", "latency_measured_ms", "flops",
                                         "params", "memory_bytes")}
     info["test_acc"] = float(pareto.at[chosen, "test_acc"])  # the chosen subnet is on the front: measured above
+    info["cost_input_size"] = evaluator.cost_size or evaluator.supernet.spec.input_size  # what the costs are for
     model_dir = save_model(out / "models" / arch.id, evaluator.supernet.extract(arch), {
         "metrics": info, "data": evaluator.data.describe(), "space": evaluator.supernet.space.config.name,
     })

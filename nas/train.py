@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from nas.data import TaskData, Split, iterate_batches
+from nas.data import Split, TaskData, iterate_batches
 from nas.errors import UserError
 from nas.progress import progress_bar
 from nas.runs import save_tensors
 from nas.sampling import SAMPLING_RULES, Draw, Sampler, make_sampler
-from search_spaces import Arch, HybridSupernet
+from search_spaces import Arch, ArchError, HybridSupernet, SpaceConfig
 from search_spaces.arch import is_finite_number, show
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -401,7 +401,11 @@ def load_checkpoint(path: Path, supernet: HybridSupernet, opt: torch.optim.Optim
     """Restores the state in place; returns the progress (with the partial epoch's keys filled in)
     and, mid-epoch, the data generator's state at the start of that epoch."""
     tensors, meta = read_checkpoint(path)
-    if meta["space"] != json.loads(json.dumps(supernet.space.config.to_dict())):
+    try:  # parsed, so that a checkpoint written before a field was added (its default) still matches
+        recorded_space = SpaceConfig.from_dict(meta["space"])
+    except ArchError as e:
+        raise UserError(f"checkpoint {path} is corrupt: {e}") from None
+    if recorded_space != supernet.space.config:
         raise UserError(f"checkpoint {path} belongs to another search space ({meta['space'].get('name')!r})")
     recorded = {k: v for k, v in meta["config"].items() if k != "device"}
     wanted = {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k != "device"}

@@ -59,7 +59,7 @@ def _summary_features(spec: ModelSpec, arch: Arch) -> list[float]:
         kind = u.kind if u.kind in ("conv", "attn") else "other"
         macs[kind] += block_macs(u)
         params[kind] += block_params(u)
-        tokens += u.in_resolution**2 if u.kind == "attn" else 0
+        tokens += u.in_resolution**u.dims if u.kind == "attn" else 0
     conv = [b for b in arch.blocks if isinstance(b, ConvBlock)]
     attn = [b for b in arch.blocks if isinstance(b, AttnBlock)]
     return [

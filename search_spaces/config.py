@@ -105,7 +105,7 @@ class SpaceConfig:
         ):  # no architecture could put every conv block before every transformer block
             raise ArchError("space: stages: layout 'conv_first' cannot follow a transformer-only stage with a "
                             "conv-only stage")
-        if isinstance(self.dims, bool) or self.dims not in (1, 2):
+        if type(self.dims) is not int or self.dims not in (1, 2):
             raise ArchError(f"space: dims must be 1 (sequences) or 2 (images), got {show(self.dims)}")
         for name in ("in_channels", "num_classes", "input_size", "head_dim", "window", "stem_stride"):
             value = getattr(self, name)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from search_spaces.arch import Arch, AttnBlock, ConvBlock
-from search_spaces.layers import ElasticConv, ElasticLinear, ElasticNorm, ElasticQKV
 from search_spaces.config import hidden_width
+from search_spaces.layers import ElasticConv, ElasticLinear, ElasticNorm, ElasticQKV
 from search_spaces.space import SearchSpace
 from search_spaces.static import (ModelSpec, SubnetModel, at_input_size, attn_block_forward, conv_block_forward,
                                   spatial_mean)
@@ -169,7 +169,8 @@ class HybridSupernet(nn.Module):
 
     def extract(self, arch: Arch, *, input_size: int | None = None) -> SubnetModel:
         """`arch` as a static model with the inherited weights. `input_size`: the model for inputs of
-        that size instead (a sequence length at deployment; `arch` must take its input unresized)."""
+        that size instead (a sequence length at deployment): the same weights, with any input
+        resampling of `arch` scaled by the same factor (`static.at_input_size`)."""
         self.space.validate(arch)
         spec, arch_at = self.spec, arch
         if input_size is not None:

@@ -167,3 +167,33 @@ def test_ctrl_c_finishes_the_evaluation_under_way_and_says_how_to_resume(superne
     assert not (run / "search.json").exists()
     assert main(["search", "--out", str(run), "--resume", "--quiet"]) == 0
     pd.testing.assert_frame_equal(_table(run), _table(whole))
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes(supernet, tmp_path):
+    run = tmp_path / "old"
+    assert main(["search", "--supernet", str(supernet), *SEARCH, "--budget", "3", "--out", str(run)]) == 0
+    (run / "search.json").unlink()
+    config = json.loads((run / "config.json").read_text())
+    del config["args"]["seq_len"]  # as written before --seq-len existed
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["search", "--out", str(run), "--resume", "--quiet"]) == 0
+
+
+def test_ctrl_c_on_the_last_training_step_stops_before_the_search(tmp_path, monkeypatch, capsys):
+    import contextlib
+
+    import nas.cli as cli
+
+    @contextlib.contextmanager
+    def pressed(unit):  # Ctrl-C came during the single step of the last epoch
+        yield lambda: True
+
+    monkeypatch.setattr(cli, "finish_on_interrupt", pressed)
+    run = tmp_path / "run"
+    args = ["search", "--epochs", "1", "--batch-size", "4096", "--num-random", "0", *SEARCH, "--out", str(run)]
+    assert main(args) == 130
+    assert f"resume with: nas search --out {run} --resume" in capsys.readouterr().err
+    assert (run / "supernet.safetensors").is_file() and not (run / "evaluations.csv").exists()
+    monkeypatch.undo()
+    assert main(["search", "--out", str(run), "--resume", "--quiet"]) == 0
+    assert len(pd.read_csv(run / "evaluations.csv")) == 40

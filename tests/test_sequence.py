@@ -85,8 +85,9 @@ def test_at_input_size_keeps_the_space_and_refuses_nonsense():
     assert SEQ.count_flops(arch, input_size=40) == SEQ.count_flops(arch)
     with pytest.raises(ArchError, match="input size must be a positive integer"):
         SEQ.count_flops(arch, input_size=0)
-    with pytest.raises(ArchError, match="dims must be 1 \\(sequences\\) or 2 \\(images\\)"):
-        SpaceConfig.from_dict(MICRO_SEQ | {"dims": 3})
+    for dims in (3, 1.0, True):
+        with pytest.raises(ArchError, match="dims must be 1 \\(sequences\\) or 2 \\(images\\)"):
+            SpaceConfig.from_dict(MICRO_SEQ | {"dims": dims})
 
 
 def test_a_model_based_strategy_sees_the_costs_at_the_deployment_length():
@@ -146,8 +147,10 @@ def test_seq_space_through_the_cli_with_a_deployment_length(tmp_path, capsys):
         arch = SEQ.parse(row["arch"])
         assert row["flops"] == SEQ.count_flops(arch, input_size=1024) > SEQ.count_flops(arch)
     chosen = json.loads((run / "search.json").read_text())["chosen"]
+    assert chosen["cost_input_size"] == 1024
     assert main(["extract", str(run), "--arch", chosen["id"], "--out", str(tmp_path / "model")]) == 0
     assert "test acc" in capsys.readouterr().out
+    assert json.loads((tmp_path / "model" / "model.json").read_text())["metrics"]["cost_input_size"] == 1024
 
 
 def test_user_sequences_and_a_space_file_through_the_cli(tmp_path, capsys):

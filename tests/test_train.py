@@ -132,6 +132,21 @@ def test_stop_mid_epoch_finishes_the_step_and_resumes_exactly(rule, small_data, 
     assert drop(again["epochs"]) == drop(summary["epochs"])
 
 
+def test_a_checkpoint_written_before_space_dims_existed_resumes(small_data, tmp_path):
+    config = TrainConfig(epochs=2, batch_size=64, num_random=0)
+    ckpt = tmp_path / CHECKPOINT_FILE
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(_supernet(), small_data, config, checkpoint=ckpt, show_progress=False, stop=lambda: True)
+    tensors, meta = train_mod.read_checkpoint(ckpt)
+    del meta["space"]["dims"]  # a space recorded before the field was added
+    raw = {k: json.dumps(v) for k, v in meta.items()} | {"format": "nas-checkpoint",
+                                                         "format_version": train_mod.CHECKPOINT_FORMAT}
+    from safetensors.torch import save_file
+    save_file(tensors, str(ckpt), metadata=raw)
+    summary = train_supernet(_supernet(), small_data, config, checkpoint=ckpt, resume=True, show_progress=False)
+    assert len(summary["epochs"]) == 2
+
+
 def test_stop_on_the_last_step_of_an_epoch_ends_the_epoch_first(small_data, tmp_path):
     config = TrainConfig(epochs=2, batch_size=64, num_random=0)
     ckpt = tmp_path / CHECKPOINT_FILE
