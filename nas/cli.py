@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from nas import cluster
+from nas.cluster.evaluate import RayPool
+from nas.cluster.train import RAY_TRAIN_DIR, has_checkpoint, remove_checkpoints, train_distributed
 from nas.costs import describe_hardware
 from nas.data import DataError, list_datasets, load_data
 from nas.errors import UserError
@@ -66,6 +70,16 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hflip", action="store_true", help="random horizontal flips (natural images, not digits)")
 
 
+def _add_ray(p: argparse.ArgumentParser, workers: str) -> None:
+    g = p.add_argument_group("Ray (the same command on several processes or machines)")
+    g.add_argument("--ray", action="store_true", help="run on a Ray instance started on this machine")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="run on the Ray cluster at ADDR (auto, HOST:6379, ray://HOST:10001)")
+    g.add_argument("--workers", type=int, default=None,
+                   help=f"{workers} (default with --ray or --ray-address: the cluster's CPUs, or GPUs with "
+                        "--device cuda); implies --ray")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nas", description="Hardware-aware neural architecture search with one weight-sharing supernet.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -74,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a supernet with the sandwich rule; writes supernet.safetensors + space.json.")
     _add_common(p)
     _add_train(p)
+    _add_ray(p, "Ray Train workers training the supernet data-parallel")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted training in --out from its last epoch checkpoint (same settings)")
 
@@ -101,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the interrupted search (or its supernet training) in --out with its recorded settings; "
                         "recorded evaluations are kept and not repeated")
     _add_train(p)
+    _add_ray(p, "Ray actors evaluating subnets, and Ray Train workers when a supernet is trained first")
 
     p = sub.add_parser("profile", help="measure this machine's latency profile, for `nas search --target PROFILE.json`",
                        description="Time every unit the space's subnets are made of, alone, and whole random subnets on "
@@ -153,12 +169,42 @@ def _new_supernet(args: argparse.Namespace, device: str) -> tuple[HybridSupernet
 
 
 def _train(supernet: HybridSupernet, config: TrainConfig, args: argparse.Namespace, out: Path, data, *,
-           resume: bool = False) -> dict:
+           resume: bool = False, workers: int | None = None) -> dict:
     checkpoint = out / CHECKPOINT_FILE
-    summary = train_supernet(supernet, data, config, checkpoint=checkpoint, resume=resume, show_progress=not args.quiet)
+    if workers:
+        if not args.quiet:
+            print(f"training the supernet on {workers} Ray Train workers (no progress display; a checkpoint after "
+                  f"every epoch in {out / RAY_TRAIN_DIR})", file=sys.stderr)
+        summary = train_distributed(supernet, data, config, workers=workers, run=out, resume=resume)
+    else:
+        summary = train_supernet(supernet, data, config, checkpoint=checkpoint, resume=resume,
+                                 show_progress=not args.quiet)
     save_supernet(out, supernet, {"train": config.to_dict(), "data": data.describe(), "summary": summary})
-    checkpoint.unlink(missing_ok=True)  # the finished supernet supersedes it
+    checkpoint.unlink(missing_ok=True)  # the finished supernet supersedes the checkpoints
+    remove_checkpoints(out)
     return summary
+
+
+def _can_resume_training(out: Path) -> bool:
+    return (out / CHECKPOINT_FILE).is_file() or has_checkpoint(out)
+
+
+def _ray_workers(args: argparse.Namespace, device: str) -> int | None:
+    """With --ray, --ray-address or --workers: connects to Ray and returns the number of workers
+    (default: the cluster's CPUs, or its GPUs on CUDA); None when the command runs in this process
+    alone (Ray is then never imported)."""
+    if not (args.ray or args.ray_address or args.workers is not None):
+        return None
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    cluster.connect(args.ray_address)
+    if args.workers is not None:
+        return args.workers
+    on_gpu = device.startswith("cuda")
+    workers = cluster.cluster_gpus() if on_gpu else cluster.cluster_cpus()
+    if workers < 1:
+        raise UserError(f"the Ray cluster offers no {'GPU' if on_gpu else 'CPU'}")
+    return workers
 
 
 def _data_spec(spec: str) -> str:
@@ -166,7 +212,8 @@ def _data_spec(spec: str) -> str:
     return str(Path(spec).resolve()) if Path(spec).exists() else spec
 
 
-RESUME_MAY_CHANGE = {"command", "out", "resume", "device", "quiet"}
+PARALLEL_ARGS = ("ray", "ray_address", "workers")  # may change on resume: results do not depend on them
+RESUME_MAY_CHANGE = {"command", "out", "resume", "device", "quiet", *PARALLEL_ARGS}
 
 
 def _resumed_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -178,8 +225,8 @@ def _resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     changed = sorted(k for k, v in vars(args).items() if k not in RESUME_MAY_CHANGE and v != defaults.get(k))
     if changed:
         flags = ", ".join("--" + k.replace("_", "-") for k in changed)
-        raise UserError(f"--resume continues with the settings recorded in {args.out / 'config.json'}; only --device "
-                        f"and --quiet may be given with it (got {flags})")
+        raise UserError(f"--resume continues with the settings recorded in {args.out / 'config.json'}; only --device, "
+                        f"--quiet, --ray, --ray-address and --workers may be given with it (got {flags})")
     if command == "train" and (args.out / SUPERNET_FILE).is_file() and not (args.out / CHECKPOINT_FILE).is_file():
         raise UserError(f"{args.out} holds a finished supernet ({SUPERNET_FILE}); nothing to resume")
     if command == "search" and (args.out / "search.json").is_file():
@@ -187,7 +234,9 @@ def _resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     recorded = read_json(args.out / "config.json", "run config")
     if not isinstance(recorded, dict) or recorded.get("command") != command or not isinstance(recorded.get("args"), dict):
         raise UserError(f"{args.out / 'config.json'} is not the config of a `nas {command}` run")
-    merged = {**recorded["args"], "out": args.out, "device": args.device, "quiet": args.quiet, "resume": True}
+    merged = {**{k: defaults[k] for k in PARALLEL_ARGS}, **recorded["args"], "out": args.out, "device": args.device,
+              "quiet": args.quiet, "resume": True}
+    merged |= {k: vars(args)[k] for k in PARALLEL_ARGS if vars(args)[k] != defaults[k]}  # given now: replace the recorded
     merged["data"] = recorded.get("data_spec", merged.get("data"))
     for key in ("supernet",):  # paths were recorded as text
         if merged.get(key) is not None:
@@ -205,9 +254,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     data = load_data(args.data)
     supernet, config = _new_supernet(args, device)
     Evaluator(supernet, data, LatencySettings())  # fails early when the data does not fit the space
+    workers = _ray_workers(args, device)
     if args.resume:
         out = args.out
-        if not (out / CHECKPOINT_FILE).is_file():
+        if not _can_resume_training(out):
             raise UserError(f"{out} has no {CHECKPOINT_FILE}: training stopped before its first epoch ended; "
                             "start it again without --resume (pass --force)")
     else:
@@ -215,7 +265,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         write_json(out / "config.json", {"command": "train", "args": _args_dict(args), "data_spec": _data_spec(args.data),
                                          "data": data.describe(), "versions": package_versions(),
                                          "hardware": describe_hardware(device)})
-    summary = _train(supernet, config, args, out, data, resume=args.resume)
+    summary = _train(supernet, config, args, out, data, resume=args.resume, workers=workers)
     print(f"supernet written to {out / SUPERNET_FILE}: validation accuracy largest "
           f"{summary['val_acc_largest']:.3f}, smallest {summary['val_acc_smallest']:.3f}")
 
@@ -237,6 +287,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     evaluator = Evaluator(supernet, data, latency, device=device, predictor=source.predictor,
                           remeasure=source.mismatch is None)
     evaluator.check_feasible(limits)  # weights play no part: fail before training
+    workers = _ray_workers(args, device)
     if args.resume:
         out = args.out
     else:
@@ -252,10 +303,11 @@ def cmd_search(args: argparse.Namespace) -> None:
             "supernet": str((args.supernet if args.supernet else out / SUPERNET_FILE).resolve()),
         })
     if config is not None:
-        _train(supernet, config, args, out, data, resume=args.resume and (out / CHECKPOINT_FILE).is_file())
-    summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=args.strategy, seed=args.seed,
-                         objective=args.objective, show_progress=not args.quiet, check_limits=False,
-                         resume=args.resume)
+        _train(supernet, config, args, out, data, resume=args.resume and _can_resume_training(out), workers=workers)
+    with RayPool(evaluator, workers=workers) if workers else nullcontext() as pool:
+        summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=args.strategy, seed=args.seed,
+                             objective=args.objective, show_progress=not args.quiet, check_limits=False,
+                             resume=args.resume, pool=pool)
     c = summary["chosen"]
     print(f"{summary['evaluations']} subnets evaluated in {summary['seconds']:.0f} s, {summary['feasible']} within the "
           f"limits, {summary['pareto_size']} on the Pareto front (hypervolume {summary['hypervolume']:.4f})")
