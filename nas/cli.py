@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from nas import cluster
 from nas.ablate import run_ablation
 from nas.ablate_config import load_config
 from nas.ablate_report import format_summary
+from nas.cluster.evaluate import RayPool
+from nas.cluster.train import RAY_TRAIN_DIR, has_checkpoint, remove_checkpoints, train_distributed
 from nas.costs import describe_hardware
 from nas.data import DataError, list_datasets, load_data
 from nas.errors import UserError
@@ -72,6 +76,16 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hflip", action="store_true", help="random horizontal flips (natural images, not digits)")
 
 
+def _add_ray(p: argparse.ArgumentParser, workers: str) -> None:
+    g = p.add_argument_group("Ray (the same command on several processes or machines)")
+    g.add_argument("--ray", action="store_true", help="run on a Ray instance started on this machine")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="run on the Ray cluster at ADDR (auto, HOST:6379, ray://HOST:10001)")
+    g.add_argument("--workers", type=int, default=None,
+                   help=f"{workers} (default with --ray or --ray-address: the cluster's CPUs, or GPUs with "
+                        "--device cuda); implies --ray")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nas", description="Hardware-aware neural architecture search with one weight-sharing supernet.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -80,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a supernet with the sandwich rule; writes supernet.safetensors + space.json.")
     _add_common(p)
     _add_train(p)
+    _add_ray(p, "Ray Train workers training the supernet data-parallel")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted training in --out from its last epoch checkpoint (same settings)")
 
@@ -110,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the interrupted search (or its supernet training) in --out with its recorded settings; "
                         "recorded evaluations are kept and not repeated")
     _add_train(p)
+    _add_ray(p, "Ray actors evaluating subnets, and Ray Train workers when a supernet is trained first")
 
     p = sub.add_parser("profile", help="measure this machine's latency profile, for `nas search --target PROFILE.json`",
                        description="Time every unit the space's subnets are made of, alone, and whole random subnets on "
@@ -193,16 +209,47 @@ def _new_supernet(args: argparse.Namespace, device: str) -> tuple[HybridSupernet
 
 
 def _train(supernet: HybridSupernet, config: TrainConfig, args: argparse.Namespace, out: Path, data, *,
-           resume: bool = False) -> tuple[dict, bool]:
+           resume: bool = False, workers: int | None = None) -> tuple[dict, bool]:
     """Train and write the supernet; also says whether Ctrl-C came during the last step or the final
     evaluation (training was finished anyway: a search should stop before it starts)."""
     checkpoint = out / CHECKPOINT_FILE
-    with finish_on_interrupt("the training step under way") as stop:
-        summary = train_supernet(supernet, data, config, checkpoint=checkpoint, resume=resume,
-                                 show_progress=not args.quiet, stop=stop)
+    stopped = False
+    if workers:
+        if not args.quiet:
+            print(f"training the supernet on {workers} Ray Train workers (no progress display; a checkpoint after "
+                  f"every epoch in {out / RAY_TRAIN_DIR})", file=sys.stderr)
+        summary = train_distributed(supernet, data, config, workers=workers, run=out, resume=resume)
+    else:
+        with finish_on_interrupt("the training step under way") as stop:
+            summary = train_supernet(supernet, data, config, checkpoint=checkpoint, resume=resume,
+                                     show_progress=not args.quiet, stop=stop)
+        stopped = stop()
     save_supernet(out, supernet, {"train": config.to_dict(), "data": data.describe(), "summary": summary})
-    checkpoint.unlink(missing_ok=True)  # the finished supernet supersedes it
-    return summary, stop()
+    checkpoint.unlink(missing_ok=True)  # the finished supernet supersedes the checkpoints
+    remove_checkpoints(out)
+    return summary, stopped
+
+
+def _can_resume_training(out: Path) -> bool:
+    return (out / CHECKPOINT_FILE).is_file() or has_checkpoint(out)
+
+
+def _ray_workers(args: argparse.Namespace, device: str) -> int | None:
+    """With --ray, --ray-address or --workers: connects to Ray and returns the number of workers
+    (default: the cluster's CPUs, or its GPUs on CUDA); None when the command runs in this process
+    alone (Ray is then never imported)."""
+    if not (args.ray or args.ray_address or args.workers is not None):
+        return None
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    cluster.connect(args.ray_address)
+    if args.workers is not None:
+        return args.workers
+    on_gpu = device.startswith("cuda")
+    workers = cluster.cluster_gpus() if on_gpu else cluster.cluster_cpus()
+    if workers < 1:
+        raise UserError(f"the Ray cluster offers no {'GPU' if on_gpu else 'CPU'}")
+    return workers
 
 
 def _data_spec(spec: str) -> str:
@@ -210,7 +257,8 @@ def _data_spec(spec: str) -> str:
     return str(Path(spec).resolve()) if Path(spec).exists() else spec
 
 
-RESUME_MAY_CHANGE = {"command", "out", "resume", "device", "quiet"}
+PARALLEL_ARGS = ("ray", "ray_address", "workers")  # may change on resume: results do not depend on them
+RESUME_MAY_CHANGE = {"command", "out", "resume", "device", "quiet", *PARALLEL_ARGS}
 # settings added after runs were first recorded, with the value that means the earlier behaviour:
 # a run interrupted before they existed resumes with it
 ADDED_SETTINGS = {"seq_len": None}
@@ -225,8 +273,8 @@ def _resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     changed = sorted(k for k, v in vars(args).items() if k not in RESUME_MAY_CHANGE and v != defaults.get(k))
     if changed:
         flags = ", ".join("--" + k.replace("_", "-") for k in changed)
-        raise UserError(f"--resume continues with the settings recorded in {args.out / 'config.json'}; only --device "
-                        f"and --quiet may be given with it (got {flags})")
+        raise UserError(f"--resume continues with the settings recorded in {args.out / 'config.json'}; only --device, "
+                        f"--quiet, --ray, --ray-address and --workers may be given with it (got {flags})")
     if command == "train" and (args.out / SUPERNET_FILE).is_file() and not (args.out / CHECKPOINT_FILE).is_file():
         raise UserError(f"{args.out} holds a finished supernet ({SUPERNET_FILE}); nothing to resume")
     if command == "search" and (args.out / "search.json").is_file():
@@ -234,8 +282,9 @@ def _resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     recorded = read_json(args.out / "config.json", "run config")
     if not isinstance(recorded, dict) or recorded.get("command") != command or not isinstance(recorded.get("args"), dict):
         raise UserError(f"{args.out / 'config.json'} is not the config of a `nas {command}` run")
-    merged = {**ADDED_SETTINGS, **recorded["args"], "out": args.out, "device": args.device, "quiet": args.quiet,
-              "resume": True}
+    merged = {**ADDED_SETTINGS, **{k: defaults[k] for k in PARALLEL_ARGS}, **recorded["args"], "out": args.out,
+              "device": args.device, "quiet": args.quiet, "resume": True}
+    merged |= {k: vars(args)[k] for k in PARALLEL_ARGS if vars(args)[k] != defaults[k]}  # given now: replace the recorded
     merged["data"] = recorded.get("data_spec", merged.get("data"))
     for key in ("supernet",):  # paths were recorded as text
         if merged.get(key) is not None:
@@ -254,9 +303,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     args.data = _data_name(args.data, supernet.space)  # recorded in the run's config.json
     data = load_data(args.data, dims=supernet.space.config.dims)
     Evaluator(supernet, data, LatencySettings())  # fails early when the data does not fit the space
+    workers = _ray_workers(args, device)
     if args.resume:
         out = args.out
-        if not (out / CHECKPOINT_FILE).is_file():
+        if not _can_resume_training(out):
             raise UserError(f"{out} has no {CHECKPOINT_FILE}: training stopped before its first epoch ended; "
                             "start it again without --resume (pass --force)")
     else:
@@ -264,7 +314,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         write_json(out / "config.json", {"command": "train", "args": _args_dict(args), "data_spec": _data_spec(args.data),
                                          "data": data.describe(), "versions": package_versions(),
                                          "hardware": describe_hardware(device)})
-    summary, _ = _train(supernet, config, args, out, data, resume=args.resume)  # finished: nothing to stop
+    summary, _ = _train(supernet, config, args, out, data, resume=args.resume, workers=workers)  # finished
     print(f"supernet written to {out / SUPERNET_FILE}: validation accuracy largest "
           f"{summary['val_acc_largest']:.3f}, smallest {summary['val_acc_smallest']:.3f}")
 
@@ -287,6 +337,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     evaluator = Evaluator(supernet, data, latency, device=device, predictor=source.predictor,
                           remeasure=source.mismatch is None, cost_size=_seq_len(args.seq_len, supernet.space))
     evaluator.check_feasible(limits)  # weights play no part: fail before training
+    workers = _ray_workers(args, device)
     if args.resume:
         out = args.out
     else:
@@ -302,12 +353,14 @@ def cmd_search(args: argparse.Namespace) -> None:
             "supernet": str((args.supernet if args.supernet else out / SUPERNET_FILE).resolve()),
         })
     if config is not None:
-        _, stopped = _train(supernet, config, args, out, data, resume=args.resume and (out / CHECKPOINT_FILE).is_file())
+        _, stopped = _train(supernet, config, args, out, data, resume=args.resume and _can_resume_training(out),
+                            workers=workers)
         if stopped:  # the supernet is written: a resume goes straight to the search
             raise KeyboardInterrupt
-    summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=args.strategy, seed=args.seed,
-                         objective=args.objective, show_progress=not args.quiet, check_limits=False,
-                         resume=args.resume)
+    with RayPool(evaluator, workers=workers) if workers else nullcontext() as pool:
+        summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=args.strategy, seed=args.seed,
+                             objective=args.objective, show_progress=not args.quiet, check_limits=False,
+                             resume=args.resume, pool=pool)
     c = summary["chosen"]
     print(f"{summary['evaluations']} subnets evaluated in {summary['seconds']:.0f} s, {summary['feasible']} within the "
           f"limits, {summary['pareto_size']} on the Pareto front (hypervolume {summary['hypervolume']:.4f})")

@@ -9,6 +9,7 @@ fixed thread count and batch size) or, with a latency profile of another device,
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 
 from nas.costs import Latency
@@ -132,6 +133,12 @@ class Evaluator:
             return costs | {"latency_ms": predicted, "latency_iqr_ms": float("nan"), "latency_predicted_ms": predicted}
         lat = self.measure(arch)
         return costs | {"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms, "latency_measured_ms": lat.median_ms}
+
+    def evaluate(self, arch: Arch, *, latency: bool) -> dict[str, float]:
+        """Validation accuracy, costs (`costs`) and the seconds they took: one row of a search."""
+        start = time.perf_counter()
+        row = {"val_acc": self.accuracy(arch), **self.costs(arch, latency=latency)}
+        return row | {"seconds": time.perf_counter() - start}
 
     def check_feasible(self, limits: Limits) -> None:
         """Fail early, naming the smallest achievable value, when no subnet can meet a limit.

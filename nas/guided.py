@@ -93,6 +93,17 @@ class PredictorGuidedSearch(Strategy):
             self._queue = self._plan()
         return self._queue.pop(0)
 
+    def ready(self) -> int:
+        """A round's proposals are planned from every tell before it, then handed out one by one:
+        while subnets of the initial sample or of the planned round are left, asking does not wait
+        for the tells still pending; the next round does."""
+        if not self.pending:
+            return 1
+        if not self._queue:  # random sample: go on while the distinct subnets told or pending stay below `initial`
+            return int(len(self._observed.keys() | set(self.pending)) < self.initial)
+        # asking pops the queue, skipping proposals the prefilter rejects: it must not run dry (a new round)
+        return sum(1 for a in self._queue if self.prefilter is None or self.prefilter(a))
+
     def tell(self, arch: Arch, objectives: tuple[float, ...], violation: float) -> None:
         super().tell(arch, objectives, violation)
         self._observed[arch] = self.history[-1]

@@ -135,6 +135,10 @@ class OptunaStrategy(Strategy):
     again). FAIL rather than a completed infeasible trial, because it has no objective values: made-up
     values would enter TPE's density split and NSGA-II's crowding, and would take a slot of NSGA-II's
     generation; both samplers skip FAIL trials. The prefilter is cheap, so redraws cost little.
+
+    One trial at a time (`ready()` keeps the base class's default): TPE reads every completed trial,
+    and NSGA-II places a trial in a generation by counting the trials completed when it is asked,
+    so asking ahead of pending tells would change what either proposes.
     """
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None,

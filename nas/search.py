@@ -17,8 +17,9 @@ import re
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -81,9 +82,74 @@ def make_surrogate(evaluator: Evaluator, limits: Limits, objective: str) -> Surr
     return Surrogate(cost=None if cost is None else (lambda a: float(cost(a))), violation=violation, complete=complete)
 
 
+class EvaluationPool(Protocol):
+    """Where subnet evaluations run: `LocalPool` (this process, one at a time: the default) or
+    `nas.cluster.evaluate.RayPool` (Ray actors). Results are collected in the order of submission."""
+
+    workers: int
+
+    def capacity(self) -> int:
+        """How many evaluations can start now."""
+
+    def submit(self, arch: Arch, *, latency: bool) -> Any:
+        """Start evaluating `arch`; returns a handle for `wait` and `result`."""
+
+    def wait(self, handle: Any, *, any_slot: bool) -> bool:
+        """Block until `handle` is done (True) or, with `any_slot`, another evaluation frees a slot first (False)."""
+
+    def result(self, handle: Any) -> dict[str, float]:
+        """`Evaluator.evaluate`'s row for `handle` (blocks until it is done)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What search.json records about where evaluations ran."""
+
+
+class LocalPool:
+    """Evaluations in this process, one at a time, run when their result is asked for."""
+
+    workers = 1
+
+    def __init__(self, evaluator: Evaluator):
+        self.evaluator = evaluator
+        self._pending: tuple[Arch, bool] | None = None
+
+    def capacity(self) -> int:
+        return 0 if self._pending else 1
+
+    def submit(self, arch: Arch, *, latency: bool) -> Arch:
+        self._pending = (arch, latency)
+        return arch
+
+    def wait(self, handle: Arch, *, any_slot: bool) -> bool:
+        return True
+
+    def result(self, handle: Arch) -> dict[str, float]:
+        arch, latency = self._pending
+        self._pending = None
+        return self.evaluator.evaluate(arch, latency=latency)
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": "in-process", "workers": 1}
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """A proposal waiting for its turn to be told: a submitted evaluation (`handle`), a recorded
+    one being replayed (`recorded`), or neither: a subnet asked again, told its earlier result."""
+
+    arch: Arch
+    handle: Any = None
+    recorded: dict | None = None
+    predicted: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def new(self) -> bool:
+        return self.handle is not None or self.recorded is not None
+
+
 def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limits, strategy: str, seed: int,
                objective: str = "latency", show_progress: bool = True, check_limits: bool = True,
-               resume: bool = False, predictor: str | None = None) -> dict:
+               resume: bool = False, predictor: str | None = None, pool: EvaluationPool | None = None) -> dict:
     """Accuracy (maximized) against `objective` (minimized: one of OBJECTIVES) under hard `limits`.
     `check_limits=False` when the caller already ran `evaluator.check_feasible(limits)`; `predictor`:
     the accuracy predictor family of a strategy that learns one (None: the strategy's default).
@@ -91,12 +157,17 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     `resume=True` continues the search recorded in `out/evaluations.csv`: the strategy is asked
     again from the start and told the recorded values instead of evaluating (a replay, so with the
     same seed and settings it reaches the state it had and goes on as the uninterrupted run would);
-    nothing recorded is evaluated again, and the budget counts the recorded evaluations and time."""
+    nothing recorded is evaluated again, and the budget counts the recorded evaluations and time.
+
+    `pool` runs the evaluations (default: this process, one at a time). With several workers, up to
+    that many evaluations are in flight, as many as the strategy's `ready()` allows, and results are
+    recorded and told in ask order: the search is the one a single process would run."""
     if objective not in OBJECTIVES:
         raise UserError(f"unknown objective {objective!r}; choose from {sorted(OBJECTIVES)}")
     space = evaluator.supernet.space
     if check_limits:
         evaluator.check_feasible(limits)
+    pool = pool or LocalPool(evaluator)
     column = OBJECTIVES[objective]
     need_latency = column == "latency_ms" or limits.max_latency_ms is not None
     strat = make_strategy(strategy, space, seed=seed, prefilter=lambda a: limits.params_ok(space.count_params(a)),
@@ -104,66 +175,90 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     path = out / "evaluations.csv"
     replay = deque(read_evaluations(path, space)) if resume else deque()
     results: dict[Arch, tuple[tuple[float, float], float]] = {}
+    queue: deque[_Asked] = deque()  # asked, not told yet, in ask order
+    queued: set[Arch] = set()  # the new subnets among them
     previous = replay[-1][1]["time"] if replay else 0.0  # search time spent before the interruption
     start, repeats, evaluating = time.perf_counter() - previous, 0, sum(r["seconds"] for _, r in replay)
-    diverged, best = False, float("nan")  # best: highest feasible accuracy so far, for the progress line
+    replayed, diverged, best = 0, False, float("nan")  # best: highest feasible accuracy so far, for the progress line
     total = budget.evaluations or budget.seconds
-    with path.open("a" if replay else "w", newline="") as fh, finish_on_interrupt("the evaluation under way") as interrupted, \
+    with path.open("a" if replay else "w", newline="") as fh, finish_on_interrupt("the evaluations under way") as interrupted, \
             progress_bar(total, f"searching ({strategy})", enabled=show_progress) as bar:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         if not replay:
             writer.writeheader()
             fh.flush()
-        while not interrupted():
+
+        def may_ask() -> bool:
+            if interrupted() or repeats >= MAX_REPEATS or strat.ready() < 1:
+                return False
+            if budget.evaluations is not None and len(results) + len(queued) >= budget.evaluations:
+                return False
             elapsed = time.perf_counter() - start
-            if budget.evaluations is not None and len(results) >= budget.evaluations:
-                break
-            if budget.seconds is not None and results and not replay and elapsed + elapsed / len(results) > budget.seconds:
-                break  # the next evaluation would not finish inside the budget (recorded ones cost nothing now)
+            # the next evaluation would not finish inside the budget (recorded ones cost nothing now)
+            return not (budget.seconds is not None and results and not replay
+                        and elapsed + pool.workers * elapsed / len(results) > budget.seconds)
+
+        def ask() -> _Asked:
+            nonlocal repeats, replayed, diverged
             arch = strat.ask()
-            if arch in results:  # already evaluated: tell again, costs no budget
-                strat.tell(arch, *results[arch])
+            if arch in results or arch in queued:  # already evaluated: tell again, costs no budget
                 repeats += 1
-                if repeats >= MAX_REPEATS:
-                    break
-                continue
+                return _Asked(arch)
             repeats = 0
             if replay:  # recorded before the interruption: tell what was measured then
                 recorded, row = replay.popleft()  # the same arch as asked when code and settings are the same
+                replayed += 1
                 if recorded != arch and not diverged:
                     diverged = True
-                    print(f"nas: warning: resuming {path}: at row {len(results) + 2} the strategy now proposes another "
+                    print(f"nas: warning: resuming {path}: at row {replayed + 1} the strategy now proposes another "
                           "subnet than the one recorded (other code or settings); the recorded evaluations are kept and "
                           "told as recorded, but the search will not end as the uninterrupted one would",
                           file=sys.stderr)
-                arch = recorded
-                results[arch] = ((-row["val_acc"], row[column]), row["violation"])
-                if row["violation"] == 0 and not row["val_acc"] <= best:
-                    best = row["val_acc"]
-                strat.tell(arch, *results[arch])
-                bar.update("replaying the recorded evaluations", advance=1 if budget.evaluations else 0)
+                queued.add(recorded)
+                return _Asked(recorded, recorded=row)
+            queued.add(arch)
+            return _Asked(arch, handle=pool.submit(arch, latency=need_latency), predicted=strat.predictions.get(arch, {}))
+
+        shown = time.perf_counter()  # progress of a time budget: advanced by the time since it was last shown
+        while True:
+            while pool.capacity() > 0 and may_ask():
+                queue.append(ask())
+            if not queue:
+                break
+            if queue[0].handle is not None and not pool.wait(queue[0].handle, any_slot=may_ask()):
+                continue  # a slot came free before the oldest evaluation finished: ask again
+            asked = queue.popleft()
+            queued.discard(asked.arch)
+            if not asked.new:
+                strat.tell(asked.arch, *results[asked.arch])
                 continue
-            t0 = time.perf_counter()
-            row = {"index": len(results), "id": arch.id, "strategy": strategy, "val_acc": evaluator.accuracy(arch),
-                   **evaluator.costs(arch, latency=need_latency)}
-            row["violation"] = limits.violation(row)
-            predicted = strat.predictions.get(arch, {})
-            row |= {"feasible": row["violation"] == 0, "seconds": time.perf_counter() - t0, "arch": arch.to_json(),
-                    "acc_predicted": predicted.get("accuracy"), "cost_predicted": predicted.get("cost"),
-                    "time": time.perf_counter() - start}
-            evaluating += row["seconds"]
-            writer.writerow(row)
-            fh.flush()  # on disk (in the OS's hands) before the strategy hears of it: a killed run loses nothing
-            results[arch] = ((-row["val_acc"], row[column]), row["violation"])
-            strat.tell(arch, *results[arch])
+            if asked.recorded is not None:
+                row = asked.recorded
+            else:
+                row = {"index": len(results), "id": asked.arch.id, "strategy": strategy, **pool.result(asked.handle)}
+                row["violation"] = limits.violation(row)
+                row |= {"feasible": row["violation"] == 0, "arch": asked.arch.to_json(),
+                        "acc_predicted": asked.predicted.get("accuracy"), "cost_predicted": asked.predicted.get("cost"),
+                        "time": time.perf_counter() - start}
+                evaluating += row["seconds"]
+                writer.writerow(row)
+                fh.flush()  # on disk (in the OS's hands) before the strategy hears of it: a killed run loses nothing
+            results[asked.arch] = ((-row["val_acc"], row[column]), row["violation"])
+            strat.tell(asked.arch, *results[asked.arch])
             if row["violation"] == 0 and not row["val_acc"] <= best:  # running best: no scan of all results per step
                 best = row["val_acc"]
-            bar.update(f"best feasible acc {best:.3f}", advance=1 if budget.evaluations else time.perf_counter() - start - elapsed)
-    if interrupted():  # Ctrl-C: the evaluation under way was finished and written; no summary
+            now = time.perf_counter()
+            if asked.recorded is not None:
+                bar.update("replaying the recorded evaluations", advance=1 if budget.evaluations else 0)
+            else:
+                bar.update(f"best feasible acc {best:.3f}", advance=1 if budget.evaluations else now - shown)
+            shown = now
+    if interrupted():  # Ctrl-C: the evaluations under way were finished and written; no summary
         raise KeyboardInterrupt
     seconds = time.perf_counter() - start
+    busy = evaluating / (seconds * pool.workers) if seconds > 0 else 1.0  # share of the workers' time spent evaluating
     return summarize(evaluator, out, limits=limits, budget=budget, strategy=strategy, objective=objective,
-                     seconds=seconds, overhead=1.0 - evaluating / seconds if seconds > 0 else 0.0)
+                     seconds=seconds, overhead=1.0 - busy, parallel=pool.describe())
 
 
 def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
@@ -195,7 +290,7 @@ def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
 
 
 def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget, strategy: str, seconds: float,
-              objective: str = "latency", overhead: float = 0.0) -> dict:
+              parallel: dict[str, Any], objective: str = "latency", overhead: float = 0.0) -> dict:
     table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
     column = OBJECTIVES[objective]
     feasible = table["feasible"].to_numpy(dtype=bool)
@@ -225,7 +320,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
                title=f"{evaluator.supernet.space.config.name} on {evaluator.data.name}: {len(table)} subnets ({strategy})")
     summary = {
         "strategy": strategy, "objective": objective, "budget": budget.describe(), "evaluations": len(table),
-        "seconds": seconds, "overhead_fraction": overhead,
+        "seconds": seconds, "overhead_fraction": overhead, "evaluation": parallel,
         "limits": {k: v for k, v in vars(limits).items()}, "feasible": int(feasible.sum()),
         "hypervolume": hv, "hypervolume_reference": {"accuracy": 0.0, column: float(ref[1])},
         "pareto_size": len(front_rows), "chosen": None,

@@ -4,6 +4,11 @@ Objectives are minimized (pass -accuracy). `violation` > 0 marks a subnet that b
 limit; constrained strategies rank by Deb's constraint domination. Each strategy owns its own
 `np.random.Generator`; `prefilter` is an optional cheap feasibility test (for example the exact
 parameter count) applied before a candidate is proposed, with a bounded number of redraws.
+
+Tells answer asks in order. `ready()` says how many candidates may be asked now, while tells are
+still pending, that a sequential ask-tell run would have asked too: a parallel search (several
+evaluations in flight, `nas.cluster.evaluate`) that asks only that many and tells in ask order
+proposes exactly what the sequential run proposes, whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import sys
+from collections import deque
 
 import numpy as np
 
@@ -20,6 +28,7 @@ from search_spaces import Arch, SearchSpace
 
 Prefilter = Callable[[Arch], bool]
 MAX_REDRAWS = 200
+UNBOUNDED = sys.maxsize  # `ready()` of a strategy whose proposals never depend on the tells
 
 
 @dataclass(frozen=True)
@@ -57,20 +66,31 @@ class Strategy(ABC):
         self.surrogate = surrogate  # only model-based strategies use it
         self.predictions: dict[Arch, dict[str, float]] = {}  # what a model-based strategy predicted of a proposal
         self.history: list[Observation] = []
+        self.pending: deque[Arch] = deque()  # asked, not told yet (oldest first)
 
     @abstractmethod
     def _propose(self) -> Arch: ...
+
+    def ready(self) -> int:
+        """How many candidates may be asked now without changing what a sequential run (each ask
+        after the tells of all earlier asks) would have asked. At least 1 when no tell is pending.
+        This default suits any strategy: one at a time."""
+        return 0 if self.pending else 1
 
     def ask(self) -> Arch:
         """A candidate that passes the prefilter when one is found within MAX_REDRAWS draws."""
         arch = self._propose()
         for _ in range(MAX_REDRAWS):
             if self.prefilter is None or self.prefilter(arch):
-                return arch
+                break
             arch = self._propose()
+        self.pending.append(arch)
         return arch
 
     def tell(self, arch: Arch, objectives: tuple[float, ...], violation: float) -> None:
+        """The result of the oldest pending ask (or of a subnet never asked, when none is pending)."""
+        if self.pending:
+            self.pending.popleft()
         self.history.append(Observation(arch, tuple(float(o) for o in objectives), float(violation)))
 
 
@@ -79,6 +99,9 @@ class RandomSearch(Strategy):
 
     def _propose(self) -> Arch:
         return self.space.sample(self.rng)
+
+    def ready(self) -> int:
+        return UNBOUNDED  # draws never depend on the tells
 
 
 class EvolutionSearch(Strategy):
@@ -110,6 +133,13 @@ class EvolutionSearch(Strategy):
         a, b = self._tournament(), self._tournament()
         child = self.space.crossover(a.arch, b.arch, self.rng) if self.rng.random() < self.crossover_prob else a.arch
         return self.space.mutate(child, self.rng, self.mutation_prob)
+
+    def ready(self) -> int:
+        """The rest of the current generation: what is proposed changes only when the population
+        fills up or a generation of offspring is complete (when the tells reach that count)."""
+        filling = len(self.population) < self.population_size
+        told_in_round = len(self.population) if filling else len(self._offspring)
+        return max(0, self.population_size - told_in_round - len(self.pending))
 
     def _tournament(self) -> Observation:
         i, j = self.rng.integers(len(self.population), size=2)

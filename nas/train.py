@@ -15,6 +15,9 @@ the sampler's state, the history) is written atomically to one `checkpoint.safet
 `resume=True` continues from it and ends with the same weights as an uninterrupted run. When asked
 to stop (Ctrl-C), the step under way is finished and the same state is written mid-epoch, with the
 epoch's shuffle state and the steps done in it.
+
+With `parallel`, this loop is one worker of a data-parallel run (`nas.parallel`, on Ray Train by
+`nas.cluster.train`) whose updates equal one process's.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from torch import Tensor
 
 from nas.data import Split, TaskData, iterate_batches
 from nas.errors import UserError
+from nas.parallel import DataParallel, sum_gradients
 from nas.progress import progress_bar
 from nas.runs import save_tensors
 from nas.sampling import SAMPLING_RULES, Draw, Sampler, make_sampler
@@ -255,17 +259,35 @@ def _step_losses(supernet: HybridSupernet, x: Tensor, y: Tensor, draws: list[Dra
     return first_loss, first_hits
 
 
+def _parallel_step(supernet: HybridSupernet, x: Tensor, y: Tensor, draws: list[Draw], config: TrainConfig,
+                   params: list[torch.nn.Parameter], parallel: DataParallel) -> tuple[float, int]:
+    """`_step_losses` on this worker's rows of the batch, then the whole batch's gradients, first loss
+    and hits on every worker (`nas.parallel.sum_gradients`)."""
+    xs, ys = x[parallel.rank::parallel.world], y[parallel.rank::parallel.world]
+    loss, hits, error = 0.0, 0, ""
+    if len(ys):  # a short last batch leaves some workers without rows
+        try:
+            loss, hits = _step_losses(supernet, xs, ys, draws, config)
+        except UserError as e:  # raised on every worker alike by sum_gradients
+            error = str(e)
+    return sum_gradients(params, parallel, share=len(ys) / len(y), loss=loss, hits=hits, error=error)
+
+
 def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig, *,
                    checkpoint: Path | None = None, resume: bool = False, show_progress: bool = True,
-                   stop: Callable[[], bool] | None = None) -> dict:
+                   stop: Callable[[], bool] | None = None, parallel: DataParallel | None = None) -> dict:
     """Train in place; returns a JSON-able summary (history, time, validation accuracy of the extremes).
 
     With `checkpoint`, the training state is written there after every epoch; with `resume`, training
-    continues from that file (the config must equal the one it was written with). `stop` is polled
-    after every step: when it turns true, the step under way is finished, the state is checkpointed
-    mid-epoch (the epoch's shuffle state and the steps done in it) and `KeyboardInterrupt` is raised;
-    resuming from there ends with the same weights as an uninterrupted run.
+    continues from that file (the config must equal the one it was written with). `stop` (one
+    process only) is polled after every step: when it turns true, the step under way is finished,
+    the state is checkpointed mid-epoch (the epoch's shuffle state and the steps done in it) and
+    `KeyboardInterrupt` is raised; resuming from there ends with the same weights as an
+    uninterrupted run. With `parallel`, this process is one worker of a data-parallel run (see
+    `DataParallel`).
     """
+    if stop is not None and parallel is not None:
+        raise ValueError("stop is for one process; a data-parallel run stops through its driver")
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     device, space = config.device, supernet.space
@@ -302,7 +324,9 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
                 if i < done:
                     continue
                 _set_lr(opt, lr_at(step, total, warmup, config.lr))
-                loss, hits = _step_losses(supernet, x, y, sampler.draws(), config)
+                draws = sampler.draws()
+                loss, hits = (_step_losses(supernet, x, y, draws, config) if parallel is None
+                              else _parallel_step(supernet, x, y, draws, config, params, parallel))
                 _update(opt, params, config)
                 step += 1
                 seen += len(y)
@@ -327,10 +351,12 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
                 "val_acc_smallest": evaluate(supernet, data.val, smallest, device=device),
                 "seconds": time.perf_counter() - start,
             })
-            if checkpoint is not None:
+            if checkpoint is not None and (parallel is None or parallel.rank == 0):
                 save_checkpoint(checkpoint, supernet, opt, sampler, gen, config,
                                 {"epoch": epoch + 1, "step": step, "seconds": time.perf_counter() - start,
                                  "history": history})
+            if parallel is not None:
+                parallel.epoch_end(history[-1])
             if stop is not None and stop() and epoch + 1 < config.epochs:
                 raise KeyboardInterrupt
     return {

@@ -1,0 +1,204 @@
+"""Ray: a search on Ray actors is the in-process search; a killed actor is retried; data-parallel
+training equals one process; Ray is imported only when asked for. One local Ray (2 CPUs) for the file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nas import cluster
+from nas.cli import main
+from nas.cluster.evaluate import RayPool
+from nas.data import Split, load_data
+from nas.evaluation import Evaluator, LatencySettings, Limits
+from nas.parallel import DataParallel
+from nas.runs import load_supernet, save_supernet
+from nas.search import Budget, run_search
+from nas.strategies import EvolutionSearch
+from nas.train import TrainConfig, train_supernet
+from search_spaces import HybridSupernet, get_space
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")  # Ray Train imports Ray Data
+ROOT = Path(__file__).resolve().parents[1]
+LIMITS = Limits(max_flops=1_500_000)
+BUDGET = 36  # predictor: 20 random subnets + 16 of its first round; evolution: 2 generations of 16 + 4
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    cluster.connect(num_cpus=2, object_store_mb=80)
+    yield
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def evaluator() -> Evaluator:
+    """An untrained supernet: results need not be good to be compared, only deterministic."""
+    torch.manual_seed(0)
+    return Evaluator(HybridSupernet(get_space("tiny")), load_data("digits"), LatencySettings())
+
+
+def _search(evaluator: Evaluator, out: Path, strategy: str, pool: RayPool | None = None) -> pd.DataFrame:
+    out.mkdir()
+    run_search(evaluator, out, budget=Budget(evaluations=BUDGET), limits=LIMITS, strategy=strategy, seed=3,
+               objective="flops", show_progress=False, pool=pool)
+    return _table(out)
+
+
+def _table(run: Path) -> pd.DataFrame:
+    """evaluations.csv without the timing columns: the rest is deterministic."""
+    return pd.read_csv(run / "evaluations.csv", dtype={"id": str}).drop(columns=["seconds", "time"])
+
+
+@pytest.fixture(scope="class")
+def pool(local_ray, evaluator):
+    """Two evaluation actors for `TestSearchOnRay`: closed before the training tests need the 2 CPUs."""
+    with RayPool(evaluator, workers=2) as pool:
+        yield pool
+
+
+class TestSearchOnRay:
+    @pytest.mark.parametrize("strategy", ["random", "evolution", "predictor", "optuna-nsga2"])
+    def test_ray_search_equals_the_in_process_search(self, strategy, evaluator, pool, tmp_path):
+        alone = _search(evaluator, tmp_path / "alone", strategy)
+        pd.testing.assert_frame_equal(_search(evaluator, tmp_path / "ray", strategy, pool), alone)
+        summary = json.loads((tmp_path / "ray" / "search.json").read_text())
+        assert summary["evaluation"]["engine"] == "ray" and summary["evaluation"]["workers"] == 2
+
+    def test_killed_actor_is_restarted_and_its_evaluation_retried(self, evaluator, pool, tmp_path, monkeypatch):
+        import ray
+
+        submitted, killed = [], []
+        submit = pool.submit
+
+        def submit_then_kill(arch, *, latency):
+            handle = submit(arch, latency=latency)
+            submitted.append(arch)
+            if len(submitted) == 21:  # its evaluation is under way: the actor dies, Ray restarts it
+                ray.kill(pool._busy[handle], no_restart=False)
+                killed.append(arch)
+            return handle
+
+        monkeypatch.setattr(pool, "submit", submit_then_kill)
+        table = _search(evaluator, tmp_path / "killed", "evolution", pool)
+        assert len(killed) == 1 and len(table) == BUDGET and table["id"].is_unique  # nothing lost, nothing twice
+        monkeypatch.undo()
+        pd.testing.assert_frame_equal(table, _search(evaluator, tmp_path / "alone", "evolution"))
+
+
+def test_strategies_ask_ahead_only_within_a_round():
+    space = get_space("tiny")
+    evolution = EvolutionSearch(space, population_size=4)
+    asked = [evolution.ask() for _ in range(evolution.ready())]
+    assert len(asked) == 4 and evolution.ready() == 0  # the next generation needs this one's tells
+    for arch in asked[:3]:
+        evolution.tell(arch, (0.0, 1.0), 0.0)
+    assert evolution.ready() == 0
+    evolution.tell(asked[3], (0.0, 1.0), 0.0)
+    assert evolution.ready() == 4 and not evolution.pending
+
+
+class ThreadSum:
+    """`all_reduce` for workers that are threads of this process: the same sum, in rank order, on all."""
+
+    def __init__(self, world: int):
+        self.barrier, self.slots = threading.Barrier(world), [None] * world
+
+    def for_rank(self, rank: int):
+        def all_reduce(tensor: torch.Tensor) -> None:
+            self.slots[rank] = tensor.clone()
+            self.barrier.wait()
+            total = sum(self.slots[1:], self.slots[0].clone())
+            self.barrier.wait()
+            tensor.copy_(total)
+        return all_reduce
+
+
+def test_gradient_sum_makes_three_workers_one_process():
+    """Batches of 7 and 2 rows: slices of 3, 2, 2 then 1, 1, 0 (a worker without rows)."""
+    data = load_data("digits")
+    data = dataclasses.replace(data, train=Split(data.train.x[:9], data.train.y[:9]))
+    config = TrainConfig(epochs=1, batch_size=7, optimizer="sgd", lr=0.05, warmup_epochs=0, num_random=1)
+    torch.manual_seed(0)
+    initial = HybridSupernet(get_space("tiny")).state_dict()
+    models = [HybridSupernet(get_space("tiny")) for _ in range(4)]
+    for model in models:
+        model.load_state_dict(initial)
+    train_supernet(models[0], data, config, show_progress=False)
+    summed, summaries = ThreadSum(3), {}
+
+    def worker(rank: int) -> None:
+        parallel = DataParallel(rank=rank, world=3, all_reduce=summed.for_rank(rank), epoch_end=lambda entry: None)
+        summaries[rank] = train_supernet(models[rank + 1], data, config, show_progress=False, parallel=parallel)
+
+    threads = [threading.Thread(target=worker, args=(rank,)) for rank in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(summaries) == 3
+    one = models[0].state_dict()
+    for model in models[1:]:
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(value, one[key], rtol=1e-5, atol=1e-6)
+
+
+def test_two_worker_training_through_the_cli_equals_one_process(local_ray, tmp_path):
+    digits = load_data("digits")  # a small .npz: 2 uneven batches per epoch (63 + the rest)
+    x = torch.cat([digits.train.x, digits.val.x])[:130, 0].numpy()
+    np.savez(tmp_path / "small.npz", x=x, y=torch.cat([digits.train.y, digits.val.y])[:130].numpy())
+    args = ["train", "--data", str(tmp_path / "small.npz"), "--epochs", "2", "--batch-size", "63", "--optimizer", "sgd",
+            "--warmup-epochs", "0", "--num-random", "1", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert main([*args, "--workers", "2", "--out", str(tmp_path / "two")]) == 0
+    one, two = (load_supernet(tmp_path / name).state_dict() for name in ("one", "two"))
+    assert one.keys() == two.keys()
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6)
+    history = [json.loads((tmp_path / name / "space.json").read_text())["summary"]["epochs"] for name in ("one", "two")]
+    assert np.isfinite([e["loss"] for e in history[1]]).all()
+    assert [e["loss"] for e in history[1]] == pytest.approx([e["loss"] for e in history[0]], rel=1e-5)
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["args"]["workers"] == 2
+    assert not (tmp_path / "two" / "ray-train").exists() and not (tmp_path / "two" / "checkpoint.safetensors").exists()
+
+
+def test_search_resumed_with_another_worker_count_ends_as_the_uninterrupted_one(local_ray, evaluator, tmp_path):
+    supernet = save_supernet(tmp_path, evaluator.supernet, {})
+    args = ["search", "--supernet", str(supernet), "--budget", "24", "--objective", "flops", "--max-flops", "1500000",
+            "--strategy", "predictor", "--quiet"]
+    whole, run = tmp_path / "whole", tmp_path / "cut"
+    assert main([*args, "--out", str(whole)]) == 0
+    shutil.copytree(whole, run)
+    lines = (run / "evaluations.csv").read_text().splitlines(keepends=True)
+    (run / "evaluations.csv").write_text("".join(lines[:11]))  # as if killed after 10 evaluations
+    (run / "search.json").unlink()
+    assert main(["search", "--out", str(run), "--resume", "--workers", "2", "--quiet"]) == 0
+    pd.testing.assert_frame_equal(_table(run), _table(whole))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--workers", "0"], "--workers must be >= 1, got 0"),
+    (["--ray-address", "127.0.0.1:1"], "could not reach the Ray cluster at 127.0.0.1:1"),
+    (["--ray-address", "nowhere"], "is not HOST:PORT"),
+])
+def test_bad_ray_flags_are_one_line(flags, message, tmp_path, capsys):
+    assert main(["train", *flags, "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_ray_is_imported_only_when_asked_for():
+    code = ("import sys, nas.cli, nas.cluster.evaluate, nas.cluster.train, nas.search; "
+            "sys.exit('ray' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": ""},
+                          timeout=120).returncode == 0
