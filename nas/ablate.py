@@ -47,6 +47,7 @@ import torch
 from nas.ablate_config import AblationConfig, Grid, Resources, SearchSettings
 from nas.ablate_report import write_results
 from nas.cluster.tune import check_resources, ray_session, run_trials
+from nas.checkpoint import CHECKPOINT_FILE
 from nas.costs import describe_hardware
 from nas.data import DataError, load_data
 from nas.errors import UserError
@@ -57,7 +58,7 @@ from nas.progress import progress_bar
 from nas.runs import load_supernet, package_versions, read_json, save_supernet, write_json
 from nas.search import Budget, run_search
 from nas.strategies import strategies_with_predictor
-from nas.train import CHECKPOINT_FILE, train_supernet
+from nas.train import train_supernet
 from search_spaces import HybridSupernet, get_space
 
 SUPERNETS, TRIALS, TUNE = "supernets", "trials", "tune"

@@ -15,6 +15,7 @@ from nas import cluster
 from nas.ablate import run_ablation
 from nas.ablate_config import load_config
 from nas.ablate_report import format_summary
+from nas.checkpoint import CHECKPOINT_FILE
 from nas.cluster.evaluate import RayPool
 from nas.cluster.train import RAY_TRAIN_DIR, has_checkpoint, remove_checkpoints, train_distributed
 from nas.costs import describe_hardware
@@ -29,7 +30,7 @@ from nas.strategies import list_strategies
 from nas.targets import TARGETS
 from predictors import LatencyPredictor
 from nas.sampling import SAMPLING_RULES
-from nas.train import CHECKPOINT_FILE, TrainConfig, evaluate, train_supernet
+from nas.train import TrainConfig, evaluate, train_supernet
 from search_spaces import Arch, ArchError, HybridSupernet, SearchSpace, get_space, list_spaces
 
 DEFAULT_TRAIN = TrainConfig()

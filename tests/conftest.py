@@ -16,3 +16,13 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray for a test module: 2 CPUs and the smallest object store Ray accepts."""
+    from nas import cluster
+
+    cluster.connect(num_cpus=2, object_store_mb=80)
+    yield
+    cluster.shutdown()

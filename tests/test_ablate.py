@@ -24,7 +24,6 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 
-from nas import cluster
 from nas.ablate import (ATTEMPTS_FILE, SUPERNETS, TRIAL_FILE, TRIALS, SearchTrial, collect, search_job, search_trials,
                         supernet_trials)
 from nas.ablate import _sweep_lock
@@ -34,7 +33,7 @@ from nas.cli import main
 from nas.cluster.tune import run_trials
 from nas.errors import UserError
 from nas.strategies import make_strategy, strategies_with_predictor
-from nas.train import CHECKPOINT_FILE
+from nas.checkpoint import CHECKPOINT_FILE
 from search_spaces import get_space
 
 CONFIG = {
@@ -166,13 +165,6 @@ def _sabotage(out: Path, done: threading.Event, killed: list[int], recorded: set
             os.kill(os.getpid(), signal.SIGINT)
             return
         time.sleep(0.02)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    cluster.connect(num_cpus=2, object_store_mb=80)
-    yield
-    cluster.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 import torch
 
-from nas import cluster
 from nas.cli import main
 from nas.cluster.evaluate import RayPool
 from nas.data import Split, load_data
@@ -32,13 +31,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.con
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = Limits(max_flops=1_500_000)
 BUDGET = 36  # predictor: 20 random subnets + 16 of its first round; evolution: 2 generations of 16 + 4
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    cluster.connect(num_cpus=2, object_store_mb=80)
-    yield
-    cluster.shutdown()
 
 
 @pytest.fixture(scope="module")

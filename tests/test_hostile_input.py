@@ -626,7 +626,8 @@ def test_train_resume_refuses_a_supernet_file_as_checkpoint(trained, tmp_path, c
 def _genuine_checkpoint(run: Path) -> None:
     """The checkpoint `nas train` (as recorded in run/config.json) writes before its first epoch."""
     from nas.sampling import make_sampler
-    from nas.train import make_optimizer, save_checkpoint
+    from nas.checkpoint import save_checkpoint
+    from nas.train import make_optimizer
     from search_spaces import HybridSupernet
 
     config = TrainConfig(epochs=1, batch_size=256, num_random=0)  # what the trained fixture ran

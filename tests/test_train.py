@@ -21,7 +21,8 @@ from nas.data import Split, load_data
 from nas.errors import UserError
 from nas.runs import load_supernet
 from nas.sampling import ComplexitySampler, SandwichSampler, UniformSampler, make_sampler
-from nas.train import CHECKPOINT_FILE, TrainConfig, evaluate, train_standalone, train_supernet
+from nas.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT, read_checkpoint
+from nas.train import TrainConfig, evaluate, train_standalone, train_supernet
 from search_spaces import HybridSupernet, get_space
 
 SPACE = get_space("tiny")
@@ -123,7 +124,7 @@ def test_stop_mid_epoch_finishes_the_step_and_resumes_exactly(rule, small_data, 
         train_supernet(_supernet(), small_data, config, checkpoint=ckpt, show_progress=False,
                        stop=stop_after_eight_steps)
     assert len(steps) == 9  # the step under way finished, no further one started
-    _, meta = train_mod.read_checkpoint(ckpt)
+    _, meta = read_checkpoint(ckpt)
     assert meta["progress"]["epoch"] == 1 and meta["progress"]["epoch_steps"] == 2 and meta["progress"]["step"] == 8
     resumed = _supernet(seed=123)
     again = train_supernet(resumed, small_data, config, checkpoint=ckpt, resume=True, show_progress=False)
@@ -137,10 +138,10 @@ def test_a_checkpoint_written_before_space_dims_existed_resumes(small_data, tmp_
     ckpt = tmp_path / CHECKPOINT_FILE
     with pytest.raises(KeyboardInterrupt):
         train_supernet(_supernet(), small_data, config, checkpoint=ckpt, show_progress=False, stop=lambda: True)
-    tensors, meta = train_mod.read_checkpoint(ckpt)
+    tensors, meta = read_checkpoint(ckpt)
     del meta["space"]["dims"]  # a space recorded before the field was added
     raw = {k: json.dumps(v) for k, v in meta.items()} | {"format": "nas-checkpoint",
-                                                         "format_version": train_mod.CHECKPOINT_FORMAT}
+                                                         "format_version": CHECKPOINT_FORMAT}
     from safetensors.torch import save_file
     save_file(tensors, str(ckpt), metadata=raw)
     summary = train_supernet(_supernet(), small_data, config, checkpoint=ckpt, resume=True, show_progress=False)
@@ -154,7 +155,7 @@ def test_stop_on_the_last_step_of_an_epoch_ends_the_epoch_first(small_data, tmp_
     with pytest.raises(KeyboardInterrupt):
         train_supernet(_supernet(), small_data, config, checkpoint=ckpt, show_progress=False,
                        stop=lambda: calls.append(1) or len(calls) >= 3)  # on the third and last step of epoch 1
-    _, meta = train_mod.read_checkpoint(ckpt)
+    _, meta = read_checkpoint(ckpt)
     assert meta["progress"]["epoch"] == 1 and "epoch_steps" not in meta["progress"]
     assert len(meta["progress"]["history"]) == 1  # the epoch was evaluated and recorded
 
@@ -166,10 +167,10 @@ def test_a_mid_epoch_checkpoint_with_inconsistent_progress_is_refused(small_data
     with pytest.raises(KeyboardInterrupt):
         train_supernet(_supernet(), small_data, config, checkpoint=ckpt, show_progress=False,
                        stop=lambda: calls.append(1) or len(calls) >= 2)
-    tensors, meta = train_mod.read_checkpoint(ckpt)
+    tensors, meta = read_checkpoint(ckpt)
     meta["progress"]["epoch_losses"] = [0.5]  # two steps recorded, one loss
     raw = {k: json.dumps(v) for k, v in meta.items()} | {"format": "nas-checkpoint",
-                                                         "format_version": train_mod.CHECKPOINT_FORMAT}
+                                                         "format_version": CHECKPOINT_FORMAT}
     from safetensors.torch import save_file
     save_file(tensors, str(ckpt), metadata=raw)
     with pytest.raises(UserError, match="interrupted epoch .* inconsistent"):
@@ -253,7 +254,7 @@ def test_ctrl_c_during_training_finishes_the_step_and_resumes_to_the_same_weight
     assert proc.returncode == 130, err
     assert "stopping after the training step under way" in err and "Traceback" not in err
     assert f"resume with: nas train --out {run} --resume" in err
-    _, meta = train_mod.read_checkpoint(run / CHECKPOINT_FILE)
+    _, meta = read_checkpoint(run / CHECKPOINT_FILE)
     assert meta["progress"]["epoch"] < 3
     assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
     assert _max_diff(load_supernet(tmp_path / "straight"), load_supernet(run)) == 0.0

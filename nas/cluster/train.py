@@ -27,7 +27,8 @@ import torch
 from nas.data import TaskData
 from nas.errors import UserError
 from nas.parallel import DataParallel
-from nas.train import CHECKPOINT_FILE, TrainConfig, train_supernet
+from nas.checkpoint import CHECKPOINT_FILE
+from nas.train import TrainConfig, train_supernet
 from search_spaces import HybridSupernet, SearchSpace
 
 RAY_TRAIN_DIR = "ray-train"  # Ray Train's run folder (its epoch checkpoints) inside the run folder
