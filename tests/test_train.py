@@ -133,17 +133,29 @@ def test_stop_mid_epoch_finishes_the_step_and_resumes_exactly(rule, small_data, 
     assert drop(again["epochs"]) == drop(summary["epochs"])
 
 
+def _stop_after(steps: int, data, config: TrainConfig, ckpt) -> None:
+    """Train until `stop` has been polled `steps` times (after each step and at each epoch's end)."""
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(_supernet(), data, config, checkpoint=ckpt, show_progress=False,
+                       stop=lambda: calls.append(1) or len(calls) >= steps)
+
+
+def _rewrite_metadata(ckpt, edit) -> None:
+    """Rewrite a checkpoint with `edit(meta)` applied to its JSON metadata (tensors unchanged)."""
+    from safetensors.torch import save_file
+
+    tensors, meta = read_checkpoint(ckpt)
+    edit(meta)
+    raw = {k: json.dumps(v) for k, v in meta.items()} | {"format": "nas-checkpoint", "format_version": CHECKPOINT_FORMAT}
+    save_file(tensors, str(ckpt), metadata=raw)
+
+
 def test_a_checkpoint_written_before_space_dims_existed_resumes(small_data, tmp_path):
     config = TrainConfig(epochs=2, batch_size=64, num_random=0)
     ckpt = tmp_path / CHECKPOINT_FILE
-    with pytest.raises(KeyboardInterrupt):
-        train_supernet(_supernet(), small_data, config, checkpoint=ckpt, show_progress=False, stop=lambda: True)
-    tensors, meta = read_checkpoint(ckpt)
-    del meta["space"]["dims"]  # a space recorded before the field was added
-    raw = {k: json.dumps(v) for k, v in meta.items()} | {"format": "nas-checkpoint",
-                                                         "format_version": CHECKPOINT_FORMAT}
-    from safetensors.torch import save_file
-    save_file(tensors, str(ckpt), metadata=raw)
+    _stop_after(1, small_data, config, ckpt)
+    _rewrite_metadata(ckpt, lambda meta: meta["space"].pop("dims"))  # a space recorded before the field existed
     summary = train_supernet(_supernet(), small_data, config, checkpoint=ckpt, resume=True, show_progress=False)
     assert len(summary["epochs"]) == 2
 
@@ -151,10 +163,7 @@ def test_a_checkpoint_written_before_space_dims_existed_resumes(small_data, tmp_
 def test_stop_on_the_last_step_of_an_epoch_ends_the_epoch_first(small_data, tmp_path):
     config = TrainConfig(epochs=2, batch_size=64, num_random=0)
     ckpt = tmp_path / CHECKPOINT_FILE
-    calls = []
-    with pytest.raises(KeyboardInterrupt):
-        train_supernet(_supernet(), small_data, config, checkpoint=ckpt, show_progress=False,
-                       stop=lambda: calls.append(1) or len(calls) >= 3)  # on the third and last step of epoch 1
+    _stop_after(3, small_data, config, ckpt)  # on the third and last step of epoch 1
     _, meta = read_checkpoint(ckpt)
     assert meta["progress"]["epoch"] == 1 and "epoch_steps" not in meta["progress"]
     assert len(meta["progress"]["history"]) == 1  # the epoch was evaluated and recorded
@@ -163,16 +172,8 @@ def test_stop_on_the_last_step_of_an_epoch_ends_the_epoch_first(small_data, tmp_
 def test_a_mid_epoch_checkpoint_with_inconsistent_progress_is_refused(small_data, tmp_path):
     config = TrainConfig(epochs=2, batch_size=32, num_random=0)
     ckpt = tmp_path / CHECKPOINT_FILE
-    calls = []
-    with pytest.raises(KeyboardInterrupt):
-        train_supernet(_supernet(), small_data, config, checkpoint=ckpt, show_progress=False,
-                       stop=lambda: calls.append(1) or len(calls) >= 2)
-    tensors, meta = read_checkpoint(ckpt)
-    meta["progress"]["epoch_losses"] = [0.5]  # two steps recorded, one loss
-    raw = {k: json.dumps(v) for k, v in meta.items()} | {"format": "nas-checkpoint",
-                                                         "format_version": CHECKPOINT_FORMAT}
-    from safetensors.torch import save_file
-    save_file(tensors, str(ckpt), metadata=raw)
+    _stop_after(2, small_data, config, ckpt)
+    _rewrite_metadata(ckpt, lambda meta: meta["progress"].update(epoch_losses=[0.5]))  # two steps, one loss
     with pytest.raises(UserError, match="interrupted epoch .* inconsistent"):
         train_supernet(_supernet(), small_data, config, checkpoint=ckpt, resume=True, show_progress=False)
 
