@@ -21,7 +21,7 @@ from torch import nn
 
 from nas.errors import UserError
 from search_spaces import Arch, ArchError, HybridSupernet, ModelSpec, SearchSpace, SpaceConfig, SubnetModel
-from search_spaces.arch import show
+from search_spaces.arch import loads_json, show
 
 SUPERNET_FILE, SPACE_FILE, MODEL_FILE, MODEL_META = "supernet.safetensors", "space.json", "model.safetensors", "model.json"
 FORMAT_VERSION = "1"
@@ -61,7 +61,7 @@ def read_json(path: Path, what: str) -> Any:
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist")
     try:  # ValueError: also bad UTF-8, or an integer too long; RecursionError: nesting too deep
-        return json.loads(path.read_text())
+        return loads_json(path.read_text())
     except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"{what} {path} is not valid JSON: {e}") from None
 

@@ -37,6 +37,20 @@ def show(value: Any) -> str:
     return _SHORT.repr(value)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r}")  # the json module would keep the last one silently
+        seen[key] = value
+    return seen
+
+
+def loads_json(text: str) -> Any:
+    """`json.loads` for files people write: a key given twice is an error (ValueError), not the last one wins."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -188,7 +202,7 @@ class Arch:
     @classmethod
     def from_json(cls, text: str) -> Arch:
         try:
-            data = json.loads(text)
+            data = loads_json(text)
         except (ValueError, TypeError, RecursionError) as e:  # also too deep, or an integer too long
             raise ArchError(f"architecture is not valid JSON: {e}") from None
         return cls.from_dict(data)

@@ -6,12 +6,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from search_spaces.arch import MIXERS, ArchError, is_finite_number, show
+from search_spaces.arch import MIXERS, ArchError, is_finite_number, loads_json, show
 
 BlockType = Literal["conv", "attn"]
 
@@ -146,6 +145,6 @@ class SpaceConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> SpaceConfig:
         try:  # ValueError: also bad UTF-8 or JSON, an integer too long, and ArchError; RecursionError: too deep
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            return cls.from_dict(loads_json(Path(path).read_text()))
         except (OSError, ValueError, RecursionError) as e:
             raise ArchError(f"space file {path}: {e}") from None

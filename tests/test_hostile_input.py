@@ -368,6 +368,22 @@ def test_space_file_on_pathological_bytes(scratch, data):
     assert "bad-space.json" in assert_clear(info.value)
 
 
+def test_a_key_written_twice_is_named_not_silently_overridden(tmp_path, capsys):
+    """JSON keeps the last of two equal keys; in a file a person wrote, that hides a typo."""
+    space = json.dumps(get_space("tiny").config.to_dict())
+    path = tmp_path / "space.json"
+    path.write_text(space[:-1] + ', "heads": [1]}')
+    with pytest.raises(ArchError, match="space.json.*duplicate key 'heads'"):
+        SpaceConfig.from_file(path)
+    arch = get_space("tiny").largest().to_json()
+    with pytest.raises(ArchError, match="duplicate key 'resolution'"):
+        Arch.from_json(arch[:-1] + ', "resolution": 8}')
+    ablation = tmp_path / "ablation.json"
+    ablation.write_text('{"name": "a", "name": "b"}')
+    assert main(["ablate", str(ablation), "--out", str(tmp_path / "sweep")]) == 2
+    assert "duplicate key 'name'" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------- training config
 TRAIN_FIELDS = tuple(TrainConfig().to_dict())
 
