@@ -5,23 +5,30 @@
 2. Train each from scratch with the default recipe and budget (`nas.train.train_standalone`:
    same epochs, batch size, optimizer, schedule, augmentation), `--standalone-seeds` seeds each.
 3. For each sampling rule, train one supernet with the default recipe and take every chosen
-   subnet's accuracy with inherited weights.
+   subnet's accuracy with inherited weights. A rule may carry recipe changes for an ablation:
+   `uniform:num_random=4`, `sandwich:distill=false:lr=0.003` (any `TrainConfig` field).
 4. Kendall tau and Spearman rho between inherited and from-scratch accuracy (both on the held-out
    images: validation + test split, never used for training or selection); the gap of the largest
    and smallest subnets; supernet training throughput against the same subnet steps run standalone.
+5. With `--standalone-seeds` >= 2, the noise ceiling: the Kendall tau of one from-scratch seed
+   against another, on accuracy and on held-out loss. No supernet can rank the subnets more
+   faithfully than the reference agrees with itself. With `--supernet-seeds` >= 2, the same for
+   the supernets of each rule: how much of their ranking survives another training seed.
 
     .venv/bin/python benchmarks/ranking_fidelity.py --out runs/benchmarks/ranking
 
-Writes subnets.csv (one row per subnet), rules.csv (one row per rule), ranking.png.
+Writes subnets.csv (one row per subnet), rules.csv (one row per rule), summary.json (the subnets'
+FLOPs range, from-scratch spread and noise ceiling), ranking.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +40,7 @@ from scipy.stats import kendalltau, spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas.data import Split, load_data  # noqa: E402
+from nas.errors import UserError  # noqa: E402
 from nas.sampling import make_sampler  # noqa: E402
 from nas.train import TrainConfig, evaluate, make_optimizer, train_standalone, train_supernet  # noqa: E402
 from search_spaces import HybridSupernet, get_space  # noqa: E402
@@ -48,6 +56,34 @@ def choose_subnets(space, n: int, seed: int) -> list:
         chosen.append(pool[int(rng.choice(part))])
     unique = list(dict.fromkeys(chosen))
     return sorted(unique, key=space.count_flops)
+
+
+def parse_rule(item: str, base: TrainConfig, uniform_random: int) -> TrainConfig:
+    """`rule[:field=value]...` -> the recipe of that supernet (values read as JSON, else as text)."""
+    rule, *changes = item.split(":")
+    known = {f.name for f in fields(TrainConfig)}
+    try:
+        config = replace(base, sampling=rule, num_random=uniform_random if rule == "uniform" else base.num_random)
+        for change in changes:
+            key, sep, text = change.partition("=")
+            if not sep or key not in known:
+                raise UserError(f"{change!r} is not FIELD=VALUE with a TrainConfig field ({', '.join(sorted(known))})")
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = text
+            if isinstance(getattr(base, key), float) and type(value) is int:
+                value = float(value)
+            config = replace(config, **{key: value})
+    except UserError as e:
+        sys.exit(f"--rules {item}: {e}")
+    return config
+
+
+def seed_agreement(per_seed: np.ndarray) -> float:
+    """Mean Kendall tau over every pair of seeds (columns): how well the reference agrees with itself."""
+    pairs = itertools.combinations(range(per_seed.shape[1]), 2)
+    return float(np.mean([kendalltau(per_seed[:, i], per_seed[:, j]).statistic for i, j in pairs]))
 
 
 @torch.inference_mode()
@@ -94,10 +130,13 @@ def main() -> None:
     ap.add_argument("--space", default="tiny")
     ap.add_argument("--data", default="digits")
     ap.add_argument("--subnets", type=int, default=24)
-    ap.add_argument("--rules", default="sandwich,complexity,uniform")
+    ap.add_argument("--rules", nargs="+", default=["sandwich", "complexity", "uniform"],
+                    help="sampling rules, each with optional recipe changes: uniform:num_random=4 sandwich:distill=false")
     ap.add_argument("--uniform-random", type=int, default=1, help="subnets per step of the uniform rule (1: single path)")
     ap.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     ap.add_argument("--standalone-seeds", type=int, default=1)
+    ap.add_argument("--supernet-seeds", type=int, default=1,
+                    help="supernets per rule (seeds --seed, +1000, ...): how reproducible the supernet's ranking is")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/benchmarks/ranking"))
@@ -116,7 +155,7 @@ def main() -> None:
     cache = pd.read_csv(cache_path, dtype={"id": str}) if cache_path.is_file() else pd.DataFrame()
     t0 = time.perf_counter()
     for i, (row, arch) in enumerate(zip(rows, subnets)):
-        accs, losses = [], []
+        accs, losses = [], []  # one per seed
         for s in range(args.standalone_seeds):
             seed = args.seed + 1000 * s
             hit = cache[(cache["id"] == arch.id) & (cache["seed"] == seed) & (cache["epochs"] == args.epochs)] if len(cache) else []
@@ -134,47 +173,68 @@ def main() -> None:
             cache.to_csv(cache_path, index=False)
         row["standalone_acc"], row["standalone_loss"] = float(np.mean(accs)), float(np.mean(losses))
         row["standalone_seed_std"] = float(np.std(accs))
-        row["standalone_accs"] = json.dumps(accs)
+        row["standalone_accs"], row["standalone_losses"] = json.dumps(accs), json.dumps(losses)
         print(f"standalone {i + 1}/{len(subnets)} {row['id']} {row['flops']:,} MACs acc {row['standalone_acc']:.4f} "
               f"loss {row['standalone_loss']:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     standalone_seconds = time.perf_counter() - t0
 
+    rules = [r.strip() for item in args.rules for r in item.split(",") if r.strip()]
+    configs = {rule: parse_rule(rule, base, args.uniform_random) for rule in rules}  # every error before any training
     summaries = []
-    for rule in [r.strip() for r in args.rules.split(",") if r.strip()]:
-        config = replace(base, sampling=rule, num_random=args.uniform_random if rule == "uniform" else base.num_random)
-        torch.manual_seed(args.seed)
-        supernet = HybridSupernet(space)
-        summary = train_supernet(supernet, data, config, show_progress=False)
-        inherited = [evaluate(supernet, held_out, a) for a in subnets]
-        inherited_loss = [held_out_loss(supernet, held_out, a) for a in subnets]
-        for row, acc, loss in zip(rows, inherited, inherited_loss):
-            row[f"inherited_{rule}"], row[f"inherited_loss_{rule}"] = acc, loss
-        scratch = [r["standalone_acc"] for r in rows]
-        tau, rho = kendalltau(inherited, scratch).statistic, spearmanr(inherited, scratch).statistic
-        tau_loss = kendalltau(inherited_loss, [r["standalone_loss"] for r in rows]).statistic
-        speed = throughput(space, data, config)
-        summaries.append({
-            "rule": rule, "subnets_per_step": speed["subnets_per_step"], "kendall_tau": tau, "spearman_rho": rho,
-            "kendall_tau_loss": tau_loss,
-            "largest_inherited": inherited[-1], "largest_scratch": scratch[-1], "largest_gap": inherited[-1] - scratch[-1],
-            "smallest_inherited": inherited[0], "smallest_scratch": scratch[0], "smallest_gap": inherited[0] - scratch[0],
-            "train_seconds": summary["seconds"], **{k: v for k, v in speed.items() if k != "subnets_per_step"},
-        })
-        print(json.dumps(summaries[-1]), flush=True)
-        pd.DataFrame(rows).to_csv(args.out / "subnets.csv", index=False)
-        pd.DataFrame(summaries).to_csv(args.out / "rules.csv", index=False)
+    for rule, config in configs.items():
+        per_seed = []  # (inherited accuracies, inherited losses) of each supernet seed
+        for k in range(args.supernet_seeds):
+            seed = args.seed + 1000 * k
+            torch.manual_seed(seed)
+            supernet = HybridSupernet(space)
+            summary = train_supernet(supernet, data, replace(config, seed=seed), show_progress=False)
+            inherited = [evaluate(supernet, held_out, a) for a in subnets]
+            inherited_loss = [held_out_loss(supernet, held_out, a) for a in subnets]
+            per_seed.append((inherited, inherited_loss))
+            name = rule if k == 0 else f"{rule}@{seed}"
+            for row, acc, loss in zip(rows, inherited, inherited_loss):
+                row[f"inherited_{name}"], row[f"inherited_loss_{name}"] = acc, loss
+            scratch = [r["standalone_acc"] for r in rows]
+            tau, rho = kendalltau(inherited, scratch).statistic, spearmanr(inherited, scratch).statistic
+            tau_loss = kendalltau(inherited_loss, [r["standalone_loss"] for r in rows]).statistic
+            speed = throughput(space, data, config) if k == 0 else speed  # timed once per rule
+            summaries.append({
+                "rule": name, "supernet_seed": seed, "subnets_per_step": speed["subnets_per_step"],
+                "kendall_tau": tau, "spearman_rho": rho, "kendall_tau_loss": tau_loss,
+                "largest_inherited": inherited[-1], "largest_scratch": scratch[-1], "largest_gap": inherited[-1] - scratch[-1],
+                "smallest_inherited": inherited[0], "smallest_scratch": scratch[0], "smallest_gap": inherited[0] - scratch[0],
+                "train_seconds": summary["seconds"], **{key: v for key, v in speed.items() if key != "subnets_per_step"},
+            })
+            print(json.dumps(summaries[-1]), flush=True)
+            pd.DataFrame(rows).to_csv(args.out / "subnets.csv", index=False)
+            pd.DataFrame(summaries).to_csv(args.out / "rules.csv", index=False)
+        if len(per_seed) >= 2:  # how well the supernet's own ranking survives another training seed
+            agree = {"supernet_seed_to_seed_tau": seed_agreement(np.array([p[0] for p in per_seed]).T),
+                     "supernet_seed_to_seed_tau_loss": seed_agreement(np.array([p[1] for p in per_seed]).T)}
+            for row in summaries[-len(per_seed):]:
+                row.update(agree)
+            print(f"{rule}: supernet seed-to-seed Kendall tau {agree['supernet_seed_to_seed_tau']:.3f} "
+                  f"(held-out loss {agree['supernet_seed_to_seed_tau_loss']:.3f})", flush=True)
+            pd.DataFrame(summaries).to_csv(args.out / "rules.csv", index=False)
 
-    table = pd.DataFrame(summaries)
     scratch = [r["standalone_acc"] for r in rows]
+    summary = {"space": args.space, "data": args.data, "epochs": args.epochs, "subnets": len(subnets),
+               "held_out": len(held_out), "flops_min": rows[0]["flops"], "flops_max": rows[-1]["flops"],
+               "standalone_seeds": args.standalone_seeds, "standalone_seconds": standalone_seconds,
+               "scratch_acc_min": min(scratch), "scratch_acc_max": max(scratch)}
     print(f"\nstandalone training of {len(subnets)} subnets x {args.standalone_seeds} seeds: {standalone_seconds:.0f} s")
-    print(f"from-scratch accuracy: {min(scratch):.4f} to {max(scratch):.4f} on {len(held_out)} held-out images")
+    print(f"from-scratch accuracy: {min(scratch):.4f} to {max(scratch):.4f} on {len(held_out)} held-out examples")
     if args.standalone_seeds >= 2:  # the noise ceiling: how well one from-scratch seed ranks another
-        per_seed = np.array([json.loads(r["standalone_accs"]) for r in rows])
-        print(f"seed-to-seed Kendall tau of from-scratch accuracy (seeds 0 and 1): "
-              f"{kendalltau(per_seed[:, 0], per_seed[:, 1]).statistic:.3f}")
-    print(table[["rule", "subnets_per_step", "kendall_tau", "spearman_rho", "kendall_tau_loss", "largest_gap", "smallest_gap",
-                 "train_seconds", "supernet_samples_per_s", "supernet_over_standalone_time"]].to_string(index=False))
-    plot(rows, summaries, args.out / "ranking.png")
+        summary["seed_to_seed_tau"] = seed_agreement(np.array([json.loads(r["standalone_accs"]) for r in rows]))
+        summary["seed_to_seed_tau_loss"] = seed_agreement(np.array([json.loads(r["standalone_losses"]) for r in rows]))
+        print(f"noise ceiling: seed-to-seed Kendall tau of from-scratch accuracy {summary['seed_to_seed_tau']:.3f}, "
+              f"of held-out loss {summary['seed_to_seed_tau_loss']:.3f}")
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if summaries:
+        print(pd.DataFrame(summaries)[[
+            "rule", "subnets_per_step", "kendall_tau", "spearman_rho", "kendall_tau_loss", "largest_gap", "smallest_gap",
+            "train_seconds", "supernet_samples_per_s", "supernet_over_standalone_time"]].to_string(index=False))
+        plot(rows, summaries, args.out / "ranking.png")
 
 
 def plot(rows: list[dict], summaries: list[dict], path: Path) -> None:
