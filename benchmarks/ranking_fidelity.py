@@ -39,11 +39,11 @@ from scipy.stats import kendalltau, spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.data import Split, load_data  # noqa: E402
+from nas.data import DataError, Split, load_data  # noqa: E402
 from nas.errors import UserError  # noqa: E402
 from nas.sampling import make_sampler  # noqa: E402
 from nas.train import TrainConfig, evaluate, make_optimizer, train_standalone, train_supernet  # noqa: E402
-from search_spaces import HybridSupernet, get_space  # noqa: E402
+from search_spaces import ArchError, HybridSupernet, get_space  # noqa: E402
 
 
 def choose_subnets(space, n: int, seed: int) -> list:
@@ -257,4 +257,7 @@ def plot(rows: list[dict], summaries: list[dict], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (UserError, DataError, ArchError) as e:  # a bad --data or --space: one line, no traceback
+        sys.exit(f"ranking_fidelity: {e}")
