@@ -183,6 +183,7 @@ def main() -> None:
     summaries = []
     for rule, config in configs.items():
         per_seed = []  # (inherited accuracies, inherited losses) of each supernet seed
+        speed = throughput(space, data, config)  # timed once per rule
         for k in range(args.supernet_seeds):
             seed = args.seed + 1000 * k
             torch.manual_seed(seed)
@@ -197,7 +198,6 @@ def main() -> None:
             scratch = [r["standalone_acc"] for r in rows]
             tau, rho = kendalltau(inherited, scratch).statistic, spearmanr(inherited, scratch).statistic
             tau_loss = kendalltau(inherited_loss, [r["standalone_loss"] for r in rows]).statistic
-            speed = throughput(space, data, config) if k == 0 else speed  # timed once per rule
             summaries.append({
                 "rule": name, "supernet_seed": seed, "subnets_per_step": speed["subnets_per_step"],
                 "kendall_tau": tau, "spearman_rho": rho, "kendall_tau_loss": tau_loss,

@@ -17,24 +17,19 @@ from nas.ablate_config import load_config
 from nas.ablate_report import format_summary
 from nas.checkpoint import CHECKPOINT_FILE
 from nas.cluster.evaluate import RayPool
+from nas.cli_parser import build_parser
 from nas.cluster.train import RAY_TRAIN_DIR, has_checkpoint, remove_checkpoints, train_distributed
 from nas.costs import describe_hardware
-from nas.data import DataError, list_datasets, load_data
+from nas.data import DataError, load_data
 from nas.errors import UserError
-from nas.evaluation import OBJECTIVES, Evaluator, LatencySettings, Limits
+from nas.evaluation import Evaluator, LatencySettings, Limits
 from nas.interrupt import finish_on_interrupt
 from nas.runs import SUPERNET_FILE, load_supernet, package_versions, prepare_run_dir, read_json, save_model, save_supernet, write_json
 from nas.search import Budget, plain_value, run_search
 from nas.profile import ProfileSettings, build_profile, search_latency
-from nas.strategies import list_strategies
-from nas.targets import TARGETS
 from predictors import LatencyPredictor
-from nas.sampling import SAMPLING_RULES
 from nas.train import TrainConfig, evaluate, train_supernet
-from search_spaces import Arch, ArchError, HybridSupernet, SearchSpace, get_space, list_spaces
-
-DEFAULT_TRAIN = TrainConfig()
-DEFAULT_PROFILE = ProfileSettings()
+from search_spaces import ArchError, HybridSupernet, SearchSpace, get_space
 
 
 def _device(name: str) -> str:
@@ -43,135 +38,6 @@ def _device(name: str) -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine")
     return name
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None,
-                   help=f"dataset: a built-in name {list_datasets()}, a .npz file (arrays x, y; images [N, H, W(, C)] or "
-                        "sequences [N, T(, C)] as the space takes) or a CIFAR-10 python batches folder (default: digits "
-                        "for image spaces, mnist1d for sequence spaces)")
-    p.add_argument("--seed", type=int, default=0, help="seed for training and search (default 0)")
-    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<command>-<time>)")
-    p.add_argument("--force", action="store_true", help="overwrite a run folder that already holds files")
-    p.add_argument("--device", default="auto", help="training/evaluation device: auto, cpu, cuda (default auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
-
-
-def _add_train(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("supernet training")
-    g.add_argument("--space", default="tiny", help=f"search space: {list_spaces()} or a space .json file (default tiny)")
-    g.add_argument("--epochs", type=int, default=DEFAULT_TRAIN.epochs, help=f"default {DEFAULT_TRAIN.epochs}")
-    g.add_argument("--batch-size", type=int, default=DEFAULT_TRAIN.batch_size, help=f"default {DEFAULT_TRAIN.batch_size}")
-    g.add_argument("--lr", type=float, default=DEFAULT_TRAIN.lr, help=f"peak learning rate (default {DEFAULT_TRAIN.lr})")
-    g.add_argument("--optimizer", choices=["adamw", "sgd"], default=DEFAULT_TRAIN.optimizer)
-    g.add_argument("--weight-decay", type=float, default=DEFAULT_TRAIN.weight_decay,
-                   help=f"default {DEFAULT_TRAIN.weight_decay}")
-    g.add_argument("--warmup-epochs", type=int, default=DEFAULT_TRAIN.warmup_epochs,
-                   help=f"linear warm-up before the cosine schedule (default {DEFAULT_TRAIN.warmup_epochs})")
-    g.add_argument("--sampling", choices=SAMPLING_RULES, default=DEFAULT_TRAIN.sampling,
-                   help="subnets per step: uniform (random only), sandwich (largest + smallest + random, distilled), "
-                        f"complexity (largest + random from a moving FLOPs band); default {DEFAULT_TRAIN.sampling}")
-    g.add_argument("--num-random", type=int, default=DEFAULT_TRAIN.num_random,
-                   help=f"random subnets per step (default {DEFAULT_TRAIN.num_random})")
-    g.add_argument("--no-distill", action="store_true", help="train every subnet on the labels, not on the largest's predictions")
-    g.add_argument("--hflip", action="store_true", help="random horizontal flips (natural images, not digits)")
-
-
-def _add_ray(p: argparse.ArgumentParser, workers: str) -> None:
-    g = p.add_argument_group("Ray (the same command on several processes or machines)")
-    g.add_argument("--ray", action="store_true", help="run on a Ray instance started on this machine")
-    g.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="run on the Ray cluster at ADDR (auto, HOST:6379, ray://HOST:10001)")
-    g.add_argument("--workers", type=int, default=None,
-                   help=f"{workers} (default with --ray or --ray-address: the cluster's CPUs, or GPUs with "
-                        "--device cuda); implies --ray")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nas", description="Hardware-aware neural architecture search with one weight-sharing supernet.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("train", help="train a weight-sharing supernet and write it to a run folder",
-                       description="Train a supernet with the sandwich rule; writes supernet.safetensors + space.json.")
-    _add_common(p)
-    _add_train(p)
-    _add_ray(p, "Ray Train workers training the supernet data-parallel")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted training in --out from its last epoch checkpoint (same settings)")
-
-    p = sub.add_parser("search", help="search subnets under hardware limits (trains a supernet first unless --supernet)",
-                       description="Search the supernet's subnets for the best accuracy under hardware limits; "
-                                   "records every evaluation, the Pareto front, and extracts the best subnet.")
-    _add_common(p)
-    p.add_argument("--budget", default="200", help="subnet evaluations (200) or wall-clock time (90s, 10m, 1h); default 200")
-    p.add_argument("--max-latency-ms", type=float, default=None, help="latency limit in ms on --target")
-    p.add_argument("--max-params", type=int, default=None, help="parameter limit")
-    p.add_argument("--max-flops", type=int, default=None, help="limit on multiply-adds of one forward pass")
-    p.add_argument("--max-memory-mb", type=float, default=None,
-                   help="limit on estimated peak inference memory (weights + live activations) in MiB at --latency-batch")
-    p.add_argument("--seq-len", type=int, default=None,
-                   help="sequence spaces: the sequence length the hardware costs (latency, FLOPs, memory) are for, "
-                        "when deployment sequences are longer or shorter than the data's (default: the data's)")
-    p.add_argument("--objective", default="latency", choices=sorted(OBJECTIVES),
-                   help="what is traded against accuracy on the Pareto front (default latency)")
-    p.add_argument("--target", default="cpu",
-                   help=f"where latency comes from: measured here on {', '.join(TARGETS)}, or predicted from a latency "
-                        "profile PROFILE.json written by `nas profile` on any device (default cpu)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads while measuring latency (default 1; a profile has its own)")
-    p.add_argument("--latency-batch", type=int, default=1, help="batch size while measuring latency (default 1; a profile has its own)")
-    p.add_argument("--strategy", default="predictor", choices=list_strategies(),
-                   help="search strategy (default predictor: predictor-guided evolution)")
-    p.add_argument("--supernet", type=Path, default=None, help="a trained supernet (.safetensors or run folder) to reuse")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted search (or its supernet training) in --out with its recorded settings; "
-                        "recorded evaluations are kept and not repeated")
-    _add_train(p)
-    _add_ray(p, "Ray actors evaluating subnets, and Ray Train workers when a supernet is trained first")
-
-    p = sub.add_parser("profile", help="measure this machine's latency profile, for `nas search --target PROFILE.json`",
-                       description="Time every unit the space's subnets are made of, alone, and whole random subnets on "
-                                   "a target; writes a latency profile (JSON) from which `nas search` predicts latency.")
-    p.add_argument("--target", default="cpu", choices=TARGETS, help="where to measure (default cpu)")
-    p.add_argument("--threads", type=int, default=DEFAULT_PROFILE.threads, help="CPU threads (default 1)")
-    p.add_argument("--batch", type=int, default=DEFAULT_PROFILE.batch, help="batch size (default 1)")
-    p.add_argument("--space", default="tiny", help=f"search space: {list_spaces()} or a space .json file (default tiny)")
-    p.add_argument("--subnets", type=int, default=DEFAULT_PROFILE.subnets,
-                   help=f"whole random subnets to measure, to fit the predictor (default {DEFAULT_PROFILE.subnets})")
-    p.add_argument("--passes", type=int, default=DEFAULT_PROFILE.passes,
-                   help=f"timing passes; each measurement keeps its fastest median (default {DEFAULT_PROFILE.passes})")
-    p.add_argument("--max-seconds", type=float, default=DEFAULT_PROFILE.max_seconds,
-                   help=f"timing budget of one measurement (default {DEFAULT_PROFILE.max_seconds})")
-    p.add_argument("--max-units", type=int, default=DEFAULT_PROFILE.max_units,
-                   help=f"time every unit of the space up to this many, else those of {DEFAULT_PROFILE.sample_subnets} "
-                        f"random subnets and the extremes (default {DEFAULT_PROFILE.max_units})")
-    p.add_argument("--seq-len", type=int, default=None,
-                   help="sequence spaces: time at this sequence length (as `nas search --seq-len`; default the space's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random subnets (default 0)")
-    p.add_argument("--out", type=Path, default=None, help="profile file (default runs/profile-<space>-<target>-<time>.json)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing profile file")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
-
-    p = sub.add_parser("extract", help="write a searched subnet as a standalone model",
-                       description="Extract subnet ID of a search run as models/<ID>/ (model.safetensors + model.json).")
-    p.add_argument("run", type=Path, help="search run folder")
-    p.add_argument("--arch", required=True, help="subnet id (column 'id' of evaluations.csv)")
-    p.add_argument("--out", type=Path, default=None, help="model folder (default RUN/models/<ID>)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing model folder")
-    p.add_argument("--device", default="auto", help="evaluation device (default auto)")
-
-    p = sub.add_parser("ablate", help="sweep training and search settings as Ray Tune trials, with tables and plots",
-                       description="Train one supernet per training setting and run one search per grid point "
-                                   "(sampling rule x strategy x predictor x budget x seed) as Ray Tune trials; "
-                                   "writes results.csv, summary.csv and plots to the sweep folder.")
-    p.add_argument("config", type=Path, help="sweep config (JSON), e.g. examples/ablation.json")
-    p.add_argument("--out", type=Path, default=None, help="sweep folder (default runs/<the config's name>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted sweep in the folder: finished trials are kept, the others run "
-                        "(failed ones again, interrupted ones from where they stopped)")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to run on (auto, host:6379, ray://host:10001); default: a local Ray on this machine")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
-    return parser
 
 
 def _train_config(args: argparse.Namespace, device: str) -> TrainConfig:

@@ -203,7 +203,7 @@ def mixer_macs(mixer: str, heads: int, head_dim: int, height: int, width: int, w
 def block_macs(b: BlockSpec) -> int:
     """Multiply-adds of one forward pass of the unit for one sample (fvcore's conventions)."""
     d = b.dims
-    ci, co, n_in, n = b.in_channels, b.out_channels, b.in_resolution**d, b.out_resolution**d
+    ci, co, n = b.in_channels, b.out_channels, b.out_resolution**d
     if b.kind == "resize":
         return UPSAMPLE_MACS[d] * ci * n
     if b.kind in ("stem", "down"):

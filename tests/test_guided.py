@@ -14,7 +14,7 @@ from nas.evaluation import Limits
 from nas.pareto import hypervolume_2d
 from nas.strategies import Surrogate, make_strategy
 from search_spaces import get_space
-from tests.test_search import _fake_objectives, _run
+from tests.test_search import _run
 
 FAST = ["--epochs", "1", "--num-random", "0", "--quiet"]
 SMALL = {"initial": 12, "batch": 6, "population": 24, "generations": 4}
