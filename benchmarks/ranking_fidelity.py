@@ -61,13 +61,15 @@ def choose_subnets(space, n: int, seed: int) -> list:
 def parse_rule(item: str, base: TrainConfig, uniform_random: int) -> TrainConfig:
     """`rule[:field=value]...` -> the recipe of that supernet (values read as JSON, else as text)."""
     rule, *changes = item.split(":")
-    known = {f.name for f in fields(TrainConfig)}
+    known = {f.name for f in fields(TrainConfig)} - {"sampling"}
     try:
         config = replace(base, sampling=rule, num_random=uniform_random if rule == "uniform" else base.num_random)
         for change in changes:
             key, sep, text = change.partition("=")
             if not sep or key not in known:
                 raise UserError(f"{change!r} is not FIELD=VALUE with a TrainConfig field ({', '.join(sorted(known))})")
+            if key == "seed":
+                raise UserError("the seeds are --seed and --supernet-seeds, not a rule's")
             try:
                 value = json.loads(text)
             except json.JSONDecodeError:
