@@ -34,10 +34,10 @@ CANDIDATES = 2000  # candidates the search scores after each refit
 def build_sample(supernet_path: Path, data_spec: str, n: int, seed: int, out: Path) -> None:
     import torch
 
-    from nas.data import load_data
-    from nas.progress import progress_bar
-    from nas.runs import load_supernet
-    from nas.train import evaluate
+    from nas.data.datasets import load_data
+    from nas.evaluation.accuracy import evaluate
+    from nas.runs.files import load_supernet
+    from nas.runs.progress import progress_bar
 
     torch.set_num_threads(1)
     supernet = load_supernet(supernet_path)
@@ -154,9 +154,9 @@ def noise_ceiling(supernet_path: Path, data_spec: str, archs: list, val: np.ndar
     of validation accuracy can reach is (2/pi) asin(sqrt(sin(pi/2 tau_val_test)))."""
     import torch
 
-    from nas.data import load_data
-    from nas.runs import load_supernet
-    from nas.train import evaluate
+    from nas.data.datasets import load_data
+    from nas.evaluation.accuracy import evaluate
+    from nas.runs.files import load_supernet
 
     torch.set_num_threads(1)
     supernet = load_supernet(supernet_path)
@@ -167,7 +167,7 @@ def noise_ceiling(supernet_path: Path, data_spec: str, archs: list, val: np.ndar
 
 
 def supernet_space(path: Path) -> SearchSpace:
-    from nas.runs import load_supernet
+    from nas.runs.files import load_supernet
 
     return load_supernet(path).space
 

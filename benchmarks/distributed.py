@@ -27,12 +27,14 @@ import pandas as pd
 import torch
 
 from nas import cluster
-from nas.cli import main as nas
+from nas.cli.main import main as nas
 from nas.cluster.evaluate import RayPool
-from nas.data import load_data
-from nas.evaluation import Evaluator, LatencySettings, Limits
-from nas.runs import load_supernet
-from nas.search import Budget, run_search
+from nas.data.datasets import load_data
+from nas.evaluation.evaluator import Evaluator
+from nas.evaluation.limits import Limits
+from nas.hardware.measure import LatencySettings
+from nas.runs.files import load_supernet
+from nas.search.loop import Budget, run_search
 
 SEARCHES = {"flops": Limits(), "latency": Limits(max_latency_ms=1.0)}
 

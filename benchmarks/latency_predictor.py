@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau
 
-from nas.profile import ProfileSettings, build_profile, measure
-from nas.progress import progress_bar
-from nas.runs import write_json
+from nas.hardware.profile import ProfileSettings, build_profile, measure
+from nas.runs.files import write_json
+from nas.runs.progress import progress_bar
 from predictors import LatencyPredictor
 from search_spaces import ModelSpec, SubnetModel, get_space
 

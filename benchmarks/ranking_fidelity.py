@@ -39,11 +39,13 @@ from scipy.stats import kendalltau, spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.data import DataError, Split, load_data  # noqa: E402
-from nas.errors import UserError  # noqa: E402
-from nas.sampling import make_sampler  # noqa: E402
-from nas.train import TrainConfig, evaluate, make_optimizer, train_standalone, train_supernet  # noqa: E402
-from search_spaces import ArchError, HybridSupernet, get_space  # noqa: E402
+from nas.data.datasets import DataError, Split, load_data
+from nas.errors import UserError
+from nas.evaluation.accuracy import evaluate
+from nas.training.config import TrainConfig
+from nas.training.sampling import make_sampler
+from nas.training.train import make_optimizer, train_standalone, train_supernet
+from search_spaces import ArchError, HybridSupernet, get_space
 
 
 def choose_subnets(space, n: int, seed: int) -> list:

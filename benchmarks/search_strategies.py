@@ -33,14 +33,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.data import load_data  # noqa: E402
-from nas.evaluation import Evaluator, LatencySettings, Limits  # noqa: E402
-from nas.pareto import hypervolume_2d, pareto_indices  # noqa: E402
-from nas.profile import ProfileSettings, build_profile, load_profile  # noqa: E402
-from nas.runs import load_supernet, write_json  # noqa: E402
-from nas.search import Budget, run_search  # noqa: E402
-from predictors import LatencyPredictor  # noqa: E402
-from search_spaces import Arch  # noqa: E402
+from nas.data.datasets import load_data
+from nas.evaluation.evaluator import Evaluator
+from nas.evaluation.limits import Limits
+from nas.hardware.measure import LatencySettings
+from nas.hardware.profile import ProfileSettings, build_profile, load_profile
+from nas.runs.files import load_supernet, write_json
+from nas.search.loop import Budget, run_search
+from nas.search.pareto import hypervolume_2d, pareto_indices
+from predictors import LatencyPredictor
+from search_spaces import Arch
 
 
 class CachedEvaluator(Evaluator):

@@ -30,12 +30,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.costs import measure_latency  # noqa: E402
-from nas.data import load_data  # noqa: E402
-from nas.evaluation import Evaluator, LatencySettings, Limits  # noqa: E402
-from nas.runs import load_supernet, write_json  # noqa: E402
-from nas.search import Budget, run_search  # noqa: E402
-from search_spaces import Arch, AttnBlock, ConvBlock, SearchSpace, Stage  # noqa: E402
+from nas.data.datasets import load_data
+from nas.evaluation.evaluator import Evaluator
+from nas.evaluation.limits import Limits
+from nas.hardware.measure import (
+    LatencySettings,
+    measure_latency,
+)
+from nas.runs.files import load_supernet, write_json
+from nas.search.loop import Budget, run_search
+from search_spaces import Arch, AttnBlock, ConvBlock, SearchSpace, Stage
 
 MIXERS = ("softmax", "linear", "window", "conv")
 

@@ -5,7 +5,7 @@ Imports point one way: `nas` -> `predictors` -> `search_spaces`.
 
 from __future__ import annotations
 
-from nas.runs import load_model, load_supernet
+from nas.runs.files import load_model, load_supernet
 
 __version__ = "0.1.0"
-__all__ = ["load_model", "load_supernet", "__version__"]
+__all__ = ["__version__", "load_model", "load_supernet"]

@@ -20,6 +20,15 @@ from predictors.accuracy import (
 from predictors.latency import LatencyPredictor, MissingBlockError
 
 __all__ = [
-    "LatencyPredictor", "MissingBlockError", "AutoPredictor", "Predictor", "Selection", "arch_features",
-    "kendall_tau", "list_predictors", "make_predictor", "register_predictor", "select_predictor",
+    "AutoPredictor",
+    "LatencyPredictor",
+    "MissingBlockError",
+    "Predictor",
+    "Selection",
+    "arch_features",
+    "kendall_tau",
+    "list_predictors",
+    "make_predictor",
+    "register_predictor",
+    "select_predictor",
 ]

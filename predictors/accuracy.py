@@ -32,8 +32,17 @@ from search_spaces import Arch, AttnBlock, ConvBlock, ModelSpec, SearchSpace, bl
 from search_spaces.arch import MIXERS
 
 __all__ = [
-    "Predictor", "Selection", "AutoPredictor", "EnsemblePredictor", "arch_features", "register_predictor",
-    "list_predictors", "make_predictor", "select_predictor", "kendall_tau", "load_backends",
+    "AutoPredictor",
+    "EnsemblePredictor",
+    "Predictor",
+    "Selection",
+    "arch_features",
+    "kendall_tau",
+    "list_predictors",
+    "load_backends",
+    "make_predictor",
+    "register_predictor",
+    "select_predictor",
 ]
 
 
@@ -112,7 +121,7 @@ class _Scaler:
 def load_backends() -> None:
     """Import scipy now (it loads on first use, not when this module is imported),
     so that a caller timing its own work does not count a one-time library import in it."""
-    import scipy.optimize  # noqa: F401  the MLP ensemble's L-BFGS
+    import scipy.optimize
     import scipy.stats  # noqa: F401  Kendall tau (scikit-learn, for "gbt" and "gp", still loads on first use)
 
 

@@ -8,9 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from search_spaces.arch import Arch, ArchError, AttnBlock, ConvBlock, Stage
-from search_spaces.blocks import BlockSpec, block_macs, block_params, block_specs, build_block, count_macs, peak_memory_bytes
-from search_spaces.presets import CIFAR, IMAGENET, SEQ, TINY
+from search_spaces.blocks import (
+    BlockSpec,
+    block_macs,
+    block_params,
+    block_specs,
+    build_block,
+    count_macs,
+    peak_memory_bytes,
+)
 from search_spaces.config import SpaceConfig, StageSpace
+from search_spaces.presets import CIFAR, IMAGENET, SEQ, TINY
 from search_spaces.space import SearchSpace
 from search_spaces.static import ModelSpec, SubnetModel
 from search_spaces.supernet import HybridSupernet
@@ -43,7 +51,25 @@ for _config in (TINY, CIFAR, IMAGENET, SEQ):
     register_space(_config)
 
 __all__ = [
-    "Arch", "ArchError", "AttnBlock", "ConvBlock", "Stage", "SearchSpace", "SpaceConfig", "StageSpace",
-    "ModelSpec", "SubnetModel", "HybridSupernet", "register_space", "list_spaces", "get_space",
-    "BlockSpec", "block_specs", "block_macs", "block_params", "build_block", "count_macs", "peak_memory_bytes",
+    "Arch",
+    "ArchError",
+    "AttnBlock",
+    "BlockSpec",
+    "ConvBlock",
+    "HybridSupernet",
+    "ModelSpec",
+    "SearchSpace",
+    "SpaceConfig",
+    "Stage",
+    "StageSpace",
+    "SubnetModel",
+    "block_macs",
+    "block_params",
+    "block_specs",
+    "build_block",
+    "count_macs",
+    "get_space",
+    "list_spaces",
+    "peak_memory_bytes",
+    "register_space",
 ]

@@ -17,7 +17,7 @@ import json
 import math
 import reprlib
 from dataclasses import dataclass
-from typing import Any, Literal, Union, get_args
+from typing import Any, Literal, get_args
 
 Mixer = Literal["softmax", "linear", "window", "pool"]
 MIXERS: tuple[str, ...] = get_args(Mixer)
@@ -114,7 +114,7 @@ class AttnBlock:
         return {"type": "attn", "mixer": self.mixer, "heads": self.heads, "mlp_ratio": self.mlp_ratio}
 
 
-Block = Union[ConvBlock, AttnBlock]
+Block = ConvBlock | AttnBlock
 
 
 @dataclass(frozen=True)

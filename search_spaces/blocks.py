@@ -18,17 +18,14 @@ extra handlers, so the sum over units equals fvcore on the extracted model, at a
 from __future__ import annotations
 
 import functools
-
-import itertools
 import math
-from dataclasses import asdict, astuple, dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
 from torch import Tensor, nn
 
 from search_spaces.arch import ATTENTION_MIXERS, MIXERS, Arch, ArchError, AttnBlock, ConvBlock
 from search_spaces.config import hidden_width
-from search_spaces.space import SearchSpace
 from search_spaces.static import ConvNorm, ModelSpec, StaticAttnBlock, StaticConvBlock, resize, spatial_mean
 
 Kind = Literal["resize", "stem", "down", "conv", "attn", "head"]
@@ -143,44 +140,6 @@ def unit_of(block: ConvBlock | AttnBlock, width: int, resolution: int, spec: Mod
     return BlockSpec("attn", width, width, resolution, resolution, hidden=hidden_width(width, block.mlp_ratio),
                      mixer=block.mixer, heads=block.heads, head_dim=spec.head_dim if attention else 0,
                      window=spec.window if block.mixer == "window" else 0, dims=spec.dims)
-
-
-def space_block_specs(space: SearchSpace) -> list[BlockSpec]:
-    """Every distinct unit that some subnet of `space` contains, in a deterministic order.
-
-    Resolutions are propagated stage by stage (each stride choice applied to each reachable
-    resolution); a block type is included in a stage only where the layout lets it appear there.
-    """
-    c = space.config
-    spec = ModelSpec.from_config(c)
-    units: set[BlockSpec] = set()
-    res_by_input: dict[int, int] = {}
-    d = c.dims
-    for r in c.resolutions:
-        if r != c.input_size:
-            units.add(BlockSpec("resize", c.in_channels, c.in_channels, c.input_size, r, dims=d))
-        res_by_input[r] = conv_out(r, c.stem_stride)
-        for w in c.stem_widths:
-            units.add(BlockSpec("stem", c.in_channels, w, r, res_by_input[r], stride=c.stem_stride, kernel=3, dims=d))
-    resolutions, prev_widths = set(res_by_input.values()), c.stem_widths
-    types = [set(s.block_types) for s in c.stages]
-    for i, stage in enumerate(c.stages):
-        out_res = {conv_out(r, s) for r in resolutions for s in stage.strides}
-        for p, w, s, r in itertools.product(prev_widths, stage.widths, stage.strides, resolutions):
-            units.add(BlockSpec("down", p, w, r, conv_out(r, s), stride=s, kernel=3, dims=d))
-        if c.layout == "conv_first":  # conv only after conv-capable stages, attn only before attn-capable ones
-            conv_ok = all("conv" in t for t in types[: i + 1])
-            attn_ok = all("attn" in t for t in types[i:])
-        else:
-            conv_ok, attn_ok = "conv" in types[i], "attn" in types[i]
-        blocks = [*(space.block_options("conv") if conv_ok else ()), *(space.block_options("attn") if attn_ok else ())]
-        for w, r, b in itertools.product(stage.widths, out_res, blocks):
-            units.add(unit_of(b, w, r, spec))
-        resolutions, prev_widths = out_res, stage.widths
-    for w, r in itertools.product(prev_widths, resolutions):
-        units.add(BlockSpec("head", w, c.num_classes, r, 0, dims=d))
-    order = {k: i for i, k in enumerate(KINDS)}
-    return sorted(units, key=lambda b: (order[b.kind], *(str(v) for v in astuple(b)[1:])))
 
 
 # ---- analytic costs ----------------------------------------------------------------------------

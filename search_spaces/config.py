@@ -17,7 +17,7 @@ BlockType = Literal["conv", "attn"]
 
 def hidden_width(width: int, ratio: float) -> int:
     """Channels of an expanded layer; nested prefixes of the largest one (MatFormer)."""
-    return max(1, int(round(width * ratio)))
+    return max(1, round(width * ratio))
 
 
 def scaled_resolution(resolution: int, input_size: int, size: int) -> int:

@@ -11,13 +11,17 @@ Layouts: with ``layout="conv_first"`` every convolution block precedes every tra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import itertools
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from search_spaces.arch import ATTENTION_MIXERS, MIXERS, Arch, ArchError, AttnBlock, Block, ConvBlock, Stage
-from search_spaces.config import BlockType, SpaceConfig, StageSpace, hidden_width
+from search_spaces import blocks
+from search_spaces.arch import MIXERS, Arch, ArchError, AttnBlock, Block, ConvBlock, Stage
+from search_spaces.blocks import KINDS, BlockSpec, block_params, block_specs, conv_out, count_macs, unit_of
+from search_spaces.config import BlockType, SpaceConfig, StageSpace
+from search_spaces.static import ModelSpec, at_input_size
 
 
 @dataclass(frozen=True)
@@ -322,41 +326,54 @@ class SearchSpace:
         return np.asarray(values, dtype=np.float32)
 
     def count_params(self, arch: Arch) -> int:
-        """Exact parameter count of the extracted model of `arch`."""
-        self.validate(arch)
+        """Exact parameter count of the extracted model of `arch`: the sum over its units."""
+        return sum(block_params(b) for b in block_specs(*self._geometry(arch, None)))
+
+    def units(self) -> list[BlockSpec]:
+        """Every distinct unit that some subnet of `space` contains, in a deterministic order.
+
+        Resolutions are propagated stage by stage (each stride choice applied to each reachable
+        resolution); a block type is included in a stage only where the layout lets it appear there.
+        """
         c = self.config
-        k3 = 3**c.dims  # a 3x3 (images) or 3 (sequences) kernel
-        total = c.in_channels * arch.stem_width * k3 + 2 * arch.stem_width
-        prev = arch.stem_width
-        for s in arch.stages:
-            w = s.width
-            total += prev * w * k3 + 2 * w
-            for b in s.blocks:
-                if isinstance(b, ConvBlock):
-                    h = hidden_width(w, b.expand)
-                    total += w * h + 2 * h + h * b.kernel**c.dims + 2 * h + h * w + 2 * w
-                    continue
-                total += w * k3 + w + 4 * w  # positional dw conv (+bias), two LayerNorms
-                if b.mixer in ATTENTION_MIXERS:
-                    a = b.heads * c.head_dim
-                    total += w * 3 * a + 3 * a + a * w + w
-                m = hidden_width(w, b.mlp_ratio)
-                total += w * m + m + m * w + w
-            prev = w
-        return total + 2 * prev + prev * c.num_classes + c.num_classes
+        spec = ModelSpec.from_config(c)
+        units: set[BlockSpec] = set()
+        res_by_input: dict[int, int] = {}
+        d = c.dims
+        for r in c.resolutions:
+            if r != c.input_size:
+                units.add(BlockSpec("resize", c.in_channels, c.in_channels, c.input_size, r, dims=d))
+            res_by_input[r] = conv_out(r, c.stem_stride)
+            for w in c.stem_widths:
+                units.add(BlockSpec("stem", c.in_channels, w, r, res_by_input[r], stride=c.stem_stride, kernel=3, dims=d))
+        resolutions, prev_widths = set(res_by_input.values()), c.stem_widths
+        types = [set(s.block_types) for s in c.stages]
+        for i, stage in enumerate(c.stages):
+            out_res = {conv_out(r, s) for r in resolutions for s in stage.strides}
+            for p, w, s, r in itertools.product(prev_widths, stage.widths, stage.strides, resolutions):
+                units.add(BlockSpec("down", p, w, r, conv_out(r, s), stride=s, kernel=3, dims=d))
+            if c.layout == "conv_first":  # conv only after conv-capable stages, attn only before attn-capable ones
+                conv_ok = all("conv" in t for t in types[: i + 1])
+                attn_ok = all("attn" in t for t in types[i:])
+            else:
+                conv_ok, attn_ok = "conv" in types[i], "attn" in types[i]
+            blocks = [*(self.block_options("conv") if conv_ok else ()), *(self.block_options("attn") if attn_ok else ())]
+            for w, r, b in itertools.product(stage.widths, out_res, blocks):
+                units.add(unit_of(b, w, r, spec))
+            resolutions, prev_widths = out_res, stage.widths
+        for w, r in itertools.product(prev_widths, resolutions):
+            units.add(BlockSpec("head", w, c.num_classes, r, 0, dims=d))
+        order = {k: i for i, k in enumerate(KINDS)}
+        return sorted(units, key=lambda b: (order[b.kind], *(str(v) for v in astuple(b)[1:])))
 
     def count_flops(self, arch: Arch, batch: int = 1, *, input_size: int | None = None) -> int:
         """Exact multiply-adds of one forward pass of the extracted model of `arch`, as fvcore counts
         them (`nas.costs.count_flops`), from the architecture alone (`search_spaces.blocks`).
         `input_size`: on inputs of that size (a sequence length at deployment) instead."""
-        from search_spaces.blocks import count_macs  # blocks builds on static, which imports this module
-
         return count_macs(*self._geometry(arch, input_size), batch)
 
     def _geometry(self, arch: Arch, input_size: int | None):
         """(ModelSpec, Arch) of `arch` on inputs of `input_size` (default: the space's input size)."""
-        from search_spaces.static import ModelSpec, at_input_size
-
         spec = ModelSpec.from_config(self.config)
         arch = self.validate(arch)
         return (spec, arch) if input_size is None else at_input_size(spec, arch, input_size)
@@ -364,6 +381,4 @@ class SearchSpace:
     def peak_memory_bytes(self, arch: Arch, batch: int = 1, bytes_per_element: int = 4, *,
                           input_size: int | None = None) -> int:
         """Estimated peak memory of an inference forward pass: weights + most live activations."""
-        from search_spaces.blocks import peak_memory_bytes
-
-        return peak_memory_bytes(*self._geometry(arch, input_size), batch, bytes_per_element)
+        return blocks.peak_memory_bytes(*self._geometry(arch, input_size), batch, bytes_per_element)

@@ -7,15 +7,16 @@ passes its elastic layers with the sizes bound, so both run exactly the same mat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from search_spaces.arch import ATTENTION_MIXERS, Arch, ArchError, AttnBlock, ConvBlock
-from search_spaces.mixers import attention, pool_mixer
 from search_spaces.config import SpaceConfig, hidden_width, scaled_resolution
+from search_spaces.mixers import attention, pool_mixer
 
 Op = Callable[[Tensor], Tensor]
 

@@ -17,8 +17,14 @@ from search_spaces.arch import Arch, AttnBlock, ConvBlock
 from search_spaces.config import hidden_width
 from search_spaces.layers import ElasticConv, ElasticLinear, ElasticNorm, ElasticQKV
 from search_spaces.space import SearchSpace
-from search_spaces.static import (ModelSpec, SubnetModel, at_input_size, attn_block_forward, conv_block_forward,
-                                  spatial_mean)
+from search_spaces.static import (
+    ModelSpec,
+    SubnetModel,
+    at_input_size,
+    attn_block_forward,
+    conv_block_forward,
+    spatial_mean,
+)
 
 State = dict[str, Tensor]
 

@@ -24,16 +24,25 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 
-from nas.ablate import (ATTEMPTS_FILE, SUPERNETS, TRIAL_FILE, TRIALS, SearchTrial, collect, search_job, search_trials,
-                        supernet_trials)
-from nas.ablate import _sweep_lock
-from nas.ablate_config import Grid, load_config
-from nas.ablate_report import format_summary, summarize
-from nas.cli import main
+from nas.ablate.config import Grid, load_config
+from nas.ablate.report import format_summary, summarize
+from nas.ablate.run import (
+    ATTEMPTS_FILE,
+    SUPERNETS,
+    TRIAL_FILE,
+    TRIALS,
+    SearchTrial,
+    _sweep_lock,
+    collect,
+    search_job,
+    search_trials,
+    supernet_trials,
+)
+from nas.cli.main import main
 from nas.cluster.tune import run_trials
 from nas.errors import UserError
-from nas.strategies import make_strategy, strategies_with_predictor
-from nas.checkpoint import CHECKPOINT_FILE
+from nas.search.strategies import make_strategy, strategies_with_predictor
+from nas.training.checkpoint import CHECKPOINT_FILE
 from search_spaces import get_space
 
 CONFIG = {
@@ -302,9 +311,8 @@ def test_resume_refuses_changed_input_files(sweep, tmp_path, capsys):
 def test_one_driver_at_a_time(tmp_path):
     lock = tmp_path / "sweep.lock"
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))  # a live driver
-    with pytest.raises(UserError, match="another `nas ablate`"):
-        with _sweep_lock(tmp_path):
-            pass
+    with pytest.raises(UserError, match="another `nas ablate`"), _sweep_lock(tmp_path):
+        pass
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))  # a driver that died
     with _sweep_lock(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas.costs import count_flops, count_params, measure_peak_memory_cpu, measure_peak_memory_cuda
+from nas.hardware.measure import count_flops, count_params, measure_peak_memory_cpu, measure_peak_memory_cuda
 from search_spaces import ArchError, ModelSpec, SubnetModel, get_space, list_spaces
 from search_spaces.blocks import (
     BlockSpec,
@@ -21,7 +21,6 @@ from search_spaces.blocks import (
     count_macs,
     mixer_macs,
     peak_memory_bytes,
-    space_block_specs,
 )
 from search_spaces.mixers import attention
 
@@ -121,7 +120,7 @@ def test_units_chain_into_the_subnet():
 
 def test_block_spec_json_round_trip_and_errors():
     space = get_space("tiny")
-    units = space_block_specs(space)
+    units = space.units()
     for b in units:
         again = BlockSpec.from_dict(json.loads(json.dumps(b.to_dict())))
         assert again == b and hash(again) == hash(b)
@@ -140,7 +139,7 @@ def test_block_spec_json_round_trip_and_errors():
 def test_space_units_cover_every_subnet(name):
     space, archs = _archs(name, 300, seed=3)
     spec = ModelSpec.from_config(space.config)
-    units = set(space_block_specs(space))
+    units = set(space.units())
     for arch in [*archs, space.largest(), *space.smallest_variants()]:
         assert set(block_specs(spec, arch)) <= units
 

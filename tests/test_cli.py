@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import nas
-from nas.cli import main
-from nas.data import load_data
-from nas.train import evaluate
+from nas.cli.main import main
+from nas.data.datasets import load_data
+from nas.evaluation.accuracy import evaluate
 
 FAST = ["--epochs", "1", "--num-random", "0", "--quiet"]
 

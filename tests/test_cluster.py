@@ -16,15 +16,18 @@ import pandas as pd
 import pytest
 import torch
 
-from nas.cli import main
+from nas.cli.main import main
 from nas.cluster.evaluate import RayPool
-from nas.data import Split, load_data
-from nas.evaluation import Evaluator, LatencySettings, Limits
-from nas.parallel import DataParallel
-from nas.runs import load_supernet, save_supernet
-from nas.search import Budget, run_search
-from nas.strategies import EvolutionSearch
-from nas.train import TrainConfig, train_supernet
+from nas.data.datasets import Split, load_data
+from nas.evaluation.evaluator import Evaluator
+from nas.evaluation.limits import Limits
+from nas.hardware.measure import LatencySettings
+from nas.runs.files import load_supernet, save_supernet
+from nas.search.loop import Budget, run_search
+from nas.search.strategies.evolution import EvolutionSearch
+from nas.training.config import TrainConfig
+from nas.training.parallel import DataParallel
+from nas.training.train import train_supernet
 from search_spaces import HybridSupernet, get_space
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")  # Ray Train imports Ray Data

@@ -7,16 +7,15 @@ import json
 import os
 import pickle
 import random
-import sys
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from nas.data import (DataError, Split, TaskData, _mnist1d_arrays, iterate_batches, list_datasets,
-                      load_data)
+from nas.data.datasets import DataError, Split, TaskData, _mnist1d_arrays, iterate_batches, list_datasets, load_data
 
 
 @pytest.fixture(scope="module")

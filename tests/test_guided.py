@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nas.cli import main
+from nas.cli.main import main
 from nas.errors import UserError
-from nas.evaluation import Limits
-from nas.pareto import hypervolume_2d
-from nas.strategies import Surrogate, make_strategy
+from nas.evaluation.limits import Limits
+from nas.search.pareto import hypervolume_2d
+from nas.search.strategies import Surrogate, make_strategy
 from search_spaces import get_space
 from tests.test_search import _run
 
@@ -83,14 +83,14 @@ def test_predictor_guided_learns_the_violation_of_a_limit_the_surrogate_cannot_c
 @pytest.mark.parametrize("bad", [{"initial": 1}, {"batch": 0}, {"population": True}, {"mutation_prob": 0.0},
                                  {"predictor": "oracle"}, {"local": 1.5}, {"acquisition": "ei"}])
 def test_predictor_guided_rejects_bad_options(bad):
-    from nas.guided import PredictorGuidedSearch
+    from nas.search.strategies.guided import PredictorGuidedSearch
 
     with pytest.raises(UserError):
         PredictorGuidedSearch(get_space("tiny"), **bad)
 
 
 def test_hypervolume_improvement_matches_the_hypervolume_difference():
-    from nas.pareto import hypervolume_improvement
+    from nas.search.pareto import hypervolume_improvement
 
     rng = np.random.default_rng(0)
     ref = np.array([1.1, 1.2])

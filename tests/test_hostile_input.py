@@ -32,14 +32,13 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from nas.cli import main
+from nas.cli.main import main
 from nas.errors import UserError
-from nas.profile import PROFILE_FORMAT, PROFILE_VERSION, load_profile
-from nas.runs import write_json
-from nas.train import TrainConfig
+from nas.hardware.profile import PROFILE_FORMAT, PROFILE_VERSION, load_profile
+from nas.runs.files import write_json
+from nas.training.config import TrainConfig
 from predictors import LatencyPredictor, MissingBlockError
 from search_spaces import Arch, ArchError, SearchSpace, SpaceConfig, get_space, list_spaces
-from search_spaces.blocks import space_block_specs
 
 FAST = ["--epochs", "1", "--num-random", "0", "--quiet"]
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
@@ -373,7 +372,7 @@ def test_a_key_written_twice_is_named_not_silently_overridden(tmp_path, capsys):
     space = json.dumps(get_space("tiny").config.to_dict())
     path = tmp_path / "space.json"
     path.write_text(space[:-1] + ', "heads": [1]}')
-    with pytest.raises(ArchError, match="space.json.*duplicate key 'heads'"):
+    with pytest.raises(ArchError, match=r"space.json.*duplicate key 'heads'"):
         SpaceConfig.from_file(path)
     arch = get_space("tiny").largest().to_json()
     with pytest.raises(ArchError, match="duplicate key 'resolution'"):
@@ -436,13 +435,13 @@ MICRO = {  # 27 units: a profile small enough to load and fit hundreds of times
 @pytest.fixture(scope="module")
 def profile_dict() -> dict:
     """A well-formed profile of the micro space (synthetic timings: nothing is measured)."""
-    from nas.profile import ProfileSettings
+    from nas.hardware.profile import ProfileSettings
     from search_spaces import ModelSpec
     from search_spaces.blocks import block_macs, block_specs
 
     space = SearchSpace(SpaceConfig.from_dict(MICRO))
     spec, rng = ModelSpec.from_config(space.config), np.random.default_rng(0)
-    lut = {b: 1e-5 * block_macs(b) + 0.002 for b in space_block_specs(space)}
+    lut = {b: 1e-5 * block_macs(b) + 0.002 for b in space.units()}
     archs = [space.sample(rng) for _ in range(6)]
     profile = {
         "format": PROFILE_FORMAT, "format_version": PROFILE_VERSION, "device": {"machine": "x86_64"},
@@ -461,7 +460,7 @@ PROFILE_FIELDS = ("format", "format_version", "device", "settings", "space", "un
 @FEW
 @given(data=st.data())
 def test_load_profile_on_mutated_profiles(scratch, profile_dict, data):
-    mutated, touched = data.draw(mutations(profile_dict, PROFILE_FIELDS, "profile"))
+    mutated, _touched = data.draw(mutations(profile_dict, PROFILE_FIELDS, "profile"))
     path = scratch / "profile.json"
     path.write_text(json.dumps(mutated))
     try:
@@ -641,9 +640,9 @@ def test_train_resume_refuses_a_supernet_file_as_checkpoint(trained, tmp_path, c
 
 def _genuine_checkpoint(run: Path) -> None:
     """The checkpoint `nas train` (as recorded in run/config.json) writes before its first epoch."""
-    from nas.sampling import make_sampler
-    from nas.checkpoint import save_checkpoint
-    from nas.train import make_optimizer
+    from nas.training.checkpoint import save_checkpoint
+    from nas.training.sampling import make_sampler
+    from nas.training.train import make_optimizer
     from search_spaces import HybridSupernet
 
     config = TrainConfig(epochs=1, batch_size=256, num_random=0)  # what the trained fixture ran
@@ -674,7 +673,7 @@ def test_train_resume_refuses_a_checkpoint_with_hostile_contents(key, value, tra
     _genuine_checkpoint(run)
     path = run / "checkpoint.safetensors"
     with safe_open(str(path), "pt") as fh:
-        tensors, meta = {k: fh.get_tensor(k) for k in fh.keys()}, fh.metadata()
+        tensors, meta = {k: fh.get_tensor(k) for k in fh}, fh.metadata()
     if key == "rng.generator":
         del tensors[key]
     else:

@@ -14,9 +14,9 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.errors import UserError
-from nas.optuna_adapter import CONSTRAINT_KEY, ArchCodec, OptunaNSGA2, OptunaTPE
-from nas.pareto import hypervolume_2d, pareto_indices
-from nas.strategies import list_strategies, make_strategy
+from nas.search.pareto import hypervolume_2d, pareto_indices
+from nas.search.strategies import list_strategies, make_strategy
+from nas.search.strategies.optuna_samplers import CONSTRAINT_KEY, ArchCodec, OptunaNSGA2, OptunaTPE
 from search_spaces import SearchSpace, StageSpace, get_space, list_spaces
 from search_spaces.presets import TINY
 from tests.test_search import _fake_objectives, _run
@@ -88,7 +88,7 @@ def test_reproducible_in_another_process():
     space = get_space("tiny")
     here = [a.id for a in _run(make_strategy("optuna-tpe", space, seed=3), space, n=20)]
     code = (
-        "import nas.optuna_adapter; from search_spaces import get_space; from nas.strategies import make_strategy; "
+        "import nas.search.strategies.optuna_samplers; from search_spaces import get_space; from nas.search.strategies import make_strategy; "
         "from tests.test_search import _run; s = get_space('tiny'); "
         "print(','.join(a.id for a in _run(make_strategy('optuna-tpe', s, seed=3), s, n=20)))"
     )

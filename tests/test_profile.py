@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nas.cli import main
+from nas.cli.main import main
 from nas.errors import UserError
-from nas.profile import ProfileSettings, build_profile, host_mismatch, load_profile, profile_units
-from nas.runs import write_json
+from nas.hardware.profile import ProfileSettings, build_profile, host_mismatch, load_profile, profile_units
+from nas.runs.files import write_json
 from predictors import LatencyPredictor, MissingBlockError
 from search_spaces import ModelSpec, SearchSpace, SpaceConfig, get_space
-from search_spaces.blocks import block_macs, block_specs, space_block_specs
+from search_spaces.blocks import block_macs, block_specs
 
 MICRO = {  # a space of 27 units: profiles in about a second
     "name": "micro", "in_channels": 1, "num_classes": 10, "input_size": 8, "resolutions": [8, 10],
@@ -40,7 +40,7 @@ def profile(micro) -> dict:
 def test_profile_holds_every_unit_and_is_json(micro, profile, tmp_path):
     assert json.loads(json.dumps(profile)) == profile
     assert profile["format_version"] == "1" and profile["units"]["mode"] == "all"
-    assert [row["block"] for row in profile["lut"]] == [b.to_dict() for b in space_block_specs(micro)]
+    assert [row["block"] for row in profile["lut"]] == [b.to_dict() for b in micro.units()]
     assert all(row["latency_ms"] > 0 and row["iqr_ms"] >= 0 for row in profile["lut"] + profile["subnets"])
     assert len(profile["subnets"]) == 6
     assert profile["settings"] | {"target": "cpu", "threads": 1, "batch": 1} == profile["settings"]
@@ -54,7 +54,7 @@ def test_large_spaces_time_a_sample_of_units():
     space = get_space("tiny")
     units, how = profile_units(space, ProfileSettings(max_units=100, sample_subnets=5))
     spec = ModelSpec.from_config(space.config)
-    assert how["mode"] == "sampled" and how["count"] == len(units) < how["space_units"] == len(space_block_specs(space))
+    assert how["mode"] == "sampled" and how["count"] == len(units) < how["space_units"] == len(space.units())
     for arch in (space.largest(), space.smallest()):
         assert set(block_specs(spec, arch)) <= set(units)
 
@@ -62,7 +62,7 @@ def test_large_spaces_time_a_sample_of_units():
 def _synthetic_profile(space: SearchSpace, n: int) -> dict:
     """A profile whose whole-subnet latency is exactly 1.3 x LUT sum + 0.05 ms."""
     spec, rng = ModelSpec.from_config(space.config), np.random.default_rng(0)
-    lut = {b: 1e-5 * block_macs(b) + 0.002 for b in space_block_specs(space)}
+    lut = {b: 1e-5 * block_macs(b) + 0.002 for b in space.units()}
     archs = [space.sample(rng) for _ in range(n)]
     return {
         "space": json.loads(json.dumps(space.config.to_dict())), "device": {}, "settings": {},
@@ -114,7 +114,7 @@ def test_bad_profiles_give_one_line_errors(profile, tmp_path):
     }
     for name, (data, message) in cases.items():
         write_json(path, data)
-        with pytest.raises(UserError, match="bad.json") as info:
+        with pytest.raises(UserError, match=r"bad\.json") as info:
             load_profile(path)
         assert message in str(info.value) and "\n" not in str(info.value), name
     path.write_text("{not json")

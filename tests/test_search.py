@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from nas.errors import UserError
-from nas.evaluation import Limits
-from nas.pareto import crowding_distance, hypervolume_2d, non_dominated_sort, pareto_indices
-from nas.search import Budget
-from nas.strategies import EvolutionSearch, list_strategies, make_strategy
-from nas.train import augment, lr_at
+from nas.evaluation.limits import Limits
+from nas.search.loop import Budget
+from nas.search.pareto import crowding_distance, hypervolume_2d, non_dominated_sort, pareto_indices
+from nas.search.strategies import list_strategies, make_strategy
+from nas.search.strategies.evolution import EvolutionSearch
+from nas.training.train import augment, lr_at
 from search_spaces import get_space
 
 
@@ -45,7 +46,7 @@ def test_strategy_reproducible_in_another_process():
     space = get_space("tiny")
     here = [a.id for a in _run(make_strategy("evolution", space, seed=11), space, n=30)]
     code = (
-        "import numpy as np; from search_spaces import get_space; from nas.strategies import make_strategy; "
+        "import numpy as np; from search_spaces import get_space; from nas.search.strategies import make_strategy; "
         "from tests.test_search import _run; s = get_space('tiny'); "
         "print(','.join(a.id for a in _run(make_strategy('evolution', s, seed=11), s, n=30)))"
     )
@@ -131,7 +132,7 @@ def test_cosine_schedule_with_warmup():
 
 
 def test_two_objective_sort_without_the_matrix_gives_the_same_fronts():
-    from nas.pareto import _sort_2d
+    from nas.search.pareto import _sort_2d
 
     rng = np.random.default_rng(3)
     for trial in range(200):

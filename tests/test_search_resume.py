@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from nas.cli import main
-from nas.search import read_evaluations
+from nas.cli.main import main
+from nas.search.loop import read_evaluations
 from search_spaces import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def test_search_killed_while_training_its_supernet_resumes_both(tmp_path):
     """`nas search` trains first: killed (SIGKILL) after the first epoch's checkpoint, `--resume`
     finishes the training from it (the path `nas train --resume` takes too), then searches; weights
     and evaluations equal an uninterrupted run's."""
-    from nas.runs import load_supernet
+    from nas.runs.files import load_supernet
 
     args = ["search", "--epochs", "2", "--num-random", "0", "--batch-size", "256", "--strategy", "evolution", *SEARCH]
     whole, run = tmp_path / "whole", tmp_path / "killed"
@@ -115,10 +115,12 @@ def test_search_killed_while_training_its_supernet_resumes_both(tmp_path):
 
 def test_resume_of_a_time_budget_continues_with_the_time_left(supernet, tmp_path):
     """5 s of an 8 s budget were used before the kill: the resumed search evaluates in the 3 s left."""
-    from nas.data import load_data
-    from nas.evaluation import Evaluator, LatencySettings, Limits
-    from nas.runs import load_supernet
-    from nas.search import Budget, run_search
+    from nas.data.datasets import load_data
+    from nas.evaluation.evaluator import Evaluator
+    from nas.evaluation.limits import Limits
+    from nas.hardware.measure import LatencySettings
+    from nas.runs.files import load_supernet
+    from nas.search.loop import Budget, run_search
 
     evaluator = Evaluator(load_supernet(supernet), load_data("digits"), LatencySettings())
     limits, run = Limits(max_flops=1_500_000), tmp_path / "timed"
@@ -182,7 +184,7 @@ def test_a_run_recorded_before_a_setting_existed_resumes(supernet, tmp_path):
 def test_ctrl_c_on_the_last_training_step_stops_before_the_search(tmp_path, monkeypatch, capsys):
     import contextlib
 
-    import nas.cli as cli
+    import nas.cli.main as cli
 
     @contextlib.contextmanager
     def pressed(unit):  # Ctrl-C came during the single step of the last epoch

@@ -11,14 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas.cli import main
-from nas.costs import count_flops
-from nas.data import Split, TaskData
+from nas.cli.main import main
+from nas.data.datasets import Split, TaskData
 from nas.errors import UserError
-from nas.evaluation import Evaluator, LatencySettings, Limits
-from nas.search import make_surrogate
-from nas.profile import ProfileSettings, build_profile
-from nas.train import augment
+from nas.evaluation.evaluator import Evaluator
+from nas.evaluation.limits import Limits
+from nas.hardware.measure import LatencySettings, count_flops
+from nas.hardware.profile import ProfileSettings, build_profile
+from nas.search.loop import make_surrogate
+from nas.training.train import augment
 from predictors import LatencyPredictor
 from search_spaces import Arch, AttnBlock, ConvBlock, HybridSupernet, SearchSpace, SpaceConfig, Stage, get_space
 from search_spaces.arch import ArchError

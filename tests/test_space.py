@@ -10,8 +10,17 @@ import pytest
 import torch
 
 from search_spaces import (
+    Arch,
+    ArchError,
+    AttnBlock,
+    ConvBlock,
+    HybridSupernet,
     ModelSpec,
-    Arch, ArchError, AttnBlock, ConvBlock, HybridSupernet, SearchSpace, SpaceConfig, Stage, StageSpace, get_space,
+    SearchSpace,
+    SpaceConfig,
+    Stage,
+    StageSpace,
+    get_space,
     list_spaces,
 )
 
@@ -70,7 +79,7 @@ def test_sampling_mutation_crossover_stay_valid_and_are_seeded(name):
     archs = [space.sample(rng) for _ in range(50)]
     lengths = {space.encode(a).shape for a in archs}
     assert len(lengths) == 1
-    for a, b in zip(archs, archs[1:]):
+    for a, b in itertools.pairwise(archs):
         child = space.mutate(space.crossover(a, b, rng), rng)
         assert space.validate(child) is child
     again = [space.sample(np.random.default_rng(3)) for _ in range(1)]

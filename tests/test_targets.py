@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nas.costs import Latency, time_until_stable
 from nas.errors import UserError
-from nas.targets import TARGETS, export_onnx, measure_on_target
+from nas.hardware.measure import Latency, time_until_stable
+from nas.hardware.targets import TARGETS, export_onnx, measure_on_target
 from search_spaces import HybridSupernet, get_space
 from search_spaces.arch import MIXERS
 
@@ -172,7 +172,7 @@ def test_bad_requests_are_user_errors(monkeypatch) -> None:
         with pytest.raises(UserError, match="CUDA is not available"):
             measure_on_target(model, (1, 4), target="cuda")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
-    with pytest.raises(UserError, match="'onnxruntime' is not installed; .*pip install onnx onnxruntime"):
+    with pytest.raises(UserError, match=r"'onnxruntime' is not installed; .*pip install onnx onnxruntime"):
         measure_on_target(model, (1, 4), target="onnxruntime")
     with pytest.raises(ValueError, match="threads"):
         measure_on_target(model, (1, 4), target="cpu", threads=0)

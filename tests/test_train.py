@@ -15,14 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from nas import train as train_mod
-from nas.cli import main
-from nas.data import Split, load_data
+from nas.cli.main import main
+from nas.data.datasets import Split, load_data
 from nas.errors import UserError
-from nas.runs import load_supernet
-from nas.sampling import ComplexitySampler, SandwichSampler, UniformSampler, make_sampler
-from nas.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT, read_checkpoint
-from nas.train import TrainConfig, evaluate, train_standalone, train_supernet
+from nas.evaluation.accuracy import evaluate
+from nas.runs.files import load_supernet
+from nas.training import train as train_mod
+from nas.training.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT, read_checkpoint
+from nas.training.config import TrainConfig
+from nas.training.sampling import ComplexitySampler, SandwichSampler, UniformSampler, make_sampler
+from nas.training.train import train_standalone, train_supernet
 from search_spaces import HybridSupernet, get_space
 
 SPACE = get_space("tiny")
@@ -174,7 +176,7 @@ def test_a_mid_epoch_checkpoint_with_inconsistent_progress_is_refused(small_data
     ckpt = tmp_path / CHECKPOINT_FILE
     _stop_after(2, small_data, config, ckpt)
     _rewrite_metadata(ckpt, lambda meta: meta["progress"].update(epoch_losses=[0.5]))  # two steps, one loss
-    with pytest.raises(UserError, match="interrupted epoch .* inconsistent"):
+    with pytest.raises(UserError, match=r"interrupted epoch .* inconsistent"):
         train_supernet(_supernet(), small_data, config, checkpoint=ckpt, resume=True, show_progress=False)
 
 

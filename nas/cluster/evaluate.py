@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from nas.data import Split
+from nas.data.datasets import Split
 from nas.errors import UserError
-from nas.evaluation import Evaluator
+from nas.evaluation.evaluator import Evaluator
 from search_spaces import Arch, HybridSupernet, SearchSpace
 
 MAX_RESTARTS = 3

@@ -24,11 +24,12 @@ from typing import Any
 
 import torch
 
-from nas.data import TaskData
+from nas.data.datasets import TaskData
 from nas.errors import UserError
-from nas.parallel import DataParallel
-from nas.checkpoint import CHECKPOINT_FILE
-from nas.train import TrainConfig, train_supernet
+from nas.training.checkpoint import CHECKPOINT_FILE
+from nas.training.config import TrainConfig
+from nas.training.parallel import DataParallel
+from nas.training.train import train_supernet
 from search_spaces import HybridSupernet, SearchSpace
 
 RAY_TRAIN_DIR = "ray-train"  # Ray Train's run folder (its epoch checkpoints) inside the run folder

@@ -44,21 +44,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nas.ablate_config import AblationConfig, Grid, Resources, SearchSettings
-from nas.ablate_report import write_results
+from nas.ablate.config import AblationConfig, Grid, Resources, SearchSettings
+from nas.ablate.report import write_results
 from nas.cluster.tune import check_resources, ray_session, run_trials
-from nas.checkpoint import CHECKPOINT_FILE
-from nas.costs import describe_hardware
-from nas.data import DataError, load_data
+from nas.data.datasets import DataError, load_data
 from nas.errors import UserError
-from nas.evaluation import OBJECTIVES, Evaluator
-from nas.pareto import hypervolume_2d
-from nas.profile import search_latency
-from nas.progress import progress_bar
-from nas.runs import load_supernet, package_versions, read_json, save_supernet, write_json
-from nas.search import Budget, run_search
-from nas.strategies import strategies_with_predictor
-from nas.train import train_supernet
+from nas.evaluation.evaluator import Evaluator
+from nas.evaluation.limits import OBJECTIVES
+from nas.hardware.measure import describe_hardware
+from nas.hardware.profile import search_latency
+from nas.runs.files import load_supernet, package_versions, read_json, save_supernet, write_json
+from nas.runs.progress import progress_bar
+from nas.search.loop import Budget, run_search
+from nas.search.pareto import hypervolume_2d
+from nas.search.strategies import strategies_with_predictor
+from nas.training.checkpoint import CHECKPOINT_FILE
+from nas.training.train import train_supernet
 from search_spaces import HybridSupernet, get_space
 
 SUPERNETS, TRIALS, TUNE = "supernets", "trials", "tune"

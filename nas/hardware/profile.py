@@ -25,16 +25,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.costs import Latency, describe_hardware
 from nas.errors import UserError
-from nas.evaluation import LatencySettings
-from nas.progress import progress_bar
-from nas.runs import read_json
-from nas.targets import TARGETS, Target, measure_on_target
+from nas.hardware.measure import Latency, LatencySettings, describe_hardware
+from nas.hardware.targets import TARGETS, Target, measure_on_target
+from nas.runs.files import read_json
+from nas.runs.progress import progress_bar
 from predictors import LatencyPredictor
 from search_spaces import Arch, ArchError, ModelSpec, SearchSpace, SpaceConfig, SubnetModel
 from search_spaces.arch import is_finite_number, show
-from search_spaces.blocks import BlockSpec, block_input_shape, block_specs, build_block, space_block_specs
+from search_spaces.blocks import BlockSpec, block_input_shape, block_specs, build_block
 from search_spaces.static import at_input_size
 
 PROFILE_FORMAT, PROFILE_VERSION = "nas-latency-profile", "1"
@@ -90,7 +89,7 @@ def measure(model: nn.Module, input_shape: tuple[int, ...], settings: ProfileSet
 
 def profile_units(space: SearchSpace, settings: ProfileSettings) -> tuple[list[BlockSpec], dict[str, Any]]:
     """The units to time, and a description of how they were chosen."""
-    units = space_block_specs(space)
+    units = space.units()
     if len(units) <= settings.max_units:
         return units, {"mode": "all", "count": len(units), "space_units": len(units)}
     spec, rng = ModelSpec.from_config(space.config), np.random.default_rng(settings.seed + 1)

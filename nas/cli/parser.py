@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nas.data import list_datasets
-from nas.evaluation import OBJECTIVES
-from nas.profile import ProfileSettings
-from nas.sampling import SAMPLING_RULES
-from nas.strategies import list_strategies
-from nas.targets import TARGETS
-from nas.train import TrainConfig
+from nas.data.datasets import list_datasets
+from nas.evaluation.limits import OBJECTIVES
+from nas.hardware.profile import ProfileSettings
+from nas.hardware.targets import TARGETS
+from nas.search.strategies import list_strategies
+from nas.training.config import TrainConfig
+from nas.training.sampling import SAMPLING_RULES
 from search_spaces import list_spaces
 
 DEFAULT_TRAIN = TrainConfig()

@@ -50,8 +50,8 @@ import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_leaves
 
-from nas.costs import Latency, _model_device, _num_threads, _preserved, measure_latency, time_until_stable
 from nas.errors import UserError
+from nas.hardware.measure import Latency, _model_device, _num_threads, _preserved, measure_latency, time_until_stable
 
 __all__ = ["OPSET", "TARGETS", "Target", "export_onnx", "measure_on_target"]
 

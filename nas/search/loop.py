@@ -25,12 +25,13 @@ import numpy as np
 import pandas as pd
 
 from nas.errors import UserError
-from nas.evaluation import OBJECTIVE_LABELS, OBJECTIVES, Evaluator, Limits
-from nas.interrupt import finish_on_interrupt
-from nas.pareto import hypervolume_2d, pareto_indices, plot_front
-from nas.progress import progress_bar
-from nas.runs import save_model, write_json, write_text
-from nas.strategies import Surrogate, make_strategy
+from nas.evaluation.evaluator import Evaluator
+from nas.evaluation.limits import OBJECTIVE_LABELS, OBJECTIVES, Limits
+from nas.runs.files import save_model, write_json, write_text
+from nas.runs.interrupt import finish_on_interrupt
+from nas.runs.progress import progress_bar
+from nas.search.pareto import hypervolume_2d, pareto_indices, plot_front
+from nas.search.strategies import Surrogate, make_strategy
 from search_spaces import Arch
 
 COLUMNS = ["index", "id", "strategy", "val_acc", "latency_ms", "latency_iqr_ms", "latency_predicted_ms",

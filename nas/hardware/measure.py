@@ -31,8 +31,9 @@ import string
 import time
 import warnings
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,13 +41,15 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from nas.errors import UserError
+
 with warnings.catch_warnings():  # fvcore scripts helpers at import: torch.jit.script is deprecated
     warnings.simplefilter("ignore", DeprecationWarning)
     from fvcore.nn import FlopCountAnalysis
     from fvcore.nn.jit_handles import elementwise_flop_counter, get_shape
 
 __all__ = [
-    "Latency", "count_flops", "count_params", "describe_hardware", "measure_latency", "measure_peak_memory_cpu",
+    "Latency", "LatencySettings", "count_flops", "count_params", "describe_hardware", "measure_latency", "measure_peak_memory_cpu",
     "measure_peak_memory_cuda", "time_until_stable",
 ]
 
@@ -208,10 +211,22 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
             .uncalled_modules_warnings(False)
             .tracer_warnings("none")
         )
-        return int(round(analysis.total()))
+        return round(analysis.total())
 
 
 # --------------------------------------------------------------------------- latency
+@dataclass(frozen=True)
+class LatencySettings:
+    device: str = "cpu"
+    threads: int = 1
+    batch_size: int = 1
+    max_seconds: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.threads < 1 or self.batch_size < 1:
+            raise UserError("--threads and --latency-batch must be >= 1")
+
+
 @dataclass(frozen=True)
 class Latency:
     """Latency of one forward pass (median and inter-quartile range, milliseconds)."""

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import UserError
-from nas.evaluation import OBJECTIVES, Limits
-from nas.runs import read_json
-from nas.sampling import SAMPLING_RULES
-from nas.search import Budget
-from nas.strategies import list_strategies, strategies_with_predictor
-from nas.train import TrainConfig
+from nas.evaluation.limits import OBJECTIVES, Limits
+from nas.runs.files import read_json
+from nas.search.loop import Budget
+from nas.search.strategies import list_strategies, strategies_with_predictor
+from nas.training.config import TrainConfig
+from nas.training.sampling import SAMPLING_RULES
 from predictors.accuracy import list_predictors
 from search_spaces import ArchError, get_space
 from search_spaces.arch import is_finite_number, show

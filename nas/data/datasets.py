@@ -25,9 +25,10 @@ import pickle
 import random
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import torch

@@ -30,7 +30,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import Trial, TrialState
 
 from nas.errors import UserError
-from nas.strategies import Prefilter, Strategy, Surrogate, register_strategy
+from nas.search.strategies.base import Prefilter, Strategy, Surrogate, register_strategy
 from search_spaces import Arch, AttnBlock, ConvBlock, SearchSpace, Stage
 
 Params = dict[str, Any]
@@ -189,6 +189,7 @@ class OptunaStrategy(Strategy):
         return trial
 
 
+@register_strategy
 class OptunaNSGA2(OptunaStrategy):
     name = "optuna-nsga2"
 
@@ -201,6 +202,7 @@ class OptunaNSGA2(OptunaStrategy):
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=self.population_size)
 
 
+@register_strategy
 class OptunaTPE(OptunaStrategy):
     name = "optuna-tpe"
 
@@ -212,6 +214,3 @@ class OptunaTPE(OptunaStrategy):
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=self.n_startup_trials)
 
-
-for _cls in (OptunaNSGA2, OptunaTPE):
-    register_strategy(_cls)

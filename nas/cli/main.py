@@ -12,23 +12,35 @@ import pandas as pd
 import torch
 
 from nas import cluster
-from nas.ablate import run_ablation
-from nas.ablate_config import load_config
-from nas.ablate_report import format_summary
-from nas.checkpoint import CHECKPOINT_FILE
+from nas.ablate.config import load_config
+from nas.ablate.report import format_summary
+from nas.ablate.run import run_ablation
+from nas.cli.parser import build_parser
 from nas.cluster.evaluate import RayPool
-from nas.cli_parser import build_parser
 from nas.cluster.train import RAY_TRAIN_DIR, has_checkpoint, remove_checkpoints, train_distributed
-from nas.costs import describe_hardware
-from nas.data import DataError, load_data
+from nas.data.datasets import DataError, load_data
 from nas.errors import UserError
-from nas.evaluation import Evaluator, LatencySettings, Limits
-from nas.interrupt import finish_on_interrupt
-from nas.runs import SUPERNET_FILE, load_supernet, package_versions, prepare_run_dir, read_json, save_model, save_supernet, write_json
-from nas.search import Budget, plain_value, run_search
-from nas.profile import ProfileSettings, build_profile, search_latency
+from nas.evaluation.accuracy import evaluate
+from nas.evaluation.evaluator import Evaluator
+from nas.evaluation.limits import Limits
+from nas.hardware.measure import LatencySettings, describe_hardware
+from nas.hardware.profile import ProfileSettings, build_profile, search_latency
+from nas.runs.files import (
+    SUPERNET_FILE,
+    load_supernet,
+    package_versions,
+    prepare_run_dir,
+    read_json,
+    save_model,
+    save_supernet,
+    write_json,
+)
+from nas.runs.interrupt import finish_on_interrupt
+from nas.search.loop import Budget, plain_value, run_search
+from nas.training.checkpoint import CHECKPOINT_FILE
+from nas.training.config import TrainConfig
+from nas.training.train import train_supernet
 from predictors import LatencyPredictor
-from nas.train import TrainConfig, evaluate, train_supernet
 from search_spaces import ArchError, HybridSupernet, SearchSpace, get_space
 
 

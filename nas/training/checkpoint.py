@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from nas.errors import UserError
-from nas.runs import save_tensors
-from nas.sampling import Sampler
+from nas.runs.files import save_tensors
+from nas.training.config import TrainConfig
+from nas.training.sampling import Sampler
 from search_spaces import ArchError, HybridSupernet, SpaceConfig
 from search_spaces.arch import is_finite_number, show
-
-if TYPE_CHECKING:  # nas.train imports this module
-    from nas.train import TrainConfig
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_FORMAT = "1"
@@ -71,7 +69,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     try:
         with safe_open(str(path), "pt") as fh:
             raw = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+            tensors = {k: fh.get_tensor(k) for k in fh}
         if raw.get("format") != "nas-checkpoint" or raw.get("format_version") != CHECKPOINT_FORMAT:
             raise UserError(f"checkpoint {path} is not a nas checkpoint of format {CHECKPOINT_FORMAT}")
         meta = {k: json.loads(raw[k]) for k in ("config", "progress", "sampler", "optimizer", "space")}

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from nas.evaluation import OBJECTIVE_LABELS
-from nas.runs import write_text
+from nas.evaluation.limits import OBJECTIVE_LABELS
+from nas.runs.files import write_text
 
 METRICS = ("hypervolume", "best_val_acc", "test_acc")  # averaged over seeds in summary.csv
 

@@ -29,11 +29,10 @@ from typing import Literal, get_args
 import numpy as np
 
 from nas.errors import UserError
-from nas.pareto import crowding_distance, hypervolume_improvement, non_dominated_sort
-from nas.strategies import Observation, Prefilter, Strategy, Surrogate, register_strategy
+from nas.search.pareto import crowding_distance, hypervolume_improvement, non_dominated_sort
+from nas.search.strategies.base import Observation, Prefilter, Strategy, Surrogate, register_strategy
 from predictors.accuracy import arch_features, list_predictors, load_backends, make_predictor, select_predictor
 from search_spaces import Arch, SearchSpace
-
 
 # families compared by cross-validation when `predictor="auto"`: the ones that fit in milliseconds
 # to tens of milliseconds on a few hundred samples. On supernet accuracies the Gaussian process,
@@ -46,6 +45,7 @@ MIN_SELECTION_SAMPLES = 40  # below, ridge regression (the family that needs the
 MIN_TAU_GAIN = 0.02  # cross-validated Kendall tau a family must gain over ridge to be chosen
 
 
+@register_strategy
 class PredictorGuidedSearch(Strategy):
     name = "predictor"
     predicts_accuracy = True
@@ -273,5 +273,3 @@ class PredictorGuidedSearch(Strategy):
             return self._exact[arch][1]
         return float(self.surrogate.violation(arch, cost))
 
-
-register_strategy(PredictorGuidedSearch)

@@ -10,63 +10,15 @@ fixed thread count and batch size) or, with a latency profile of another device,
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 
-from nas.costs import Latency
-from nas.data import TaskData
+from nas.data.datasets import TaskData
 from nas.errors import UserError
-from nas.targets import measure_on_target
-from nas.train import evaluate
+from nas.evaluation.accuracy import evaluate
+from nas.evaluation.limits import Limits
+from nas.hardware.measure import Latency, LatencySettings
+from nas.hardware.targets import measure_on_target
 from predictors import LatencyPredictor, MissingBlockError
 from search_spaces import Arch, HybridSupernet
-
-
-# objective name -> its column in evaluations.csv (all minimized, against maximized accuracy)
-OBJECTIVES: dict[str, str] = {"latency": "latency_ms", "flops": "flops", "params": "params", "memory": "memory_bytes"}
-OBJECTIVE_LABELS: dict[str, str] = {"latency": "latency (ms)", "flops": "multiply-adds", "params": "parameters",
-                                    "memory": "peak memory (bytes)"}
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_latency_ms: float | None = None
-    max_params: int | None = None
-    max_flops: int | None = None
-    max_memory_mb: float | None = None
-
-    def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if value is not None and not value > 0:
-                raise UserError(f"--{name.replace('_', '-')} must be > 0, got {value}")
-
-    def bounds(self) -> dict[str, float]:
-        """Column of evaluations.csv -> its limit, for the limits that are set."""
-        pairs = (("latency_ms", self.max_latency_ms), ("params", self.max_params), ("flops", self.max_flops),
-                 ("memory_bytes", None if self.max_memory_mb is None else self.max_memory_mb * 2**20))
-        return {k: float(v) for k, v in pairs if v is not None}
-
-    def violation(self, costs: dict[str, float]) -> float:
-        """Sum of relative excesses over the limits; 0 means feasible. A limit whose metric is
-        missing from `costs` counts 0 (a model-based strategy's estimate without that metric)."""
-        return sum(max(0.0, costs[key] / limit - 1.0) for key, limit in self.bounds().items() if key in costs)
-
-    def params_ok(self, params: int) -> bool:
-        return self.max_params is None or params <= self.max_params
-
-    def limit_of(self, objective: str) -> float | None:
-        return self.bounds().get(OBJECTIVES[objective])
-
-
-@dataclass(frozen=True)
-class LatencySettings:
-    device: str = "cpu"
-    threads: int = 1
-    batch_size: int = 1
-    max_seconds: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.threads < 1 or self.batch_size < 1:
-            raise UserError("--threads and --latency-batch must be >= 1")
 
 
 class Evaluator:

@@ -1,0 +1,1 @@
+"""Research ablations: `nas ablate CONFIG` sweeps as Ray Tune trials, their config and report."""

@@ -1,0 +1,1 @@
+"""Evaluating a subnet: inherited accuracy, its costs and the hard limits."""

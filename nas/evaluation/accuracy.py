@@ -1,0 +1,24 @@
+"""Top-1 accuracy of a model, or of a supernet's subnet with its inherited weights, on a data split."""
+
+from __future__ import annotations
+
+import torch
+
+from nas.data.datasets import Split, iterate_batches
+from search_spaces import Arch
+
+
+def evaluate(model: torch.nn.Module, split: Split, arch: Arch | None = None, *, batch_size: int = 1024,
+             device: str = "cpu") -> float:
+    """Top-1 accuracy on a split; `arch` selects a subnet when `model` is a supernet (inherited weights)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    try:
+        for x, y in iterate_batches(split, batch_size, shuffle=False):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits = model(x, arch) if arch is not None else model(x)  # fp32, as the extracted model runs
+            correct += int((logits.argmax(dim=1) == y).sum())
+    finally:
+        model.train(was_training)
+    return correct / len(split)

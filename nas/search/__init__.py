@@ -1,0 +1,1 @@
+"""The search: strategies (ask/tell), the loop that drives them, Pareto utilities."""

@@ -1,0 +1,80 @@
+"""NSGA-II (Deb et al., 2002) with constraint domination over the search space's mutation and crossover."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nas.errors import UserError
+from nas.search.pareto import crowding_distance, non_dominated_sort
+from nas.search.strategies.base import Observation, Prefilter, Strategy, Surrogate, register_strategy
+from search_spaces import Arch, SearchSpace
+
+
+@register_strategy
+class EvolutionSearch(Strategy):
+    """NSGA-II with constraint domination; mutation and crossover come from the search space."""
+
+    name = "evolution"
+
+    def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None,
+                 surrogate: Surrogate | None = None, population_size: int = 16, mutation_prob: float = 0.2,
+                 crossover_prob: float = 0.5):
+        super().__init__(space, seed=seed, prefilter=prefilter, surrogate=surrogate)
+        if population_size < 2:
+            raise UserError(f"evolution: population_size must be >= 2, got {population_size}")
+        if not 0 < mutation_prob <= 1 or not 0 <= crossover_prob <= 1:
+            raise UserError("evolution: mutation_prob must be in (0, 1] and crossover_prob in [0, 1]")
+        self.population_size, self.mutation_prob, self.crossover_prob = population_size, mutation_prob, crossover_prob
+        self.population: list[Observation] = []
+        self._offspring: list[Observation] = []
+        self._rank: dict[int, tuple[int, float]] = {}
+        self._smallest_tried = False
+
+    def _propose(self) -> Arch:
+        if len(self.population) < self.population_size:
+            # the smallest subnet first: the most likely to meet every limit
+            if not self._smallest_tried:
+                self._smallest_tried = True
+                return self.space.smallest()
+            return self.space.sample(self.rng)
+        a, b = self._tournament(), self._tournament()
+        child = self.space.crossover(a.arch, b.arch, self.rng) if self.rng.random() < self.crossover_prob else a.arch
+        return self.space.mutate(child, self.rng, self.mutation_prob)
+
+    def ready(self) -> int:
+        """The rest of the current generation: what is proposed changes only when the population
+        fills up or a generation of offspring is complete (when the tells reach that count)."""
+        filling = len(self.population) < self.population_size
+        told_in_round = len(self.population) if filling else len(self._offspring)
+        return max(0, self.population_size - told_in_round - len(self.pending))
+
+    def _tournament(self) -> Observation:
+        i, j = self.rng.integers(len(self.population), size=2)
+        return self.population[min(i, j, key=lambda k: self._rank[k])]
+
+    def tell(self, arch: Arch, objectives: tuple[float, ...], violation: float) -> None:
+        super().tell(arch, objectives, violation)
+        if len(self.population) < self.population_size:
+            self.population.append(self.history[-1])
+            if len(self.population) == self.population_size:
+                self._select(self.population)
+            return
+        self._offspring.append(self.history[-1])
+        if len(self._offspring) >= self.population_size:
+            self._select(self.population + self._offspring)
+            self._offspring = []
+
+    def _select(self, pool: list[Observation]) -> None:
+        """Environmental selection: best fronts first, then by crowding distance."""
+        unique = list({o.arch: o for o in pool}.values())
+        objs = np.array([o.objectives for o in unique])
+        fronts = non_dominated_sort(objs, np.array([o.violation for o in unique]))
+        chosen: list[tuple[int, int, float]] = []
+        for rank, front in enumerate(fronts):
+            crowd = crowding_distance(objs[front])
+            order = sorted(range(len(front)), key=lambda k: -crowd[k])
+            for k in order:
+                if len(chosen) < self.population_size:
+                    chosen.append((front[k], rank, -crowd[k]))
+        self.population = [unique[i] for i, _, _ in chosen]
+        self._rank = {pos: (rank, crowd) for pos, (_, rank, crowd) in enumerate(chosen)}

@@ -1,0 +1,1 @@
+"""Supernet training: sampling rules, the training loop, checkpoints, data-parallel gradients."""

@@ -1,0 +1,76 @@
+"""The supernet training recipe: one frozen, validated value (a resumed run reads it from JSON)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+from nas.errors import UserError
+from nas.training.sampling import SAMPLING_RULES
+from search_spaces.arch import is_finite_number, show
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 64
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.1
+    sampling: Literal["uniform", "sandwich", "complexity"] = "sandwich"
+    num_random: int = 2
+    distill: bool = True
+    grad_clip: float = 5.0
+    max_shift: int = -1  # random translation in pixels; -1: input_size // 8 (at least 1)
+    hflip: bool = False
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # the types first: a resumed run reads these values from a JSON file
+            value, kind = getattr(self, f.name), f.type.split("[")[0]
+            if not _has_type(value, kind):
+                raise UserError(f"train: {f.name} must be {_TYPE_NAMES[kind]}, got {show(value)}")
+        if not 0 <= self.seed < 2**63:
+            raise UserError(f"train: seed must be in [0, 2**63), got {self.seed}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"train: {name} must be >= 1, got {getattr(self, name)}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise UserError(f"train: optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.sampling not in SAMPLING_RULES:
+            raise UserError(f"train: sampling must be one of {list(SAMPLING_RULES)}, got {self.sampling!r}")
+        if not self.lr > 0:
+            raise UserError(f"train: lr must be > 0, got {self.lr}")
+        if self.num_random < 0 or self.warmup_epochs < 0 or self.weight_decay < 0:
+            raise UserError("train: num_random, warmup_epochs and weight_decay must be >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError(f"train: label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise UserError(f"train config must be an object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known, key=str)
+        if unknown:
+            raise UserError(f"train config: unknown keys {show(unknown)}; allowed: {sorted(known)}")
+        return cls(**data)
+
+
+_TYPE_NAMES = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string",
+               "Literal": "a string"}
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    """`value` fits a field annotated `kind` ("int", "float", "bool", "str" or "Literal[...]": strings)."""
+    if kind == "float":
+        return is_finite_number(value)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, {"bool": bool, "str": str, "Literal": str}.get(kind, ()))
