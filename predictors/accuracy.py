@@ -30,6 +30,7 @@ import numpy as np
 
 from search_spaces import Arch, AttnBlock, ConvBlock, ModelSpec, SearchSpace, block_macs, block_params, block_specs
 from search_spaces.arch import MIXERS
+from search_spaces.registry import Registry
 
 __all__ = [
     "AutoPredictor",
@@ -170,24 +171,16 @@ class Predictor(ABC):
     def _predict(self, x: np.ndarray) -> np.ndarray: ...
 
 
-_PREDICTORS: dict[str, type[Predictor]] = {}
-
-
-def register_predictor(cls: type[Predictor]) -> type[Predictor]:
-    if cls.name in _PREDICTORS:
-        raise ValueError(f"a predictor named {cls.name!r} is already registered")
-    _PREDICTORS[cls.name] = cls
-    return cls
+PREDICTORS: Registry[type[Predictor]] = Registry("predictor")
+register_predictor = PREDICTORS.register  # class decorator; the class's `name` is its key
 
 
 def list_predictors() -> list[str]:
-    return sorted(_PREDICTORS)
+    return PREDICTORS.names()
 
 
 def make_predictor(name: str, *, seed: int) -> Predictor:
-    if name not in _PREDICTORS:
-        raise ValueError(f"unknown predictor {name!r}; choose from {list_predictors()}")
-    return _PREDICTORS[name](seed=seed)
+    return PREDICTORS.get(name)(seed=seed)
 
 
 # ---- families ------------------------------------------------------------------------------

@@ -19,27 +19,27 @@ from search_spaces.blocks import (
 )
 from search_spaces.config import SpaceConfig, StageSpace
 from search_spaces.presets import CIFAR, IMAGENET, SEQ, TINY
+from search_spaces.registry import Registry
 from search_spaces.space import SearchSpace
 from search_spaces.static import ModelSpec, SubnetModel
 from search_spaces.supernet import HybridSupernet
 
-_SPACES: dict[str, SpaceConfig] = {}
+SPACES: Registry[SpaceConfig] = Registry("space", ArchError)
 
 
-def register_space(config: SpaceConfig) -> None:
-    if config.name in _SPACES:
-        raise ValueError(f"a space named {config.name!r} is already registered")
-    _SPACES[config.name] = config
+def register_space(config: SpaceConfig) -> SpaceConfig:
+    """A space is data: registered under its config's name."""
+    return SPACES.add(config.name, config)
 
 
 def list_spaces() -> list[str]:
-    return sorted(_SPACES)
+    return SPACES.names()
 
 
 def get_space(name_or_path: str) -> SearchSpace:
     """A registered space by name, or a space JSON file by path."""
-    if name_or_path in _SPACES:
-        return SearchSpace(_SPACES[name_or_path])
+    if name_or_path in SPACES:
+        return SearchSpace(SPACES.get(name_or_path))
     if name_or_path.endswith(".json") or Path(name_or_path).is_file():
         if not Path(name_or_path).is_file():
             raise ArchError(f"space file {name_or_path} does not exist")

@@ -25,7 +25,7 @@ import pickle
 import random
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -35,6 +35,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from search_spaces.registry import Registry
+
 try:  # numpy >= 2
     from numpy._core import multiarray as _np_multiarray
     from numpy._core import numeric as _np_numeric
@@ -42,9 +44,7 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import multiarray as _np_multiarray  # type: ignore[no-redef]
     from numpy.core import numeric as _np_numeric  # type: ignore[no-redef]
 
-_BUILTIN_DIMS = {"digits": 2, "mnist1d": 1}  # built-in name -> 2 (images) or 1 (sequences)
-BUILTIN_DATASETS: tuple[str, ...] = tuple(_BUILTIN_DIMS)
-ACCEPTED_FORMATS = (f"a built-in name ({', '.join(BUILTIN_DATASETS)}), a .npz file with arrays "
+ACCEPTED_FORMATS = ("a built-in name (digits, mnist1d), a .npz file with arrays "
                     "x and y (optional x_test, y_test; images x as [N, H, W], [N, C, H, W] or "
                     "[N, H, W, C], sequences x as [N, T] or [N, T, C]), "
                     "or a CIFAR-10 python-batches directory")
@@ -114,9 +114,29 @@ class TaskData:
                 "in_channels": self.in_channels, "input_size": self.input_size, "dims": self.dims}
 
 
+Arrays = tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]  # x, y, and a given test set
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    dims: Literal[1, 2]  # 2: images, 1: sequences
+    load: Callable[[], Arrays]
+
+
+DATASETS: Registry[BuiltinDataset] = Registry("dataset", DataError)
+
+
+def builtin_dataset(name: str, *, dims: Literal[1, 2]) -> Callable[[Callable[[], Arrays]], Callable[[], Arrays]]:
+    """Decorator: registers a function returning (x, y, test or None) as the built-in dataset `name`."""
+    def register(load: Callable[[], Arrays]) -> Callable[[], Arrays]:
+        DATASETS.add(name, BuiltinDataset(dims, load))
+        return load
+    return register
+
+
 def list_datasets() -> list[str]:
     """Names of the built-in datasets."""
-    return list(BUILTIN_DATASETS)
+    return DATASETS.names()
 
 
 def load_data(spec: str, *, dims: Literal[1, 2] = 2, val_fraction: float = 0.15,
@@ -135,11 +155,12 @@ def load_data(spec: str, *, dims: Literal[1, 2] = 2, val_fraction: float = 0.15,
     if isinstance(dims, bool) or not isinstance(dims, (int, np.integer)) or dims not in (1, 2):
         raise DataError(f"dims must be 1 (sequences) or 2 (images), got {dims!r}")
     test: tuple[np.ndarray, np.ndarray] | None
-    if spec in BUILTIN_DATASETS:
-        if _BUILTIN_DIMS[spec] != dims:
-            raise DataError(_mismatch(spec, _BUILTIN_DIMS[spec], dims))
+    if spec in DATASETS:
+        builtin = DATASETS.get(spec)
+        if builtin.dims != dims:
+            raise DataError(_mismatch(spec, builtin.dims, dims))
         name = source = spec
-        x, y, test = _load_mnist1d() if spec == "mnist1d" else (*_load_digits(), None)
+        x, y, test = builtin.load()
     else:
         path = Path(spec)
         name, source = path.name, str(path)
@@ -173,10 +194,12 @@ def iterate_batches(split: Split, batch_size: int, *, shuffle: bool,
         yield split.x[idx], split.y[idx]
 
 
-def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+@builtin_dataset("digits", dims=2)
+def _load_digits() -> Arrays:
+    """scikit-learn's 1,797 handwritten digits, 8x8, scaled to [0, 1]; shipped with scikit-learn."""
     digits = load_digits()
     x = (np.asarray(digits.images, dtype=np.float32) / 16.0)[:, None, :, :]
-    return np.ascontiguousarray(x), np.asarray(digits.target, dtype=np.int64)
+    return np.ascontiguousarray(x), np.asarray(digits.target, dtype=np.int64), None
 
 
 def _mismatch(what: str, data_dims: int, dims: int) -> str:
@@ -207,7 +230,9 @@ def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return arrays
 
 
-def _load_mnist1d() -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+@builtin_dataset("mnist1d", dims=1)
+def _load_mnist1d() -> Arrays:
+    """MNIST-1D (Greydanus, 2020), generated locally with its default arguments."""
     x, y, x_test, y_test = _mnist1d_arrays()
     return x, y, (x_test, y_test)
 

@@ -25,9 +25,9 @@ import numpy as np
 
 from nas.errors import UserError
 from search_spaces import Arch, SearchSpace
+from search_spaces.registry import Registry
 
 Role = Literal["teacher", "student", "label"]  # teacher: labels, and teaches students; label: labels only
-SAMPLING_RULES = ("uniform", "sandwich", "complexity")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ class Sampler:
         self.rng.bit_generator.state = state["rng"]
 
 
+SAMPLERS: Registry[type[Sampler]] = Registry("sampling rule", UserError)
+
+
+@SAMPLERS.register
 class UniformSampler(Sampler):
     name = "uniform"
 
@@ -67,6 +71,7 @@ class UniformSampler(Sampler):
         return [Draw(self.space.sample(self.rng), "label") for _ in range(self.num_random)]
 
 
+@SAMPLERS.register
 class SandwichSampler(Sampler):
     name = "sandwich"
 
@@ -79,6 +84,7 @@ class SandwichSampler(Sampler):
         return [Draw(self.largest, "teacher"), Draw(self.smallest, "student"), *randoms]
 
 
+@SAMPLERS.register
 class ComplexitySampler(Sampler):
     """Bands are quantiles of the FLOPs of `calibration` random subnets (equal-probability bands)."""
 
@@ -131,10 +137,8 @@ class ComplexitySampler(Sampler):
         self.band = int(state["band"])
 
 
-_RULES: dict[str, type[Sampler]] = {c.name: c for c in (UniformSampler, SandwichSampler, ComplexitySampler)}
+SAMPLING_RULES: tuple[str, ...] = tuple(SAMPLERS.names())
 
 
 def make_sampler(rule: str, space: SearchSpace, *, num_random: int, seed: int) -> Sampler:
-    if rule not in _RULES:
-        raise UserError(f"unknown sampling rule {rule!r}; choose one of {list(_RULES)}")
-    return _RULES[rule](space, num_random=num_random, seed=seed)
+    return SAMPLERS.get(rule)(space, num_random=num_random, seed=seed)

@@ -23,6 +23,7 @@ import numpy as np
 
 from nas.errors import UserError
 from search_spaces import Arch, SearchSpace
+from search_spaces.registry import Registry
 
 Prefilter = Callable[[Arch], bool]
 MAX_REDRAWS = 200
@@ -92,31 +93,23 @@ class Strategy(ABC):
         self.history.append(Observation(arch, tuple(float(o) for o in objectives), float(violation)))
 
 
-_STRATEGIES: dict[str, type[Strategy]] = {}
-
-
-def register_strategy(cls: type[Strategy]) -> type[Strategy]:
-    if cls.name in _STRATEGIES:
-        raise ValueError(f"a strategy named {cls.name!r} is already registered")
-    _STRATEGIES[cls.name] = cls
-    return cls
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", UserError)
+register_strategy = STRATEGIES.register  # class decorator; the class's `name` is its key
 
 
 def list_strategies() -> list[str]:
-    return sorted(_STRATEGIES)
+    return STRATEGIES.names()
 
 
 def strategies_with_predictor() -> list[str]:
     """The strategies that learn an accuracy predictor, whose family `make_strategy(..., predictor=)` picks."""
-    return sorted(name for name, cls in _STRATEGIES.items() if cls.predicts_accuracy)
+    return [name for name, cls in STRATEGIES.items() if cls.predicts_accuracy]
 
 
 def make_strategy(name: str, space: SearchSpace, *, seed: int, prefilter: Prefilter | None = None,
                   surrogate: Surrogate | None = None, predictor: str | None = None) -> Strategy:
     """`predictor`: the accuracy predictor family of a strategy that learns one (None: its default)."""
-    if name not in _STRATEGIES:
-        raise UserError(f"unknown strategy {name!r}; choose from {list_strategies()}")
-    cls = _STRATEGIES[name]
+    cls = STRATEGIES.get(name)
     if predictor is None:
         return cls(space, seed=seed, prefilter=prefilter, surrogate=surrogate)
     if not cls.predicts_accuracy:

@@ -1,0 +1,62 @@
+"""One registry idiom for everything chosen by name: spaces, mixers, strategies, predictors,
+sampling rules, datasets.
+
+A `Registry` maps names to objects. Classes and functions register with a decorator
+(`@STRATEGIES.register` takes the class's `name` attribute; `@DATASETS.register("digits")` names it);
+data registers with `add`. A duplicate name is an error, and so is an unknown one, which lists the
+choices in the registry's own error type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar, overload
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str, error: type[Exception] = ValueError):
+        self.kind = kind  # what the entries are, for messages: "strategy", "space", ...
+        self.error = error  # raised for an unknown name
+        self._entries: dict[str, T] = {}
+
+    def add(self, name: str, obj: T) -> T:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a {self.kind} needs a non-empty name, got {name!r}")
+        if name in self._entries:
+            raise ValueError(f"a {self.kind} named {name!r} is already registered")
+        self._entries[name] = obj
+        return obj
+
+    @overload
+    def register(self, name: str) -> Callable[[T], T]: ...
+
+    @overload
+    def register(self, name: T) -> T: ...
+
+    def register(self, name):  # type: ignore[no-untyped-def]
+        """Decorator: `@reg.register("name")`, or bare `@reg.register` for a class with a `name` attribute."""
+        if isinstance(name, str):
+            return lambda obj: self.add(name, obj)
+        return self.add(name.name, name)
+
+    def get(self, name: str) -> T:
+        if name not in self._entries:
+            raise self.error(f"unknown {self.kind} {name!r}; choose one of {self.names()}")
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def items(self) -> list[tuple[str, T]]:
+        return sorted(self._entries.items())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
