@@ -12,9 +12,7 @@ Modalities", 2022; Intel's DyNAS-T) does. The same regressors fit a measured lat
 - `select_predictor` picks a family by cross-validated Kendall tau (ranking is what a search
   needs); "auto" (`AutoPredictor`) selects, then refits the winner on all the data.
 
-On the tiny space's trained supernet (digits), held-out Kendall tau against validation accuracy is
-about 0.31 with 100 training subnets and 0.39 with 200 for every family, 0.33 / 0.41 for the
-ensemble, where the split's noise caps any predictor near 0.6 (`benchmarks/accuracy_predictor.py`).
+How well they rank: docs/benchmarks.md ("Accuracy predictors").
 """
 
 from __future__ import annotations
@@ -293,7 +291,7 @@ class MLPPredictor(Predictor):
 @register_predictor
 class EnsemblePredictor(Predictor):
     """Mean prediction of ridge, gbt, gp and mlp fitted on the same data. Their errors differ, so
-    on noisy supernet accuracies the mean ranks better than each of them (about +0.02 tau)."""
+    on noisy supernet accuracies the mean tends to rank better than each of them."""
 
     name = "ensemble"
     MEMBERS = ("ridge", "gbt", "gp", "mlp")

@@ -1,7 +1,7 @@
 """Built-in spaces: `tiny` (embedded default: 8x8 digits on a CPU), `cifar` (32x32), `imagenet` (224x224),
 and `seq` (sequences: mnist1d's 40 steps, or a user's [N, T, C] arrays of another length via a space file).
 
-A user's own space is the same data in a JSON file (see README, "Adding a search space").
+A user's own space is the same data in a JSON file (docs/search-spaces.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Every key is checked; an error is one line naming the key and, for a choice, the allowed values
 (the registries of sampling rules, search strategies and accuracy predictors). Paths that exist
 (`data`, `space`, `search.target`) are made absolute, taken from the working folder, because the
-trials run elsewhere. See `examples/ablation.json` and the README's "Ablation sweeps".
+trials run elsewhere. See `examples/ablation.json` and docs/ablations.md.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The supernet's weights (as arrays), its space definition and the validation split go into the
 object store once; every actor rebuilds an `Evaluator` from them when it starts (and again if it is
 restarted) and then evaluates subnets one at a time on `threads` CPU threads. A `RayPool` is an
-`EvaluationPool` for `nas.search.run_search`: the search loop submits subnets to idle actors and
+`EvaluationPool` for `nas.search.loop.run_search`: the search loop submits subnets to idle actors and
 collects results in submission order, so it stays the only writer of `evaluations.csv`.
 
 A worker that dies (killed, node lost) is restarted and its evaluation resubmitted, up to

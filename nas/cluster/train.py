@@ -1,8 +1,8 @@
 """Data-parallel supernet training with Ray Train (`TorchTrainer`; gloo on CPU, NCCL on GPU).
 
-Every worker runs `nas.train.train_supernet` with the same seed from the same initial weights
+Every worker runs `nas.training.train.train_supernet` with the same seed from the same initial weights
 (the driver's, through the object store), computes its rows of every batch, and the gradients are
-summed over the workers (`nas.parallel`): the run equals a one-process run up to float rounding,
+summed over the workers (`nas.training.parallel`): the run equals a one-process run up to float rounding,
 whatever the number of workers. Each worker uses one CPU thread (`resources_per_worker` 1 CPU).
 
 After every epoch rank 0 reports its `checkpoint.safetensors` to Ray Train, which keeps the latest

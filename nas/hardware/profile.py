@@ -6,7 +6,7 @@ subnets are made of, each alone on the target, and a number of whole random subn
 file, so it is measured once on the device and a search for that device runs on any machine
 (the lookup-table approach of ProxylessNAS and Once-for-All; nn-Meter's kernel-level tables).
 
-File format (`format_version` "1"): `device` (`nas.costs.describe_hardware`), `settings`
+File format (`format_version` "1"): `device` (`nas.hardware.measure.describe_hardware`), `settings`
 (target, threads, batch, seed and the timing settings), `space` (the space definition), `units`
 (how the table's units were chosen), `lut` (a list of `{"block": BlockSpec dict, "latency_ms",
 "iqr_ms"}`) and `subnets` (a list of `{"arch": arch dict, "latency_ms", "iqr_ms"}`).

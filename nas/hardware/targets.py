@@ -1,37 +1,5 @@
-"""Latency on a deployment target, and ONNX export of extracted subnets.
-
-* :func:`measure_on_target` -- median/IQR latency of one forward pass on ``"cpu"`` or ``"cuda"``
-  (torch eager, :func:`nas.costs.measure_latency`: perf_counter or CUDA events) or on
-  ``"onnxruntime"`` (the model exported to ONNX, checked against torch, ``session.run`` timed with
-  perf_counter on ONNX Runtime's CPU provider). All targets share warm-up, the stopping rule
-  (:func:`nas.costs.time_until_stable`) and the statistics (:meth:`nas.costs.Latency.from_samples`).
-* :func:`export_onnx` -- writes a model (an extracted subnet, say) as an ``.onnx`` file, checked
-  against torch's output with ONNX Runtime.
-
-Exporter. torch 2.13 has two ONNX exporters: the TorchScript-based one (``dynamo=False``) and the
-``torch.export``-based one (``dynamo=True``, the default since torch 2.9, which needs onnxscript).
-We use the TorchScript one because, measured on the subnets of the built-in spaces:
-
-- it exports every subnet: all four token mixers, the bilinear resize, GroupNorm, LayerNorm and
-  GELU, with ONNX Runtime matching torch to about 1e-6. The ``dynamo=True`` exporter (onnxscript
-  0.7.2) fails on every subnet with window attention: its ``scaled_dot_product_attention``
-  translation accepts only 4-D q/k/v, and window attention runs it on 5-D
-  ``(B, heads, windows, window tokens, head_dim)`` tensors;
-- it is about 15x faster (median 0.1 s per ``tiny`` subnet against 1.6 s, one thread, 2-core
-  CPU), which matters to profiles that export hundreds of blocks, and prints nothing (the other
-  one prints its progress to stdout);
-- it needs only ``onnx`` and exists in every torch this package accepts (``torch>=2.2``;
-  ``dynamo=`` itself appeared in 2.5).
-
-torch marks it deprecated; its deprecation notice and the tracer's warnings (shapes read as Python
-numbers, which is what fixes the exported shapes) are silenced around the call, and
-:func:`_export_bytes` is the one place to change when it goes. Export traces the model, running
-it once: that run uses one torch thread (with more, a busy 2-core machine exported 4x slower).
-
-Opset 17: LayerNormalization is a single op from 17 on; ONNX Runtime fuses the Erf form of GELU
-itself, so opset 20's Gelu op made no measurable difference, and 17 also loads in older runtimes
-(ONNX Runtime 1.12 on).
-"""
+"""Latency on a deployment target (cpu, cuda, onnxruntime) and ONNX export of extracted subnets, checked against
+torch. Why the TorchScript exporter and opset 17: docs/design.md ("Latency: targets and the ONNX exporter")."""
 
 from __future__ import annotations
 
@@ -58,7 +26,7 @@ __all__ = ["OPSET", "TARGETS", "Target", "export_onnx", "measure_on_target"]
 Target = Literal["cpu", "cuda", "onnxruntime"]
 TARGETS: tuple[str, ...] = get_args(Target)
 OPSET = 17
-ATOL, RTOL = 1e-4, 1e-3  # ONNX Runtime vs torch: float32 rounding differs by about 1e-6
+ATOL, RTOL = 1e-4, 1e-3  # ONNX Runtime vs torch: room for float32 rounding
 # torch >= 2.5 takes `dynamo=`, and from 2.9 on defaults to the exporter we do not use.
 _TORCHSCRIPT_EXPORTER = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 
@@ -170,7 +138,7 @@ def measure_on_target(
 ) -> Latency:
     """Median/IQR latency (ms) of one forward pass of ``model`` on an input of ``input_shape``.
 
-    ``"cpu"``/``"cuda"``: torch eager via :func:`nas.costs.measure_latency` with ``threads`` torch
+    ``"cpu"``/``"cuda"``: torch eager via :func:`nas.hardware.measure.measure_latency` with ``threads`` torch
     threads. ``"onnxruntime"``: the model is exported (fixed shapes, opset :data:`OPSET`), checked
     against torch on a random input, and ``session.run`` on a fixed zero input is timed on the
     CPU provider with ``threads`` intra-op threads, one inter-op thread, sequential execution.

@@ -1,4 +1,4 @@
-"""Training checkpoints: the whole state of `nas.train.train_supernet` in one safetensors file.
+"""Training checkpoints: the whole state of `nas.training.train.train_supernet` in one safetensors file.
 
 Weights, optimizer moments, every random generator, the sampler's state, the history and, when
 training stopped mid-epoch, the epoch's generator state, steps, losses and hits. Written atomically,

@@ -1,6 +1,6 @@
 """Data-parallel supernet training: what one worker needs to know, and the gradient sum.
 
-Every worker runs `nas.train.train_supernet` with the same seed, so all draw the same batches,
+Every worker runs `nas.training.train.train_supernet` with the same seed, so all draw the same batches,
 augmentation and subnets; each computes the rows `rank::world` of every batch, and
 `sum_gradients` turns the slices' gradients into those of the whole batch. The losses are means
 over a slice and every layer is per sample (GroupNorm, LayerNorm: no batch statistics), so the

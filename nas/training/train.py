@@ -1,6 +1,6 @@
 """Supernet training: sampling rules, one accumulated update per step, checkpoints and resume.
 
-Each step draws subnets with a sampling rule (`nas.sampling`: uniform single path, sandwich with
+Each step draws subnets with a sampling rule (`nas.training.sampling`: uniform single path, sandwich with
 in-place distillation, or complexity-aware) and accumulates their gradients into one optimizer
 update (Yu et al., BigNAS / "Universally Slimmable Networks"; AttentiveNAS; ElasticViT). AdamW or
 SGD, cosine schedule with linear warm-up, label smoothing, light augmentation for small images
@@ -16,7 +16,7 @@ the sampler's state, the history) is written atomically to one `checkpoint.safet
 to stop (Ctrl-C), the step under way is finished and the same state is written mid-epoch, with the
 epoch's shuffle state and the steps done in it.
 
-With `parallel`, this loop is one worker of a data-parallel run (`nas.parallel`, on Ray Train by
+With `parallel`, this loop is one worker of a data-parallel run (`nas.training.parallel`, on Ray Train by
 `nas.cluster.train`) whose updates equal one process's.
 """
 
@@ -174,7 +174,7 @@ def _step_losses(supernet: HybridSupernet, x: Tensor, y: Tensor, draws: list[Dra
 def _parallel_step(supernet: HybridSupernet, x: Tensor, y: Tensor, draws: list[Draw], config: TrainConfig,
                    params: list[torch.nn.Parameter], parallel: DataParallel) -> tuple[float, int]:
     """`_step_losses` on this worker's rows of the batch, then the whole batch's gradients, first loss
-    and hits on every worker (`nas.parallel.sum_gradients`)."""
+    and hits on every worker (`nas.training.parallel.sum_gradients`)."""
     xs, ys = x[parallel.rank::parallel.world], y[parallel.rank::parallel.world]
     loss, hits, error = 0.0, 0, ""
     if len(ys):  # a short last batch leaves some workers without rows

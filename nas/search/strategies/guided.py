@@ -34,10 +34,9 @@ from nas.search.strategies.base import Observation, Prefilter, Strategy, Surroga
 from predictors.accuracy import arch_features, list_predictors, load_backends, make_predictor, select_predictor
 from search_spaces import Arch, SearchSpace
 
-# families compared by cross-validation when `predictor="auto"`: the ones that fit in milliseconds
-# to tens of milliseconds on a few hundred samples. On supernet accuracies the Gaussian process,
-# gradient-boosted trees and the ensemble rank no better and cost several times more
-# (`benchmarks/accuracy_predictor.py`); `predictor="gp"` (or any family) forces one.
+# families compared by cross-validation when `predictor="auto"`: the cheapest to fit. On supernet
+# accuracies the Gaussian process, gradient-boosted trees and the ensemble rank no better and cost
+# more (docs/benchmarks.md, "Accuracy predictors"); `predictor="gp"` (or any family) forces one.
 SELECTED_FAMILIES = ("ridge", "mlp")
 Acquisition = Literal["hvi", "front"]
 SELECTION_FOLDS = 3  # each selection fits every family this many times
