@@ -27,7 +27,7 @@ from typing import ClassVar
 import numpy as np
 
 from search_spaces import Arch, AttnBlock, ConvBlock, ModelSpec, SearchSpace, block_macs, block_params, block_specs
-from search_spaces.arch import MIXERS
+from search_spaces.mixers import TOKEN_MIXERS
 from search_spaces.registry import Registry
 
 __all__ = [
@@ -73,7 +73,7 @@ def _summary_features(spec: ModelSpec, arch: Arch) -> list[float]:
     return [
         math.log(sum(params.values())), math.log(sum(macs.values())),
         *(math.log1p(params[k]) for k in ("conv", "attn")), *(math.log1p(macs[k]) for k in ("conv", "attn")),
-        len(conv) + len(attn), len(conv), len(attn), *(sum(b.mixer == m for b in attn) for m in MIXERS),
+        len(conv) + len(attn), len(conv), len(attn), *(sum(b.mixer == m for b in attn) for m in TOKEN_MIXERS),
         sum(b.kernel for b in conv), sum(b.expand for b in conv), sum(b.mlp_ratio for b in attn),
         sum(b.heads for b in attn), math.log1p(tokens), units[-1].in_resolution, arch.stages[-1].width,
     ]

@@ -17,11 +17,9 @@ import json
 import math
 import reprlib
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
-Mixer = Literal["softmax", "linear", "window", "pool"]
-MIXERS: tuple[str, ...] = get_args(Mixer)
-ATTENTION_MIXERS: tuple[str, ...] = ("softmax", "linear", "window")  # share q/k/v projections
+from search_spaces.mixers import TOKEN_MIXERS
 
 
 class ArchError(ValueError):
@@ -94,18 +92,20 @@ class ConvBlock:
 
 @dataclass(frozen=True)
 class AttnBlock:
-    """Pre-norm transformer block: token mixer then MLP. `heads` is 0 for the pooling mixer."""
+    """Pre-norm transformer block: token mixer then MLP. `heads` is 0 for a mixer without q/k/v (pool).
 
-    mixer: Mixer
+    `mixer` names an entry of `search_spaces.mixers.TOKEN_MIXERS`."""
+
+    mixer: str
     heads: int
     mlp_ratio: float
 
     def __post_init__(self) -> None:
-        if not isinstance(self.mixer, str) or self.mixer not in MIXERS:
-            raise ArchError(f"mixer must be one of {list(MIXERS)}, got {show(self.mixer)}")
-        if self.mixer == "pool":
+        if not isinstance(self.mixer, str) or self.mixer not in TOKEN_MIXERS:
+            raise ArchError(f"mixer must be one of {TOKEN_MIXERS.names()}, got {show(self.mixer)}")
+        if not TOKEN_MIXERS.get(self.mixer).has_qkv:
             if not _is_int(self.heads) or self.heads != 0:  # 0.0 or False would be another id for it
-                raise ArchError(f"heads must be 0 for the pool mixer, got {show(self.heads)}")
+                raise ArchError(f"heads must be 0 for the {self.mixer} mixer, got {show(self.heads)}")
         else:
             _check_int("heads", self.heads)
         _check_ratio("mlp_ratio", self.mlp_ratio)

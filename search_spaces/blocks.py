@@ -11,21 +11,21 @@ extra handlers, so the sum over units equals fvcore on the extracted model, at a
 - GroupNorm / LayerNorm: 5 per element of their input (fvcore's convention with an affine);
 - bilinear upsampling: 4 per output element (fvcore's convention); linear (sequences): 2;
 - sequences (`dims=1`) are counted like a grid of height 1 with 1-D kernels;
-- scaled dot-product attention: QK^T plus attn@V; matmul exact; elementwise ops, pooling and
-  means count 0. Window attention counts the padded grid, as the code computes it.
+- token mixers: their entry's `macs` (search_spaces/mixers.py): matmul and scaled dot-product
+  attention exact; elementwise ops, pooling and means count 0.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
 from torch import Tensor, nn
 
-from search_spaces.arch import ATTENTION_MIXERS, MIXERS, Arch, ArchError, AttnBlock, ConvBlock
+from search_spaces.arch import Arch, ArchError, AttnBlock, ConvBlock
 from search_spaces.config import hidden_width
+from search_spaces.mixers import TOKEN_MIXERS, MixerShape, has_qkv
 from search_spaces.static import ConvNorm, ModelSpec, StaticAttnBlock, StaticConvBlock, resize, spatial_mean
 
 Kind = Literal["resize", "stem", "down", "conv", "attn", "head"]
@@ -41,8 +41,8 @@ class BlockSpec:
     - resize: bilinear resize of the input (in_channels = out_channels), in/out_resolution.
     - stem, down: 3x3 convolution with `stride` + GroupNorm (the stem adds GELU).
     - conv: inverted residual at `in_resolution`; `hidden` expanded channels, depthwise `kernel`.
-    - attn: transformer block; `mixer`, `heads` x `head_dim` (0 for pool), `window` (window
-      mixer only), MLP `hidden` width.
+    - attn: transformer block; `mixer`, `heads` x `head_dim` (0 for a mixer without q/k/v),
+      `window` (0 unless the mixer uses it), MLP `hidden` width.
     - head: spatial mean, LayerNorm, linear to `out_channels` classes.
     """
 
@@ -69,8 +69,8 @@ class BlockSpec:
                 raise ArchError(f"block {name} must be an integer >= 0, got {value!r}")
         if self.dims not in (1, 2):
             raise ArchError(f"block dims must be 1 or 2, got {self.dims!r}")
-        if self.mixer not in ("", *MIXERS):
-            raise ArchError(f"block mixer must be one of {list(MIXERS)} or '', got {self.mixer!r}")
+        if not isinstance(self.mixer, str) or (self.mixer and self.mixer not in TOKEN_MIXERS):
+            raise ArchError(f"block mixer must be one of {TOKEN_MIXERS.names()} or '', got {self.mixer!r}")
         if (self.kind == "attn") != (self.mixer != ""):
             raise ArchError(f"block mixer is set exactly for attn blocks; got kind {self.kind!r}, mixer {self.mixer!r}")
 
@@ -84,6 +84,11 @@ class BlockSpec:
         """(height, width) of the unit's token grid: a sequence is a grid of height 1."""
         r = self.in_resolution
         return (r, r) if self.dims == 2 else (1, r)
+
+    @property
+    def mixer_shape(self) -> MixerShape:
+        """What the token mixer's costs depend on (an attn unit)."""
+        return MixerShape(self.in_channels, self.heads, self.head_dim, *self.grid, self.window)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,27 +141,13 @@ def unit_of(block: ConvBlock | AttnBlock, width: int, resolution: int, spec: Mod
     if isinstance(block, ConvBlock):
         return BlockSpec("conv", width, width, resolution, resolution, kernel=block.kernel,
                          hidden=hidden_width(width, block.expand), dims=spec.dims)
-    attention = block.mixer in ATTENTION_MIXERS
+    mixer = TOKEN_MIXERS.get(block.mixer)
     return BlockSpec("attn", width, width, resolution, resolution, hidden=hidden_width(width, block.mlp_ratio),
-                     mixer=block.mixer, heads=block.heads, head_dim=spec.head_dim if attention else 0,
-                     window=spec.window if block.mixer == "window" else 0, dims=spec.dims)
+                     mixer=block.mixer, heads=block.heads, head_dim=spec.head_dim if mixer.has_qkv else 0,
+                     window=spec.window if mixer.uses_window else 0, dims=spec.dims)
 
 
 # ---- analytic costs ----------------------------------------------------------------------------
-def mixer_macs(mixer: str, heads: int, head_dim: int, height: int, width: int, window: int) -> int:
-    """Multiply-adds of the token mixer alone (per sample), as `search_spaces.mixers` computes it."""
-    n, d = height * width, head_dim
-    if mixer == "softmax":  # QK^T and attn@V
-        return heads * n * n * 2 * d
-    if mixer == "linear":  # k^T v, q (k^T v), and the normaliser q . sum(k)
-        return heads * (2 * n * d * d + n * d)
-    if mixer == "window":  # per padded window: QK^T and attn@V over wh*ww tokens
-        wh, ww = min(window, height), min(window, width)
-        padded = math.ceil(height / wh) * wh * math.ceil(width / ww) * ww
-        return heads * padded * wh * ww * 2 * d
-    if mixer == "pool":
-        return 0
-    raise ArchError(f"unknown mixer {mixer!r}")
 
 
 def block_macs(b: BlockSpec) -> int:
@@ -173,9 +164,10 @@ def block_macs(b: BlockSpec) -> int:
     if b.kind == "attn":
         w, m, a = ci, b.hidden, b.attn_width
         total = n * (w * 3**d + 2 * NORM_MACS * w + 2 * w * m)  # positional conv, two norms, MLP
-        if b.mixer in ATTENTION_MIXERS:
+        mixer = TOKEN_MIXERS.get(b.mixer)
+        if mixer.has_qkv:
             total += n * (w * 3 * a + a * w)  # q/k/v and output projections
-        return total + mixer_macs(b.mixer, b.heads, b.head_dim, *b.grid, b.window)
+        return total + mixer.macs(b.mixer_shape)
     return NORM_MACS * ci + ci * co  # head: LayerNorm + linear; the spatial mean counts 0
 
 
@@ -192,7 +184,7 @@ def block_params(b: BlockSpec) -> int:
     if b.kind == "attn":
         w, m, a = ci, b.hidden, b.attn_width
         total = w * 3**d + w + 4 * w + w * m + m + m * w + w
-        return total + (w * 3 * a + 3 * a + a * w + w if b.mixer in ATTENTION_MIXERS else 0)
+        return total + (w * 3 * a + 3 * a + a * w + w if has_qkv(b.mixer) else 0)
     return 2 * ci + ci * co + co
 
 
@@ -211,9 +203,10 @@ def unit_activation_elements(b: BlockSpec) -> int:
     - resize: input + output; stem, down: input + convolution output + its normalised copy;
     - conv: input + three expanded tensors (the depthwise input is still held while its output is
       normalised);
-    - attn: input, the input after positional encoding and, in the MLP, the mixer's leftovers
-      (pool: 2w; attention: q/k/v + output, 4a) + the residual stream w + MLP pair 2m; linear
-      attention peaks in its mixer at about 8a, window attention at 3a + 4 padded a.
+    - attn: input, the input after positional encoding and the larger of the mixer's own peak
+      (its entry's `peak_elements`) and the MLP's: what the block still holds of the mixer (with
+      q/k/v: q/k/v + output, 4a; without: its normalised input, w) + the residual stream w + MLP
+      pair 2m.
     - head: input + its mean.
     """
     ci, co, n_in, n = b.in_channels, b.out_channels, b.in_resolution**b.dims, b.out_resolution**b.dims
@@ -225,15 +218,9 @@ def unit_activation_elements(b: BlockSpec) -> int:
         return ci * n + 3 * b.hidden * n
     if b.kind == "attn":
         w, m, a = ci, b.hidden, b.attn_width
-        if b.mixer == "pool":
-            return n * (2 * w + max(3 * w, 2 * w + 2 * m))
-        peak = n * (3 * w + 4 * a + 2 * m)  # inside the MLP
-        if b.mixer == "linear":
-            peak = max(peak, n * (2 * w + 8 * a) + b.heads * b.head_dim**2)
-        elif b.mixer == "window":
-            padded = math.prod(math.ceil(s / min(b.window, s)) * min(b.window, s) for s in b.grid)
-            peak = max(peak, n * (2 * w + 3 * a) + 4 * a * padded)
-        return peak
+        mixer = TOKEN_MIXERS.get(b.mixer)
+        held = 4 * a * n if mixer.has_qkv else w * n  # the locals of `attn_block_forward` alive in the MLP
+        return 2 * w * n + max(mixer.peak_elements(b.mixer_shape), held + n * (w + 2 * m))
     return ci * n_in + ci
 
 

@@ -10,7 +10,8 @@ from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from search_spaces.arch import MIXERS, ArchError, is_finite_number, loads_json, show
+from search_spaces.arch import ArchError, is_finite_number, loads_json, show
+from search_spaces.mixers import TOKEN_MIXERS
 
 BlockType = Literal["conv", "attn"]
 
@@ -72,7 +73,7 @@ class SpaceConfig:
     stem_stride: int = 1
     kernels: tuple[int, ...] = (3, 5, 7)
     expand_ratios: tuple[float, ...] = (2, 3, 4)
-    mixers: tuple[str, ...] = MIXERS
+    mixers: tuple[str, ...] = tuple(TOKEN_MIXERS.names())  # the built-in token mixers, in their order
     heads: tuple[int, ...] = (1, 2, 4)
     mlp_ratios: tuple[float, ...] = (2, 3, 4)
     head_dim: int = 16
@@ -92,8 +93,8 @@ class SpaceConfig:
         object.__setattr__(self, "stages", stages)
         if not stages:
             raise ArchError("space: stages must be non-empty")
-        if unknown := set(self.mixers) - set(MIXERS):
-            raise ArchError(f"space: unknown mixers {show(sorted(unknown))}; allowed: {list(MIXERS)}")
+        if unknown := {m for m in self.mixers if m not in TOKEN_MIXERS}:
+            raise ArchError(f"space: unknown mixers {show(sorted(unknown))}; allowed: {TOKEN_MIXERS.names()}")
         if any(k % 2 == 0 for k in self.kernels):
             raise ArchError(f"space: kernels must be odd, got {show(list(self.kernels))}")
         if not isinstance(self.layout, str) or self.layout not in ("conv_first", "free"):

@@ -4,7 +4,8 @@ sampling rules, datasets.
 A `Registry` maps names to objects. Classes and functions register with a decorator
 (`@STRATEGIES.register` takes the class's `name` attribute; `@DATASETS.register("digits")` names it);
 data registers with `add`. A duplicate name is an error, and so is an unknown one, which lists the
-choices in the registry's own error type.
+choices in the registry's own error type. Names are listed sorted, or in registration order where
+that order carries meaning (`ordered=True`: the token mixers, whose order is that of the encodings).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, error: type[Exception] = ValueError):
+    def __init__(self, kind: str, error: type[Exception] = ValueError, *, ordered: bool = False):
         self.kind = kind  # what the entries are, for messages: "strategy", "space", ...
         self.error = error  # raised for an unknown name
+        self.ordered = ordered  # list names in registration order instead of sorted
         self._entries: dict[str, T] = {}
 
     def add(self, name: str, obj: T) -> T:
@@ -46,11 +48,17 @@ class Registry(Generic[T]):
             raise self.error(f"unknown {self.kind} {name!r}; choose one of {self.names()}")
         return self._entries[name]
 
+    def remove(self, name: str) -> T:
+        """Unregister `name` (a plugin or a test that registered an entry for a while)."""
+        obj = self.get(name)
+        del self._entries[name]
+        return obj
+
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return list(self._entries) if self.ordered else sorted(self._entries)
 
     def items(self) -> list[tuple[str, T]]:
-        return sorted(self._entries.items())
+        return [(name, self._entries[name]) for name in self.names()]
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

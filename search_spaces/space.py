@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from search_spaces import blocks
-from search_spaces.arch import MIXERS, Arch, ArchError, AttnBlock, Block, ConvBlock, Stage
+from search_spaces.arch import Arch, ArchError, AttnBlock, Block, ConvBlock, Stage
 from search_spaces.blocks import KINDS, BlockSpec, block_params, block_specs, conv_out, count_macs, unit_of
 from search_spaces.config import BlockType, SpaceConfig, StageSpace
+from search_spaces.mixers import TOKEN_MIXERS, has_qkv
 from search_spaces.static import ModelSpec, at_input_size
 
 
@@ -38,7 +39,7 @@ class SearchSpace:
         attn = tuple(
             AttnBlock(m, h, r)
             for m in c.mixers
-            for h in ((0,) if m == "pool" else c.heads)
+            for h in (c.heads if has_qkv(m) else (0,))
             for r in c.mlp_ratios
         )
         object.__setattr__(self, "_conv_options", conv)
@@ -62,7 +63,7 @@ class SearchSpace:
         )
 
     def smallest(self) -> Arch:
-        """Fewest resources: minimum of every choice, attention-free pooling blocks where allowed."""
+        """Fewest resources: minimum of every choice, a mixer without q/k/v (pool) where allowed."""
         return self._extreme(largest=False)
 
     def largest(self) -> Arch:
@@ -97,11 +98,10 @@ class SearchSpace:
             flat = [i >= n_conv for i in range(sum(depths))]
             attn_allowed = self._split(flat, depths)
         conv = ConvBlock(pick(c.kernels), pick(c.expand_ratios))
-        if mixer is None:
-            mixer = "softmax" if largest else "pool"
-            if mixer not in c.mixers:
-                mixer = next((m for m in c.mixers if m != "pool"), "pool") if largest else c.mixers[0]
-        heads = 0 if mixer == "pool" else pick(c.heads)
+        if mixer is None:  # largest: softmax where allowed, else a mixer with q/k/v; smallest: one without
+            wanted = [m for m in c.mixers if has_qkv(m) == largest]
+            mixer = "softmax" if largest and "softmax" in c.mixers else next(iter(wanted), c.mixers[0])
+        heads = pick(c.heads) if has_qkv(mixer) else 0
         attn = AttnBlock(mixer, heads, pick(c.mlp_ratios))
         return self._build(
             resolution=pick(c.resolutions),
@@ -273,7 +273,7 @@ class SearchSpace:
                     check(f"{where}.expand", b.expand, c.expand_ratios)
                 else:
                     check(f"{where}.mixer", b.mixer, c.mixers)
-                    if b.mixer != "pool":
+                    if has_qkv(b.mixer):
                         check(f"{where}.heads", b.heads, c.heads)
                     check(f"{where}.mlp_ratio", b.mlp_ratio, c.mlp_ratios)
         if c.layout == "conv_first":
@@ -310,18 +310,19 @@ class SearchSpace:
     def encode(self, arch: Arch) -> np.ndarray:
         """Fixed-length float vector: globals, per stage (depth, width, stride), per block slot."""
         self.validate(arch)
+        mixers = TOKEN_MIXERS.names()  # one-hot of the mixer, in registration order
         values: list[float] = [arch.resolution, arch.stem_width]
         for s, space in zip(arch.stages, self.config.stages):
             values += [s.depth, s.width, s.stride]
             for j in range(max(space.depths)):
                 b = s.blocks[j] if j < s.depth else None
-                slot = [0.0] * (6 + len(MIXERS))
+                slot = [0.0] * (6 + len(mixers))
                 if isinstance(b, ConvBlock):
                     slot[:4] = [1.0, 0.0, b.kernel, b.expand]
                 elif isinstance(b, AttnBlock):
                     slot[:2] = [1.0, 1.0]
                     slot[4:6] = [b.heads, b.mlp_ratio]
-                    slot[6 + MIXERS.index(b.mixer)] = 1.0
+                    slot[6 + mixers.index(b.mixer)] = 1.0
                 values += slot
         return np.asarray(values, dtype=np.float32)
 

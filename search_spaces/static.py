@@ -14,9 +14,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_spaces.arch import ATTENTION_MIXERS, Arch, ArchError, AttnBlock, ConvBlock
+from search_spaces.arch import Arch, ArchError, AttnBlock, ConvBlock
 from search_spaces.config import SpaceConfig, hidden_width, scaled_resolution
-from search_spaces.mixers import attention, pool_mixer
+from search_spaces.mixers import TOKEN_MIXERS, has_qkv
 
 Op = Callable[[Tensor], Tensor]
 
@@ -32,16 +32,18 @@ def attn_block_forward(
     x: Tensor, *, cpe: Op, norm1: Op, qkv: Op | None, proj: Op | None, norm2: Op, fc1: Op, fc2: Op,
     mixer: str, heads: int, head_dim: int, window: int,
 ) -> Tensor:
+    token_mixer = TOKEN_MIXERS.get(mixer)
     x = x + cpe(x)  # conditional positional encoding (depthwise 3x3 or 3, CPVT)
     b, c, *grid = x.shape  # grid: [H, W], or [T] for a sequence (a grid of height 1)
     h, w = grid if len(grid) == 2 else (1, grid[0])
     t = x.flatten(2).transpose(1, 2)  # (B, N, C)
-    if mixer == "pool":
+    if token_mixer.mix is not None:  # no q/k/v: mixes the normalised tokens laid out as the grid
         y = norm1(t).transpose(1, 2).reshape(b, c, *grid)
-        t = t + pool_mixer(y).flatten(2).transpose(1, 2)
+        t = t + token_mixer.mix(y).flatten(2).transpose(1, 2)
     else:
+        assert token_mixer.attend is not None and qkv is not None and proj is not None  # a q/k/v mixer's block
         q, k, v = qkv(norm1(t)).reshape(b, h * w, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        o = attention(mixer, q, k, v, h, w, window)  # (B, heads, N, head_dim)
+        o = token_mixer.attend(q, k, v, h, w, window)  # (B, heads, N, head_dim)
         t = t + proj(o.transpose(1, 2).reshape(b, h * w, heads * head_dim))
     t = t + fc2(F.gelu(fc1(norm2(t))))
     return t.transpose(1, 2).reshape(b, c, *grid)
@@ -132,11 +134,9 @@ class StaticAttnBlock(nn.Module):
         self.mixer, self.heads, self.head_dim, self.window = block.mixer, block.heads, head_dim, window
         self.cpe = conv_nd(dims, width, width, 3, groups=width, bias=True)
         self.norm1 = nn.LayerNorm(width)
-        if block.mixer in ATTENTION_MIXERS:
-            self.qkv = nn.Linear(width, 3 * block.heads * head_dim)
-            self.proj = nn.Linear(block.heads * head_dim, width)
-        else:
-            self.qkv = self.proj = None
+        attention = has_qkv(block.mixer)
+        self.qkv = nn.Linear(width, 3 * block.heads * head_dim) if attention else None
+        self.proj = nn.Linear(block.heads * head_dim, width) if attention else None
         self.norm2 = nn.LayerNorm(width)
         m = hidden_width(width, block.mlp_ratio)
         self.fc1 = nn.Linear(width, m)

@@ -1,8 +1,8 @@
 """Weight-sharing hybrid CNN-transformer supernet.
 
 Every block position of a stage holds a convolution block (kernel 3/5/7 from one centre-cropped
-kernel, elastic expand ratio) and a transformer block (softmax / linear / window attention on
-shared q/k/v, or a pooling mixer; elastic heads and MLP ratio), as allowed by the space. The
+kernel, elastic expand ratio) and a transformer block (any token mixer of `search_spaces.mixers`,
+the attentions on shared q/k/v; elastic heads and MLP ratio), as allowed by the space. The
 architecture is an argument of `forward`; nothing is stored on the modules, so one supernet can
 serve several threads or Ray workers. `extract(arch)` returns a `SubnetModel` of plain layers
 with the inherited weights copied in.
@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from search_spaces.arch import Arch, AttnBlock, ConvBlock
 from search_spaces.config import hidden_width
 from search_spaces.layers import ElasticConv, ElasticLinear, ElasticNorm, ElasticQKV
+from search_spaces.mixers import has_qkv
 from search_spaces.space import SearchSpace
 from search_spaces.static import (
     ModelSpec,
@@ -100,7 +101,7 @@ class ElasticAttnBlock(nn.Module):
     def state(self, prefix: str, width: int, block: AttnBlock) -> State:
         m, a = hidden_width(width, block.mlp_ratio), block.heads * self.head_dim
         parts = {"cpe": self.cpe.state(width, width, 3), "norm1": self.norm1.state(width)}
-        if block.mixer != "pool":
+        if has_qkv(block.mixer):
             parts |= {"qkv": self.qkv.state(width, block.heads), "proj": self.proj.state(a, width)}
         parts |= {"norm2": self.norm2.state(width), "fc1": self.fc1.state(width, m), "fc2": self.fc2.state(m, width)}
         return _prefixed(prefix, **parts)
@@ -116,7 +117,7 @@ class BlockSlot(nn.Module):
             ElasticConvBlock(max_width, max(c.expand_ratios), max(c.kernels), c.dims) if "conv" in block_types else None
         )
         has_attn = "attn" in block_types
-        attention = any(m != "pool" for m in c.mixers)
+        attention = any(has_qkv(m) for m in c.mixers)
         self.attn = (
             ElasticAttnBlock(max_width, max(c.heads), c.head_dim, max(c.mlp_ratios), c.window, attention, c.dims)
             if has_attn else None

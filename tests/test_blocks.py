@@ -19,10 +19,9 @@ from search_spaces.blocks import (
     block_specs,
     build_block,
     count_macs,
-    mixer_macs,
     peak_memory_bytes,
 )
-from search_spaces.mixers import attention
+from search_spaces.mixers import TOKEN_MIXERS, MixerShape
 
 ARCHS_PER_SPACE = {"tiny": 8, "cifar": 4, "imagenet": 2, "seq": 8}  # plus the largest subnet
 
@@ -76,7 +75,7 @@ class _Mixer(nn.Module):
         self.mixer, self.size, self.window = mixer, size, window
 
     def forward(self, q):  # q: (B, heads, N, head_dim), used as q, k and v
-        return attention(self.mixer, q, q, q, self.size, self.size, self.window)
+        return TOKEN_MIXERS.get(self.mixer).attend(q, q, q, self.size, self.size, self.window)
 
 
 @pytest.mark.parametrize("size", [4, 6, 7])
@@ -90,9 +89,9 @@ def test_attention_flops_match_hand_formulas(size):
         "window": 2 * heads * padded * window * window * d,  # per padded window of 16 tokens
     }
     for mixer, expected in hand.items():
-        assert mixer_macs(mixer, heads, d, size, size, window) == expected
+        assert TOKEN_MIXERS.get(mixer).macs(MixerShape(16, heads, d, size, size, window)) == expected
         assert count_flops(_Mixer(mixer, size, window), (1, heads, n, d)) == expected
-    assert mixer_macs("pool", 0, 0, size, size, 0) == 0
+    assert TOKEN_MIXERS.get("pool").macs(MixerShape(16, 0, 0, size, size, 0)) == 0
 
 
 @pytest.mark.parametrize("name", list_spaces())

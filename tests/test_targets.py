@@ -15,7 +15,7 @@ from nas.errors import UserError
 from nas.hardware.measure import Latency, time_until_stable
 from nas.hardware.targets import TARGETS, export_onnx, measure_on_target
 from search_spaces import HybridSupernet, get_space
-from search_spaces.arch import MIXERS
+from search_spaces.mixers import TOKEN_MIXERS
 
 TINY_SHAPE = (1, 1, 8, 8)
 
@@ -65,7 +65,7 @@ def _subnet(tiny: tuple, name: str = "all-mixers-12") -> nn.Module:
 def test_tiny_archs_cover_every_mixer_and_resolution(tiny: tuple) -> None:
     space = tiny[0]
     archs = [space.parse(a) for a in TINY_ARCHS.values()]
-    assert {b.mixer for a in archs for b in a.blocks if hasattr(b, "mixer")} == set(MIXERS)
+    assert {b.mixer for a in archs for b in a.blocks if hasattr(b, "mixer")} == set(TOKEN_MIXERS)
     assert {a.resolution for a in archs} == set(space.config.resolutions)
 
 

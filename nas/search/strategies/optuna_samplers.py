@@ -32,6 +32,7 @@ from optuna.trial import Trial, TrialState
 from nas.errors import UserError
 from nas.search.strategies.base import Prefilter, Strategy, Surrogate, register_strategy
 from search_spaces import Arch, AttnBlock, ConvBlock, SearchSpace, Stage
+from search_spaces.mixers import has_qkv
 
 Params = dict[str, Any]
 CONSTRAINT_KEY = "violation"  # Optuna's convention: a value <= 0 is feasible, like ours
@@ -105,7 +106,7 @@ class ArchCodec:
         if kind == "conv":
             return ConvBlock(params[slot + "kernel"], params[slot + "expand"])
         mixer = params[slot + "mixer"]
-        return AttnBlock(mixer, 0 if mixer == "pool" else params[slot + "heads"], params[slot + "mlp_ratio"])
+        return AttnBlock(mixer, params[slot + "heads"] if has_qkv(mixer) else 0, params[slot + "mlp_ratio"])
 
     def encode(self, arch: Arch) -> Params:
         """Parameters that decode to `arch`; inactive slots and unused fields take the first choice."""
@@ -122,7 +123,7 @@ class ArchCodec:
                     params |= {slot + "kernel": b.kernel, slot + "expand": b.expand}
                     continue
                 params |= {slot + "mixer": b.mixer, slot + "mlp_ratio": b.mlp_ratio}
-                if b.mixer != "pool":
+                if has_qkv(b.mixer):
                     params[slot + "heads"] = b.heads
         return params
 
