@@ -40,6 +40,7 @@ def attn_block_forward(
         y = norm1(t).transpose(1, 2).reshape(b, c, *grid)
         t = t + pool_mixer(y).flatten(2).transpose(1, 2)
     else:
+        assert qkv is not None and proj is not None  # attention mixers always have them
         q, k, v = qkv(norm1(t)).reshape(b, h * w, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         o = attention(mixer, q, k, v, h, w, window)  # (B, heads, N, head_dim)
         t = t + proj(o.transpose(1, 2).reshape(b, h * w, heads * head_dim))
@@ -133,8 +134,8 @@ class StaticAttnBlock(nn.Module):
         self.cpe = conv_nd(dims, width, width, 3, groups=width, bias=True)
         self.norm1 = nn.LayerNorm(width)
         if block.mixer in ATTENTION_MIXERS:
-            self.qkv = nn.Linear(width, 3 * block.heads * head_dim)
-            self.proj = nn.Linear(block.heads * head_dim, width)
+            self.qkv: nn.Linear | None = nn.Linear(width, 3 * block.heads * head_dim)
+            self.proj: nn.Linear | None = nn.Linear(block.heads * head_dim, width)
         else:
             self.qkv = self.proj = None
         self.norm2 = nn.LayerNorm(width)
