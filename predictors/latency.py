@@ -105,7 +105,7 @@ class LatencyPredictor:
             return base
         y = np.array([t for _, t in rows])
         errors = {c: _cv_error(_design(c, rows), y, folds) for c in usable}
-        best = min(errors, key=errors.get)
+        best = min(errors, key=errors.__getitem__)
         coef = _solve(_design(best, rows), y)
         return cls(space, table, best, tuple(float(v) for v in coef), errors, meta, size)
 

@@ -38,7 +38,9 @@ class ElasticConv(nn.Module):
     def _slice(self, in_ch: int, out_ch: int, kernel: int) -> tuple[Tensor, Tensor | None]:
         start = (self.weight.shape[-1] - kernel) // 2
         crop = (slice(start, start + kernel),) * self.dims
-        weight = self.weight[(slice(None, out_ch), slice(None, 1 if self.depthwise else in_ch), *crop)]
+        # built apart: mypy takes `w[(a, *b)]` for the star subscript of Python 3.11
+        index = (slice(None, out_ch), slice(None, 1 if self.depthwise else in_ch), *crop)
+        weight = self.weight[index]
         return weight, None if self.bias is None else self.bias[:out_ch]
 
     def forward(self, x: Tensor, out_ch: int, kernel: int, stride: int = 1) -> Tensor:

@@ -11,9 +11,13 @@ that order carries meaning (`ordered=True`: the token mixers, whose order is tha
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar, overload
+from typing import Generic, Protocol, TypeVar, cast, overload
 
 T = TypeVar("T")
+
+
+class _Named(Protocol):
+    name: str
 
 
 class Registry(Generic[T]):
@@ -37,11 +41,11 @@ class Registry(Generic[T]):
     @overload
     def register(self, name: T) -> T: ...
 
-    def register(self, name):  # type: ignore[no-untyped-def]
+    def register(self, name: str | T) -> Callable[[T], T] | T:
         """Decorator: `@reg.register("name")`, or bare `@reg.register` for a class with a `name` attribute."""
         if isinstance(name, str):
             return lambda obj: self.add(name, obj)
-        return self.add(name.name, name)
+        return self.add(cast(_Named, name).name, name)
 
     def get(self, name: str) -> T:
         if name not in self._entries:

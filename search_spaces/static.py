@@ -135,8 +135,8 @@ class StaticAttnBlock(nn.Module):
         self.cpe = conv_nd(dims, width, width, 3, groups=width, bias=True)
         self.norm1 = nn.LayerNorm(width)
         attention = has_qkv(block.mixer)
-        self.qkv = nn.Linear(width, 3 * block.heads * head_dim) if attention else None
-        self.proj = nn.Linear(block.heads * head_dim, width) if attention else None
+        self.qkv: nn.Linear | None = nn.Linear(width, 3 * block.heads * head_dim) if attention else None
+        self.proj: nn.Linear | None = nn.Linear(block.heads * head_dim, width) if attention else None
         self.norm2 = nn.LayerNorm(width)
         m = hidden_width(width, block.mlp_ratio)
         self.fc1 = nn.Linear(width, m)

@@ -10,6 +10,8 @@ with the inherited weights copied in.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -91,9 +93,11 @@ class ElasticAttnBlock(nn.Module):
 
     def forward(self, x: Tensor, block: AttnBlock) -> Tensor:
         w, m = x.shape[1], hidden_width(x.shape[1], block.mlp_ratio)
+        qkv, proj = self.qkv, self.proj
         return attn_block_forward(
             x, cpe=lambda t: self.cpe(t, w, 3), norm1=self.norm1,
-            qkv=lambda t: self.qkv(t, block.heads), proj=lambda t: self.proj(t, w), norm2=self.norm2,
+            qkv=None if qkv is None else lambda t: qkv(t, block.heads),
+            proj=None if proj is None else lambda t: proj(t, w), norm2=self.norm2,
             fc1=lambda t: self.fc1(t, m), fc2=lambda t: self.fc2(t, w),
             mixer=block.mixer, heads=block.heads, head_dim=self.head_dim, window=self.window,
         )
@@ -102,6 +106,7 @@ class ElasticAttnBlock(nn.Module):
         m, a = hidden_width(width, block.mlp_ratio), block.heads * self.head_dim
         parts = {"cpe": self.cpe.state(width, width, 3), "norm1": self.norm1.state(width)}
         if has_qkv(block.mixer):
+            assert self.qkv is not None and self.proj is not None  # the space has q/k/v mixers
             parts |= {"qkv": self.qkv.state(width, block.heads), "proj": self.proj.state(a, width)}
         parts |= {"norm2": self.norm2.state(width), "fc1": self.fc1.state(width, m), "fc2": self.fc2.state(m, width)}
         return _prefixed(prefix, **parts)
@@ -123,12 +128,20 @@ class BlockSlot(nn.Module):
             if has_attn else None
         )
 
+    # The space validated the arch, so the slot holds the weights of its block's type.
     def forward(self, x: Tensor, block: ConvBlock | AttnBlock) -> Tensor:
-        return self.conv(x, block) if isinstance(block, ConvBlock) else self.attn(x, block)
+        if isinstance(block, ConvBlock):
+            assert self.conv is not None
+            return self.conv(x, block)
+        assert self.attn is not None
+        return self.attn(x, block)
 
     def state(self, prefix: str, width: int, block: ConvBlock | AttnBlock) -> State:
-        owner = self.conv if isinstance(block, ConvBlock) else self.attn
-        return owner.state(prefix, width, block)
+        if isinstance(block, ConvBlock):
+            assert self.conv is not None
+            return self.conv.state(prefix, width, block)
+        assert self.attn is not None
+        return self.attn.state(prefix, width, block)
 
 
 class HybridSupernet(nn.Module):
@@ -156,7 +169,7 @@ class HybridSupernet(nn.Module):
         x = self.stem(x, arch.stem_width, self.spec.stem_stride)
         for down, slots, stage in zip(self.downs, self.slots, arch.stages):
             x = down(x, stage.width, stage.stride)
-            for slot, block in zip(slots, stage.blocks):
+            for slot, block in zip(cast(nn.ModuleList, slots), stage.blocks):
                 x = slot(x, block)
         x = self.head_norm(spatial_mean(x))
         return self.head(x, self.spec.num_classes)
@@ -167,9 +180,9 @@ class HybridSupernet(nn.Module):
         state = self.stem.state("stem.", self.spec.in_channels, arch.stem_width)
         prev = arch.stem_width
         for i, (down, slots, stage) in enumerate(zip(self.downs, self.slots, arch.stages)):
-            state |= down.state(f"stages.{i}.down.", prev, stage.width)
-            for j, (slot, block) in enumerate(zip(slots, stage.blocks)):
-                state |= slot.state(f"stages.{i}.blocks.{j}.", stage.width, block)
+            state |= cast(ElasticConvNorm, down).state(f"stages.{i}.down.", prev, stage.width)
+            for j, (slot, block) in enumerate(zip(cast(nn.ModuleList, slots), stage.blocks)):
+                state |= cast(BlockSlot, slot).state(f"stages.{i}.blocks.{j}.", stage.width, block)
             prev = stage.width
         state |= _prefixed("", head_norm=self.head_norm.state(prev), head=self.head.state(prev, self.spec.num_classes))
         return state

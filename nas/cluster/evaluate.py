@@ -66,6 +66,7 @@ class EvaluationActor:
 
     def evaluate(self, arch: Arch, latency: bool, payload_ref: list[Any]) -> dict[str, float]:
         self.load(payload_ref)
+        assert self.evaluator is not None  # built by `load`
         return self.evaluator.evaluate(arch, latency=latency)
 
 
@@ -90,7 +91,8 @@ class RayPool:
                            max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)(EvaluationActor)
         self.workers, self.threads = workers, threads
         self._payload = [ray.put(_payload(evaluator))]  # held here for as long as an actor may restart
-        self._actors = [actor.remote(threads) for _ in range(workers)]
+        # Ray types an actor's methods' `.remote` only for methods decorated with `ray.method`
+        self._actors: list[Any] = [actor.remote(threads) for _ in range(workers)]
         self._idle = list(self._actors)
         self._busy: dict[Any, Any] = {}  # ObjectRef of an evaluation -> the actor running it
         self._get([a.load.remote(self._payload) for a in self._actors])  # built before the search's clock starts

@@ -65,8 +65,10 @@ def train_distributed(supernet: HybridSupernet, data: TaskData, config: TrainCon
         "data": ray.put(data),
         "checkpoint": ray.put(local.read_bytes()) if resume and local.is_file() else None,
     }
+    # Ray Train v2 (what `ray.train.torch` exports at run time) takes a loop returning a value and gives
+    # it back as `Result.return_value`; mypy reads v1's `TorchTrainer` and `Result` there.
     trainer = TorchTrainer(
-        _worker, train_loop_config=setup,
+        _worker, train_loop_config=setup,  # type: ignore[arg-type]
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=on_gpu, resources_per_worker={"CPU": 1}),
         torch_config=TorchConfig(backend="nccl" if on_gpu else "gloo"),
         run_config=RunConfig(name=RAY_TRAIN_DIR, storage_path=str(run.resolve()),
@@ -74,7 +76,7 @@ def train_distributed(supernet: HybridSupernet, data: TaskData, config: TrainCon
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
     )
     try:
-        returned = trainer.fit().return_value
+        returned = trainer.fit().return_value  # type: ignore[attr-defined]
     except ray.train.TrainingFailedError as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         reason = lines[-1] if lines else type(e).__name__  # the workers' exception, after Ray's traceback

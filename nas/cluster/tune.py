@@ -85,10 +85,15 @@ def run_trials(job: Job, settings: list[dict[str, Any]], *, folder: Path, name: 
                     run_config=tune.RunConfig(name=name, storage_path=str(folder), verbose=0,
                                               failure_config=tune.FailureConfig(max_failures=max_failures)),
                 )
-            results = tuner.fit()
+            grid = tuner.fit()
     finally:
         caught = _restore_sigint(handler)
-    errors = {r.config["setting"]["id"]: _first_line(r.error) for r in results if r.error is not None}
+    results = [grid[i] for i in range(len(grid))]  # a ResultGrid is indexed, and iterable only through that
+    errors: dict[str, str] = {}
+    for r in results:
+        if r.error is not None:
+            assert r.config is not None  # Tune records every trial's config
+            errors[r.config["setting"]["id"]] = _first_line(r.error)
     finished = sum(1 for r in results if r.error is None and r.metrics)  # the job reports once, when it is done
     return Outcome(errors, caught or finished + len(errors) < len(results))
 

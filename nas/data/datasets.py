@@ -62,8 +62,9 @@ _CIFAR_ROW = 3 * 32 * 32
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): _np_multiarray._reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _np_multiarray._reconstruct,
-    ("numpy.core.numeric", "_frombuffer"): _np_numeric._frombuffer,
-    ("numpy._core.numeric", "_frombuffer"): _np_numeric._frombuffer,
+    # _frombuffer is private, so numpy's stubs leave it out
+    ("numpy.core.numeric", "_frombuffer"): _np_numeric._frombuffer,  # type: ignore[attr-defined]
+    ("numpy._core.numeric", "_frombuffer"): _np_numeric._frombuffer,  # type: ignore[attr-defined]
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }

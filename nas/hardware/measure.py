@@ -145,7 +145,7 @@ def _einsum_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
     shapes = [get_shape(v) for v in inputs[1].node().inputs()]
     if any(s is None for s in shapes):
         raise ValueError("einsum: operand shapes unknown")
-    return _einsum_macs(equation, shapes)  # type: ignore[arg-type]
+    return _einsum_macs(equation, shapes)
 
 
 _EXTRA_HANDLES = {

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -131,9 +131,10 @@ def build_profile(space: SearchSpace, settings: ProfileSettings, *, show_progres
                 if best[i] is None or lat.median_ms < best[i].median_ms:
                     best[i] = lat
                 bar.update(f"pass {p + 1}/{settings.passes}")
-    lut = [{"block": b.to_dict(), "latency_ms": t.median_ms, "iqr_ms": t.iqr_ms} for b, t in zip(units, best)]
+    measured = cast(list[Latency], best)  # passes >= 1: every item has been timed
+    lut = [{"block": b.to_dict(), "latency_ms": t.median_ms, "iqr_ms": t.iqr_ms} for b, t in zip(units, measured)]
     subnets = [{"arch": a.to_dict(), "latency_ms": t.median_ms, "iqr_ms": t.iqr_ms}
-               for a, t in zip(archs, best[len(units):])]
+               for a, t in zip(archs, measured[len(units):])]
     device = "cuda" if settings.target == "cuda" else "cpu"
     profile = {
         "format": PROFILE_FORMAT, "format_version": PROFILE_VERSION,
@@ -182,8 +183,8 @@ def load_profile(path: str | Path) -> dict[str, Any]:
                 arch = space.parse(row["arch"])
             except ArchError as e:
                 raise ValueError(f"subnets[{i}].{e}") from None
-            if missing := [b for b in block_specs(*at_input_size(spec, arch, size)) if b not in table]:
-                raise ValueError(f"subnets[{i}] holds a unit that the lut lacks: {show(missing[0])}")
+            if absent := [b for b in block_specs(*at_input_size(spec, arch, size)) if b not in table]:
+                raise ValueError(f"subnets[{i}] holds a unit that the lut lacks: {show(absent[0])}")
     except (ArchError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"latency profile {path} is malformed: {type(e).__name__}: {e}") from None
     return data

@@ -11,7 +11,7 @@ import time
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypedDict, get_args
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ TARGETS: tuple[str, ...] = get_args(Target)
 OPSET = 17
 ATOL, RTOL = 1e-4, 1e-3  # ONNX Runtime vs torch: room for float32 rounding
 # torch >= 2.5 takes `dynamo=`, and from 2.9 on defaults to the exporter we do not use.
-_TORCHSCRIPT_EXPORTER = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+_TORCHSCRIPT_EXPORTER: dict[str, Any] = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 
 
 def _require(module: str) -> ModuleType:
@@ -57,8 +57,10 @@ def _export_bytes(net: nn.Module, input_shape: tuple[int, ...], *, opset: int, d
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
         net.eval()
         torch.onnx.export(
-            net, (torch.zeros(input_shape),), buffer, opset_version=opset, input_names=["input"],
-            output_names=["output"], dynamic_axes=axes, **_TORCHSCRIPT_EXPORTER,
+            # torch annotates `f` as a path, but the TorchScript exporter also writes to a file object
+            net, (torch.zeros(input_shape),), buffer,  # type: ignore[arg-type]
+            opset_version=opset, input_names=["input"], output_names=["output"], dynamic_axes=axes,
+            **_TORCHSCRIPT_EXPORTER,
         )
     return buffer.getvalue()
 
@@ -124,6 +126,13 @@ def export_onnx(
     return path
 
 
+class _Stopping(TypedDict):
+    min_repeats: int
+    max_repeats: int
+    max_seconds: float
+    rel_tol: float
+
+
 def measure_on_target(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -153,7 +162,7 @@ def measure_on_target(
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     if not 1 <= min_repeats <= max_repeats:
         raise ValueError("need 1 <= min_repeats <= max_repeats")
-    stopping = {"min_repeats": min_repeats, "max_repeats": max_repeats, "max_seconds": max_seconds, "rel_tol": rel_tol}
+    stopping: _Stopping = {"min_repeats": min_repeats, "max_repeats": max_repeats, "max_seconds": max_seconds, "rel_tol": rel_tol}
     if target != "onnxruntime":
         return measure_latency(model, input_shape, device=target, threads=threads, warmup=warmup, **stopping)
 

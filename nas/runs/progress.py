@@ -8,13 +8,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 PLAIN_EVERY_S = 10.0
 
 
 class Bar:
-    def __init__(self, progress: Progress | None, task: int | None, console: Console | None = None,
+    def __init__(self, progress: Progress | None, task: TaskID | None, console: Console | None = None,
                  description: str = "", total: float | None = None):
         self._progress, self._task, self._console = progress, task, console
         self._description, self._total, self._done = description, total, 0.0
@@ -23,6 +31,7 @@ class Bar:
     def update(self, status: str = "", advance: float = 1) -> None:
         self._done += advance
         if self._progress is not None:
+            assert self._task is not None  # a rich bar always comes with its task
             self._progress.update(self._task, advance=advance, status=status)
         elif self._console is not None:
             now = time.perf_counter()

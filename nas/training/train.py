@@ -26,6 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -209,8 +210,8 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
     sampler = make_sampler(config.sampling, space, num_random=config.num_random, seed=config.seed)
     total, warmup = _schedule_steps(data, config)
     largest, smallest = space.largest(), space.smallest()
-    state = {"epoch": 0, "step": 0, "seconds": 0.0, "history": [], "epoch_steps": 0, "epoch_losses": [],
-             "epoch_correct": 0}
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "seconds": 0.0, "history": [], "epoch_steps": 0,
+                             "epoch_losses": [], "epoch_correct": 0}
     epoch_gen: Tensor | None = None  # the generator state at the start of a partly trained epoch
     if resume:
         if checkpoint is None:
@@ -228,6 +229,7 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
             losses = list(state["epoch_losses"]) if resumed else []
             correct = state["epoch_correct"] if resumed else 0
             if resumed:
+                assert epoch_gen is not None  # a mid-epoch checkpoint holds it
                 gen.set_state(epoch_gen)  # replay the epoch's shuffle and augmentation draws
             epoch_start_gen = gen.get_state()
             count = min(done * config.batch_size, len(data.train))
