@@ -373,7 +373,7 @@ class SearchSpace:
         `input_size`: on inputs of that size (a sequence length at deployment) instead."""
         return count_macs(*self._geometry(arch, input_size), batch)
 
-    def _geometry(self, arch: Arch, input_size: int | None):
+    def _geometry(self, arch: Arch, input_size: int | None) -> tuple[ModelSpec, Arch]:
         """(ModelSpec, Arch) of `arch` on inputs of `input_size` (default: the space's input size)."""
         spec = ModelSpec.from_config(self.config)
         arch = self.validate(arch)

@@ -140,7 +140,7 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-def load_data(spec: str, *, dims: Literal[1, 2] = 2, val_fraction: float = 0.15,
+def load_data(spec: str, *, dims: int = 2, val_fraction: float = 0.15,
               test_fraction: float = 0.15, split_seed: int = 0) -> TaskData:
     """Load ``spec`` (built-in name, ``.npz`` path or CIFAR-10 directory) for a space of ``dims``.
 
