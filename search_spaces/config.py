@@ -32,7 +32,7 @@ def _tuple(name: str, value: Any, kind: type | tuple[type, ...] = int) -> tuple:
     for v in value:
         if isinstance(v, bool) or not isinstance(v, kind):
             raise ArchError(f"space: {name} holds {show(v)}, expected {kind}")
-        if kind is not str and not (is_finite_number(v) and float(cast(float, v)) > 0):  # sizes and ratios
+        if kind is not str and not (is_finite_number(v) and cast(float, v) > 0):  # sizes and ratios
             raise ArchError(f"space: {name} must hold positive finite numbers, got {show(v)}")
     if len(set(value)) != len(value):
         raise ArchError(f"space: {name} has duplicates: {show(list(value))}")
