@@ -68,9 +68,7 @@ def make_surrogate(evaluator: Evaluator, limits: Limits, objective: str) -> Surr
     """What a model-based strategy may compute without the supernet: analytic costs, and latency
     when it is predicted from a profile; a measured latency is left for the strategy to learn."""
     column = OBJECTIVES[objective]
-    space, size = evaluator.supernet.space, evaluator.cost_size  # costs at the deployment input size
-    analytic = {"params": space.count_params, "flops": lambda a: space.count_flops(a, input_size=size),
-                "memory_bytes": lambda a: space.peak_memory_bytes(a, evaluator.latency.batch_size, input_size=size)}
+    analytic = evaluator.analytic_cost_functions()
     if evaluator.predictor is not None:
         analytic["latency_ms"] = evaluator.predict_latency
     needed = [k for k in limits.bounds() if k != column and k in analytic]
