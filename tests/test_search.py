@@ -13,7 +13,13 @@ import torch
 from nas.errors import UserError
 from nas.evaluation.limits import Limits
 from nas.search.loop import Budget
-from nas.search.pareto import crowding_distance, hypervolume_2d, non_dominated_sort, pareto_indices
+from nas.search.pareto import (
+    crowding_distance,
+    environmental_selection,
+    hypervolume_2d,
+    non_dominated_sort,
+    pareto_indices,
+)
 from nas.search.strategies import list_strategies, make_strategy
 from nas.search.strategies.evolution import EvolutionSearch
 from nas.training.train import augment, lr_at
@@ -65,7 +71,9 @@ def test_evolution_improves_over_its_first_population():
     viol = np.array([o.violation for o in strategy.history])
     first = objs[:12][viol[:12] == 0]
     later = objs[60:][viol[60:] == 0]
-    ref = np.array([0.0, 6.0])
+    # the first objective (-log params) lies in [-11.8, -9.9]: a reference of 0 would make the area mostly
+    # the cheapest subnet's, which the first population always holds (the smallest subnet first)
+    ref = np.array([-9.5, 6.0])
     assert hypervolume_2d(later, ref) >= hypervolume_2d(first, ref)
     assert (viol[60:] == 0).mean() >= (viol[:12] == 0).mean()  # constraint domination pushes to feasibility
 
@@ -96,6 +104,21 @@ def test_hypervolume_2d_hand_computed():
     # staircase area under reference (4, 4): 3*1 + 2*1 + 1*1
     assert hypervolume_2d(pts, np.array([4.0, 4.0])) == pytest.approx(6.0)
     assert hypervolume_2d(pts, np.array([0.5, 0.5])) == 0.0
+
+
+def test_environmental_selection_hand_computed_with_ties():
+    # fronts: {1, 2, 3, 4} (4 duplicates 2), {5}, then the infeasible 0; crowding in the first front:
+    # 1 and 3 are its ends (inf); 2 and 4 sit between 1 and each other on both objectives: 1/2 + 1/2 = 1 each
+    pts = np.array([[0, 0], [0, 2], [1, 1], [2, 0], [1, 1], [2, 2]], dtype=float)
+    violations = np.array([0.5, 0, 0, 0, 0, 0])
+    chosen = environmental_selection(pts, violations, 3)
+    assert chosen.indices == [1, 3, 2]  # the ends first, then the lower index of the tie
+    assert chosen.rank == [0, 0, 0] and chosen.crowding == [np.inf, np.inf, 1.0]
+    whole = environmental_selection(pts, violations, 5)  # whole fronts, best first, each in index order
+    assert whole.indices == [1, 2, 3, 4, 5] and whole.rank == [0, 0, 0, 0, 1]
+    everything = environmental_selection(pts, violations, 6)  # all fit: the pool's order
+    assert everything.indices == [0, 1, 2, 3, 4, 5] and everything.rank == [2, 0, 0, 0, 0, 1]
+    assert environmental_selection(pts[:0], violations[:0], 3).indices == []
 
 
 @pytest.mark.parametrize("text, evaluations, seconds", [

@@ -1,10 +1,11 @@
-"""Pareto utilities (all objectives minimized): non-dominated sorting with constraint domination
-and crowding distance (NSGA-II, Deb et al., 2002), 2-D hypervolume and hypervolume improvement, and
-the front plot."""
+"""Pareto utilities (all objectives minimized): non-dominated sorting with constraint domination,
+crowding distance and environmental selection (NSGA-II, Deb et al., 2002), 2-D hypervolume and
+hypervolume improvement, and the front plot."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -96,6 +97,38 @@ def crowding_distance(objectives: np.ndarray) -> np.ndarray:
         if span > 0:
             dist[order[1:-1]] += (objectives[order[2:], k] - objectives[order[:-2], k]) / span
     return dist
+
+
+class Selection(NamedTuple):
+    """The chosen points (indices into the pool, in selection order), with the front each belongs to
+    (0 = best) and its crowding distance within that front, aligned with `indices`."""
+
+    indices: list[int]
+    rank: list[int]
+    crowding: list[float]
+
+
+def environmental_selection(objectives: np.ndarray, violations: np.ndarray | None, k: int) -> Selection:
+    """NSGA-II's environmental selection of `k` of n points: whole fronts, best first (constraint
+    domination when `violations` is given), each in index order; the first front that does not fit
+    is cut by crowding distance, largest first (lower index first on ties). When all points fit
+    (n <= k), all are kept in their order."""
+    f = np.asarray(objectives, dtype=float)
+    n = len(f)
+    rank, crowding = np.zeros(n, dtype=int), np.zeros(n)
+    chosen: list[int] = []
+    for r, front in enumerate(non_dominated_sort(f, violations)):
+        if len(chosen) >= k:
+            break
+        rank[front] = r
+        crowding[front] = crowding_distance(f[front])
+        if len(chosen) + len(front) <= k:
+            chosen += front
+        else:
+            chosen += [front[i] for i in np.argsort(-crowding[front], kind="stable")[: k - len(chosen)]]
+    if n <= k:
+        chosen = list(range(n))
+    return Selection(chosen, [int(rank[i]) for i in chosen], [float(crowding[i]) for i in chosen])
 
 
 def pareto_indices(objectives: np.ndarray) -> list[int]:

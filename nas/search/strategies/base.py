@@ -66,6 +66,7 @@ class Strategy(ABC):
         self.predictions: dict[Arch, dict[str, float]] = {}  # what a model-based strategy predicted of a proposal
         self.history: list[Observation] = []
         self.pending: deque[Arch] = deque()  # asked, not told yet (oldest first)
+        self._smallest_tried = False
 
     @abstractmethod
     def _propose(self) -> Arch: ...
@@ -75,6 +76,14 @@ class Strategy(ABC):
         after the tells of all earlier asks) would have asked. At least 1 when no tell is pending.
         This default suits any strategy: one at a time."""
         return 0 if self.pending else 1
+
+    def _initial_sample(self) -> Arch:
+        """A subnet of a strategy's initial random sample: the smallest subnet first (the most
+        likely to meet every limit), then uniform draws."""
+        if not self._smallest_tried:
+            self._smallest_tried = True
+            return self.space.smallest()
+        return self.space.sample(self.rng)
 
     def ask(self) -> Arch:
         """A candidate that passes the prefilter when one is found within MAX_REDRAWS draws."""

@@ -29,7 +29,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from nas.errors import UserError
-from nas.search.pareto import crowding_distance, hypervolume_improvement, non_dominated_sort
+from nas.search.pareto import environmental_selection, hypervolume_improvement, non_dominated_sort
 from nas.search.strategies.base import Observation, Prefilter, Strategy, Surrogate, register_strategy
 from predictors.accuracy import arch_features, list_predictors, load_backends, make_predictor, select_predictor
 from search_spaces import Arch, SearchSpace
@@ -74,7 +74,6 @@ class PredictorGuidedSearch(Strategy):
         self.seed = seed
         self._queue: list[Arch] = []
         self._population: list[Arch] = []  # the inner search's population, carried across rounds
-        self._smallest_tried = False
         self._observed: dict[Arch, Observation] = {}
         self._features: dict[Arch, np.ndarray] = {}
         self._exact: dict[Arch, tuple[float, float]] = {}  # arch -> (cost, violation) from the surrogate
@@ -85,10 +84,7 @@ class PredictorGuidedSearch(Strategy):
     # ---- ask/tell -----------------------------------------------------------------------------
     def _propose(self) -> Arch:
         if len(self._observed) < self.initial:
-            if not self._smallest_tried:  # the smallest subnet first: the most likely to meet every limit
-                self._smallest_tried = True
-                return self.space.smallest()
-            return self.space.sample(self.rng)
+            return self._initial_sample()
         while not self._queue:
             self._queue = self._plan()
         return self._queue.pop(0)
@@ -239,19 +235,10 @@ class PredictorGuidedSearch(Strategy):
     @staticmethod
     def _select(archs: list[Arch], scored: dict[Arch, np.ndarray], k: int) -> list[Arch]:
         """Best `k` by constraint-domination rank, then crowding distance (NSGA-II environmental selection)."""
-        if len(archs) <= k:
-            return list(archs)
+        if not archs:
+            return []
         vals = np.array([scored[a] for a in archs])
-        chosen: list[Arch] = []
-        for front in non_dominated_sort(vals[:, :2], vals[:, 2]):
-            if len(chosen) + len(front) <= k:
-                chosen += [archs[i] for i in front]
-                continue
-            crowd = crowding_distance(vals[front, :2])
-            order = np.argsort(-crowd, kind="stable")[: k - len(chosen)]
-            chosen += [archs[front[i]] for i in order]
-            break
-        return chosen
+        return [archs[i] for i in environmental_selection(vals[:, :2], vals[:, 2], k).indices]
 
     # ---- cached per-arch values ---------------------------------------------------------------
     def _featurize(self, archs: list[Arch]) -> np.ndarray:
