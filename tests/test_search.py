@@ -16,7 +16,9 @@ from nas.search.loop import Budget
 from nas.search.pareto import (
     crowding_distance,
     environmental_selection,
+    front_hypervolume,
     hypervolume_2d,
+    hypervolume_reference,
     non_dominated_sort,
     pareto_indices,
 )
@@ -119,6 +121,18 @@ def test_environmental_selection_hand_computed_with_ties():
     everything = environmental_selection(pts, violations, 6)  # all fit: the pool's order
     assert everything.indices == [0, 1, 2, 3, 4, 5] and everything.rank == [2, 0, 0, 0, 0, 1]
     assert environmental_selection(pts[:0], violations[:0], 3).indices == []
+
+
+def test_front_hypervolume_and_reference_point_hand_computed():
+    accuracy, cost = np.array([0.9, 0.6, 0.3, 0.95]), np.array([3.0, 2.0, 1.0, 5.0])
+    # reference (0.2, 4): the last point costs too much; staircase 0.7*1 + 0.4*1 + 0.1*1 = 1.2 in a 0.8 x 4 box
+    assert front_hypervolume(accuracy, cost, (0.2, 4.0)) == pytest.approx(1.2)
+    assert front_hypervolume(accuracy, cost, (0.2, 4.0), normalize=True) == pytest.approx(1.2 / 3.2)
+    assert front_hypervolume(accuracy[:0], cost[:0], (0.2, 4.0)) == 0.0
+    assert hypervolume_reference(4.0, without_limit=lambda: 9.0) == (0.0, 4.0)  # the limit, when there is one
+    assert hypervolume_reference(None, accuracy=0.2, without_limit=lambda: 9.0) == (0.2, 9.0)
+    with pytest.raises(ValueError, match="no limit"):
+        hypervolume_reference(None)
 
 
 @pytest.mark.parametrize("text, evaluations, seconds", [

@@ -30,7 +30,7 @@ from nas.evaluation.limits import OBJECTIVE_LABELS, OBJECTIVES, Limits
 from nas.runs.files import save_model, write_json, write_text
 from nas.runs.interrupt import finish_on_interrupt
 from nas.runs.progress import progress_bar
-from nas.search.pareto import hypervolume_2d, pareto_indices, plot_front
+from nas.search.pareto import front_hypervolume, hypervolume_reference, pareto_indices, plot_front
 from nas.search.strategies import Surrogate, make_strategy
 from search_spaces import Arch
 
@@ -298,8 +298,8 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     front_rows = ok.index[pareto_indices(objectives)].tolist() if len(ok) else []
     front_rows.sort(key=lambda i: table.at[i, column])
     # reference point: zero accuracy and the objective's limit (or 1.01 x the costliest evaluated subnet)
-    ref = np.array([0.0, limits.limit_of(objective) or float(table[column].max()) * 1.01])
-    hv = hypervolume_2d(objectives, ref) if len(ok) else 0.0
+    ref = hypervolume_reference(limits.limit_of(objective), without_limit=lambda: float(table[column].max()) * 1.01)
+    hv = front_hypervolume(ok["val_acc"].to_numpy(), ok[column].to_numpy(dtype=float), ref)
     remeasured = (evaluator.predictor is not None and evaluator.remeasure and bool(front_rows)
                   and bool(table["latency_ms"].notna().any()))
     if remeasured:  # predicted latency: measure the front here too, side by side
@@ -321,7 +321,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
         "strategy": strategy, "objective": objective, "budget": budget.describe(), "evaluations": len(table),
         "seconds": seconds, "overhead_fraction": overhead, "evaluation": parallel,
         "limits": {k: v for k, v in vars(limits).items()}, "feasible": int(feasible.sum()),
-        "hypervolume": hv, "hypervolume_reference": {"accuracy": 0.0, column: float(ref[1])},
+        "hypervolume": hv, "hypervolume_reference": {"accuracy": ref[0], column: ref[1]},
         "pareto_size": len(front_rows), "chosen": None,
         "latency": {"source": "measured" if evaluator.predictor is None else "predicted", "front_remeasured": remeasured},
     }

@@ -1,9 +1,10 @@
 """Pareto utilities (all objectives minimized): non-dominated sorting with constraint domination,
-crowding distance and environmental selection (NSGA-II, Deb et al., 2002), 2-D hypervolume and
-hypervolume improvement, and the front plot."""
+crowding distance and environmental selection (NSGA-II, Deb et al., 2002), 2-D hypervolume (and the
+accuracy-cost front's, with its reference point) and hypervolume improvement, and the front plot."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -154,6 +155,30 @@ def hypervolume_2d(objectives: np.ndarray, reference: np.ndarray) -> float:
             area += (reference[0] - x) * (best_y - y)
             best_y = y
     return float(area)
+
+
+def front_hypervolume(accuracy: np.ndarray, cost: np.ndarray, reference: tuple[float, float], *,
+                      normalize: bool = False) -> float:
+    """Hypervolume of (accuracy maximized, cost minimized) points: the area they dominate up to the
+    `reference` point (accuracy, cost); points with no more accuracy or no less cost add nothing.
+    `normalize`: as a fraction of the box between the reference point and (accuracy 1, cost 0)."""
+    accuracy, cost = np.asarray(accuracy, dtype=float), np.asarray(cost, dtype=float)
+    if len(accuracy) == 0:
+        return 0.0
+    hv = hypervolume_2d(np.column_stack([-accuracy, cost]), np.array([-reference[0], reference[1]]))
+    return hv / ((1.0 - reference[0]) * reference[1]) if normalize else hv
+
+
+def hypervolume_reference(limit: float | None, *, accuracy: float = 0.0,
+                          without_limit: Callable[[], float] | None = None) -> tuple[float, float]:
+    """The hypervolume's reference point (accuracy, cost): the cost objective's limit, so that every
+    feasible subnet counts; without a limit, `without_limit()` (a cost the subnets of interest stay
+    under, chosen by the caller)."""
+    if limit is not None:
+        return accuracy, float(limit)
+    if without_limit is None:
+        raise ValueError("hypervolume_reference: no limit, and no cost to use without one")
+    return accuracy, float(without_limit())
 
 
 def hypervolume_improvement(front: np.ndarray, points: np.ndarray, ref: np.ndarray) -> np.ndarray:
