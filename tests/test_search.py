@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from nas.errors import UserError
+from nas.data.datasets import Split, TaskData
+from nas.errors import RetryWarning, UserError, draw_bounded
+from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
-from nas.search.loop import Budget
+from nas.hardware.measure import LatencySettings
+from nas.search.loop import MAX_REPEATS, Budget, run_search
 from nas.search.pareto import (
     crowding_distance,
     environmental_selection,
@@ -23,9 +27,10 @@ from nas.search.pareto import (
     pareto_indices,
 )
 from nas.search.strategies import list_strategies, make_strategy
+from nas.search.strategies.base import MAX_REDRAWS
 from nas.search.strategies.evolution import EvolutionSearch
 from nas.training.train import augment, lr_at
-from search_spaces import get_space
+from search_spaces import HybridSupernet, SearchSpace, SpaceConfig, get_space
 
 
 def _fake_objectives(space, arch):
@@ -133,6 +138,70 @@ def test_front_hypervolume_and_reference_point_hand_computed():
     assert hypervolume_reference(None, accuracy=0.2, without_limit=lambda: 9.0) == (0.2, 9.0)
     with pytest.raises(ValueError, match="no limit"):
         hypervolume_reference(None)
+
+
+def test_draw_bounded_returns_the_first_hit_or_warns_with_the_closest():
+    draws = iter([5.0, 3.0, 1.0, 3.0])
+    assert draw_bounded(lambda: next(draws), lambda x: max(x - 2.0, 0.0), tries=4, what="x", constraint="c",
+                        fallback="f") == (1.0, True)
+    draws = iter([5.0, 3.0, 4.0, 3.0])
+    with pytest.warns(RetryWarning, match="^none of 4 draws of a number was at most 2; the closest instead$"):
+        assert draw_bounded(lambda: next(draws), lambda x: max(x - 2.0, 0.0), tries=4, what="a number",
+                            constraint="was at most 2", fallback="the closest instead") == (3.0, False)
+
+
+@pytest.mark.parametrize("name", list_strategies())
+def test_ask_says_when_no_redraw_passes_the_prefilter(name):
+    space = get_space("tiny")
+    strategy = make_strategy(name, space, seed=0, prefilter=lambda a: False)
+    with pytest.warns(RetryWarning, match=f"none of {1 + MAX_REDRAWS} draws of a proposal of strategy '{name}' "
+                                          "passed the prefilter .*; proposing the last one anyway"):
+        arch = strategy.ask()
+    strategy.tell(arch, *_fake_objectives(space, arch))
+    assert strategy.exhausted_redraws == 1 and strategy.history[0].arch == arch
+
+
+def _two_subnets() -> SearchSpace:
+    """A 1-D space of exactly two subnets (widths 8 and 16), trained in no time."""
+    return SearchSpace(SpaceConfig.from_dict({
+        "name": "two", "dims": 1, "in_channels": 3, "num_classes": 4, "input_size": 12, "resolutions": [12],
+        "stem_widths": [8], "stages": [{"depths": [1], "widths": [8, 16], "strides": [1], "block_types": ["conv"]}],
+        "kernels": [3], "expand_ratios": [2], "mixers": ["softmax"], "heads": [1], "mlp_ratios": [2],
+        "head_dim": 4, "layout": "free"}))
+
+
+def _evaluator(space: SearchSpace) -> Evaluator:
+    """An untrained supernet of `space` evaluated on a few random inputs of its shape."""
+    torch.manual_seed(0)
+    supernet = HybridSupernet(space)
+    spec = supernet.spec
+    shape = (8, spec.in_channels) + (spec.input_size,) * spec.dims
+    data = TaskData("fake", *(Split(torch.randn(shape), torch.arange(8) % spec.num_classes) for _ in range(3)),
+                    num_classes=spec.num_classes, in_channels=spec.in_channels, input_size=spec.input_size,
+                    dims=spec.dims, mean=(0.0,) * spec.in_channels, std=(1.0,) * spec.in_channels)
+    return Evaluator(supernet, data, LatencySettings())
+
+
+def test_search_says_when_the_strategy_proposes_only_evaluated_subnets(tmp_path):
+    space = _two_subnets()
+    assert space.size() == 2
+    with pytest.warns(RetryWarning, match=f"none of {MAX_REPEATS} draws of a proposal of strategy 'random' was a "
+                                          "subnet not evaluated yet; the search stops after 2 evaluations, short of "
+                                          "its budget of 10 evaluations"):
+        summary = run_search(_evaluator(space), tmp_path, budget=Budget(evaluations=10), limits=Limits(),
+                             strategy="random", seed=0, objective="flops", show_progress=False)
+    assert summary["evaluations"] == 2 and summary["retries_exhausted"] == {"prefilter": 0, "repeats": 1}
+
+
+def test_search_counts_proposals_that_no_redraw_made_pass_the_prefilter(tmp_path):
+    space = get_space("tiny")
+    impossible = Limits(max_params=1)  # the prefilter (parameter count) rejects every subnet
+    with pytest.warns(RetryWarning, match="passed the prefilter"), pytest.raises(UserError, match="none of the 2"):
+        run_search(_evaluator(space), tmp_path, budget=Budget(evaluations=2), limits=impossible, strategy="random",
+                   seed=0, objective="flops", show_progress=False, check_limits=False)
+    summary = json.loads((tmp_path / "search.json").read_text())
+    assert summary["evaluations"] == 2 and summary["feasible"] == 0
+    assert summary["retries_exhausted"] == {"prefilter": 2, "repeats": 0}
 
 
 @pytest.mark.parametrize("text, evaluations, seconds", [

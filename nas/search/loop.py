@@ -2,11 +2,11 @@
 
 Every evaluation is appended to `evaluations.csv` (flushed) as it completes. At the end the
 feasible non-dominated subnets (accuracy against the objective: latency, FLOPs, parameters or
-peak memory) go to `pareto.csv` and `pareto.png`, the
-summary (hypervolume and its reference point, chosen subnet) to `search.json`, and the most
-accurate subnet under the limits is extracted to `models/<id>/`. When latency was predicted from
-a profile of this machine, the subnets of the front are measured too, and `evaluations.csv`,
-`pareto.csv` and `search.json` hold the predicted and the measured latency side by side.
+peak memory) go to `pareto.csv` and `pareto.png`, the summary (hypervolume and its reference
+point, chosen subnet, bounded retries that ran out) to `search.json`, and the most accurate subnet
+under the limits is extracted to `models/<id>/`. When latency was predicted from a profile of this
+machine, the subnets of the front are measured too, and `evaluations.csv`, `pareto.csv` and
+`search.json` hold the predicted and the measured latency side by side.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from nas.errors import UserError
+from nas.errors import UserError, retries_exhausted
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import OBJECTIVE_LABELS, OBJECTIVES, Limits
 from nas.runs.files import save_model, write_json, write_text
@@ -202,6 +202,10 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
             arch = strat.ask()
             if arch in results or arch in queued:  # already evaluated: tell again, costs no budget
                 repeats += 1
+                if repeats == MAX_REPEATS:
+                    retries_exhausted(f"a proposal of strategy {strategy!r}", MAX_REPEATS, "was a subnet not evaluated yet",
+                                      fallback=f"the search stops after {len(results) + len(queued)} evaluations, short "
+                                      f"of its budget of {budget.describe()} (the space may be exhausted)")
                 return _Asked(arch)
             repeats = 0
             if replay:  # recorded before the interruption: tell what was measured then
@@ -256,8 +260,10 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
         raise KeyboardInterrupt
     seconds = time.perf_counter() - start
     busy = evaluating / (seconds * pool.workers) if seconds > 0 else 1.0  # share of the workers' time spent evaluating
+    # bounded retries that ran out (each also said so in a RetryWarning)
+    exhausted = {"prefilter": strat.exhausted_redraws, "repeats": int(repeats >= MAX_REPEATS)}
     return summarize(evaluator, out, limits=limits, budget=budget, strategy=strategy, objective=objective,
-                     seconds=seconds, overhead=1.0 - busy, parallel=pool.describe())
+                     seconds=seconds, overhead=1.0 - busy, parallel=pool.describe(), exhausted=exhausted)
 
 
 def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
@@ -289,7 +295,12 @@ def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
 
 
 def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget, strategy: str, seconds: float,
-              parallel: dict[str, Any], objective: str = "latency", overhead: float = 0.0) -> dict:
+              parallel: dict[str, Any], exhausted: dict[str, int], objective: str = "latency",
+              overhead: float = 0.0) -> dict:
+    """The outputs of a finished search from its `evaluations.csv`. `exhausted`: how many times each
+    bounded retry ran out, `search.json`'s `retries_exhausted`: `prefilter`, proposals that failed the
+    strategy's prefilter in every redraw (evaluated anyway); `repeats`, 1 when the search stopped
+    because the strategy proposed only subnets already evaluated, MAX_REPEATS times in a row."""
     table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
     column = OBJECTIVES[objective]
     feasible = table["feasible"].to_numpy(dtype=bool)
@@ -322,7 +333,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
         "seconds": seconds, "overhead_fraction": overhead, "evaluation": parallel,
         "limits": {k: v for k, v in vars(limits).items()}, "feasible": int(feasible.sum()),
         "hypervolume": hv, "hypervolume_reference": {"accuracy": ref[0], column: ref[1]},
-        "pareto_size": len(front_rows), "chosen": None,
+        "pareto_size": len(front_rows), "chosen": None, "retries_exhausted": exhausted,
         "latency": {"source": "measured" if evaluator.predictor is None else "predicted", "front_remeasured": remeasured},
     }
     if chosen is None:

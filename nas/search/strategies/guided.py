@@ -28,9 +28,9 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from nas.errors import UserError
+from nas.errors import UserError, draw_bounded
 from nas.search.pareto import environmental_selection, hypervolume_improvement, non_dominated_sort
-from nas.search.strategies.base import Observation, Prefilter, Strategy, Surrogate, register_strategy
+from nas.search.strategies.base import PREFILTER, Observation, Prefilter, Strategy, Surrogate, register_strategy
 from predictors.accuracy import arch_features, list_predictors, load_backends, make_predictor, select_predictor
 from search_spaces import Arch, SearchSpace
 
@@ -43,6 +43,7 @@ Acquisition = Literal["hvi", "front"]
 SELECTION_FOLDS = 3  # each selection fits every family this many times
 MIN_SELECTION_SAMPLES = 40  # below, ridge regression (the family that needs the least data)
 MIN_TAU_GAIN = 0.02  # cross-validated Kendall tau a family must gain over ridge to be chosen
+POPULATION_DRAWS = 50  # random draws for a member of the inner population that passes the prefilter
 
 
 @register_strategy
@@ -212,10 +213,10 @@ class PredictorGuidedSearch(Strategy):
         return chosen + self._select(rest, scored, k - len(chosen))
 
     def _draw(self) -> Arch:
-        for _ in range(50):
-            arch = self.space.sample(self.rng)
-            if self.prefilter is None or self.prefilter(arch):
-                return arch
+        """A random member of the inner population that passes the prefilter (bounded draws)."""
+        arch, _ = draw_bounded(lambda: self.space.sample(self.rng), self._prefilter_gap, tries=POPULATION_DRAWS,
+                               what="a random subnet for the predictor search's population", constraint=PREFILTER,
+                               fallback="the population takes the last one anyway")
         return arch
 
     def _child(self, pop: list[Arch], scored: dict[Arch, np.ndarray]) -> Arch:
