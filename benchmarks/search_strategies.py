@@ -40,7 +40,7 @@ from nas.hardware.measure import LatencySettings
 from nas.hardware.profile import ProfileSettings, build_profile, load_profile
 from nas.runs.files import load_supernet, write_json
 from nas.search.loop import Budget, run_search
-from nas.search.pareto import hypervolume_2d, pareto_indices
+from nas.search.pareto import front_hypervolume, hypervolume_reference, pareto_indices
 from predictors import LatencyPredictor
 from search_spaces import Arch
 
@@ -57,10 +57,6 @@ class CachedEvaluator(Evaluator):
         if key not in self.cache:
             self.cache[key] = super().accuracy(arch, split)
         return self.cache[key]
-
-
-def hypervolume(acc: np.ndarray, lat: np.ndarray, ref: tuple[float, float]) -> float:
-    return hypervolume_2d(np.column_stack([-acc, lat]), np.array([-ref[0], ref[1]]))
 
 
 def reference_sample(evaluator: Evaluator, n: int, seed: int, out: Path) -> pd.DataFrame:
@@ -130,8 +126,8 @@ def main() -> None:
     feasible = ref_table[ref_table["latency_ms"] <= args.max_latency_ms]
     acc, lat = feasible["val_acc"].to_numpy(), feasible["latency_ms"].to_numpy()
     front = pareto_indices(np.column_stack([-acc, lat]))
-    ref_point = (float(acc[front].min()), args.max_latency_ms)
-    ref_hv = hypervolume(acc, lat, ref_point)
+    ref_point = hypervolume_reference(args.max_latency_ms, accuracy=float(acc[front].min()))
+    ref_hv = front_hypervolume(acc, lat, ref_point)
     print(f"reference: {len(ref_table)} subnets ({len(feasible)} feasible) in {time.perf_counter() - t0:.0f} s; "
           f"front of {len(front)}, reference point (acc {ref_point[0]:.4f}, {ref_point[1]} ms), hypervolume {ref_hv:.5f}")
 
@@ -147,7 +143,7 @@ def main() -> None:
             for b in budgets:
                 head = table.head(b)
                 ok = head[head["feasible"].astype(bool)]
-                hv = hypervolume(ok["val_acc"].to_numpy(), ok["latency_ms"].to_numpy(), ref_point)
+                hv = front_hypervolume(ok["val_acc"].to_numpy(), ok["latency_ms"].to_numpy(), ref_point)
                 rows.append({"strategy": strategy, "seed": seed, "budget": b, "evaluations": len(head),
                              "hypervolume": hv, "fraction": hv / ref_hv, "best_feasible_acc": ok["val_acc"].max()})
             last = rows[-1]

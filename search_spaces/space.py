@@ -209,13 +209,18 @@ class SearchSpace:
             out.append(b if isinstance(b, want) else self._sample_block("conv" if i < n_conv else "attn", rng))
         return self._split(out, [len(r) for r in blocks])
 
+    def nearest_switch(self, depths: list[int], n_conv: int) -> int:
+        """The conv_first repair rule: the feasible CNN-to-transformer switch (number of leading conv
+        blocks, `feasible_switches`) nearest `n_conv`."""
+        return min(self.feasible_switches(depths), key=lambda n: (abs(n - n_conv), n))
+
     def _repair(self, blocks: list[list[Block]], rng: np.random.Generator) -> list[list[Block]]:
-        """Make block types legal: allowed per stage, and for conv_first, conv before attn."""
+        """Make block types legal: allowed per stage, and for conv_first, conv before attn (as many
+        conv blocks as `nearest_switch` allows)."""
         depths = [len(r) for r in blocks]
         if self.config.layout == "conv_first":
             n_now = sum(isinstance(b, ConvBlock) for row in blocks for b in row)
-            n_conv = min(self.feasible_switches(depths), key=lambda n: (abs(n - n_now), n))
-            return self._retype(blocks, n_conv, rng)
+            return self._retype(blocks, self.nearest_switch(depths, n_now), rng)
         out = []
         for row, s in zip(blocks, self.config.stages):
             out.append([

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from nas.cli.main import main
-from nas.errors import UserError
+from nas.errors import RetryWarning, UserError
 from nas.evaluation.limits import Limits
 from nas.search.pareto import hypervolume_2d
 from nas.search.strategies import Surrogate, make_strategy
@@ -78,6 +78,17 @@ def test_predictor_guided_learns_the_violation_of_a_limit_the_surrogate_cannot_c
     assert set(strat.selection_scores) == {"accuracy", "violation"}  # the cost is exact, the violation learned
     later = [o for o in strat.history[40:]]
     assert np.mean([o.violation == 0 for o in later]) > np.mean([o.violation == 0 for o in strat.history[:20]])
+
+
+def test_predictor_guided_says_when_no_population_draw_passes_the_prefilter():
+    space = get_space("tiny")
+    strat = make_strategy("predictor", space, seed=0, prefilter=lambda a: False)
+    strat.initial, strat.population, strat.generations = 2, 8, 1  # a round planned in little time
+    with pytest.warns(RetryWarning, match="of a proposal of strategy 'predictor' passed the prefilter"), \
+            pytest.warns(RetryWarning, match="none of 50 draws of a random subnet for the predictor search's "
+                                             "population passed the prefilter .*; the population takes the last one anyway"):
+        _run(strat, space, n=3)  # the third proposal is planned: its population is drawn
+    assert len(strat.history) == 3 and strat.exhausted_redraws == 3
 
 
 @pytest.mark.parametrize("bad", [{"initial": 1}, {"batch": 0}, {"population": True}, {"mutation_prob": 0.0},

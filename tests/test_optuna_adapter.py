@@ -65,6 +65,21 @@ def test_any_parameters_decode_to_a_member_and_inactive_slots_do_not_matter(spac
         assert codec.decode(params | {n: noise[n] for n in inactive}) == arch
 
 
+@pytest.mark.parametrize("space", [s for s in _spaces() if s.config.layout == "conv_first"],
+                         ids=lambda s: s.config.name)
+def test_decode_repairs_the_layout_by_the_space_rule(space):
+    """Decoding moves the switch as the space's own repair does (`SearchSpace.nearest_switch`)."""
+    codec = ArchCodec(space)
+    rng = np.random.default_rng(2)
+    for _ in range(100):
+        params = _random_params(codec, rng)
+        arch = codec.decode(params)
+        slots = [[codec._block(params, f"s{i}.b{j}.", codec._kind(params, i, j)) for j in range(s.depth)]
+                 for i, s in enumerate(arch.stages)]  # each active slot with the type its parameters say
+        repaired = space._repair(slots, rng)
+        assert [type(b) for s in arch.stages for b in s.blocks] == [type(b) for row in repaired for b in row]
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_registered_and_asked_archs_are_members(name):
     assert name in list_strategies()

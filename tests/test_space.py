@@ -119,6 +119,17 @@ def test_size_is_exact_on_an_enumerable_space(layout):
     assert count == expected
 
 
+def test_conv_first_repair_moves_the_switch_to_the_nearest_feasible_one():
+    space = _micro("conv_first")  # stage 1 holds only conv blocks, stage 2 either type
+    assert space.feasible_switches([2, 2]) == [2, 3, 4]
+    assert [space.nearest_switch([2, 2], n) for n in range(5)] == [2, 2, 2, 3, 4]
+    conv, attn = ConvBlock(3, 2), AttnBlock("softmax", 1, 2)
+    for blocks, kinds in (([[conv, conv], [attn, conv]], "CCCA"), ([[conv, attn], [attn, attn]], "CCAA"),
+                          ([[conv], [conv, conv]], "CCC")):
+        repaired = space._repair(blocks, np.random.default_rng(0))  # 3, 1 and 3 conv blocks
+        assert "".join("C" if isinstance(b, ConvBlock) else "A" for row in repaired for b in row) == kinds
+
+
 def test_validation_names_the_field():
     space = get_space("tiny")
     arch = space.smallest().to_dict()

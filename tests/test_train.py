@@ -17,7 +17,7 @@ import torch
 
 from nas.cli.main import main
 from nas.data.datasets import Split, load_data
-from nas.errors import UserError
+from nas.errors import RetryWarning, UserError
 from nas.evaluation.accuracy import evaluate
 from nas.runs.files import load_supernet
 from nas.training import train as train_mod
@@ -69,6 +69,18 @@ def test_complexity_sampler_stays_in_band_and_covers_the_range():
         bands.append(band)
     assert set(bands) == {0, 1, 2, 3}  # the whole range is visited
     assert inside >= 0.95 * 600
+
+
+def test_complexity_sampler_says_when_no_draw_falls_in_its_band():
+    cost = SPACE.count_params
+    sampler = ComplexitySampler(SPACE, num_random=1, seed=0, cost=cost, bands=1, tries=5)
+    sampler.edges = np.array([1.0, 2.0])  # a band no subnet falls in
+    with pytest.warns(RetryWarning, match=r"none of 5 draws of a subnet for complexity sampling had a cost \(FLOPs\) "
+                                          r"in band 0 \[1, 2\]; training the closest draw instead"):
+        student = sampler.draws()[1].arch
+    rng = np.random.default_rng(0)
+    rng.integers(1)  # the band drawn at construction
+    assert cost(student) == min(cost(SPACE.sample(rng)) for _ in range(5))
 
 
 @pytest.mark.parametrize("rule", ["uniform", "sandwich", "complexity"])

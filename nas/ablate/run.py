@@ -40,7 +40,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -56,7 +55,7 @@ from nas.hardware.profile import search_latency
 from nas.runs.files import load_supernet, package_versions, read_json, save_supernet, write_json
 from nas.runs.progress import progress_bar
 from nas.search.loop import Budget, run_search
-from nas.search.pareto import hypervolume_2d
+from nas.search.pareto import front_hypervolume, hypervolume_reference
 from nas.search.strategies import strategies_with_predictor
 from nas.training.checkpoint import CHECKPOINT_FILE
 from nas.training.train import train_supernet
@@ -212,27 +211,28 @@ def make_evaluator(config: AblationConfig, supernet: HybridSupernet, device: str
                      remeasure=False)
 
 
-def hypervolume_reference(evaluator: Evaluator, search: SearchSettings) -> tuple[float, float]:
-    """(accuracy, cost): `search.reference_accuracy` and the objective's limit, or else the cost
-    of the space's largest subnet."""
-    limit = search.limits().limit_of(search.objective)
-    if limit is None:
+def sweep_reference(evaluator: Evaluator, search: SearchSettings) -> tuple[float, float]:
+    """The sweep's hypervolume reference point (accuracy, cost) (`nas.search.pareto.hypervolume_reference`):
+    `search.reference_accuracy` and the objective's limit, or else the cost of the space's largest
+    subnet (the same for every trial, so trials compare)."""
+
+    def largest_cost() -> float:
         largest = evaluator.supernet.space.largest()
         column = OBJECTIVES[search.objective]
-        limit = evaluator.predict_latency(largest) if column == "latency_ms" else evaluator.analytic_costs(largest)[column]
-    return search.reference_accuracy, float(limit)
+        return evaluator.predict_latency(largest) if column == "latency_ms" else evaluator.analytic_costs(largest)[column]
+
+    return hypervolume_reference(search.limits().limit_of(search.objective), accuracy=search.reference_accuracy,
+                                 without_limit=largest_cost)
 
 
 def search_metrics(folder: Path, search: SearchSettings, reference: tuple[float, float]) -> dict[str, Any]:
     table = pd.read_csv(folder / "evaluations.csv")
     summary = read_json(folder / "search.json", "search summary")
     ok = table[table["feasible"].astype(bool)]
-    accuracy, cost = reference
-    points = np.column_stack([-ok["val_acc"].to_numpy(), ok[OBJECTIVES[search.objective]].to_numpy(dtype=float)])
-    box = (1.0 - accuracy) * cost
     chosen = summary["chosen"]
     return {
-        "hypervolume": hypervolume_2d(points, np.array([-accuracy, cost])) / box if len(ok) else 0.0,
+        "hypervolume": front_hypervolume(ok["val_acc"].to_numpy(), ok[OBJECTIVES[search.objective]].to_numpy(dtype=float),
+                                         reference, normalize=True),
         "best_val_acc": float(ok["val_acc"].max()) if len(ok) else None,
         "test_acc": chosen["test_acc"] if chosen else None,  # of the chosen (most accurate feasible) subnet
         "chosen_cost": chosen[OBJECTIVES[search.objective]] if chosen else None,
@@ -250,7 +250,7 @@ def run_ablation(config: AblationConfig, out: Path, *, resume: bool, address: st
     checked before `out` is written. One driver at a time works on a sweep folder (a lock file)."""
     out = out.resolve()
     evaluator = _check_inputs(config)
-    reference = hypervolume_reference(evaluator, config.search)
+    reference = sweep_reference(evaluator, config.search)
     supernets, searches = supernet_trials(config.grid), search_trials(config.grid)
     with ray_session(address):
         check_resources(config.resources.cpu, config.resources.gpu)

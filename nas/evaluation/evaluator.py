@@ -10,6 +10,7 @@ fixed thread count and batch size) or, with a latency profile of another device,
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from nas.data.datasets import TaskData
 from nas.errors import UserError
@@ -62,10 +63,15 @@ class Evaluator:
         return measure_on_target(model, self.input_shape(self.latency.batch_size), target=self.latency.device,
                                  threads=self.latency.threads, max_seconds=self.latency.max_seconds)
 
+    def analytic_cost_functions(self) -> dict[str, Callable[[Arch], float]]:
+        """Column of evaluations.csv -> its cost computed from the architecture alone, at the
+        deployment input size (`cost_size`): parameters, FLOPs, and peak memory at the latency batch."""
+        space, size = self.supernet.space, self.cost_size
+        return {"params": space.count_params, "flops": lambda a: space.count_flops(a, input_size=size),
+                "memory_bytes": lambda a: space.peak_memory_bytes(a, self.latency.batch_size, input_size=size)}
+
     def analytic_costs(self, arch: Arch) -> dict[str, float]:
-        space = self.supernet.space
-        return {"params": space.count_params(arch), "flops": space.count_flops(arch, input_size=self.cost_size),
-                "memory_bytes": space.peak_memory_bytes(arch, self.latency.batch_size, input_size=self.cost_size)}
+        return {column: cost(arch) for column, cost in self.analytic_cost_functions().items()}
 
     def predict_latency(self, arch: Arch) -> float:
         try:

@@ -2,11 +2,11 @@
 
 Every evaluation is appended to `evaluations.csv` (flushed) as it completes. At the end the
 feasible non-dominated subnets (accuracy against the objective: latency, FLOPs, parameters or
-peak memory) go to `pareto.csv` and `pareto.png`, the
-summary (hypervolume and its reference point, chosen subnet) to `search.json`, and the most
-accurate subnet under the limits is extracted to `models/<id>/`. When latency was predicted from
-a profile of this machine, the subnets of the front are measured too, and `evaluations.csv`,
-`pareto.csv` and `search.json` hold the predicted and the measured latency side by side.
+peak memory) go to `pareto.csv` and `pareto.png`, the summary (hypervolume and its reference
+point, chosen subnet, bounded retries that ran out) to `search.json`, and the most accurate subnet
+under the limits is extracted to `models/<id>/`. When latency was predicted from a profile of this
+machine, the subnets of the front are measured too, and `evaluations.csv`, `pareto.csv` and
+`search.json` hold the predicted and the measured latency side by side.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from nas.errors import UserError
+from nas.errors import UserError, retries_exhausted
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import OBJECTIVE_LABELS, OBJECTIVES, Limits
 from nas.runs.files import save_model, write_json, write_text
 from nas.runs.interrupt import finish_on_interrupt
 from nas.runs.progress import progress_bar
-from nas.search.pareto import hypervolume_2d, pareto_indices, plot_front
+from nas.search.pareto import front_hypervolume, hypervolume_reference, pareto_indices, plot_front
 from nas.search.strategies import Surrogate, make_strategy
 from search_spaces import Arch
 
@@ -68,9 +68,7 @@ def make_surrogate(evaluator: Evaluator, limits: Limits, objective: str) -> Surr
     """What a model-based strategy may compute without the supernet: analytic costs, and latency
     when it is predicted from a profile; a measured latency is left for the strategy to learn."""
     column = OBJECTIVES[objective]
-    space, size = evaluator.supernet.space, evaluator.cost_size  # costs at the deployment input size
-    analytic = {"params": space.count_params, "flops": lambda a: space.count_flops(a, input_size=size),
-                "memory_bytes": lambda a: space.peak_memory_bytes(a, evaluator.latency.batch_size, input_size=size)}
+    analytic = evaluator.analytic_cost_functions()
     if evaluator.predictor is not None:
         analytic["latency_ms"] = evaluator.predict_latency
     needed = [k for k in limits.bounds() if k != column and k in analytic]
@@ -204,6 +202,10 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
             arch = strat.ask()
             if arch in results or arch in queued:  # already evaluated: tell again, costs no budget
                 repeats += 1
+                if repeats == MAX_REPEATS:
+                    retries_exhausted(f"a proposal of strategy {strategy!r}", MAX_REPEATS, "was a subnet not evaluated yet",
+                                      fallback=f"the search stops after {len(results) + len(queued)} evaluations, short "
+                                      f"of its budget of {budget.describe()} (the space may be exhausted)")
                 return _Asked(arch)
             repeats = 0
             if replay:  # recorded before the interruption: tell what was measured then
@@ -258,8 +260,10 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
         raise KeyboardInterrupt
     seconds = time.perf_counter() - start
     busy = evaluating / (seconds * pool.workers) if seconds > 0 else 1.0  # share of the workers' time spent evaluating
+    # bounded retries that ran out (each also said so in a RetryWarning)
+    exhausted = {"prefilter": strat.exhausted_redraws, "repeats": int(repeats >= MAX_REPEATS)}
     return summarize(evaluator, out, limits=limits, budget=budget, strategy=strategy, objective=objective,
-                     seconds=seconds, overhead=1.0 - busy, parallel=pool.describe())
+                     seconds=seconds, overhead=1.0 - busy, parallel=pool.describe(), exhausted=exhausted)
 
 
 def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
@@ -291,7 +295,12 @@ def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
 
 
 def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget, strategy: str, seconds: float,
-              parallel: dict[str, Any], objective: str = "latency", overhead: float = 0.0) -> dict:
+              parallel: dict[str, Any], exhausted: dict[str, int], objective: str = "latency",
+              overhead: float = 0.0) -> dict:
+    """The outputs of a finished search from its `evaluations.csv`. `exhausted`: how many times each
+    bounded retry ran out, `search.json`'s `retries_exhausted`: `prefilter`, proposals that failed the
+    strategy's prefilter in every redraw (evaluated anyway); `repeats`, 1 when the search stopped
+    because the strategy proposed only subnets already evaluated, MAX_REPEATS times in a row."""
     table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
     column = OBJECTIVES[objective]
     feasible = table["feasible"].to_numpy(dtype=bool)
@@ -300,8 +309,8 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     front_rows = ok.index[pareto_indices(objectives)].tolist() if len(ok) else []
     front_rows.sort(key=lambda i: table.at[i, column])
     # reference point: zero accuracy and the objective's limit (or 1.01 x the costliest evaluated subnet)
-    ref = np.array([0.0, limits.limit_of(objective) or float(table[column].max()) * 1.01])
-    hv = hypervolume_2d(objectives, ref) if len(ok) else 0.0
+    ref = hypervolume_reference(limits.limit_of(objective), without_limit=lambda: float(table[column].max()) * 1.01)
+    hv = front_hypervolume(ok["val_acc"].to_numpy(), ok[column].to_numpy(dtype=float), ref)
     remeasured = (evaluator.predictor is not None and evaluator.remeasure and bool(front_rows)
                   and bool(table["latency_ms"].notna().any()))
     if remeasured:  # predicted latency: measure the front here too, side by side
@@ -323,8 +332,8 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
         "strategy": strategy, "objective": objective, "budget": budget.describe(), "evaluations": len(table),
         "seconds": seconds, "overhead_fraction": overhead, "evaluation": parallel,
         "limits": {k: v for k, v in vars(limits).items()}, "feasible": int(feasible.sum()),
-        "hypervolume": hv, "hypervolume_reference": {"accuracy": 0.0, column: float(ref[1])},
-        "pareto_size": len(front_rows), "chosen": None,
+        "hypervolume": hv, "hypervolume_reference": {"accuracy": ref[0], column: ref[1]},
+        "pareto_size": len(front_rows), "chosen": None, "retries_exhausted": exhausted,
         "latency": {"source": "measured" if evaluator.predictor is None else "predicted", "front_remeasured": remeasured},
     }
     if chosen is None:

@@ -1,10 +1,12 @@
-"""Pareto utilities (all objectives minimized): non-dominated sorting with constraint domination
-and crowding distance (NSGA-II, Deb et al., 2002), 2-D hypervolume and hypervolume improvement, and
-the front plot."""
+"""Pareto utilities (all objectives minimized): non-dominated sorting with constraint domination,
+crowding distance and environmental selection (NSGA-II, Deb et al., 2002), 2-D hypervolume (and the
+accuracy-cost front's, with its reference point) and hypervolume improvement, and the front plot."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -98,6 +100,38 @@ def crowding_distance(objectives: np.ndarray) -> np.ndarray:
     return dist
 
 
+class Selection(NamedTuple):
+    """The chosen points (indices into the pool, in selection order), with the front each belongs to
+    (0 = best) and its crowding distance within that front, aligned with `indices`."""
+
+    indices: list[int]
+    rank: list[int]
+    crowding: list[float]
+
+
+def environmental_selection(objectives: np.ndarray, violations: np.ndarray | None, k: int) -> Selection:
+    """NSGA-II's environmental selection of `k` of n points: whole fronts, best first (constraint
+    domination when `violations` is given), each in index order; the first front that does not fit
+    is cut by crowding distance, largest first (lower index first on ties). When all points fit
+    (n <= k), all are kept in their order."""
+    f = np.asarray(objectives, dtype=float)
+    n = len(f)
+    rank, crowding = np.zeros(n, dtype=int), np.zeros(n)
+    chosen: list[int] = []
+    for r, front in enumerate(non_dominated_sort(f, violations)):
+        if len(chosen) >= k:
+            break
+        rank[front] = r
+        crowding[front] = crowding_distance(f[front])
+        if len(chosen) + len(front) <= k:
+            chosen += front
+        else:
+            chosen += [front[i] for i in np.argsort(-crowding[front], kind="stable")[: k - len(chosen)]]
+    if n <= k:
+        chosen = list(range(n))
+    return Selection(chosen, [int(rank[i]) for i in chosen], [float(crowding[i]) for i in chosen])
+
+
 def pareto_indices(objectives: np.ndarray) -> list[int]:
     """Indices of the non-dominated points (duplicates of a point kept once), sorted by objective 0."""
     if len(objectives) == 0:
@@ -121,6 +155,30 @@ def hypervolume_2d(objectives: np.ndarray, reference: np.ndarray) -> float:
             area += (reference[0] - x) * (best_y - y)
             best_y = y
     return float(area)
+
+
+def front_hypervolume(accuracy: np.ndarray, cost: np.ndarray, reference: tuple[float, float], *,
+                      normalize: bool = False) -> float:
+    """Hypervolume of (accuracy maximized, cost minimized) points: the area they dominate up to the
+    `reference` point (accuracy, cost); points with no more accuracy or no less cost add nothing.
+    `normalize`: as a fraction of the box between the reference point and (accuracy 1, cost 0)."""
+    accuracy, cost = np.asarray(accuracy, dtype=float), np.asarray(cost, dtype=float)
+    if len(accuracy) == 0:
+        return 0.0
+    hv = hypervolume_2d(np.column_stack([-accuracy, cost]), np.array([-reference[0], reference[1]]))
+    return hv / ((1.0 - reference[0]) * reference[1]) if normalize else hv
+
+
+def hypervolume_reference(limit: float | None, *, accuracy: float = 0.0,
+                          without_limit: Callable[[], float] | None = None) -> tuple[float, float]:
+    """The hypervolume's reference point (accuracy, cost): the cost objective's limit, so that every
+    feasible subnet counts; without a limit, `without_limit()` (a cost the subnets of interest stay
+    under, chosen by the caller)."""
+    if limit is not None:
+        return accuracy, float(limit)
+    if without_limit is None:
+        raise ValueError("hypervolume_reference: no limit, and no cost to use without one")
+    return accuracy, float(without_limit())
 
 
 def hypervolume_improvement(front: np.ndarray, points: np.ndarray, ref: np.ndarray) -> np.ndarray:

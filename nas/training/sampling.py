@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from nas.errors import UserError
+from nas.errors import UserError, draw_bounded
 from search_spaces import Arch, SearchSpace
 from search_spaces.registry import Registry
 
@@ -110,18 +110,19 @@ class ComplexitySampler(Sampler):
         return len(self.edges) - 1
 
     def _in_band(self) -> Arch:
-        """A uniform draw conditioned on the band (bounded rejection; else the closest draw seen)."""
-        lo, hi = self.edges[self.band], self.edges[self.band + 1]
-        best, best_gap = None, np.inf
-        for _ in range(self.tries):
-            arch = self.space.sample(self.rng)
-            c = self.cost(arch)
-            gap = max(lo - c, c - hi, 0.0)
-            if gap == 0.0:
-                return arch
-            if gap < best_gap:
-                best, best_gap = arch, gap
-        return best  # type: ignore[return-value]
+        """A uniform draw conditioned on the band: bounded rejection, else (with a `RetryWarning`)
+        the draw closest to the band."""
+        lo, hi = float(self.edges[self.band]), float(self.edges[self.band + 1])
+
+        def gap(arch: Arch) -> float:
+            c = float(self.cost(arch))
+            return max(lo - c, c - hi, 0.0)
+
+        arch, _ = draw_bounded(lambda: self.space.sample(self.rng), gap, tries=self.tries,
+                               what="a subnet for complexity sampling",
+                               constraint=f"had a cost (FLOPs) in band {self.band} [{lo:,.0f}, {hi:,.0f}]",
+                               fallback="training the closest draw instead")
+        return arch
 
     def draws(self) -> list[Draw]:
         out = [Draw(self.largest, "teacher")] + [Draw(self._in_band(), "student") for _ in range(self.num_random)]

@@ -3,7 +3,9 @@
 Objectives are minimized (pass -accuracy). `violation` > 0 marks a subnet that breaks a hard
 limit; constrained strategies rank by Deb's constraint domination. Each strategy owns its own
 `np.random.Generator`; `prefilter` is an optional cheap feasibility test (for example the exact
-parameter count) applied before a candidate is proposed, with a bounded number of redraws.
+parameter count) applied before a candidate is proposed, with a bounded number of redraws: when
+none passes, the last draw is proposed anyway (evaluated, it is recorded as infeasible), a
+`RetryWarning` says so and `exhausted_redraws` counts it.
 
 Tells answer asks in order. `ready()` says how many candidates may be asked now, while tells are
 still pending, that a sequential ask-tell run would have asked too: a parallel search (several
@@ -21,12 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nas.errors import UserError
+from nas.errors import UserError, draw_bounded
 from search_spaces import Arch, SearchSpace
 from search_spaces.registry import Registry
 
 Prefilter = Callable[[Arch], bool]
-MAX_REDRAWS = 200
+PREFILTER = "passed the prefilter (a feasibility test such as the max_params limit)"  # for RetryWarning
+MAX_REDRAWS = 200  # draws after the first before a proposal that fails the prefilter is taken anyway
 UNBOUNDED = sys.maxsize  # `ready()` of a strategy whose proposals never depend on the tells
 
 
@@ -66,6 +69,8 @@ class Strategy(ABC):
         self.predictions: dict[Arch, dict[str, float]] = {}  # what a model-based strategy predicted of a proposal
         self.history: list[Observation] = []
         self.pending: deque[Arch] = deque()  # asked, not told yet (oldest first)
+        self.exhausted_redraws = 0  # proposals that failed the prefilter in every draw
+        self._smallest_tried = False
 
     @abstractmethod
     def _propose(self) -> Arch: ...
@@ -76,15 +81,28 @@ class Strategy(ABC):
         This default suits any strategy: one at a time."""
         return 0 if self.pending else 1
 
+    def _initial_sample(self) -> Arch:
+        """A subnet of a strategy's initial random sample: the smallest subnet first (the most
+        likely to meet every limit), then uniform draws."""
+        if not self._smallest_tried:
+            self._smallest_tried = True
+            return self.space.smallest()
+        return self.space.sample(self.rng)
+
     def ask(self) -> Arch:
-        """A candidate that passes the prefilter when one is found within MAX_REDRAWS draws."""
-        arch = self._propose()
-        for _ in range(MAX_REDRAWS):
-            if self.prefilter is None or self.prefilter(arch):
-                break
-            arch = self._propose()
+        """A candidate that passes the prefilter, when one does within 1 + MAX_REDRAWS draws; else
+        the last one drawn (see the module's docstring)."""
+        arch, passed = draw_bounded(self._propose, self._prefilter_gap, tries=1 + MAX_REDRAWS,
+                                    what=f"a proposal of strategy {self.name!r}", constraint=PREFILTER,
+                                    fallback="proposing the last one anyway: it is infeasible")
+        if not passed:
+            self.exhausted_redraws += 1
         self.pending.append(arch)
         return arch
+
+    def _prefilter_gap(self, arch: Arch) -> float:
+        """0 when `arch` passes the prefilter (or there is none), else 1: a `draw_bounded` gap."""
+        return 0.0 if self.prefilter is None or self.prefilter(arch) else 1.0
 
     def tell(self, arch: Arch, objectives: tuple[float, ...], violation: float) -> None:
         """The result of the oldest pending ask (or of a subnet never asked, when none is pending)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from nas.errors import UserError
-from nas.search.pareto import crowding_distance, non_dominated_sort
+from nas.search.pareto import environmental_selection
 from nas.search.strategies.base import Observation, Prefilter, Strategy, Surrogate, register_strategy
 from search_spaces import Arch, SearchSpace
 
@@ -27,16 +27,11 @@ class EvolutionSearch(Strategy):
         self.population_size, self.mutation_prob, self.crossover_prob = population_size, mutation_prob, crossover_prob
         self.population: list[Observation] = []
         self._offspring: list[Observation] = []
-        self._rank: dict[int, tuple[int, float]] = {}
-        self._smallest_tried = False
+        self._rank: dict[int, tuple[int, float]] = {}  # position in the population -> (front, -crowding)
 
     def _propose(self) -> Arch:
         if len(self.population) < self.population_size:
-            # the smallest subnet first: the most likely to meet every limit
-            if not self._smallest_tried:
-                self._smallest_tried = True
-                return self.space.smallest()
-            return self.space.sample(self.rng)
+            return self._initial_sample()
         a, b = self._tournament(), self._tournament()
         child = self.space.crossover(a.arch, b.arch, self.rng) if self.rng.random() < self.crossover_prob else a.arch
         return self.space.mutate(child, self.rng, self.mutation_prob)
@@ -65,16 +60,9 @@ class EvolutionSearch(Strategy):
             self._offspring = []
 
     def _select(self, pool: list[Observation]) -> None:
-        """Environmental selection: best fronts first, then by crowding distance."""
+        """Environmental selection (`nas.search.pareto.environmental_selection`) of the distinct subnets."""
         unique = list({o.arch: o for o in pool}.values())
-        objs = np.array([o.objectives for o in unique])
-        fronts = non_dominated_sort(objs, np.array([o.violation for o in unique]))
-        chosen: list[tuple[int, int, float]] = []
-        for rank, front in enumerate(fronts):
-            crowd = crowding_distance(objs[front])
-            order = sorted(range(len(front)), key=lambda k: -crowd[k])
-            for k in order:
-                if len(chosen) < self.population_size:
-                    chosen.append((front[k], rank, -crowd[k]))
-        self.population = [unique[i] for i, _, _ in chosen]
-        self._rank = {pos: (rank, crowd) for pos, (_, rank, crowd) in enumerate(chosen)}
+        chosen = environmental_selection(np.array([o.objectives for o in unique]),
+                                         np.array([o.violation for o in unique]), self.population_size)
+        self.population = [unique[i] for i in chosen.indices]
+        self._rank = {pos: (rank, -crowd) for pos, (rank, crowd) in enumerate(zip(chosen.rank, chosen.crowding))}

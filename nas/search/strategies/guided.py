@@ -28,9 +28,9 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from nas.errors import UserError
-from nas.search.pareto import crowding_distance, hypervolume_improvement, non_dominated_sort
-from nas.search.strategies.base import Observation, Prefilter, Strategy, Surrogate, register_strategy
+from nas.errors import UserError, draw_bounded
+from nas.search.pareto import environmental_selection, hypervolume_improvement, non_dominated_sort
+from nas.search.strategies.base import PREFILTER, Observation, Prefilter, Strategy, Surrogate, register_strategy
 from predictors.accuracy import arch_features, list_predictors, load_backends, make_predictor, select_predictor
 from search_spaces import Arch, SearchSpace
 
@@ -42,6 +42,7 @@ Acquisition = Literal["hvi", "front"]
 SELECTION_FOLDS = 3  # each selection fits every family this many times
 MIN_SELECTION_SAMPLES = 40  # below, ridge regression (the family that needs the least data)
 MIN_TAU_GAIN = 0.02  # cross-validated Kendall tau a family must gain over ridge to be chosen
+POPULATION_DRAWS = 50  # random draws for a member of the inner population that passes the prefilter
 
 
 @register_strategy
@@ -73,7 +74,6 @@ class PredictorGuidedSearch(Strategy):
         self.seed = seed
         self._queue: list[Arch] = []
         self._population: list[Arch] = []  # the inner search's population, carried across rounds
-        self._smallest_tried = False
         self._observed: dict[Arch, Observation] = {}
         self._features: dict[Arch, np.ndarray] = {}
         self._exact: dict[Arch, tuple[float, float]] = {}  # arch -> (cost, violation) from the surrogate
@@ -84,10 +84,7 @@ class PredictorGuidedSearch(Strategy):
     # ---- ask/tell -----------------------------------------------------------------------------
     def _propose(self) -> Arch:
         if len(self._observed) < self.initial:
-            if not self._smallest_tried:  # the smallest subnet first: the most likely to meet every limit
-                self._smallest_tried = True
-                return self.space.smallest()
-            return self.space.sample(self.rng)
+            return self._initial_sample()
         while not self._queue:
             self._queue = self._plan()
         return self._queue.pop(0)
@@ -215,10 +212,10 @@ class PredictorGuidedSearch(Strategy):
         return chosen + self._select(rest, scored, k - len(chosen))
 
     def _draw(self) -> Arch:
-        for _ in range(50):
-            arch = self.space.sample(self.rng)
-            if self.prefilter is None or self.prefilter(arch):
-                return arch
+        """A random member of the inner population that passes the prefilter (bounded draws)."""
+        arch, _ = draw_bounded(lambda: self.space.sample(self.rng), self._prefilter_gap, tries=POPULATION_DRAWS,
+                               what="a random subnet for the predictor search's population", constraint=PREFILTER,
+                               fallback="the population takes the last one anyway")
         return arch
 
     def _child(self, pop: list[Arch], scored: dict[Arch, np.ndarray]) -> Arch:
@@ -238,19 +235,10 @@ class PredictorGuidedSearch(Strategy):
     @staticmethod
     def _select(archs: list[Arch], scored: dict[Arch, np.ndarray], k: int) -> list[Arch]:
         """Best `k` by constraint-domination rank, then crowding distance (NSGA-II environmental selection)."""
-        if len(archs) <= k:
-            return list(archs)
+        if not archs:
+            return []
         vals = np.array([scored[a] for a in archs])
-        chosen: list[Arch] = []
-        for front in non_dominated_sort(vals[:, :2], vals[:, 2]):
-            if len(chosen) + len(front) <= k:
-                chosen += [archs[i] for i in front]
-                continue
-            crowd = crowding_distance(vals[front, :2])
-            order = np.argsort(-crowd, kind="stable")[: k - len(chosen)]
-            chosen += [archs[front[i]] for i in order]
-            break
-        return chosen
+        return [archs[i] for i in environmental_selection(vals[:, :2], vals[:, 2], k).indices]
 
     # ---- cached per-arch values ---------------------------------------------------------------
     def _featurize(self, archs: list[Arch]) -> np.ndarray:

@@ -81,9 +81,8 @@ class ArchCodec:
         depths = [params[f"s{i}.depth"] for i in range(len(stages))]
         kinds = [[self._kind(params, i, j) for j in range(d)] for i, d in enumerate(depths)]
         if self.space.config.layout == "conv_first":
-            # the space's repair rule (`SearchSpace._repair`): the feasible switch nearest the conv count
-            n_now = sum(k == "conv" for row in kinds for k in row)
-            n_conv = min(self.space.feasible_switches(depths), key=lambda n: (abs(n - n_now), n))
+            # the space's repair rule: the feasible switch nearest the conv count
+            n_conv = self.space.nearest_switch(depths, sum(k == "conv" for row in kinds for k in row))
             offsets = [sum(depths[:i]) for i in range(len(depths))]
             kinds = [["conv" if o + j < n_conv else "attn" for j in range(d)] for o, d in zip(offsets, depths)]
         arch = Arch(
