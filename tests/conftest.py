@@ -1,21 +1,54 @@
-"""Shared test settings."""
+"""Shared test settings and fixtures (shared helper functions are in helpers.py)."""
 
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 import pytest
 import torch
 
+from tests.helpers import TRAIN_ARGS
+
+_THREADS_BEFORE = torch.get_num_threads()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Torch runs on one thread for the whole session (collection and fixtures of every scope
+    included): the models are tiny, and two threads on a busy 2-core machine make forward passes
+    wait on each other (tens of times slower)."""
+    torch.set_num_threads(1)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    torch.set_num_threads(_THREADS_BEFORE)
+
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """Every test runs torch on one thread: the models are tiny, and two threads on a busy 2-core
-    machine make forward passes wait on each other (tens of times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    """A test may set another thread count (so may the code it calls): the next one starts on one again."""
+    yield
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A run folder of `nas train` with `tests.helpers.TRAIN_ARGS` (digits, space tiny), shared by
+    the whole session: read it, never write into it (copy it with `shutil.copytree` first). A test
+    that changed it is reported when the session ends."""
+    from nas.cli.main import main
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    assert main(["train", *TRAIN_ARGS, "--out", str(out)]) == 0
+    before = _digests(out)
+    yield out
+    assert _digests(out) == before, f"a test wrote into the shared run folder {out}"
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,8 @@ from nas.search.strategies import make_strategy, strategies_with_predictor
 from nas.training.checkpoint import CHECKPOINT_FILE
 from search_spaces import get_space
 
+pytestmark = pytest.mark.ray
+
 CONFIG = {
     "name": "tiny-sweep",
     "space": "tiny",
@@ -177,7 +179,7 @@ def _sabotage(out: Path, done: threading.Event, killed: list[int], recorded: set
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, local_ray) -> Sweep:
+def sweep(tmp_path_factory, local_ray) -> Sweep:  # runs a whole sweep twice: the tests using it are marked slow
     root = tmp_path_factory.mktemp("ablate")
     digits = load_digits()
     pick = np.random.default_rng(0).permutation(len(digits.target))[:300]
@@ -197,6 +199,7 @@ def sweep(tmp_path_factory, local_ray) -> Sweep:
     return Sweep(config, out, first, second, killed[0] if killed else None, frozenset(recorded), attempts)
 
 
+@pytest.mark.slow
 def test_killed_worker_is_retried_from_its_checkpoint(sweep):
     assert sweep.killed_pid is not None
     killed = sweep.attempts[f"{SUPERNETS}/{KILLED}"]
@@ -205,6 +208,7 @@ def test_killed_worker_is_retried_from_its_checkpoint(sweep):
     assert [a["state"] for a in sweep.attempts[f"{SUPERNETS}/{FINISHED}"]] == ["new"]
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(sweep):
     assert sweep.first_rc == 130 and sweep.second_rc == 0 and sweep.recorded
     for folder in (sweep.out / SUPERNETS, sweep.out / TRIALS):
@@ -217,6 +221,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(sweep):
             assert all(s.startswith(("resumed", "finished before")) for s in states[1:]), states
 
 
+@pytest.mark.slow
 def test_each_supernet_is_trained_once_and_shared(sweep):
     folders = sorted(p.name for p in (sweep.out / SUPERNETS).iterdir())
     assert folders == [KILLED, FINISHED]  # one per (sampling rule, seed), not one per search trial
@@ -229,6 +234,7 @@ def test_each_supernet_is_trained_once_and_shared(sweep):
         assert not (trial / "models").exists() or len(list((trial / "models").iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_tables_and_plots(sweep):
     table = pd.read_csv(sweep.out / "results.csv")
     assert len(table) == 4 and (table["status"] == "done").all()
@@ -248,6 +254,7 @@ def test_tables_and_plots(sweep):
     assert record["config"]["grid"]["budget"] == ["12"] and record["config"]["data"].endswith("digits300.npz")
 
 
+@pytest.mark.slow
 def test_a_failed_trial_is_a_row_with_its_error_and_no_mean(sweep):
     trials = search_trials(load_config(sweep.config).grid)
     lost = SearchTrial("sandwich", "random", None, "99", 0)  # no trial.json: it failed on every attempt
@@ -258,6 +265,7 @@ def test_a_failed_trial_is_a_row_with_its_error_and_no_mean(sweep):
     assert len(summary) == 2 and "| sandwich | random | 12 |" in format_summary(summary)
 
 
+@pytest.mark.slow
 def test_interrupted_search_is_replayed_not_repeated(sweep, tmp_path):
     """A search trial whose worker died after 5 evaluations (and mid-row) continues from its file and
     ends exactly as the uninterrupted trial did; a finished trial called again evaluates nothing."""
@@ -286,6 +294,7 @@ def test_interrupted_search_is_replayed_not_repeated(sweep, tmp_path):
     assert _attempts(folder)[-1]["state"] == "finished before: recorded metrics returned"
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_config_and_a_new_run_an_existing_folder(sweep, tmp_path, capsys):
     changed = json.loads(sweep.config.read_text())
     changed["grid"]["seed"] = [0, 1, 2]
@@ -297,6 +306,7 @@ def test_resume_refuses_a_changed_config_and_a_new_run_an_existing_folder(sweep,
     assert "already holds a sweep: continue it with --resume" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_input_files(sweep, tmp_path, capsys):
     out = tmp_path / "sweep"
     out.mkdir()

@@ -23,6 +23,8 @@ from predictors import (
 from search_spaces import ArchError, AttnBlock, get_space
 
 FAMILIES = list_predictors()
+# "auto" cross-validates every other family: its fits are the slow ones
+SLOW_AUTO = [pytest.param(n, marks=pytest.mark.slow) if n == "auto" else n for n in FAMILIES]
 
 
 def synthetic_accuracy(space, archs, rng: np.random.Generator) -> np.ndarray:
@@ -55,7 +57,7 @@ def test_features_are_fixed_length_finite_and_pure(data):
     assert np.array_equal(feats[2], arch_features(space, [archs[2]])[0])
     assert arch_features(space, []).shape == (0, x.shape[1])
     assert not np.array_equal(feats[-2], feats[-1])
-    assert x.std(axis=0).min() >= 0 and (x.std(axis=0) > 0).sum() >= 20  # informative columns
+    assert (x.std(axis=0) > 0).all()  # every column is informative
 
 
 def test_features_rank_cost(data):
@@ -70,7 +72,7 @@ def test_features_reject_an_arch_of_another_space():
 
 
 # ---- every family --------------------------------------------------------------------------
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", SLOW_AUTO)
 def test_fit_predict_shapes_and_determinism(name, data):
     _, x, y = data
     model = make_predictor(name, seed=3)
@@ -84,7 +86,7 @@ def test_fit_predict_shapes_and_determinism(name, data):
         model.predict(x[:5, :-1])
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", SLOW_AUTO)
 def test_learns_an_architecture_based_target(name, data):
     _, x, y = data
     model = make_predictor(name, seed=0).fit(x[:150], y[:150])
@@ -92,6 +94,7 @@ def test_learns_an_architecture_based_target(name, data):
     assert tau > 0.75, f"{name}: held-out Kendall tau {tau:.3f}"  # 0.82-0.88 measured over 3 data seeds
 
 
+@pytest.mark.slow
 def test_same_predictions_in_another_process(data):
     """Seeded, with no hidden global state: a fresh interpreter with the same BLAS settings
     reproduces the predictions bit for bit (another BLAS kernel may change the last bits)."""
@@ -132,6 +135,7 @@ def test_select_defaults_to_every_family_but_auto(data):
     assert set(sel.taus) == set(FAMILIES) - {"auto"}
 
 
+@pytest.mark.slow
 def test_select_scores_the_ensemble_from_its_members_exactly(data):
     _, x, y = data
     alone = select_predictor(x[:40], y[:40], candidates=["ensemble"], seed=4)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +16,8 @@ import nas
 from nas.cli.main import main
 from nas.data.datasets import load_data
 from nas.evaluation.accuracy import evaluate
-
-FAST = ["--epochs", "1", "--num-random", "0", "--quiet"]
+from nas.search.pareto import pareto_indices
+from tests.helpers import FAST, ROOT, TRAIN_ARGS, same_weights, subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +38,10 @@ def test_search_writes_every_artifact(search_run):
     assert len(table) == 8 and table["id"].is_unique
     assert set(table.columns) >= {"arch", "id", "val_acc", "latency_ms", "flops", "params", "feasible"}
     assert (table["latency_ms"] > 0).all() and (table["flops"] > 0).all()
-    pareto = pd.read_csv(search_run / "pareto.csv")
-    assert pareto["feasible"].all() and len(pareto) >= 1
+    pareto = pd.read_csv(search_run / "pareto.csv", dtype={"id": str})
+    feasible = table[table["feasible"]]
+    front = feasible.iloc[pareto_indices(np.column_stack([-feasible["val_acc"], feasible["latency_ms"]]))]
+    assert pareto["feasible"].all() and len(pareto) == len(front) >= 1 and set(pareto["id"]) == set(front["id"])
     assert pareto["val_acc"].is_monotonic_increasing and pareto["latency_ms"].is_monotonic_increasing
 
 
@@ -129,24 +130,24 @@ def test_npz_data_through_the_cli(tmp_path):
     assert supernet.space.config.name == "tiny"
 
 
+@pytest.mark.slow
 def test_console_script_help_runs_without_traceback():
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     for cmd in ([], ["train"], ["search"], ["extract"]):
-        proc = subprocess.run([sys.executable, "-m", "nas", *cmd, "--help"], capture_output=True, text=True, env=env,
-                              timeout=120)
+        proc = subprocess.run([sys.executable, "-m", "nas", *cmd, "--help"], capture_output=True, text=True,
+                              env=subprocess_env(), cwd=ROOT, timeout=120)
         assert proc.returncode == 0 and "usage: nas" in proc.stdout
 
 
-def test_bad_arguments_leave_no_folder_and_same_seed_same_weights(tmp_path, capsys):
+@pytest.mark.slow
+def test_bad_arguments_leave_no_folder_and_same_seed_same_weights(trained_run, tmp_path, capsys):
     out = tmp_path / "r"
     assert main(["train", "--space", "bogus", "--out", str(out), *FAST]) == 2
     assert main(["search", "--max-params", "100", "--out", str(out), *FAST]) == 2  # impossible: fails before training
     assert not out.exists()
     capsys.readouterr()
-    for name in ("a", "b"):
-        assert main(["train", "--out", str(tmp_path / name), *FAST]) == 0
-    a, b = (nas.load_supernet(tmp_path / n).state_dict() for n in ("a", "b"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert main(["train", "--out", str(tmp_path / "again"), *TRAIN_ARGS]) == 0  # as trained_run was trained
+    a, b = (nas.load_supernet(run).state_dict() for run in (trained_run, tmp_path / "again"))
+    assert same_weights(a, b)
 
 
 def test_supernet_file_alone_carries_its_space(search_run, tmp_path):

@@ -3,7 +3,6 @@ training equals one process; Ray is imported only when asked for. One local Ray 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ import torch
 
 from nas.cli.main import main
 from nas.cluster.evaluate import RayPool
-from nas.data.datasets import Split, load_data
+from nas.data.datasets import load_data
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
 from nas.hardware.measure import LatencySettings
@@ -29,9 +28,10 @@ from nas.training.config import TrainConfig
 from nas.training.parallel import DataParallel
 from nas.training.train import train_supernet
 from search_spaces import HybridSupernet, get_space
+from tests.helpers import ROOT, evaluations, few_digits
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")  # Ray Train imports Ray Data
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.ray,
+              pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]  # Ray Train imports Ray Data
 LIMITS = Limits(max_flops=1_500_000)
 BUDGET = 36  # predictor: 20 random subnets + 16 of its first round; evolution: 2 generations of 16 + 4
 
@@ -47,12 +47,7 @@ def _search(evaluator: Evaluator, out: Path, strategy: str, pool: RayPool | None
     out.mkdir()
     run_search(evaluator, out, budget=Budget(evaluations=BUDGET), limits=LIMITS, strategy=strategy, seed=3,
                objective="flops", show_progress=False, pool=pool)
-    return _table(out)
-
-
-def _table(run: Path) -> pd.DataFrame:
-    """evaluations.csv without the timing columns: the rest is deterministic."""
-    return pd.read_csv(run / "evaluations.csv", dtype={"id": str}).drop(columns=["seconds", "time"])
+    return evaluations(out)
 
 
 @pytest.fixture(scope="class")
@@ -121,8 +116,7 @@ class ThreadSum:
 
 def test_gradient_sum_makes_three_workers_one_process():
     """Batches of 7 and 2 rows: slices of 3, 2, 2 then 1, 1, 0 (a worker without rows)."""
-    data = load_data("digits")
-    data = dataclasses.replace(data, train=Split(data.train.x[:9], data.train.y[:9]))
+    data = few_digits(9)
     config = TrainConfig(epochs=1, batch_size=7, optimizer="sgd", lr=0.05, warmup_epochs=0, num_random=1)
     torch.manual_seed(0)
     initial = HybridSupernet(get_space("tiny")).state_dict()
@@ -148,6 +142,7 @@ def test_gradient_sum_makes_three_workers_one_process():
             torch.testing.assert_close(value, one[key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_two_worker_training_through_the_cli_equals_one_process(local_ray, tmp_path):
     digits = load_data("digits")  # a small .npz: 2 uneven batches per epoch (63 + the rest)
     x = torch.cat([digits.train.x, digits.val.x])[:130, 0].numpy()
@@ -178,7 +173,7 @@ def test_search_resumed_with_another_worker_count_ends_as_the_uninterrupted_one(
     (run / "evaluations.csv").write_text("".join(lines[:11]))  # as if killed after 10 evaluations
     (run / "search.json").unlink()
     assert main(["search", "--out", str(run), "--resume", "--workers", "2", "--quiet"]) == 0
-    pd.testing.assert_frame_equal(_table(run), _table(whole))
+    pd.testing.assert_frame_equal(evaluations(run), evaluations(whole))
 
 
 @pytest.mark.parametrize("flags, message", [

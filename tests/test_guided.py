@@ -13,10 +13,10 @@ from nas.errors import RetryWarning, UserError
 from nas.evaluation.limits import Limits
 from nas.search.pareto import hypervolume_2d
 from nas.search.strategies import Surrogate, make_strategy
+from nas.search.strategies.guided import SELECTED_FAMILIES
 from search_spaces import get_space
-from tests.test_search import _run
+from tests.helpers import FAST, run_strategy
 
-FAST = ["--epochs", "1", "--num-random", "0", "--quiet"]
 SMALL = {"initial": 12, "batch": 6, "population": 24, "generations": 4}
 
 
@@ -36,9 +36,9 @@ def test_predictor_guided_beats_random_at_equal_budget():
     guided, rand = [], []
     for seed in range(3):
         g = make_strategy("predictor", space, seed=seed, surrogate=_surrogate(space))
-        _run(g, space, n=50)
+        run_strategy(g, space, n=50)
         r = make_strategy("random", space, seed=seed)
-        _run(r, space, n=50)
+        run_strategy(r, space, n=50)
         guided.append(_hv(g))
         rand.append(_hv(r))
     assert np.mean(guided) > np.mean(rand)
@@ -47,21 +47,21 @@ def test_predictor_guided_beats_random_at_equal_budget():
 def test_predictor_guided_proposes_within_the_exact_limits_and_records_predictions():
     space = get_space("tiny")
     strat = make_strategy("predictor", space, seed=1, surrogate=_surrogate(space))
-    archs = _run(strat, space, n=65)
+    archs = run_strategy(strat, space, n=65)
     later = archs[20:]  # after the initial sample every proposal comes from the predicted front
     assert all(space.count_params(a) <= 60000 for a in later)
     assert set(later) <= set(strat.predictions)
     for a in later:
         p = strat.predictions[a]
         assert p["cost"] == pytest.approx(space.count_params(a) / 1e4) and p["violation"] == 0
-    assert strat.selection_scores["accuracy"]  # the family was chosen by cross-validation
+    assert set(strat.selection_scores["accuracy"]) == set(SELECTED_FAMILIES)  # chosen by cross-validation
     assert "cost" not in strat.selection_scores  # the exact cost is never learned
 
 
 def test_predictor_guided_learns_cost_and_violation_without_a_surrogate():
     space = get_space("tiny")
     strat = make_strategy("predictor", space, seed=2)
-    archs = _run(strat, space, n=65)
+    archs = run_strategy(strat, space, n=65)
     assert len(set(archs)) == 65
     assert set(strat.selection_scores) == {"accuracy", "cost", "violation"}
 
@@ -87,7 +87,7 @@ def test_predictor_guided_says_when_no_population_draw_passes_the_prefilter():
     with pytest.warns(RetryWarning, match="of a proposal of strategy 'predictor' passed the prefilter"), \
             pytest.warns(RetryWarning, match="none of 50 draws of a random subnet for the predictor search's "
                                              "population passed the prefilter .*; the population takes the last one anyway"):
-        _run(strat, space, n=3)  # the third proposal is planned: its population is drawn
+        run_strategy(strat, space, n=3)  # the third proposal is planned: its population is drawn
     assert len(strat.history) == 3 and strat.exhausted_redraws == 3
 
 
@@ -122,10 +122,10 @@ def test_limits_bounds_and_memory():
         Limits(max_memory_mb=0)
 
 
-def test_search_flops_objective_with_memory_limit(tmp_path):
+def test_search_flops_objective_with_memory_limit(trained_run, tmp_path):
     out = tmp_path / "flops"
-    assert main(["search", "--budget", "12", "--objective", "flops", "--max-memory-mb", "0.3", "--strategy",
-                 "predictor", "--out", str(out), *FAST]) == 0
+    assert main(["search", "--supernet", str(trained_run), "--budget", "12", "--objective", "flops", "--max-memory-mb",
+                 "0.3", "--strategy", "predictor", "--out", str(out), "--quiet"]) == 0
     table = pd.read_csv(out / "evaluations.csv")
     assert table["latency_ms"].isna().all()  # neither objective nor limit: not measured
     assert (table["feasible"] == (table["memory_bytes"] <= 0.3 * 2**20)).all()

@@ -39,12 +39,11 @@ from nas.runs.files import write_json
 from nas.training.config import TrainConfig
 from predictors import LatencyPredictor, MissingBlockError
 from search_spaces import Arch, ArchError, SearchSpace, SpaceConfig, get_space, list_spaces
+from tests.helpers import FAST, MICRO_SPACE, ROOT, TRAIN_SETTINGS
 
-FAST = ["--epochs", "1", "--num-random", "0", "--quiet"]
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 FEW = settings(FUZZ, max_examples=100)
-REPO = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------------------------- values
 LEAVES = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
@@ -422,16 +421,6 @@ def test_train_config_every_single_edit_is_accepted_validly_or_named():
 
 
 # ---------------------------------------------------------------------------------- latency profiles
-MICRO = {  # 27 units: a profile small enough to load and fit hundreds of times
-    "name": "micro", "in_channels": 1, "num_classes": 10, "input_size": 8, "resolutions": [8, 10],
-    "stem_widths": [8], "stages": [
-        {"depths": [1], "widths": [8], "strides": [1], "block_types": ["conv"]},
-        {"depths": [1, 2], "widths": [16], "strides": [2], "block_types": ["conv", "attn"]},
-    ],
-    "kernels": [3], "expand_ratios": [2], "heads": [1, 2], "mlp_ratios": [2], "head_dim": 4, "window": 2,
-}
-
-
 @pytest.fixture(scope="module")
 def profile_dict() -> dict:
     """A well-formed profile of the micro space (synthetic timings: nothing is measured)."""
@@ -439,7 +428,7 @@ def profile_dict() -> dict:
     from search_spaces import ModelSpec
     from search_spaces.blocks import block_macs, block_specs
 
-    space = SearchSpace(SpaceConfig.from_dict(MICRO))
+    space = SearchSpace(SpaceConfig.from_dict(MICRO_SPACE))
     spec, rng = ModelSpec.from_config(space.config), np.random.default_rng(0)
     lut = {b: 1e-5 * block_macs(b) + 0.002 for b in space.units()}
     archs = [space.sample(rng) for _ in range(6)]
@@ -532,16 +521,9 @@ def _evil_bytes(marker: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A run folder of `nas train`, trained for one step on 200 digits (the files are what matter)."""
-    from sklearn.datasets import load_digits
-
-    folder = tmp_path_factory.mktemp("cli")
-    digits = load_digits()
-    np.savez(folder / "digits200.npz", x=digits.images[:200].astype(np.float32) / 16, y=digits.target[:200])
-    out = folder / "train"
-    assert main(["train", "--data", str(folder / "digits200.npz"), *FAST, "--batch-size", "256", "--out", str(out)]) == 0
-    return out
+def trained(trained_run) -> Path:
+    """The shared run folder of `nas train` (conftest's `trained_run`, read-only): the files are what matter."""
+    return trained_run
 
 
 @pytest.fixture(scope="module")
@@ -645,7 +627,7 @@ def _genuine_checkpoint(run: Path) -> None:
     from nas.training.train import make_optimizer
     from search_spaces import HybridSupernet
 
-    config = TrainConfig(epochs=1, batch_size=256, num_random=0)  # what the trained fixture ran
+    config = TrainConfig(**TRAIN_SETTINGS)  # what the trained fixture ran
     supernet = HybridSupernet(get_space("tiny"))
     opt = make_optimizer([p for p in supernet.parameters() if p.requires_grad], config)
     sampler = make_sampler(config.sampling, supernet.space, num_random=0, seed=0)
@@ -654,6 +636,7 @@ def _genuine_checkpoint(run: Path) -> None:
                     progress)
 
 
+@pytest.mark.slow
 def test_the_fabricated_checkpoint_resumes(trained, tmp_path):
     """The unedited checkpoint of the next test resumes: its refusals are due to the edits."""
     run = _interrupted_train_run(trained, tmp_path)
@@ -673,7 +656,7 @@ def test_train_resume_refuses_a_checkpoint_with_hostile_contents(key, value, tra
     _genuine_checkpoint(run)
     path = run / "checkpoint.safetensors"
     with safe_open(str(path), "pt") as fh:
-        tensors, meta = {k: fh.get_tensor(k) for k in fh.keys()}, fh.metadata()  # noqa: SIM118  (safe_open is not iterable)
+        tensors, meta = {k: fh.get_tensor(k) for k in fh.keys()}, fh.metadata()  # noqa: SIM118 (not iterable)
     if key == "rng.generator":
         del tensors[key]
     else:
@@ -778,11 +761,11 @@ UNSAFE = {
 
 
 def test_no_unsafe_deserialization_in_the_source_tree():
-    files = [p for d in ("nas", "predictors", "search_spaces") for p in sorted((REPO / d).rglob("*.py"))]
+    files = [p for d in ("nas", "predictors", "search_spaces") for p in sorted((ROOT / d).rglob("*.py"))]
     assert len(files) > 20
-    found = [f"{p.relative_to(REPO)}:{i}: {kind}: {line.strip()}"
+    found = [f"{p.relative_to(ROOT)}:{i}: {kind}: {line.strip()}"
              for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
              for kind, pattern in UNSAFE.items() if pattern.search(line)]
     assert not found, "\n".join(found)
-    data = (REPO / "nas" / "data" / "datasets.py").read_text()  # CIFAR batches: a restricted unpickler, on purpose
+    data = (ROOT / "nas" / "data" / "datasets.py").read_text()  # CIFAR batches: a restricted unpickler, on purpose
     assert "class _ArrayUnpickler(pickle.Unpickler)" in data and "def find_class" in data

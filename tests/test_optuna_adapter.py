@@ -6,7 +6,6 @@ import subprocess
 import sys
 import warnings
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import optuna
@@ -19,7 +18,7 @@ from nas.search.strategies import list_strategies, make_strategy
 from nas.search.strategies.optuna_samplers import CONSTRAINT_KEY, ArchCodec, OptunaNSGA2, OptunaTPE
 from search_spaces import SearchSpace, StageSpace, get_space, list_spaces
 from search_spaces.presets import TINY
-from tests.test_search import _fake_objectives, _run
+from tests.helpers import ROOT, fake_objectives, run_strategy
 
 NAMES = ["optuna-nsga2", "optuna-tpe"]
 
@@ -88,28 +87,27 @@ def test_registered_and_asked_archs_are_members(name):
     for _ in range(20):
         arch = strategy.ask()
         assert space.validate(arch) is arch
-        strategy.tell(arch, *_fake_objectives(space, arch))
+        strategy.tell(arch, *fake_objectives(space, arch))
     assert [t.state for t in strategy.study.trials] == [TrialState.COMPLETE] * 20
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_reproducible_with_a_seed(name):
     space = get_space("tiny")
-    ids = [[a.id for a in _run(make_strategy(name, space, seed=s), space, n=40)] for s in (5, 5, 6)]
+    ids = [[a.id for a in run_strategy(make_strategy(name, space, seed=s), space, n=40)] for s in (5, 5, 6)]
     assert ids[0] == ids[1] and ids[0] != ids[2]
 
 
 def test_reproducible_in_another_process():
     space = get_space("tiny")
-    here = [a.id for a in _run(make_strategy("optuna-tpe", space, seed=3), space, n=20)]
+    here = [a.id for a in run_strategy(make_strategy("optuna-tpe", space, seed=3), space, n=20)]
     code = (
         "import nas.search.strategies.optuna_samplers; from search_spaces import get_space; from nas.search.strategies import make_strategy; "
-        "from tests.test_search import _run; s = get_space('tiny'); "
-        "print(','.join(a.id for a in _run(make_strategy('optuna-tpe', s, seed=3), s, n=20)))"
+        "from tests.helpers import run_strategy; s = get_space('tiny'); "
+        "print(','.join(a.id for a in run_strategy(make_strategy('optuna-tpe', s, seed=3), s, n=20)))"
     )
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120,
-                         env={"PYTHONPATH": str(root), "PYTHONHASHSEED": "7", "PATH": "", "OMP_NUM_THREADS": "1"})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={"PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "7", "PATH": "", "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().split(",") == here
 
@@ -121,11 +119,11 @@ def test_tell_of_never_asked_archs(cls):
     rng = np.random.default_rng(2)
     replayed = [space.sample(rng) for _ in range(20)]
     for arch in replayed:
-        strategy.tell(arch, *_fake_objectives(space, arch))
+        strategy.tell(arch, *fake_objectives(space, arch))
     trials = strategy.study.trials
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert [strategy.codec.decode(t.params) for t in trials] == replayed
-    assert [t.values for t in trials] == [list(_fake_objectives(space, a)[0]) for a in replayed]
+    assert [t.values for t in trials] == [list(fake_objectives(space, a)[0]) for a in replayed]
     if cls is OptunaNSGA2:  # the replayed trials fill NSGA-II's generations like asked ones
         sampler = strategy.study.sampler
         assert len(sampler.get_population(strategy.study, 0)) == 16
@@ -133,8 +131,8 @@ def test_tell_of_never_asked_archs(cls):
     # a never-asked tell while a trial is pending leaves the pending trial to its own tell
     pending = strategy.ask()
     extra = next(a for a in (space.sample(rng) for _ in range(100)) if a != pending)
-    strategy.tell(extra, *_fake_objectives(space, extra))
-    strategy.tell(pending, *_fake_objectives(space, pending))
+    strategy.tell(extra, *fake_objectives(space, extra))
+    strategy.tell(pending, *fake_objectives(space, pending))
     last = strategy.study.trials[-2:]
     assert {strategy.codec.decode(t.params) for t in last} == {pending, extra}
     assert all(t.state == TrialState.COMPLETE for t in last)
@@ -148,7 +146,7 @@ def test_prefilter_rejections_are_closed_as_failed(name):
     for _ in range(25):
         arch = strategy.ask()
         assert space.count_params(arch) <= limit
-        strategy.tell(arch, *_fake_objectives(space, arch))
+        strategy.tell(arch, *fake_objectives(space, arch))
     states = [t.state for t in strategy.study.trials]
     assert states.count(TrialState.COMPLETE) == 25 and TrialState.RUNNING not in states
     failed = [t for t in strategy.study.trials if t.state == TrialState.FAIL]
@@ -159,7 +157,7 @@ def test_asking_again_without_a_tell_fails_the_first_trial():
     space = get_space("tiny")
     strategy = OptunaTPE(space, seed=0)
     first, second = strategy.ask(), strategy.ask()
-    strategy.tell(second, *_fake_objectives(space, second))
+    strategy.tell(second, *fake_objectives(space, second))
     assert [t.state for t in strategy.study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert strategy.codec.decode(strategy.study.trials[0].params) == first
 
@@ -168,7 +166,7 @@ def test_asking_again_without_a_tell_fails_the_first_trial():
 def test_violation_becomes_the_trial_constraint(name):
     space = get_space("tiny")
     strategy = make_strategy(name, space, seed=1)
-    _run(strategy, space, n=30)
+    run_strategy(strategy, space, n=30)
     violations = [o.violation for o in strategy.history]
     assert [t.constraints for t in strategy.study.trials] == [{CONSTRAINT_KEY: v} for v in violations]
     assert 0 < sum(v > 0 for v in violations) < 30  # both feasible and infeasible subnets were told
@@ -180,7 +178,7 @@ def test_violation_becomes_the_trial_constraint(name):
 def test_nsga2_improves_over_its_first_population():
     space = get_space("tiny")
     strategy = OptunaNSGA2(space, seed=0, population_size=16)
-    _run(strategy, space, n=80)
+    run_strategy(strategy, space, n=80)
     objs = np.array([o.objectives for o in strategy.history])
     viol = np.array([o.violation for o in strategy.history])
     ref = np.array([0.0, 6.0])
@@ -201,7 +199,7 @@ def test_options_are_validated_and_optuna_stays_quiet():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         strategy = OptunaTPE(space, seed=0, n_startup_trials=2)
-        _run(strategy, space, n=4)  # multivariate TPE is experimental: its warning must not escape
+        run_strategy(strategy, space, n=4)  # multivariate TPE is experimental: its warning must not escape
     assert not caught and optuna.logging.get_verbosity() == verbosity
     with pytest.raises(ValueError, match="expected 2 objectives"):
         strategy.tell(strategy.ask(), (1.0,), 0.0)

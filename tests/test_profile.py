@@ -15,21 +15,14 @@ from nas.runs.files import write_json
 from predictors import LatencyPredictor, MissingBlockError
 from search_spaces import ModelSpec, SearchSpace, SpaceConfig, get_space
 from search_spaces.blocks import block_macs, block_specs
+from tests.helpers import MICRO_SPACE
 
-MICRO = {  # a space of 27 units: profiles in about a second
-    "name": "micro", "in_channels": 1, "num_classes": 10, "input_size": 8, "resolutions": [8, 10],
-    "stem_widths": [8], "stages": [
-        {"depths": [1], "widths": [8], "strides": [1], "block_types": ["conv"]},
-        {"depths": [1, 2], "widths": [16], "strides": [2], "block_types": ["conv", "attn"]},
-    ],
-    "kernels": [3], "expand_ratios": [2], "heads": [1, 2], "mlp_ratios": [2], "head_dim": 4, "window": 2,
-}
 FAST = ProfileSettings(subnets=6, passes=1, warmup=1, min_repeats=2, max_repeats=4, max_seconds=0.01)
 
 
 @pytest.fixture(scope="module")
 def micro() -> SearchSpace:
-    return SearchSpace(SpaceConfig.from_dict(MICRO))
+    return SearchSpace(SpaceConfig.from_dict(MICRO_SPACE))
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +93,7 @@ def test_predictor_without_subnets_is_the_lut_sum_and_names_a_missing_unit():
 def test_fit_on_a_measured_profile(micro, profile):
     predictor = LatencyPredictor.fit(profile)
     arch = micro.largest()
-    assert predictor.predict(arch) > 0 and predictor.cv_error
+    assert predictor.predict(arch) > 0 and predictor.cv_error[predictor.model] == min(predictor.cv_error.values())
 
 
 def test_bad_profiles_give_one_line_errors(profile, tmp_path):
@@ -129,7 +122,7 @@ def test_host_mismatch_names_the_difference(profile):
 
 def test_profile_then_search_for_it(tmp_path, capsys):
     space_file = tmp_path / "micro.json"
-    space_file.write_text(json.dumps(MICRO))
+    space_file.write_text(json.dumps(MICRO_SPACE))
     profile_file = tmp_path / "profile.json"
     args = ["profile", "--space", str(space_file), "--subnets", "4", "--passes", "1", "--max-seconds", "0.005",
             "--out", str(profile_file), "--quiet"]
@@ -154,7 +147,8 @@ def test_profile_then_search_for_it(tmp_path, capsys):
     assert pareto["latency_measured_ms"].notna().all()
     assert table.set_index("id").loc[chosen["id"], "latency_measured_ms"] == chosen["latency_measured_ms"]
     config = json.loads((out / "config.json").read_text())
-    assert config["latency"]["profile"] == str(profile_file.resolve()) and config["latency"]["model"]
+    assert config["latency"]["profile"] == str(profile_file.resolve())
+    assert config["latency"]["model"] == LatencyPredictor.fit(profile).model
 
 
 def test_search_target_errors(tmp_path, profile, capsys):

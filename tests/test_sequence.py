@@ -134,6 +134,7 @@ def test_sequence_augmentation_shifts_in_time_with_zero_padding():
     assert torch.equal(out[:, 0], out[:, 1])  # channels move together
 
 
+@pytest.mark.slow
 def test_seq_space_through_the_cli_with_a_deployment_length(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["search", "--space", "seq", "--epochs", "1", "--num-random", "0", "--batch-size", "256",

@@ -4,45 +4,41 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from nas.cli.main import main
-from nas.data.datasets import Split, load_data
+from nas.data.datasets import Split
 from nas.errors import RetryWarning, UserError
 from nas.evaluation.accuracy import evaluate
 from nas.runs.files import load_supernet
 from nas.training import train as train_mod
-from nas.training.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT, read_checkpoint
+from nas.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from nas.training.config import TrainConfig
 from nas.training.sampling import ComplexitySampler, SandwichSampler, UniformSampler, make_sampler
 from nas.training.train import train_standalone, train_supernet
 from search_spaces import HybridSupernet, get_space
+from tests.helpers import (
+    TRAIN_ARGS,
+    few_digits,
+    max_weight_diff,
+    nas_process,
+    rewrite_checkpoint_metadata,
+    stop_training_after,
+    tiny_supernet,
+)
 
 SPACE = get_space("tiny")
 
 
 @pytest.fixture(scope="module")
 def small_data():
-    data = load_data("digits")
-    return dataclasses.replace(data, train=Split(data.train.x[:192], data.train.y[:192]))
-
-
-def _supernet(seed: int = 0) -> HybridSupernet:
-    torch.manual_seed(seed)
-    return HybridSupernet(SPACE)
-
-
-def _max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
-    return max((p - q).abs().max().item() for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    return few_digits(192)
 
 
 def test_sandwich_draws_extremes_then_random():
@@ -57,7 +53,7 @@ def test_sandwich_draws_extremes_then_random():
 def test_complexity_sampler_stays_in_band_and_covers_the_range():
     cost = SPACE.count_params
     sampler = ComplexitySampler(SPACE, num_random=2, seed=3, cost=cost, bands=4)
-    assert np.all(np.diff(sampler.edges) >= 0)
+    assert np.all(np.diff(sampler.edges) > 0)  # no empty band
     bands, inside = [], 0
     for _ in range(300):
         band = sampler.band
@@ -94,10 +90,11 @@ def test_sampler_state_round_trips_through_json(rule):
     assert [d.arch for _ in range(5) for d in a.draws()] == [d.arch for _ in range(5) for d in b.draws()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["uniform", "sandwich", "complexity"])
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(rule, small_data, tmp_path, monkeypatch):
     config = TrainConfig(epochs=2, batch_size=64, warmup_epochs=1, sampling=rule, num_random=1)
-    straight = _supernet()
+    straight = tiny_supernet()
     summary = train_supernet(straight, small_data, config, checkpoint=tmp_path / "a" / CHECKPOINT_FILE,
                              show_progress=False)
     assert [h["epoch"] for h in summary["epochs"]] == [1, 2]
@@ -110,22 +107,23 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(rule, small_data,
 
     monkeypatch.setattr(train_mod, "save_checkpoint", crash_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train_supernet(_supernet(), small_data, config, checkpoint=tmp_path / "b" / CHECKPOINT_FILE, show_progress=False)
+        train_supernet(tiny_supernet(), small_data, config, checkpoint=tmp_path / "b" / CHECKPOINT_FILE, show_progress=False)
     monkeypatch.setattr(train_mod, "save_checkpoint", saved)
-    resumed = _supernet(seed=123)  # different init: everything must come from the checkpoint
+    resumed = tiny_supernet(seed=123)  # different init: everything must come from the checkpoint
     again = train_supernet(resumed, small_data, config, checkpoint=tmp_path / "b" / CHECKPOINT_FILE, resume=True,
                            show_progress=False)
-    assert _max_diff(straight, resumed) == 0.0
+    assert max_weight_diff(straight, resumed) == 0.0
     def timeless(history):
         return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
     assert timeless(again["epochs"]) == timeless(summary["epochs"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["sandwich", "complexity"])
 def test_stop_mid_epoch_finishes_the_step_and_resumes_exactly(rule, small_data, tmp_path):
     config = TrainConfig(epochs=2, batch_size=32, warmup_epochs=1, sampling=rule, num_random=1)
-    straight = _supernet()
+    straight = tiny_supernet()
     summary = train_supernet(straight, small_data, config, show_progress=False)
     steps = []
 
@@ -135,49 +133,31 @@ def test_stop_mid_epoch_finishes_the_step_and_resumes_exactly(rule, small_data, 
 
     ckpt = tmp_path / CHECKPOINT_FILE
     with pytest.raises(KeyboardInterrupt):
-        train_supernet(_supernet(), small_data, config, checkpoint=ckpt, show_progress=False,
+        train_supernet(tiny_supernet(), small_data, config, checkpoint=ckpt, show_progress=False,
                        stop=stop_after_eight_steps)
     assert len(steps) == 9  # the step under way finished, no further one started
     _, meta = read_checkpoint(ckpt)
     assert meta["progress"]["epoch"] == 1 and meta["progress"]["epoch_steps"] == 2 and meta["progress"]["step"] == 8
-    resumed = _supernet(seed=123)
+    resumed = tiny_supernet(seed=123)
     again = train_supernet(resumed, small_data, config, checkpoint=ckpt, resume=True, show_progress=False)
-    assert _max_diff(straight, resumed) == 0.0
+    assert max_weight_diff(straight, resumed) == 0.0
     drop = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
     assert drop(again["epochs"]) == drop(summary["epochs"])
-
-
-def _stop_after(steps: int, data, config: TrainConfig, ckpt) -> None:
-    """Train until `stop` has been polled `steps` times (after each step and at each epoch's end)."""
-    calls = []
-    with pytest.raises(KeyboardInterrupt):
-        train_supernet(_supernet(), data, config, checkpoint=ckpt, show_progress=False,
-                       stop=lambda: calls.append(1) or len(calls) >= steps)
-
-
-def _rewrite_metadata(ckpt, edit) -> None:
-    """Rewrite a checkpoint with `edit(meta)` applied to its JSON metadata (tensors unchanged)."""
-    from safetensors.torch import save_file
-
-    tensors, meta = read_checkpoint(ckpt)
-    edit(meta)
-    raw = {k: json.dumps(v) for k, v in meta.items()} | {"format": "nas-checkpoint", "format_version": CHECKPOINT_FORMAT}
-    save_file(tensors, str(ckpt), metadata=raw)
 
 
 def test_a_checkpoint_written_before_space_dims_existed_resumes(small_data, tmp_path):
     config = TrainConfig(epochs=2, batch_size=64, num_random=0)
     ckpt = tmp_path / CHECKPOINT_FILE
-    _stop_after(1, small_data, config, ckpt)
-    _rewrite_metadata(ckpt, lambda meta: meta["space"].pop("dims"))  # a space recorded before the field existed
-    summary = train_supernet(_supernet(), small_data, config, checkpoint=ckpt, resume=True, show_progress=False)
+    stop_training_after(1, small_data, config, ckpt)
+    rewrite_checkpoint_metadata(ckpt, lambda meta: meta["space"].pop("dims"))  # a space recorded before the field existed
+    summary = train_supernet(tiny_supernet(), small_data, config, checkpoint=ckpt, resume=True, show_progress=False)
     assert len(summary["epochs"]) == 2
 
 
 def test_stop_on_the_last_step_of_an_epoch_ends_the_epoch_first(small_data, tmp_path):
     config = TrainConfig(epochs=2, batch_size=64, num_random=0)
     ckpt = tmp_path / CHECKPOINT_FILE
-    _stop_after(3, small_data, config, ckpt)  # on the third and last step of epoch 1
+    stop_training_after(3, small_data, config, ckpt)  # on the third and last step of epoch 1
     _, meta = read_checkpoint(ckpt)
     assert meta["progress"]["epoch"] == 1 and "epoch_steps" not in meta["progress"]
     assert len(meta["progress"]["history"]) == 1  # the epoch was evaluated and recorded
@@ -186,25 +166,25 @@ def test_stop_on_the_last_step_of_an_epoch_ends_the_epoch_first(small_data, tmp_
 def test_a_mid_epoch_checkpoint_with_inconsistent_progress_is_refused(small_data, tmp_path):
     config = TrainConfig(epochs=2, batch_size=32, num_random=0)
     ckpt = tmp_path / CHECKPOINT_FILE
-    _stop_after(2, small_data, config, ckpt)
-    _rewrite_metadata(ckpt, lambda meta: meta["progress"].update(epoch_losses=[0.5]))  # two steps, one loss
+    stop_training_after(2, small_data, config, ckpt)
+    rewrite_checkpoint_metadata(ckpt, lambda meta: meta["progress"].update(epoch_losses=[0.5]))  # two steps, one loss
     with pytest.raises(UserError, match=r"interrupted epoch .* inconsistent"):
-        train_supernet(_supernet(), small_data, config, checkpoint=ckpt, resume=True, show_progress=False)
+        train_supernet(tiny_supernet(), small_data, config, checkpoint=ckpt, resume=True, show_progress=False)
 
 
 def test_resume_refuses_other_settings_and_bad_files(small_data, tmp_path):
     config = TrainConfig(epochs=1, batch_size=64, num_random=0)
     ckpt = tmp_path / CHECKPOINT_FILE
-    train_supernet(_supernet(), small_data, config, checkpoint=ckpt, show_progress=False)
+    train_supernet(tiny_supernet(), small_data, config, checkpoint=ckpt, show_progress=False)
     with pytest.raises(UserError, match=r"other training settings: lr=0.001 \(now 0.01\)"):
-        train_supernet(_supernet(), small_data, dataclasses.replace(config, lr=0.01), checkpoint=ckpt, resume=True)
+        train_supernet(tiny_supernet(), small_data, dataclasses.replace(config, lr=0.01), checkpoint=ckpt, resume=True)
     with pytest.raises(UserError, match="another search space"):
         train_supernet(HybridSupernet(get_space("cifar")), small_data, config, checkpoint=ckpt, resume=True)
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
     with pytest.raises(UserError, match="corrupt"):
-        train_supernet(_supernet(), small_data, config, checkpoint=ckpt, resume=True)
+        train_supernet(tiny_supernet(), small_data, config, checkpoint=ckpt, resume=True)
     with pytest.raises(UserError, match="does not exist"):
-        train_supernet(_supernet(), small_data, config, checkpoint=tmp_path / "none.safetensors", resume=True)
+        train_supernet(tiny_supernet(), small_data, config, checkpoint=tmp_path / "none.safetensors", resume=True)
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(small_data, tmp_path, monkeypatch):
@@ -222,7 +202,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(small_data, tmp_
     monkeypatch.setattr(train_mod, "save_checkpoint", poison_after_first_epoch)
     data = dataclasses.replace(small_data, train=Split(x, small_data.train.y))
     with pytest.raises(UserError, match="diverged"):
-        train_supernet(_supernet(), data, config, checkpoint=ckpt, show_progress=False)
+        train_supernet(tiny_supernet(), data, config, checkpoint=ckpt, show_progress=False)
     assert len(calls) == 1 and ckpt.read_bytes() == calls[0]  # the epoch-1 checkpoint is intact
 
 
@@ -233,9 +213,9 @@ def test_standalone_training_learns(small_data):
     assert result["val_acc"] == evaluate(model, small_data.val) and result["val_acc"] > 0.5
 
 
-def test_cli_train_interrupted_then_resumed(tmp_path, monkeypatch, capsys):
-    argv = ["train", "--epochs", "2", "--num-random", "0", "--quiet", "--batch-size", "256"]
-    assert main(argv + ["--out", str(tmp_path / "straight")]) == 0
+@pytest.mark.slow
+def test_cli_train_interrupted_then_resumed(trained_run, tmp_path, monkeypatch, capsys):
+    argv = ["train", *TRAIN_ARGS]  # the straight run: trained_run
     saved = train_mod.save_checkpoint
 
     def crash(*args, **kwargs):
@@ -247,20 +227,18 @@ def test_cli_train_interrupted_then_resumed(tmp_path, monkeypatch, capsys):
     assert f"nas train --out {tmp_path / 'cut'} --resume" in capsys.readouterr().err
     monkeypatch.setattr(train_mod, "save_checkpoint", saved)
     assert main(["train", "--out", str(tmp_path / "cut"), "--resume", "--quiet"]) == 0
-    assert _max_diff(load_supernet(tmp_path / "straight"), load_supernet(tmp_path / "cut")) == 0.0
+    assert max_weight_diff(load_supernet(trained_run), load_supernet(tmp_path / "cut")) == 0.0
     assert not (tmp_path / "cut" / CHECKPOINT_FILE).exists()
     assert main(["train", "--out", str(tmp_path / "cut"), "--resume", "--quiet"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_training_finishes_the_step_and_resumes_to_the_same_weights(tmp_path, capsys):
     argv = ["train", "--epochs", "3", "--num-random", "0", "--quiet", "--batch-size", "128"]
     assert main(argv + ["--out", str(tmp_path / "straight")]) == 0
     run = tmp_path / "cut"
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    proc = subprocess.Popen([sys.executable, "-m", "nas", *argv, "--out", str(run)], cwd=root, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = nas_process([*argv, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and not (run / CHECKPOINT_FILE).is_file():
         time.sleep(0.01)  # the first epoch's checkpoint: training is under way in epoch 2
@@ -272,4 +250,4 @@ def test_ctrl_c_during_training_finishes_the_step_and_resumes_to_the_same_weight
     _, meta = read_checkpoint(run / CHECKPOINT_FILE)
     assert meta["progress"]["epoch"] < 3
     assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
-    assert _max_diff(load_supernet(tmp_path / "straight"), load_supernet(run)) == 0.0
+    assert max_weight_diff(load_supernet(tmp_path / "straight"), load_supernet(run)) == 0.0
