@@ -156,13 +156,6 @@ def test_peak_memory_estimate_matches_cpu_measurement(name, batch):
     assert space.peak_memory_bytes(arch, 4) > space.peak_memory_bytes(arch, 1) > space.peak_memory_bytes(space.smallest(), 1)
 
 
-def test_measure_peak_memory_cpu_leaves_model_alone():
-    model = nn.Sequential(nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 4)).train()
-    peak = measure_peak_memory_cpu(model, (8, 16))
-    weights = 4 * count_params(model)
-    # weights + input + (first output and its GELU alive together)
-    assert peak == weights + 4 * 8 * 16 + 4 * 2 * 8 * 64
-    assert model.training
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

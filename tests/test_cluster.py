@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +20,8 @@ from nas.evaluation.limits import Limits
 from nas.hardware.measure import LatencySettings
 from nas.runs.files import load_supernet, save_supernet
 from nas.search.loop import Budget, run_search
-from nas.search.strategies.evolution import EvolutionSearch
-from nas.training.config import TrainConfig
-from nas.training.parallel import DataParallel
-from nas.training.train import train_supernet
 from search_spaces import HybridSupernet, get_space
-from tests.helpers import ROOT, evaluations, few_digits
+from tests.helpers import evaluations
 
 pytestmark = [pytest.mark.ray,
               pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]  # Ray Train imports Ray Data
@@ -86,60 +79,10 @@ class TestSearchOnRay:
         pd.testing.assert_frame_equal(table, _search(evaluator, tmp_path / "alone", "evolution"))
 
 
-def test_strategies_ask_ahead_only_within_a_round():
-    space = get_space("tiny")
-    evolution = EvolutionSearch(space, population_size=4)
-    asked = [evolution.ask() for _ in range(evolution.ready())]
-    assert len(asked) == 4 and evolution.ready() == 0  # the next generation needs this one's tells
-    for arch in asked[:3]:
-        evolution.tell(arch, (0.0, 1.0), 0.0)
-    assert evolution.ready() == 0
-    evolution.tell(asked[3], (0.0, 1.0), 0.0)
-    assert evolution.ready() == 4 and not evolution.pending
 
 
-class ThreadSum:
-    """`all_reduce` for workers that are threads of this process: the same sum, in rank order, on all."""
-
-    def __init__(self, world: int):
-        self.barrier, self.slots = threading.Barrier(world), [None] * world
-
-    def for_rank(self, rank: int):
-        def all_reduce(tensor: torch.Tensor) -> None:
-            self.slots[rank] = tensor.clone()
-            self.barrier.wait()
-            total = sum(self.slots[1:], self.slots[0].clone())
-            self.barrier.wait()
-            tensor.copy_(total)
-        return all_reduce
 
 
-def test_gradient_sum_makes_three_workers_one_process():
-    """Batches of 7 and 2 rows: slices of 3, 2, 2 then 1, 1, 0 (a worker without rows)."""
-    data = few_digits(9)
-    config = TrainConfig(epochs=1, batch_size=7, optimizer="sgd", lr=0.05, warmup_epochs=0, num_random=1)
-    torch.manual_seed(0)
-    initial = HybridSupernet(get_space("tiny")).state_dict()
-    models = [HybridSupernet(get_space("tiny")) for _ in range(4)]
-    for model in models:
-        model.load_state_dict(initial)
-    train_supernet(models[0], data, config, show_progress=False)
-    summed, summaries = ThreadSum(3), {}
-
-    def worker(rank: int) -> None:
-        parallel = DataParallel(rank=rank, world=3, all_reduce=summed.for_rank(rank), epoch_end=lambda entry: None)
-        summaries[rank] = train_supernet(models[rank + 1], data, config, show_progress=False, parallel=parallel)
-
-    threads = [threading.Thread(target=worker, args=(rank,)) for rank in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert len(summaries) == 3
-    one = models[0].state_dict()
-    for model in models[1:]:
-        for key, value in model.state_dict().items():
-            torch.testing.assert_close(value, one[key], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -187,8 +130,3 @@ def test_bad_ray_flags_are_one_line(flags, message, tmp_path, capsys):
     assert message in err and len(err.splitlines()) == 1 and not (tmp_path / "r").exists()
 
 
-def test_ray_is_imported_only_when_asked_for():
-    code = ("import sys, nas.cli, nas.cluster.evaluate, nas.cluster.train, nas.search; "
-            "sys.exit('ray' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": ""},
-                          timeout=120).returncode == 0

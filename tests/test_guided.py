@@ -10,7 +10,6 @@ import pytest
 
 from nas.cli.main import main
 from nas.errors import RetryWarning, UserError
-from nas.evaluation.limits import Limits
 from nas.search.pareto import hypervolume_2d
 from nas.search.strategies import Surrogate, make_strategy
 from nas.search.strategies.guided import SELECTED_FAMILIES
@@ -100,26 +99,8 @@ def test_predictor_guided_rejects_bad_options(bad):
         PredictorGuidedSearch(get_space("tiny"), **bad)
 
 
-def test_hypervolume_improvement_matches_the_hypervolume_difference():
-    from nas.search.pareto import hypervolume_improvement
-
-    rng = np.random.default_rng(0)
-    ref = np.array([1.1, 1.2])
-    for _ in range(50):
-        front, points = rng.random((int(rng.integers(1, 8)), 2)), rng.random((20, 2))
-        base = hypervolume_2d(front, ref)
-        expected = [hypervolume_2d(np.vstack([front, p]), ref) - base for p in points]
-        assert np.allclose(hypervolume_improvement(front, points, ref), expected)
 
 
-def test_limits_bounds_and_memory():
-    limits = Limits(max_latency_ms=2.0, max_memory_mb=1.0)
-    assert limits.bounds() == {"latency_ms": 2.0, "memory_bytes": 2.0**20}
-    assert limits.violation({"latency_ms": 3.0, "memory_bytes": 2.0**19}) == pytest.approx(0.5)
-    assert limits.violation({"memory_bytes": 2.0**21}) == pytest.approx(1.0)  # missing latency counts 0
-    assert limits.limit_of("memory") == 2.0**20 and limits.limit_of("flops") is None
-    with pytest.raises(UserError, match="--max-memory-mb"):
-        Limits(max_memory_mb=0)
 
 
 def test_search_flops_objective_with_memory_limit(trained_run, tmp_path):

@@ -8,6 +8,8 @@ statement, function bodies included), so a cycle hidden inside a function counts
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,10 @@ def test_lower_packages_do_not_import_nas(package):
     bad = [f"{m} -> {t}" for m, targets in _graph().items() if m.split(".")[0] == package
            for t in targets if t.split(".")[0] == "nas"]
     assert not bad, bad
+
+
+def test_ray_is_imported_only_when_asked_for():
+    code = ("import sys, nas.cli, nas.cluster.evaluate, nas.cluster.train, nas.search; "
+            "sys.exit('ray' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": ""},
+                          timeout=120).returncode == 0

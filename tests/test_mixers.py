@@ -16,6 +16,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas.hardware.measure import count_flops, count_params, measure_peak_memory_cpu
@@ -28,7 +29,7 @@ from search_spaces.blocks import (
     unit_activation_elements,
     unit_of,
 )
-from search_spaces.mixers import TOKEN_MIXERS, MixerShape, TokenMixer, pool_mixer, register_mixer
+from search_spaces.mixers import TOKEN_MIXERS, MixerShape, TokenMixer, pool_mixer, register_mixer, window_attention
 from search_spaces.presets import SEQ, TINY
 
 WIDTH, HEADS, HEAD_DIM, WINDOW, MLP_RATIO = 16, 3, 8, 4, 2.5
@@ -212,3 +213,13 @@ def test_adding_a_mixer_is_one_entry():
 def _slots(space: SearchSpace) -> int:
     """Block slots of the encoding: each has one column per registered mixer."""
     return sum(max(s.depths) for s in space.config.stages)
+
+
+def test_window_attention_over_time_is_softmax_inside_each_window():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 2, 13, 4).unbind(0)  # (B, heads, T, head_dim); 13 steps pad to 4 windows of 4
+    out = window_attention(q, k, v, 1, 13, 4)
+    for start in range(0, 13, 4):
+        s = slice(start, min(start + 4, 13))
+        expected = F.scaled_dot_product_attention(q[:, :, s], k[:, :, s], v[:, :, s])
+        torch.testing.assert_close(out[:, :, s], expected)

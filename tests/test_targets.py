@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from nas.errors import UserError
-from nas.hardware.measure import Latency, time_until_stable
+from nas.hardware.measure import Latency
 from nas.hardware.targets import TARGETS, export_onnx, measure_on_target
 from search_spaces import HybridSupernet, get_space
 from search_spaces.mixers import TOKEN_MIXERS
@@ -178,13 +178,3 @@ def test_bad_requests_are_user_errors(monkeypatch) -> None:
         measure_on_target(model, (1, 4), target="cpu", threads=0)
 
 
-def test_time_until_stable_stopping_rule() -> None:
-    stable = time_until_stable(lambda: 1.0, min_repeats=5, max_repeats=100, max_seconds=10, rel_tol=0.02)
-    assert len(stable) == 10  # two rounds with the same median
-    ticks = iter(range(1, 10_000))
-    growing = time_until_stable(lambda: float(next(ticks)), min_repeats=5, max_repeats=23, max_seconds=10, rel_tol=0.02)
-    assert len(growing) == 23  # the median never settles: capped by max_repeats
-    with pytest.raises(ValueError):
-        time_until_stable(lambda: 1.0, min_repeats=0, max_repeats=5, max_seconds=1, rel_tol=0.02)
-    lat = Latency.from_samples([1.0, 2.0, 3.0, 4.0, 5.0], batch_size=1, threads=1, device="cpu")
-    assert (lat.median_ms, lat.iqr_ms, lat.repeats) == (3.0, 2.0, 5)

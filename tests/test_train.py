@@ -21,7 +21,7 @@ from nas.training import train as train_mod
 from nas.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from nas.training.config import TrainConfig
 from nas.training.sampling import ComplexitySampler, SandwichSampler, UniformSampler, make_sampler
-from nas.training.train import train_standalone, train_supernet
+from nas.training.train import augment, lr_at, train_standalone, train_supernet
 from search_spaces import HybridSupernet, get_space
 from tests.helpers import (
     TRAIN_ARGS,
@@ -251,3 +251,35 @@ def test_ctrl_c_during_training_finishes_the_step_and_resumes_to_the_same_weight
     assert meta["progress"]["epoch"] < 3
     assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
     assert max_weight_diff(load_supernet(tmp_path / "straight"), load_supernet(run)) == 0.0
+
+
+def test_augment_shifts_within_bounds_and_is_seeded():
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8) + 1
+    a = augment(x, 1, False, torch.Generator().manual_seed(0))
+    b = augment(x, 1, False, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == x.shape
+    # every output pixel is either padding (0) or an input pixel at most one step away
+    for n in range(2):
+        vals = set(a[n].flatten().tolist()) - {0.0}
+        assert vals <= set(x[n].flatten().tolist())
+    assert torch.equal(augment(x, 0, False, torch.Generator()), x)
+
+
+def test_cosine_schedule_with_warmup():
+    assert lr_at(0, 100, 10, 1.0) == pytest.approx(0.1)
+    assert lr_at(9, 100, 10, 1.0) == pytest.approx(1.0)
+    assert lr_at(10, 100, 10, 1.0) == pytest.approx(1.0)
+    assert lr_at(99, 100, 10, 1.0) < 0.01
+
+
+def test_sequence_augmentation_shifts_in_time_with_zero_padding():
+    x = torch.arange(1.0, 11.0).view(1, 1, 10).repeat(64, 2, 1)
+    out = augment(x, 2, False, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    shifts = set()
+    for row in out[:, 0]:
+        nonzero = row[row != 0]
+        assert torch.equal(nonzero, torch.arange(nonzero[0].item(), nonzero[0].item() + len(nonzero)))
+        shifts.add(int(nonzero[0].item()) - 1 if row[0] != 0 else -int((row == 0).sum()))
+    assert shifts == {-2, -1, 0, 1, 2}
+    assert torch.equal(out[:, 0], out[:, 1])  # channels move together

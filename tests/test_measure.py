@@ -15,6 +15,8 @@ from nas.hardware.measure import (
     count_params,
     describe_hardware,
     measure_latency,
+    measure_peak_memory_cpu,
+    time_until_stable,
 )
 
 
@@ -143,3 +145,24 @@ def test_describe_hardware_json() -> None:
     assert json.loads(json.dumps(info)) == info
     assert info["torch_version"] == torch.__version__
     assert isinstance(info["logical_cores"], int)
+
+
+def test_time_until_stable_stopping_rule() -> None:
+    stable = time_until_stable(lambda: 1.0, min_repeats=5, max_repeats=100, max_seconds=10, rel_tol=0.02)
+    assert len(stable) == 10  # two rounds with the same median
+    ticks = iter(range(1, 10_000))
+    growing = time_until_stable(lambda: float(next(ticks)), min_repeats=5, max_repeats=23, max_seconds=10, rel_tol=0.02)
+    assert len(growing) == 23  # the median never settles: capped by max_repeats
+    with pytest.raises(ValueError):
+        time_until_stable(lambda: 1.0, min_repeats=0, max_repeats=5, max_seconds=1, rel_tol=0.02)
+    lat = Latency.from_samples([1.0, 2.0, 3.0, 4.0, 5.0], batch_size=1, threads=1, device="cpu")
+    assert (lat.median_ms, lat.iqr_ms, lat.repeats) == (3.0, 2.0, 5)
+
+
+def test_measure_peak_memory_cpu_leaves_model_alone():
+    model = nn.Sequential(nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 4)).train()
+    peak = measure_peak_memory_cpu(model, (8, 16))
+    weights = 4 * count_params(model)
+    # weights + input + (first output and its GELU alive together)
+    assert peak == weights + 4 * 8 * 16 + 4 * 2 * 8 * 64
+    assert model.training
