@@ -673,7 +673,7 @@ def test_train_resume_refuses_a_checkpoint_with_hostile_contents(key, value, tra
     _genuine_checkpoint(run)
     path = run / "checkpoint.safetensors"
     with safe_open(str(path), "pt") as fh:
-        tensors, meta = {k: fh.get_tensor(k) for k in fh}, fh.metadata()
+        tensors, meta = {k: fh.get_tensor(k) for k in fh.keys()}, fh.metadata()  # noqa: SIM118  (not iterable)
     if key == "rng.generator":
         del tensors[key]
     else:

@@ -69,7 +69,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     try:
         with safe_open(str(path), "pt") as fh:
             raw = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118  (safe_open is not iterable)
         if raw.get("format") != "nas-checkpoint" or raw.get("format_version") != CHECKPOINT_FORMAT:
             raise UserError(f"checkpoint {path} is not a nas checkpoint of format {CHECKPOINT_FORMAT}")
         meta = {k: json.loads(raw[k]) for k in ("config", "progress", "sampler", "optimizer", "space")}
