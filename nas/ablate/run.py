@@ -1,7 +1,7 @@
 """Research ablations: `nas ablate CONFIG` sweeps training and search settings as Ray Tune trials.
 
 A sweep is a JSON file (see `examples/ablation.json`) parsed once into a frozen `AblationConfig`
-(`nas.ablate_config`). Its `grid` crosses sampling rules, search strategies, accuracy predictor
+(`nas.ablate.config`). Its `grid` crosses sampling rules, search strategies, accuracy predictor
 families (only for a strategy that learns one), budgets and seeds. It runs in two phases of Ray
 Tune trials (`nas.cluster.tune`), each with the config's resources per trial:
 
@@ -17,7 +17,7 @@ evaluations (`run_search(resume=True)`), and a finished trial (`trial.json`) ret
 metrics. No evaluation is repeated or lost. `attempts.jsonl` logs every call of a trial.
 
 The results: `results.csv` (one row per search trial: settings, metrics, its supernet's
-metrics), then (`nas.ablate_report`) `summary.csv` (mean and standard deviation over seeds per
+metrics), then (`nas.ablate.report`) `summary.csv` (mean and standard deviation over seeds per
 setting), `hypervolume.png` and `best_val_acc.png` (one panel per sampling rule, one line per
 method over the budgets). Hypervolume is that of the feasible evaluated subnets (accuracy maximized, cost minimized) as a
 fraction of the box between the reference point and (accuracy 1, cost 0); the reference point is
@@ -168,7 +168,8 @@ def search_job(setting: dict[str, Any], *, config: AblationConfig, out: Path,
     try:
         run_search(evaluator, folder, budget=Budget.parse(trial.budget), limits=config.search.limits(),
                    strategy=trial.strategy, seed=trial.seed, objective=config.search.objective,
-                   show_progress=False, check_limits=False, resume=resumed, predictor=trial.predictor)
+                   show_progress=False, check_limits=False, resume=resumed, predictor=trial.predictor,
+                   strategy_options=config.search.options_of(trial.strategy))
     except UserError:
         if not _none_feasible(folder):
             raise
