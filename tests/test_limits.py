@@ -14,5 +14,5 @@ def test_limits_bounds_and_memory():
     assert limits.violation({"latency_ms": 3.0, "memory_bytes": 2.0**19}) == pytest.approx(0.5)
     assert limits.violation({"memory_bytes": 2.0**21}) == pytest.approx(1.0)  # missing latency counts 0
     assert limits.limit_of("memory") == 2.0**20 and limits.limit_of("flops") is None
-    with pytest.raises(UserError, match="--max-memory-mb"):
+    with pytest.raises(UserError, match="max_memory_mb must be > 0, got 0"):
         Limits(max_memory_mb=0)

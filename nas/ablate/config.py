@@ -3,22 +3,26 @@
 Every key is checked; an error is one line naming the key and, for a choice, the allowed values
 (the registries of sampling rules, search strategies and accuracy predictors). Paths that exist
 (`data`, `space`, `search.target`) are made absolute, taken from the working folder, because the
-trials run elsewhere. See `examples/ablation.json` and docs/ablations.md.
+trials run elsewhere. `search.strategy_options` holds keyword arguments of the strategies'
+constructors (`{"evolution": {"population_size": 8}}`); the limits and the options are checked by
+the types that own them (`Limits`, the strategies), whose errors name the field, here as its key.
+See `examples/ablation.json` and docs/ablations.md.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from nas.errors import UserError
+from nas.errors import UserError, named
 from nas.evaluation.limits import OBJECTIVES, Limits
 from nas.runs.files import read_json
 from nas.search.loop import Budget
-from nas.search.strategies import list_strategies, strategies_with_predictor
+from nas.search.strategies import check_options, list_strategies, make_strategy, strategies_with_predictor
 from nas.training.config import TrainConfig
 from nas.training.sampling import SAMPLING_RULES
 from predictors.accuracy import list_predictors
@@ -27,6 +31,7 @@ from search_spaces.arch import is_finite_number, show
 
 SWEPT = {"sampling": "grid.sampling", "seed": "grid.seed", "device": "resources.gpu"}  # train keys the sweep sets
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+Options = tuple[tuple[str, Any], ...]  # (option, value) pairs of a strategy, sorted
 
 
 def _check_list(key: str, values: tuple) -> None:
@@ -82,7 +87,8 @@ class Grid:
 @dataclass(frozen=True)
 class SearchSettings:
     """What every search trial shares: the objective traded against accuracy, hard limits, the
-    latency profile (latency must be predicted: timings of concurrent trials are not comparable)."""
+    latency profile (latency must be predicted: timings of concurrent trials are not comparable),
+    and the options of the strategies (their constructors' keyword arguments, by strategy)."""
 
     objective: str = "flops"
     max_latency_ms: float | None = None
@@ -91,14 +97,13 @@ class SearchSettings:
     max_memory_mb: float | None = None
     target: str | None = None  # a latency profile .json written by `nas profile`
     reference_accuracy: float = 0.0  # the hypervolume's reference accuracy
+    strategy_options: tuple[tuple[str, Options], ...] = ()  # (strategy, its options), sorted; JSON: an object
 
     def __post_init__(self) -> None:
         if not isinstance(self.objective, str) or self.objective not in OBJECTIVES:
             raise UserError(f"search.objective: {show(self.objective)} is not one of {sorted(OBJECTIVES)}")
-        for name in ("max_latency_ms", "max_params", "max_flops", "max_memory_mb"):
-            value = getattr(self, name)
-            if value is not None and not (is_finite_number(value) and value > 0):
-                raise UserError(f"search.{name} must be a number > 0, got {show(value)}")
+        with named(lambda field: f"search.{field}"):
+            self.limits()
         if not (is_finite_number(self.reference_accuracy) and 0 <= self.reference_accuracy < 1):
             raise UserError(f"search.reference_accuracy must be in [0, 1), got {show(self.reference_accuracy)}")
         if self.target is not None and not (isinstance(self.target, str) and self.target.endswith(".json")):
@@ -106,9 +111,18 @@ class SearchSettings:
         if self.target is None and (self.objective == "latency" or self.max_latency_ms is not None):
             raise UserError("search.target: latency needs a profile .json written by `nas profile` (predicted latency); "
                             "measured latency would differ between concurrent trials")
+        for strategy, options in self.strategy_options:
+            if strategy not in list_strategies():
+                raise UserError(f"search.strategy_options: {show(strategy)} is not one of {list_strategies()}")
+            with named(_option_key(strategy)):
+                check_options(strategy, dict(options))
 
     def limits(self) -> Limits:
         return Limits(self.max_latency_ms, self.max_params, self.max_flops, self.max_memory_mb)
+
+    def options_of(self, strategy: str) -> dict[str, Any]:
+        """The options of `strategy` (its constructor's keyword arguments); {} when none are set."""
+        return dict(dict(self.strategy_options).get(strategy, ()))
 
 
 @dataclass(frozen=True)
@@ -164,17 +178,31 @@ class AblationConfig:
         top = {k: _local_path(v) if k in ("space", "data") else v for k, v in data.items() if k not in sections}
         config = cls(**top, **sections)
         try:
-            get_space(config.space)
+            space = get_space(config.space)
         except ArchError as e:
             raise UserError(f"space: {e}") from None
+        for strategy, _ in config.search.strategy_options:  # the values are the strategy's to check
+            if strategy not in config.grid.strategy:
+                raise UserError(f"search.strategy_options.{strategy}: grid.strategy has no {strategy!r}")
+            with named(_option_key(strategy)):
+                make_strategy(strategy, space, seed=0, options=config.search.options_of(strategy))
         return config
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (tuples become lists), as recorded in the sweep's config.json."""
-        return json.loads(json.dumps(asdict(self)))
+        """JSON-ready (tuples become lists, options objects), as recorded in the sweep's config.json."""
+        record = json.loads(json.dumps(asdict(self)))
+        del record["search"]["strategy_options"]
+        if self.search.strategy_options:  # absent when empty: sweeps recorded before it existed resume
+            record["search"]["strategy_options"] = {s: dict(o) for s, o in self.search.strategy_options}
+        return record
 
     def train_config(self, sampling: str, seed: int) -> TrainConfig:
         return replace(self.train, sampling=sampling, seed=seed, device=self.resources.device)
+
+
+def _option_key(strategy: str) -> Callable[[str], str]:
+    """How the config names an option of `strategy`: its key."""
+    return lambda option: f"search.strategy_options.{strategy}.{option}"
 
 
 def _object(value: Any, where: str, allowed: set[str] | None) -> dict[str, Any]:
@@ -203,6 +231,11 @@ def _search(value: Any) -> SearchSettings:
     search = _object(value, "search", _names(SearchSettings))
     if "target" in search:
         search["target"] = _local_path(search["target"])
+    if "strategy_options" in search:
+        by_strategy = _object(search["strategy_options"], "search.strategy_options", None)
+        search["strategy_options"] = tuple(sorted(
+            (strategy, tuple(sorted(_object(options, f"search.strategy_options.{strategy}", None).items())))
+            for strategy, options in by_strategy.items()))
     return SearchSettings(**search)
 
 

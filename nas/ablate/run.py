@@ -167,7 +167,8 @@ def search_job(setting: dict[str, Any], *, config: AblationConfig, out: Path,
     try:
         run_search(evaluator, folder, budget=Budget.parse(trial.budget), limits=config.search.limits(),
                    strategy=trial.strategy, seed=trial.seed, objective=config.search.objective,
-                   show_progress=False, check_limits=False, resume=resumed, predictor=trial.predictor)
+                   show_progress=False, check_limits=False, resume=resumed, predictor=trial.predictor,
+                   strategy_options=config.search.options_of(trial.strategy))
     except UserError:
         if not _none_feasible(folder):
             raise

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -15,16 +18,16 @@ from nas import cluster
 from nas.ablate.config import load_config
 from nas.ablate.report import format_summary
 from nas.ablate.run import run_ablation
-from nas.cli.parser import build_parser
+from nas.cli.config import RUN_CONFIGS, RunConfig, SearchRunConfig, parse_option
+from nas.cli.parser import build_parser, flag
 from nas.cluster.evaluate import RayPool
 from nas.cluster.train import RAY_TRAIN_DIR, has_checkpoint, remove_checkpoints, train_distributed
 from nas.data.datasets import DataError, load_data
-from nas.errors import UserError
+from nas.errors import FieldError, UserError, named
 from nas.evaluation.accuracy import evaluate
 from nas.evaluation.evaluator import Evaluator
-from nas.evaluation.limits import Limits
 from nas.hardware.measure import LatencySettings, describe_hardware
-from nas.hardware.profile import ProfileSettings, build_profile, search_latency
+from nas.hardware.profile import ProfileSettings, build_profile
 from nas.runs.files import (
     SUPERNET_FILE,
     load_supernet,
@@ -36,12 +39,14 @@ from nas.runs.files import (
     write_json,
 )
 from nas.runs.interrupt import finish_on_interrupt
-from nas.search.loop import Budget, plain_value, run_search
+from nas.search.loop import plain_value, run_search
+from nas.search.strategies import make_strategy
 from nas.training.checkpoint import CHECKPOINT_FILE
 from nas.training.config import TrainConfig
 from nas.training.train import train_supernet
 from predictors import LatencyPredictor
 from search_spaces import ArchError, HybridSupernet, SearchSpace, get_space
+from search_spaces.arch import show
 
 
 def _device(name: str) -> str:
@@ -50,13 +55,6 @@ def _device(name: str) -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine")
     return name
-
-
-def _train_config(args: argparse.Namespace, device: str) -> TrainConfig:
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                       weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, sampling=args.sampling,
-                       num_random=args.num_random, distill=not args.no_distill, hflip=args.hflip, seed=args.seed,
-                       device=device)
 
 
 DEFAULT_DATA = {2: "digits", 1: "mnist1d"}  # the built-in dataset of image and of sequence spaces
@@ -79,29 +77,98 @@ def _out(args: argparse.Namespace) -> Path:
     return args.out or Path("runs") / f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _new_supernet(args: argparse.Namespace, device: str) -> tuple[HybridSupernet, TrainConfig]:
-    """An untrained supernet, seeded; the training config is validated before any folder is made."""
-    config = _train_config(args, device)
-    space = get_space(args.space)
-    torch.manual_seed(args.seed)
-    return HybridSupernet(space), config
+# ------------------------------------------------------------------------------------- the run config
+PROFILE_FLAGS = {"batch": "--latency-batch", "input_size": "--seq-len"}  # ProfileSettings' fields named otherwise
+RESUME_MAY_CHANGE = ("device", "ray", "ray_address", "workers")  # results do not depend on them
+# invocation flags that runs recorded in config.json before the run config was typed: not settings
+RECORDED_INVOCATION = ("command", "out", "resume", "force", "quiet")
 
 
-def _train(supernet: HybridSupernet, config: TrainConfig, args: argparse.Namespace, out: Path, data, *,
+def _given(args: argparse.Namespace, cls: type[RunConfig]) -> dict[str, Any]:
+    """The run-config fields set by flags given on this command line (the parser sets no defaults)."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    if "strategy_options" in given:
+        pairs = [parse_option(text) for text in given["strategy_options"]]
+        if len({key for key, _ in pairs}) != len(pairs):
+            raise FieldError("strategy_options", f"gives an option twice: {given['strategy_options']}")
+        given["strategy_options"] = dict(pairs)
+    return given
+
+
+def _merged(cls: type[RunConfig], given: dict[str, Any], base: dict[str, Any], source: Path | None) -> RunConfig:
+    """The config of `base` (read from the file `source`) with the flags `given` over it. An error
+    names a field as the flag that set it, or as the key of `source`."""
+    values = {**base, **given}
+    if "strategy_options" in base and "strategy_options" in given and isinstance(base["strategy_options"], dict):
+        values["strategy_options"] = {**base["strategy_options"], **given["strategy_options"]}
+    with named(lambda field: flag(field) if field.split(".")[0] in given or source is None else f"{source}: {field}"):
+        return cls.from_dict(values)
+
+
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    """The run config of `nas train` or `nas search`, merged once: the defaults, a --config file, the
+    flags given; with --resume, the one recorded in --out, with the flags that may change."""
+    cls = RUN_CONFIGS[args.command]
+    with named(flag):
+        given = _given(args, cls)
+    if args.resume:
+        return _resumed_config(args, cls, given)
+    if args.config_file is None:
+        return _merged(cls, given, {}, None)
+    data = read_json(args.config_file, "run config")
+    if not isinstance(data, dict):
+        raise UserError(f"--config {args.config_file} must hold a JSON object of settings, got {show(data)}")
+    return _merged(cls, given, data, args.config_file)
+
+
+def _resumed_config(args: argparse.Namespace, cls: type[RunConfig], given: dict[str, Any]) -> RunConfig:
+    """The config recorded in --out; only --device, --quiet and the Ray flags may be given with it."""
+    command = args.command
+    if args.out is None:
+        raise UserError(f"--resume needs --out RUN, the folder of the interrupted {command}")
+    changed = [flag(k) for k in given if k not in RESUME_MAY_CHANGE]
+    changed += [name for name, value in (("--config", args.config_file), ("--force", args.force)) if value]
+    if changed:
+        raise UserError(f"--resume continues with the settings recorded in {args.out / 'config.json'}; only --device, "
+                        f"--quiet, --ray, --ray-address and --workers may be given with it (got {', '.join(sorted(changed))})")
+    if command == "train" and (args.out / SUPERNET_FILE).is_file() and not (args.out / CHECKPOINT_FILE).is_file():
+        raise UserError(f"{args.out} holds a finished supernet ({SUPERNET_FILE}); nothing to resume")
+    if command == "search" and (args.out / "search.json").is_file():
+        raise UserError(f"{args.out} holds a finished search (search.json); nothing to resume")
+    path = args.out / "config.json"
+    recorded = read_json(path, "run config")
+    if not isinstance(recorded, dict) or recorded.get("command") != command or not isinstance(recorded.get("args"), dict):
+        raise UserError(f"{path} is not the config of a `nas {command}` run")
+    base = {k: v for k, v in recorded["args"].items() if k not in RECORDED_INVOCATION}
+    base["device"] = "auto"  # this machine's, unless --device is given
+    if "data_spec" in recorded:
+        base["data"] = recorded["data_spec"]  # absolute when it is a path
+    return _merged(cls, given, base, path)
+
+
+# ------------------------------------------------------------------------------------- the commands
+def _new_supernet(config: RunConfig) -> HybridSupernet:
+    """An untrained supernet of the config's space, seeded."""
+    space = get_space(config.space)
+    torch.manual_seed(config.seed)
+    return HybridSupernet(space)
+
+
+def _train(supernet: HybridSupernet, config: TrainConfig, out: Path, data, *, show_progress: bool,
            resume: bool = False, workers: int | None = None) -> tuple[dict, bool]:
     """Train and write the supernet; also says whether Ctrl-C came during the last step or the final
     evaluation (training was finished anyway: a search should stop before it starts)."""
     checkpoint = out / CHECKPOINT_FILE
     stopped = False
     if workers:
-        if not args.quiet:
+        if show_progress:
             print(f"training the supernet on {workers} Ray Train workers (no progress display; a checkpoint after "
                   f"every epoch in {out / RAY_TRAIN_DIR})", file=sys.stderr)
         summary = train_distributed(supernet, data, config, workers=workers, run=out, resume=resume)
     else:
         with finish_on_interrupt("the training step under way") as stop:
             summary = train_supernet(supernet, data, config, checkpoint=checkpoint, resume=resume,
-                                     show_progress=not args.quiet, stop=stop)
+                                     show_progress=show_progress, stop=stop)
         stopped = stop()
     save_supernet(out, supernet, {"train": config.to_dict(), "data": data.describe(), "summary": summary})
     checkpoint.unlink(missing_ok=True)  # the finished supernet supersedes the checkpoints
@@ -113,17 +180,15 @@ def _can_resume_training(out: Path) -> bool:
     return (out / CHECKPOINT_FILE).is_file() or has_checkpoint(out)
 
 
-def _ray_workers(args: argparse.Namespace, device: str) -> int | None:
+def _ray_workers(config: RunConfig, device: str) -> int | None:
     """With --ray, --ray-address or --workers: connects to Ray and returns the number of workers
     (default: the cluster's CPUs, or its GPUs on CUDA); None when the command runs in this process
     alone (Ray is then never imported)."""
-    if not (args.ray or args.ray_address or args.workers is not None):
+    if not (config.ray or config.ray_address or config.workers is not None):
         return None
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"--workers must be >= 1, got {args.workers}")
-    cluster.connect(args.ray_address)
-    if args.workers is not None:
-        return args.workers
+    cluster.connect(config.ray_address)
+    if config.workers is not None:
+        return config.workers
     on_gpu = device.startswith("cuda")
     workers = cluster.cluster_gpus() if on_gpu else cluster.cluster_cpus()
     if workers < 1:
@@ -136,53 +201,22 @@ def _data_spec(spec: str) -> str:
     return str(Path(spec).resolve()) if Path(spec).exists() else spec
 
 
-PARALLEL_ARGS = ("ray", "ray_address", "workers")  # may change on resume: results do not depend on them
-RESUME_MAY_CHANGE = {"command", "out", "resume", "device", "quiet", *PARALLEL_ARGS}
-# settings added after runs were first recorded, with the value that means the earlier behaviour:
-# a run interrupted before they existed resumes with it
-ADDED_SETTINGS = {"seq_len": None}
+def _check_strategy(config: SearchRunConfig, space: SearchSpace) -> None:
+    """The strategy's constructor checks its options and predictor family, before anything is trained."""
+    with named(lambda field: flag(field if field == "predictor" else f"strategy_options.{field}")):
+        make_strategy(config.strategy, space, seed=config.seed, predictor=config.predictor,
+                      options=dict(config.strategy_options))
 
 
-def _resumed_args(args: argparse.Namespace) -> argparse.Namespace:
-    """The recorded arguments of the run in --out; only --device and --quiet may change on resume."""
-    command = args.command
-    if args.out is None:
-        raise UserError(f"--resume needs --out RUN, the folder of the interrupted {command}")
-    defaults = vars(build_parser().parse_args([command]))
-    changed = sorted(k for k, v in vars(args).items() if k not in RESUME_MAY_CHANGE and v != defaults.get(k))
-    if changed:
-        flags = ", ".join("--" + k.replace("_", "-") for k in changed)
-        raise UserError(f"--resume continues with the settings recorded in {args.out / 'config.json'}; only --device, "
-                        f"--quiet, --ray, --ray-address and --workers may be given with it (got {flags})")
-    if command == "train" and (args.out / SUPERNET_FILE).is_file() and not (args.out / CHECKPOINT_FILE).is_file():
-        raise UserError(f"{args.out} holds a finished supernet ({SUPERNET_FILE}); nothing to resume")
-    if command == "search" and (args.out / "search.json").is_file():
-        raise UserError(f"{args.out} holds a finished search (search.json); nothing to resume")
-    recorded = read_json(args.out / "config.json", "run config")
-    if not isinstance(recorded, dict) or recorded.get("command") != command or not isinstance(recorded.get("args"), dict):
-        raise UserError(f"{args.out / 'config.json'} is not the config of a `nas {command}` run")
-    merged = {**ADDED_SETTINGS, **{k: defaults[k] for k in PARALLEL_ARGS}, **recorded["args"], "out": args.out,
-              "device": args.device, "quiet": args.quiet, "resume": True}
-    merged |= {k: vars(args)[k] for k in PARALLEL_ARGS if vars(args)[k] != defaults[k]}  # given now: replace the recorded
-    merged["data"] = recorded.get("data_spec", merged.get("data"))
-    for key in ("supernet",):  # paths were recorded as text
-        if merged.get(key) is not None:
-            merged[key] = Path(merged[key])
-    missing = sorted(set(vars(args)) - set(merged))
-    if missing:
-        raise UserError(f"{args.out / 'config.json'} lacks the recorded settings {missing}; cannot resume")
-    return argparse.Namespace(**merged)
-
-
-def cmd_train(args: argparse.Namespace) -> None:
-    if args.resume:
-        args = _resumed_args(args)
-    device = _device(args.device)
-    supernet, config = _new_supernet(args, device)
-    args.data = _data_name(args.data, supernet.space)  # recorded in the run's config.json
-    data = load_data(args.data, dims=supernet.space.config.dims)
+def cmd_train(args: argparse.Namespace, config: RunConfig) -> None:
+    device = _device(config.device)
+    train = config.train_config(device)
+    supernet = _new_supernet(config)
+    data_name = _data_name(config.data, supernet.space)
+    config = replace(config, data=data_name)  # recorded in the run's config.json
+    data = load_data(data_name, dims=supernet.space.config.dims)
     Evaluator(supernet, data, LatencySettings())  # fails early when the data does not fit the space
-    workers = _ray_workers(args, device)
+    workers = _ray_workers(config, device)
     if args.resume:
         out = args.out
         if not _can_resume_training(out):
@@ -190,56 +224,55 @@ def cmd_train(args: argparse.Namespace) -> None:
                             "start it again without --resume (pass --force)")
     else:
         out = args.out = prepare_run_dir(_out(args), force=args.force)  # args.out: for the resume hint on Ctrl-C
-        write_json(out / "config.json", {"command": "train", "args": _args_dict(args), "data_spec": _data_spec(args.data),
+        write_json(out / "config.json", {"command": "train", "args": config.to_dict(), "data_spec": _data_spec(data_name),
                                          "data": data.describe(), "versions": package_versions(),
                                          "hardware": describe_hardware(device)})
-    summary, _ = _train(supernet, config, args, out, data, resume=args.resume, workers=workers)  # finished
+    summary, _ = _train(supernet, train, out, data, show_progress=not args.quiet, resume=args.resume,
+                        workers=workers)  # finished
     print(f"supernet written to {out / SUPERNET_FILE}: validation accuracy largest "
           f"{summary['val_acc_largest']:.3f}, smallest {summary['val_acc_smallest']:.3f}")
 
 
-def cmd_search(args: argparse.Namespace) -> None:
-    if args.resume:
-        args = _resumed_args(args)
-    device = _device(args.device)
-    budget = Budget.parse(args.budget)
-    limits = Limits(args.max_latency_ms, args.max_params, args.max_flops, args.max_memory_mb)
-    source = search_latency(args.target, threads=args.threads, batch=args.latency_batch)
+def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
+    device = _device(config.device)
+    budget, limits = config.search_budget(), config.limits()
+    source = config.latency_source()
     latency = source.settings
     trained_here = args.resume and (args.out / SUPERNET_FILE).is_file()  # the interrupted run trained it
-    if args.supernet or trained_here:
-        supernet, config = load_supernet(args.supernet or args.out, device), None
+    if config.supernet or trained_here:
+        supernet, train = load_supernet(config.supernet or args.out, device), None
     else:
-        supernet, config = _new_supernet(args, device)
-    args.data = _data_name(args.data, supernet.space)  # recorded in the run's config.json
-    data = load_data(args.data, dims=supernet.space.config.dims)
+        supernet, train = _new_supernet(config), config.train_config(device)
+    data_name = _data_name(config.data, supernet.space)
+    config = replace(config, data=data_name)  # recorded in the run's config.json
+    data = load_data(data_name, dims=supernet.space.config.dims)
     evaluator = Evaluator(supernet, data, latency, device=device, predictor=source.predictor,
-                          remeasure=source.mismatch is None, cost_size=_seq_len(args.seq_len, supernet.space))
+                          remeasure=source.mismatch is None, cost_size=_seq_len(config.seq_len, supernet.space))
     evaluator.check_feasible(limits)  # weights play no part: fail before training
-    workers = _ray_workers(args, device)
+    _check_strategy(config, supernet.space)
+    workers = _ray_workers(config, device)
     if args.resume:
         out = args.out
     else:
         out = args.out = prepare_run_dir(_out(args), force=args.force)  # args.out: for the resume hint on Ctrl-C
-        if source.profile is not None:  # recorded absolute: a resume may start from another folder
-            args.target = source.profile
-        if args.supernet is not None:
-            args.supernet = args.supernet.resolve()
+        config = replace(config, target=source.profile or config.target,  # recorded absolute: a resume may
+                         supernet=config.supernet and str(Path(config.supernet).resolve()))  # start elsewhere
         write_json(out / "config.json", {
-            "command": "search", "args": _args_dict(args), "budget": budget.describe(), "limits": vars(limits),
-            "latency": source.record(), "data_spec": _data_spec(args.data), "data": data.describe(),
+            "command": "search", "args": config.to_dict(), "budget": budget.describe(), "limits": vars(limits),
+            "latency": source.record(), "data_spec": _data_spec(data_name), "data": data.describe(),
             "versions": package_versions(), "hardware": describe_hardware(latency.device),
-            "supernet": str((args.supernet if args.supernet else out / SUPERNET_FILE).resolve()),
+            "supernet": str(Path(config.supernet or out / SUPERNET_FILE).resolve()),
         })
-    if config is not None:
-        _, stopped = _train(supernet, config, args, out, data, resume=args.resume and _can_resume_training(out),
-                            workers=workers)
+    if train is not None:
+        _, stopped = _train(supernet, train, out, data, show_progress=not args.quiet,
+                            resume=args.resume and _can_resume_training(out), workers=workers)
         if stopped:  # the supernet is written: a resume goes straight to the search
             raise KeyboardInterrupt
     with RayPool(evaluator, workers=workers) if workers else nullcontext() as pool:
-        summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=args.strategy, seed=args.seed,
-                             objective=args.objective, show_progress=not args.quiet, check_limits=False,
-                             resume=args.resume, pool=pool)
+        summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=config.strategy, seed=config.seed,
+                             objective=config.objective, show_progress=not args.quiet, check_limits=False,
+                             resume=args.resume, predictor=config.predictor,
+                             strategy_options=dict(config.strategy_options), pool=pool)
     c = summary["chosen"]
     print(f"{summary['evaluations']} subnets evaluated in {summary['seconds']:.0f} s, {summary['feasible']} within the "
           f"limits, {summary['pareto_size']} on the Pareto front (hypervolume {summary['hypervolume']:.4f})")
@@ -255,9 +288,10 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 def cmd_profile(args: argparse.Namespace) -> None:
     space = get_space(args.space)
-    settings = ProfileSettings(target=args.target, threads=args.threads, batch=args.batch, subnets=args.subnets,
-                               seed=args.seed, passes=args.passes, max_units=args.max_units, max_seconds=args.max_seconds,
-                               input_size=_seq_len(args.seq_len, space) or 0)
+    with named(lambda field: PROFILE_FLAGS.get(field, flag(field))):
+        settings = ProfileSettings(target=args.target, threads=args.threads, batch=args.latency_batch,
+                                   subnets=args.subnets, seed=args.seed, passes=args.passes, max_units=args.max_units,
+                                   max_seconds=args.max_seconds, input_size=_seq_len(args.seq_len, space) or 0)
     out = args.out or Path("runs") / f"profile-{space.config.name}-{args.target}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     if out.exists() and not args.force:
         raise UserError(f"--out {out} already exists; pass --force to overwrite it or choose another --out")
@@ -300,23 +334,24 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     out = args.out or Path("runs") / config.name
     args.out = out  # for the resume hint on Ctrl-C
-    summary = run_ablation(config, out, resume=args.resume, address=args.address, show_progress=not args.quiet)
+    summary = run_ablation(config, out, resume=args.resume, address=args.ray_address, show_progress=not args.quiet)
     print(f"{int(summary['seeds'].sum())} search trials; results in {out / 'results.csv'}, mean and std over seeds in "
           f"{out / 'summary.csv'}, plots hypervolume.png and best_val_acc.png beside them")
     print(format_summary(summary))
 
 
-def _args_dict(args: argparse.Namespace) -> dict:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-
-
-COMMANDS = {"train": cmd_train, "search": cmd_search, "profile": cmd_profile, "extract": cmd_extract, "ablate": cmd_ablate}
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {"profile": cmd_profile, "extract": cmd_extract,
+                                                             "ablate": cmd_ablate}
+RUNS: dict[str, Callable[[argparse.Namespace, Any], None]] = {"train": cmd_train, "search": cmd_search}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        if args.command in RUNS:
+            RUNS[args.command](args, _run_config(args))
+        else:
+            COMMANDS[args.command](args)
     except (UserError, DataError, ArchError) as e:
         print(f"nas: error: {e}", file=sys.stderr)
         return 2

@@ -5,59 +5,80 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nas.cli.config import SearchRunConfig
 from nas.data.datasets import list_datasets
 from nas.evaluation.limits import OBJECTIVES
 from nas.hardware.profile import ProfileSettings
 from nas.hardware.targets import TARGETS
-from nas.search.strategies import list_strategies
-from nas.training.config import TrainConfig
+from nas.search.strategies import list_strategies, strategies_with_predictor, strategy_options
 from nas.training.sampling import SAMPLING_RULES
+from predictors.accuracy import list_predictors
 from search_spaces import list_spaces
 
-DEFAULT_TRAIN = TrainConfig()
+DEFAULT = SearchRunConfig()
 DEFAULT_PROFILE = ProfileSettings()
+FLAG_NAMES = {"strategy_options": "--strategy-option"}  # run-config fields whose flag is not their name with dashes
+
+
+def flag(field: str) -> str:
+    """The flag that sets run-config field `field` (`--max-flops` sets max_flops), or a part of it
+    (`strategy_options.initial`: `--strategy-option initial`); the CLI names the fields of the
+    errors it prints by it."""
+    field, dot, part = field.partition(".")
+    return FLAG_NAMES.get(field, "--" + field.replace("_", "-")) + (f" {part}" if dot else "")
+
+
+def _setting(p: argparse.ArgumentParser | argparse._ArgumentGroup, field: str, **kwargs) -> None:
+    """A flag that sets a field of the run config; given or not is what counts (no default here:
+    the defaults are the config's, and a --config file's values yield only to flags given)."""
+    p.add_argument(flag(field), dest=field, default=argparse.SUPPRESS, **kwargs)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None,
-                   help=f"dataset: a built-in name {list_datasets()}, a .npz file (arrays x, y; images [N, H, W(, C)] or "
-                        "sequences [N, T(, C)] as the space takes) or a CIFAR-10 python batches folder (default: digits "
-                        "for image spaces, mnist1d for sequence spaces)")
-    p.add_argument("--seed", type=int, default=0, help="seed for training and search (default 0)")
+    _setting(p, "data",
+             help=f"dataset: a built-in name {list_datasets()}, a .npz file (arrays x, y; images [N, H, W(, C)] or "
+                  "sequences [N, T(, C)] as the space takes) or a CIFAR-10 python batches folder (default: digits "
+                  "for image spaces, mnist1d for sequence spaces)")
+    _setting(p, "seed", type=int, help="seed for training and search (default 0)")
+    _setting(p, "device", help="training/evaluation device: auto, cpu, cuda (default auto)")
+    p.add_argument("--config", dest="config_file", type=Path, default=None, metavar="FILE.json",
+                   help="settings from a JSON object whose keys are the settings' names (the flags' without the "
+                        "leading dashes, '_' for '-': {\"epochs\": 10, \"max_flops\": 1500000}); flags given override it")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<command>-<time>)")
     p.add_argument("--force", action="store_true", help="overwrite a run folder that already holds files")
-    p.add_argument("--device", default="auto", help="training/evaluation device: auto, cpu, cuda (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("supernet training")
-    g.add_argument("--space", default="tiny", help=f"search space: {list_spaces()} or a space .json file (default tiny)")
-    g.add_argument("--epochs", type=int, default=DEFAULT_TRAIN.epochs, help=f"default {DEFAULT_TRAIN.epochs}")
-    g.add_argument("--batch-size", type=int, default=DEFAULT_TRAIN.batch_size, help=f"default {DEFAULT_TRAIN.batch_size}")
-    g.add_argument("--lr", type=float, default=DEFAULT_TRAIN.lr, help=f"peak learning rate (default {DEFAULT_TRAIN.lr})")
-    g.add_argument("--optimizer", choices=["adamw", "sgd"], default=DEFAULT_TRAIN.optimizer)
-    g.add_argument("--weight-decay", type=float, default=DEFAULT_TRAIN.weight_decay,
-                   help=f"default {DEFAULT_TRAIN.weight_decay}")
-    g.add_argument("--warmup-epochs", type=int, default=DEFAULT_TRAIN.warmup_epochs,
-                   help=f"linear warm-up before the cosine schedule (default {DEFAULT_TRAIN.warmup_epochs})")
-    g.add_argument("--sampling", choices=SAMPLING_RULES, default=DEFAULT_TRAIN.sampling,
-                   help="subnets per step: uniform (random only), sandwich (largest + smallest + random, distilled), "
-                        f"complexity (largest + random from a moving FLOPs band); default {DEFAULT_TRAIN.sampling}")
-    g.add_argument("--num-random", type=int, default=DEFAULT_TRAIN.num_random,
-                   help=f"random subnets per step (default {DEFAULT_TRAIN.num_random})")
-    g.add_argument("--no-distill", action="store_true", help="train every subnet on the labels, not on the largest's predictions")
-    g.add_argument("--hflip", action="store_true", help="random horizontal flips (natural images, not digits)")
+    _setting(g, "space", help=f"search space: {list_spaces()} or a space .json file (default tiny)")
+    _setting(g, "epochs", type=int, help=f"default {DEFAULT.epochs}")
+    _setting(g, "batch_size", type=int, help=f"default {DEFAULT.batch_size}")
+    _setting(g, "lr", type=float, help=f"peak learning rate (default {DEFAULT.lr})")
+    _setting(g, "optimizer", choices=["adamw", "sgd"], help=f"default {DEFAULT.optimizer}")
+    _setting(g, "weight_decay", type=float, help=f"default {DEFAULT.weight_decay}")
+    _setting(g, "warmup_epochs", type=int,
+             help=f"linear warm-up before the cosine schedule (default {DEFAULT.warmup_epochs})")
+    _setting(g, "sampling", choices=SAMPLING_RULES,
+             help="subnets per step: uniform (random only), sandwich (largest + smallest + random, distilled), "
+                  f"complexity (largest + random from a moving FLOPs band); default {DEFAULT.sampling}")
+    _setting(g, "num_random", type=int, help=f"random subnets per step (default {DEFAULT.num_random})")
+    _setting(g, "no_distill", action="store_true",
+             help="train every subnet on the labels, not on the largest's predictions")
+    _setting(g, "hflip", action="store_true", help="random horizontal flips (natural images, not digits)")
 
 
 def _add_ray(p: argparse.ArgumentParser, workers: str) -> None:
     g = p.add_argument_group("Ray (the same command on several processes or machines)")
-    g.add_argument("--ray", action="store_true", help="run on a Ray instance started on this machine")
-    g.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="run on the Ray cluster at ADDR (auto, HOST:6379, ray://HOST:10001)")
-    g.add_argument("--workers", type=int, default=None,
-                   help=f"{workers} (default with --ray or --ray-address: the cluster's CPUs, or GPUs with "
-                        "--device cuda); implies --ray")
+    _setting(g, "ray", action="store_true", help="run on a Ray instance started on this machine")
+    _setting(g, "ray_address", metavar="ADDR", help="run on the Ray cluster at ADDR (auto, HOST:6379, ray://HOST:10001)")
+    _setting(g, "workers", type=int,
+             help=f"{workers} (default with --ray or --ray-address: the cluster's CPUs, or GPUs with "
+                  "--device cuda); implies --ray")
+
+
+def _strategies_help() -> str:
+    return "; ".join(f"{name}: {', '.join(strategy_options(name)) or '(none)'}" for name in list_strategies())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,25 +97,31 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Search the supernet's subnets for the best accuracy under hardware limits; "
                                    "records every evaluation, the Pareto front, and extracts the best subnet.")
     _add_common(p)
-    p.add_argument("--budget", default="200", help="subnet evaluations (200) or wall-clock time (90s, 10m, 1h); default 200")
-    p.add_argument("--max-latency-ms", type=float, default=None, help="latency limit in ms on --target")
-    p.add_argument("--max-params", type=int, default=None, help="parameter limit")
-    p.add_argument("--max-flops", type=int, default=None, help="limit on multiply-adds of one forward pass")
-    p.add_argument("--max-memory-mb", type=float, default=None,
-                   help="limit on estimated peak inference memory (weights + live activations) in MiB at --latency-batch")
-    p.add_argument("--seq-len", type=int, default=None,
-                   help="sequence spaces: the sequence length the hardware costs (latency, FLOPs, memory) are for, "
-                        "when deployment sequences are longer or shorter than the data's (default: the data's)")
-    p.add_argument("--objective", default="latency", choices=sorted(OBJECTIVES),
-                   help="what is traded against accuracy on the Pareto front (default latency)")
-    p.add_argument("--target", default="cpu",
-                   help=f"where latency comes from: measured here on {', '.join(TARGETS)}, or predicted from a latency "
-                        "profile PROFILE.json written by `nas profile` on any device (default cpu)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads while measuring latency (default 1; a profile has its own)")
-    p.add_argument("--latency-batch", type=int, default=1, help="batch size while measuring latency (default 1; a profile has its own)")
-    p.add_argument("--strategy", default="predictor", choices=list_strategies(),
-                   help="search strategy (default predictor: predictor-guided evolution)")
-    p.add_argument("--supernet", type=Path, default=None, help="a trained supernet (.safetensors or run folder) to reuse")
+    _setting(p, "budget", help="subnet evaluations (200) or wall-clock time (90s, 10m, 1h); default 200")
+    _setting(p, "max_latency_ms", type=float, help="latency limit in ms on --target")
+    _setting(p, "max_params", type=int, help="parameter limit")
+    _setting(p, "max_flops", type=int, help="limit on multiply-adds of one forward pass")
+    _setting(p, "max_memory_mb", type=float,
+             help="limit on estimated peak inference memory (weights + live activations) in MiB at --latency-batch")
+    _setting(p, "seq_len", type=int,
+             help="sequence spaces: the sequence length the hardware costs (latency, FLOPs, memory) are for, "
+                  "when deployment sequences are longer or shorter than the data's (default: the data's)")
+    _setting(p, "objective", choices=sorted(OBJECTIVES),
+             help="what is traded against accuracy on the Pareto front (default latency)")
+    _setting(p, "target",
+             help=f"where latency comes from: measured here on {', '.join(TARGETS)}, or predicted from a latency "
+                  "profile PROFILE.json written by `nas profile` on any device (default cpu)")
+    _setting(p, "threads", type=int, help="CPU threads while measuring latency (default 1; a profile has its own)")
+    _setting(p, "latency_batch", type=int,
+             help="batch size while measuring latency (default 1; a profile has its own)")
+    _setting(p, "strategy", choices=list_strategies(),
+             help="search strategy (default predictor: predictor-guided evolution)")
+    _setting(p, "predictor", metavar="FAMILY",
+             help=f"accuracy predictor family of a strategy that learns one ({', '.join(strategies_with_predictor())}): "
+                  f"{', '.join(list_predictors())} (default auto: chosen by cross-validation)")
+    _setting(p, "strategy_options", action="append", metavar="KEY=VALUE",
+             help=f"an option of the strategy (repeatable), e.g. population_size=32 with --strategy evolution; options: {_strategies_help()}")
+    _setting(p, "supernet", help="a trained supernet (.safetensors or run folder) to reuse")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted search (or its supernet training) in --out with its recorded settings; "
                         "recorded evaluations are kept and not repeated")
@@ -106,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "a target; writes a latency profile (JSON) from which `nas search` predicts latency.")
     p.add_argument("--target", default="cpu", choices=TARGETS, help="where to measure (default cpu)")
     p.add_argument("--threads", type=int, default=DEFAULT_PROFILE.threads, help="CPU threads (default 1)")
-    p.add_argument("--batch", type=int, default=DEFAULT_PROFILE.batch, help="batch size (default 1)")
+    p.add_argument("--latency-batch", type=int, default=DEFAULT_PROFILE.batch, help="batch size (default 1)")
     p.add_argument("--space", default="tiny", help=f"search space: {list_spaces()} or a space .json file (default tiny)")
     p.add_argument("--subnets", type=int, default=DEFAULT_PROFILE.subnets,
                    help=f"whole random subnets to measure, to fit the predictor (default {DEFAULT_PROFILE.subnets})")
@@ -141,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted sweep in the folder: finished trials are kept, the others run "
                         "(failed ones again, interrupted ones from where they stopped)")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to run on (auto, host:6379, ray://host:10001); default: a local Ray on this machine")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to run on (auto, HOST:6379, ray://HOST:10001); default: a local Ray on this machine")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return parser

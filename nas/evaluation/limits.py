@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from nas.errors import UserError
+from nas.errors import FieldError
+from search_spaces.arch import is_finite_number, show
 
 # objective name -> its column in evaluations.csv (all minimized, against maximized accuracy)
 OBJECTIVES: dict[str, str] = {"latency": "latency_ms", "flops": "flops", "params": "params", "memory": "memory_bytes"}
@@ -14,6 +15,8 @@ OBJECTIVE_LABELS: dict[str, str] = {"latency": "latency (ms)", "flops": "multipl
 
 @dataclass(frozen=True)
 class Limits:
+    """Upper limits on a subnet's costs; None: no limit."""
+
     max_latency_ms: float | None = None
     max_params: int | None = None
     max_flops: int | None = None
@@ -21,8 +24,10 @@ class Limits:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
+            if value is not None and not is_finite_number(value):
+                raise FieldError(name, f"must be a finite number, got {show(value)}")
             if value is not None and not value > 0:
-                raise UserError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+                raise FieldError(name, f"must be > 0, got {show(value)}")
 
     def bounds(self) -> dict[str, float]:
         """Column of evaluations.csv -> its limit, for the limits that are set."""

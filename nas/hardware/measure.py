@@ -41,7 +41,7 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from nas.errors import UserError
+from nas.errors import FieldError
 
 with warnings.catch_warnings():  # fvcore scripts helpers at import: torch.jit.script is deprecated
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -223,8 +223,10 @@ class LatencySettings:
     max_seconds: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.threads < 1 or self.batch_size < 1:
-            raise UserError("--threads and --latency-batch must be >= 1")
+        for name in ("threads", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise FieldError(name, f"must be an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.errors import UserError
+from nas.errors import FieldError, UserError
 from nas.hardware.measure import Latency, LatencySettings, describe_hardware
 from nas.hardware.targets import TARGETS, Target, measure_on_target
 from nas.runs.files import read_json
@@ -64,16 +64,19 @@ class ProfileSettings:
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
-            raise UserError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+            raise FieldError("target", f"must be one of {', '.join(TARGETS)}, got {self.target!r}")
         for name in ("threads", "batch", "max_units", "sample_subnets", "min_repeats", "max_repeats", "passes"):
             if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
         if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or self.input_size < 0:
-            raise UserError(f"input_size (--seq-len) must be a positive integer, got {self.input_size!r}")
-        if self.subnets < 0 or self.warmup < 0 or not self.max_seconds > 0:
-            raise UserError("subnets and warmup must be >= 0 and max_seconds > 0")
+            raise FieldError("input_size", f"must be an integer >= 0 (0: the space's own), got {self.input_size!r}")
+        for name in ("subnets", "warmup"):
+            if getattr(self, name) < 0:
+                raise FieldError(name, f"must be >= 0, got {getattr(self, name)}")
+        if not self.max_seconds > 0:
+            raise FieldError("max_seconds", f"must be > 0, got {self.max_seconds}")
         if self.min_repeats > self.max_repeats:
-            raise UserError(f"min_repeats ({self.min_repeats}) must not exceed max_repeats ({self.max_repeats})")
+            raise FieldError("min_repeats", f"must not exceed max_repeats ({self.max_repeats}), got {self.min_repeats}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,6 +17,7 @@ import re
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from nas.errors import UserError, retries_exhausted
+from nas.errors import FieldError, UserError, retries_exhausted
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import OBJECTIVE_LABELS, OBJECTIVES, Limits
 from nas.runs.files import save_model, write_json, write_text
@@ -33,6 +34,7 @@ from nas.runs.progress import progress_bar
 from nas.search.pareto import front_hypervolume, hypervolume_reference, pareto_indices, plot_front
 from nas.search.strategies import Surrogate, make_strategy
 from search_spaces import Arch
+from search_spaces.arch import is_finite_number
 
 COLUMNS = ["index", "id", "strategy", "val_acc", "latency_ms", "latency_iqr_ms", "latency_predicted_ms",
            "latency_measured_ms", "flops", "params", "memory_bytes", "feasible", "violation", "acc_predicted",
@@ -48,16 +50,25 @@ class Budget:
     evaluations: int | None = None
     seconds: float | None = None
 
+    def __post_init__(self) -> None:
+        if (self.evaluations is None) == (self.seconds is None):
+            raise FieldError("budget", "must be a count of evaluations or a duration, not both or neither")
+        if self.evaluations is not None and (type(self.evaluations) is not int or self.evaluations < 1):
+            raise FieldError("budget", f"must be at least 1 evaluation, got {self.evaluations!r}")
+        if self.seconds is not None and not (is_finite_number(self.seconds) and self.seconds > 0):
+            raise FieldError("budget", f"must be a duration > 0 s, got {self.seconds!r}")
+
     @classmethod
     def parse(cls, text: str) -> Budget:
         text = str(text).strip().lower()
         if re.fullmatch(r"\d+", text):
             if int(text) < 1:
-                raise UserError(f"--budget must be at least 1 evaluation, got {text!r}")
+                raise FieldError("budget", f"must be at least 1 evaluation, got {text!r}")
             return cls(evaluations=int(text))
         match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smh])", text)
         if not match or float(match.group(1)) <= 0:
-            raise UserError(f"--budget {text!r} is malformed: give a count of evaluations (200) or a duration (90s, 10m, 1h)")
+            raise FieldError("budget", f"{text!r} is malformed: give a count of evaluations (200) or a duration "
+                                       "(90s, 10m, 1h)")
         return cls(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
     def describe(self) -> str:
@@ -148,10 +159,12 @@ class _Asked:
 
 def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limits, strategy: str, seed: int,
                objective: str = "latency", show_progress: bool = True, check_limits: bool = True,
-               resume: bool = False, predictor: str | None = None, pool: EvaluationPool | None = None) -> dict:
+               resume: bool = False, predictor: str | None = None, strategy_options: Mapping[str, Any] | None = None,
+               pool: EvaluationPool | None = None) -> dict:
     """Accuracy (maximized) against `objective` (minimized: one of OBJECTIVES) under hard `limits`.
     `check_limits=False` when the caller already ran `evaluator.check_feasible(limits)`; `predictor`:
-    the accuracy predictor family of a strategy that learns one (None: the strategy's default).
+    the accuracy predictor family of a strategy that learns one (None: the strategy's default);
+    `strategy_options`: more keyword arguments of the strategy's constructor (`strategy_options(name)`).
 
     `resume=True` continues the search recorded in `out/evaluations.csv`: the strategy is asked
     again from the start and told the recorded values instead of evaluating (a replay, so with the
@@ -170,7 +183,8 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     column = OBJECTIVES[objective]
     need_latency = column == "latency_ms" or limits.max_latency_ms is not None
     strat = make_strategy(strategy, space, seed=seed, prefilter=lambda a: limits.params_ok(space.count_params(a)),
-                          surrogate=make_surrogate(evaluator, limits, objective), predictor=predictor)
+                          surrogate=make_surrogate(evaluator, limits, objective), predictor=predictor,
+                          options=strategy_options)
     path = out / "evaluations.csv"
     replay = deque(read_evaluations(path, space)) if resume else deque()
     results: dict[Arch, tuple[tuple[float, float], float]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from nas.errors import UserError
+from nas.errors import FieldError, UserError, named
 from nas.training.sampling import SAMPLING_RULES
 from search_spaces.arch import is_finite_number, show
 
@@ -32,35 +32,39 @@ class TrainConfig:
         for f in fields(self):  # the types first: a resumed run reads these values from a JSON file
             value, kind = getattr(self, f.name), f.type.split("[")[0]
             if not _has_type(value, kind):
-                raise UserError(f"train: {f.name} must be {_TYPE_NAMES[kind]}, got {show(value)}")
+                raise FieldError(f.name, f"must be {_TYPE_NAMES[kind]}, got {show(value)}")
         if not 0 <= self.seed < 2**63:
-            raise UserError(f"train: seed must be in [0, 2**63), got {self.seed}")
+            raise FieldError("seed", f"must be in [0, 2**63), got {self.seed}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise UserError(f"train: {name} must be >= 1, got {getattr(self, name)}")
+                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
         if self.optimizer not in ("adamw", "sgd"):
-            raise UserError(f"train: optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+            raise FieldError("optimizer", f"must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.sampling not in SAMPLING_RULES:
-            raise UserError(f"train: sampling must be one of {list(SAMPLING_RULES)}, got {self.sampling!r}")
+            raise FieldError("sampling", f"must be one of {list(SAMPLING_RULES)}, got {self.sampling!r}")
         if not self.lr > 0:
-            raise UserError(f"train: lr must be > 0, got {self.lr}")
-        if self.num_random < 0 or self.warmup_epochs < 0 or self.weight_decay < 0:
-            raise UserError("train: num_random, warmup_epochs and weight_decay must be >= 0")
+            raise FieldError("lr", f"must be > 0, got {self.lr}")
+        for name in ("num_random", "warmup_epochs", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise FieldError(name, f"must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.label_smoothing < 1:
-            raise UserError(f"train: label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise FieldError("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, data: dict[str, Any], *, key: str = "train") -> TrainConfig:
+        """The config recorded as a JSON object under `key` (a file's section); errors name its
+        keys as `key.field`."""
         if not isinstance(data, dict):
-            raise UserError(f"train config must be an object, got {type(data).__name__}")
+            raise UserError(f"{key} must be an object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known, key=str)
         if unknown:
-            raise UserError(f"train config: unknown keys {show(unknown)}; allowed: {sorted(known)}")
-        return cls(**data)
+            raise UserError(f"{key}: unknown keys {show(unknown)}; allowed: {sorted(known)}")
+        with named(lambda field: f"{key}.{field}"):
+            return cls(**data)
 
 
 _TYPE_NAMES = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string",

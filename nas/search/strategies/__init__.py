@@ -11,11 +11,13 @@ from nas.search.strategies.base import (
     Prefilter,
     Strategy,
     Surrogate,
+    check_options,
     list_strategies,
     make_strategy,
     register_strategy,
     strategies_with_predictor,
+    strategy_options,
 )
 
-__all__ = ["Observation", "Prefilter", "Strategy", "Surrogate", "list_strategies", "make_strategy",
-           "register_strategy", "strategies_with_predictor"]
+__all__ = ["Observation", "Prefilter", "Strategy", "Surrogate", "check_options", "list_strategies", "make_strategy",
+           "register_strategy", "strategies_with_predictor", "strategy_options"]

@@ -15,16 +15,19 @@ proposes exactly what the sequential run proposes, whatever the number of worker
 
 from __future__ import annotations
 
+import inspect
 import sys
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from nas.errors import UserError, draw_bounded
+from nas.errors import FieldError, UserError, draw_bounded
 from search_spaces import Arch, SearchSpace
+from search_spaces.arch import show
 from search_spaces.registry import Registry
 
 Prefilter = Callable[[Arch], bool]
@@ -124,12 +127,36 @@ def strategies_with_predictor() -> list[str]:
     return [name for name, cls in STRATEGIES.items() if cls.predicts_accuracy]
 
 
+# keyword arguments the search itself passes (or, for n_objectives, fixes): not options a user sets
+SET_BY_SEARCH = frozenset({"space", "seed", "prefilter", "surrogate", "predictor", "n_objectives"})
+
+
+def strategy_options(name: str) -> list[str]:
+    """The options of strategy `name` (`make_strategy(..., options=)`): the keyword-only arguments
+    of its constructor, beyond those the search passes."""
+    signature = inspect.signature(STRATEGIES.get(name).__init__)
+    return sorted(p.name for p in signature.parameters.values()
+                  if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in SET_BY_SEARCH)
+
+
+def check_options(name: str, options: Iterable[str]) -> None:
+    """Every name in `options` is an option of strategy `name` (their values are the constructor's to check)."""
+    accepted = strategy_options(name)
+    if unknown := sorted(set(options) - set(accepted), key=str):
+        key = unknown[0] if isinstance(unknown[0], str) and unknown[0].isidentifier() else show(unknown[0])
+        raise FieldError(key, f"is not an option of strategy {name!r} (its options: {', '.join(accepted) or 'none'})")
+
+
 def make_strategy(name: str, space: SearchSpace, *, seed: int, prefilter: Prefilter | None = None,
-                  surrogate: Surrogate | None = None, predictor: str | None = None) -> Strategy:
-    """`predictor`: the accuracy predictor family of a strategy that learns one (None: its default)."""
+                  surrogate: Surrogate | None = None, predictor: str | None = None,
+                  options: Mapping[str, Any] | None = None) -> Strategy:
+    """`predictor`: the accuracy predictor family of a strategy that learns one (None: its default);
+    `options`: more keyword arguments of its constructor (`strategy_options(name)`), which checks them."""
     cls = STRATEGIES.get(name)
-    if predictor is None:
-        return cls(space, seed=seed, prefilter=prefilter, surrogate=surrogate)
-    if not cls.predicts_accuracy:
-        raise UserError(f"strategy {name!r} learns no accuracy predictor; predictor={predictor!r} does not apply to it")
-    return cls(space, seed=seed, prefilter=prefilter, surrogate=surrogate, predictor=predictor)
+    options = dict(options or {})
+    check_options(name, options)
+    if predictor is not None:
+        if not cls.predicts_accuracy:
+            raise UserError(f"strategy {name!r} learns no accuracy predictor; predictor={predictor!r} does not apply to it")
+        options["predictor"] = predictor
+    return cls(space, seed=seed, prefilter=prefilter, surrogate=surrogate, **options)

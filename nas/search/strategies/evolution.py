@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from nas.errors import UserError
+from nas.errors import FieldError
 from nas.search.pareto import environmental_selection
 from nas.search.strategies.base import Observation, Prefilter, Strategy, Surrogate, register_strategy
 from search_spaces import Arch, SearchSpace
+from search_spaces.arch import is_finite_number
 
 
 @register_strategy
@@ -20,10 +21,12 @@ class EvolutionSearch(Strategy):
                  surrogate: Surrogate | None = None, population_size: int = 16, mutation_prob: float = 0.2,
                  crossover_prob: float = 0.5):
         super().__init__(space, seed=seed, prefilter=prefilter, surrogate=surrogate)
-        if population_size < 2:
-            raise UserError(f"evolution: population_size must be >= 2, got {population_size}")
-        if not 0 < mutation_prob <= 1 or not 0 <= crossover_prob <= 1:
-            raise UserError("evolution: mutation_prob must be in (0, 1] and crossover_prob in [0, 1]")
+        if isinstance(population_size, bool) or not isinstance(population_size, int) or population_size < 2:
+            raise FieldError("population_size", f"must be an integer >= 2, got {population_size!r}")
+        if not (is_finite_number(mutation_prob) and 0 < mutation_prob <= 1):
+            raise FieldError("mutation_prob", f"must be a number in (0, 1], got {mutation_prob!r}")
+        if not (is_finite_number(crossover_prob) and 0 <= crossover_prob <= 1):
+            raise FieldError("crossover_prob", f"must be a number in [0, 1], got {crossover_prob!r}")
         self.population_size, self.mutation_prob, self.crossover_prob = population_size, mutation_prob, crossover_prob
         self.population: list[Observation] = []
         self._offspring: list[Observation] = []

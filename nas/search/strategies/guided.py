@@ -28,11 +28,12 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from nas.errors import UserError, draw_bounded
+from nas.errors import FieldError, draw_bounded
 from nas.search.pareto import environmental_selection, hypervolume_improvement, non_dominated_sort
 from nas.search.strategies.base import PREFILTER, Observation, Prefilter, Strategy, Surrogate, register_strategy
 from predictors.accuracy import arch_features, list_predictors, load_backends, make_predictor, select_predictor
 from search_spaces import Arch, SearchSpace
+from search_spaces.arch import is_finite_number
 
 # families compared by cross-validation when `predictor="auto"`: the cheapest to fit. On supernet
 # accuracies the Gaussian process, gradient-boosted trees and the ensemble rank no better and cost
@@ -58,15 +59,15 @@ class PredictorGuidedSearch(Strategy):
         for name, value, low in (("initial", initial, 2), ("batch", batch, 1), ("population", population, 4),
                                  ("generations", generations, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise UserError(f"predictor search: {name} must be an integer >= {low}, got {value!r}")
+                raise FieldError(name, f"must be an integer >= {low}, got {value!r}")
         if predictor != "auto" and predictor not in list_predictors():
-            raise UserError(f"predictor search: unknown predictor {predictor!r}; choose from {list_predictors()}")
+            raise FieldError("predictor", f"must be one of {list_predictors()}, got {predictor!r}")
         if acquisition not in get_args(Acquisition):
-            raise UserError(f"predictor search: acquisition must be 'hvi' or 'front', got {acquisition!r}")
-        if not 0 <= local <= 1:
-            raise UserError(f"predictor search: local must be in [0, 1], got {local}")
-        if not 0 < mutation_prob <= 1:
-            raise UserError(f"predictor search: mutation_prob must be in (0, 1], got {mutation_prob}")
+            raise FieldError("acquisition", f"must be 'hvi' or 'front', got {acquisition!r}")
+        if not (is_finite_number(local) and 0 <= local <= 1):
+            raise FieldError("local", f"must be a number in [0, 1], got {local!r}")
+        if not (is_finite_number(mutation_prob) and 0 < mutation_prob <= 1):
+            raise FieldError("mutation_prob", f"must be a number in (0, 1], got {mutation_prob!r}")
         self.initial, self.batch, self.population, self.generations = initial, batch, population, generations
         self.mutation_prob, self.local, self.predictor = mutation_prob, local, predictor
         self.acquisition = acquisition

@@ -29,7 +29,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import Trial, TrialState
 
-from nas.errors import UserError
+from nas.errors import FieldError
 from nas.search.strategies.base import Prefilter, Strategy, Surrogate, register_strategy
 from search_spaces import Arch, AttnBlock, ConvBlock, SearchSpace, Stage
 from search_spaces.mixers import has_qkv
@@ -51,9 +51,9 @@ def _quiet() -> Iterator[None]:
         optuna.logging.set_verbosity(verbosity)
 
 
-def _int_at_least(strategy: str, option: str, value: Any, minimum: int) -> int:
+def _int_at_least(option: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserError(f"{strategy}: {option} must be an integer >= {minimum}, got {value!r}")
+        raise FieldError(option, f"must be an integer >= {minimum}, got {value!r}")
     return value
 
 
@@ -144,7 +144,7 @@ class OptunaStrategy(Strategy):
     def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None,
                  surrogate: Surrogate | None = None, n_objectives: int = 2):
         super().__init__(space, seed=seed, prefilter=prefilter, surrogate=surrogate)  # surrogate: unused
-        self.n_objectives = _int_at_least(self.name, "n_objectives", n_objectives, minimum=1)
+        self.n_objectives = _int_at_least("n_objectives", n_objectives, minimum=1)
         self.codec = ArchCodec(space)
         with _quiet():
             self.study = optuna.create_study(directions=["minimize"] * n_objectives, sampler=self._sampler(seed))
@@ -195,7 +195,7 @@ class OptunaNSGA2(OptunaStrategy):
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None,
                  surrogate: Surrogate | None = None, n_objectives: int = 2, population_size: int = 16):
-        self.population_size = _int_at_least(self.name, "population_size", population_size, minimum=2)
+        self.population_size = _int_at_least("population_size", population_size, minimum=2)
         super().__init__(space, seed=seed, prefilter=prefilter, surrogate=surrogate, n_objectives=n_objectives)
 
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
@@ -208,7 +208,7 @@ class OptunaTPE(OptunaStrategy):
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None,
                  surrogate: Surrogate | None = None, n_objectives: int = 2, n_startup_trials: int = 12):
-        self.n_startup_trials = _int_at_least(self.name, "n_startup_trials", n_startup_trials, minimum=1)
+        self.n_startup_trials = _int_at_least("n_startup_trials", n_startup_trials, minimum=1)
         super().__init__(space, seed=seed, prefilter=prefilter, surrogate=surrogate, n_objectives=n_objectives)
 
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:

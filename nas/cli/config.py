@@ -1,0 +1,194 @@
+"""The run config of `nas train` and `nas search`: one frozen, typed value per run.
+
+It is merged once (`nas.cli.main`): the defaults here, then a `--config FILE.json` whose keys are
+the field names, then the flags given (each field is set by the flag of the same name, `flag` in
+`nas.cli.parser`). It is recorded in the run folder's `config.json` (under "args") and read back
+from there by `--resume`; a field a recorded run lacks takes its default, the value that means
+the behaviour before the field existed.
+
+Each component gets only its own part: `train_config` -> `TrainConfig`, `limits` -> `Limits`,
+`search_budget` -> `Budget`, `latency_source` -> where latency comes from, and the strategy
+with its options. The validation is the components' own: their errors name their fields, which
+are this config's fields (`named` renames the two that differ), and the CLI names them as flags
+or as the keys of the file they came from.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from nas.errors import FieldError, named
+from nas.evaluation.limits import OBJECTIVES, Limits
+from nas.hardware.measure import LatencySettings
+from nas.hardware.profile import SearchLatency, search_latency
+from nas.search.loop import Budget
+from nas.search.strategies import check_options, list_strategies, strategies_with_predictor
+from nas.training.config import TrainConfig
+from search_spaces.arch import is_finite_number, show
+
+Scalar = str | int | float | bool | None  # the value of a strategy option
+_TRAIN = TrainConfig()
+_KINDS = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
+C = TypeVar("C", bound="RunConfig")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """`nas train`: the space, its data, the training recipe and where it runs."""
+
+    command: ClassVar[str] = "train"  # the command whose config this is
+    space: str = "tiny"  # a built-in space or a space .json file
+    data: str | None = None  # None: the built-in dataset of the space's kind
+    seed: int = 0
+    device: str = "auto"
+    # the training recipe (TrainConfig)
+    epochs: int = _TRAIN.epochs
+    batch_size: int = _TRAIN.batch_size
+    lr: float = _TRAIN.lr
+    optimizer: Literal["adamw", "sgd"] = _TRAIN.optimizer
+    weight_decay: float = _TRAIN.weight_decay
+    warmup_epochs: int = _TRAIN.warmup_epochs
+    sampling: Literal["uniform", "sandwich", "complexity"] = _TRAIN.sampling
+    num_random: int = _TRAIN.num_random
+    no_distill: bool = not _TRAIN.distill
+    hflip: bool = _TRAIN.hflip
+    # Ray: results do not depend on these (a resumed run may change them)
+    ray: bool = False
+    ray_address: str | None = None
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        self.train_config("cpu")
+        if self.workers is not None and self.workers < 1:
+            raise FieldError("workers", f"must be >= 1, got {self.workers}")
+
+    def train_config(self, device: str) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
+                           weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs, sampling=self.sampling,
+                           num_random=self.num_random, distill=not self.no_distill, hflip=self.hflip, seed=self.seed,
+                           device=device)
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        """The config whose fields `data` names (a missing field takes its default); an unknown key is an error."""
+        known = [f.name for f in fields(cls)]
+        if unknown := sorted(set(data) - set(known), key=str):
+            key = unknown[0]
+            raise FieldError(key if isinstance(key, str) and key.isidentifier() else show(key),
+                             f"is not a setting of `nas {cls.command}` (its settings: {', '.join(known)})")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, as recorded in the run's config.json; `from_dict` reads it back."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class SearchRunConfig(RunConfig):
+    """`nas search`: a training config (for when it trains its supernet first) and the search's own."""
+
+    command: ClassVar[str] = "search"
+    budget: str = "200"  # evaluations (200) or a duration (90s, 10m, 1h)
+    # the hard limits (Limits)
+    max_latency_ms: float | None = None
+    max_params: int | None = None
+    max_flops: int | None = None
+    max_memory_mb: float | None = None
+    seq_len: int | None = None  # sequence spaces: the length the costs are for (None: the data's)
+    objective: str = "latency"
+    # where latency comes from: a target measured here with these settings, or a profile .json
+    target: str = "cpu"
+    threads: int = 1
+    latency_batch: int = 1
+    # the strategy, the accuracy predictor family of one that learns one, and its constructor's options
+    strategy: str = "predictor"
+    predictor: str | None = None  # None: the strategy's default
+    strategy_options: tuple[tuple[str, Scalar], ...] = ()  # (option, value), sorted; JSON: an object
+    supernet: str | None = None  # a trained supernet to reuse (None: train one first)
+
+    def __post_init__(self) -> None:
+        if type(self.budget) is int:  # a count in a JSON file
+            object.__setattr__(self, "budget", str(self.budget))
+        if isinstance(self.strategy_options, Mapping):
+            object.__setattr__(self, "strategy_options", tuple(sorted(self.strategy_options.items(), key=lambda item: str(item[0]))))
+        super().__post_init__()
+        _check_options(self.strategy_options)
+        self.search_budget()
+        self.limits()
+        with named(lambda field: {"batch_size": "latency_batch"}.get(field, field)):
+            LatencySettings(threads=self.threads, batch_size=self.latency_batch)
+        if self.seq_len is not None and self.seq_len < 1:
+            raise FieldError("seq_len", f"must be a positive integer, got {self.seq_len}")
+        for name, allowed in (("objective", sorted(OBJECTIVES)), ("strategy", list_strategies())):
+            if getattr(self, name) not in allowed:
+                raise FieldError(name, f"must be one of {allowed}, got {getattr(self, name)!r}")
+        learners = strategies_with_predictor()
+        if self.predictor is not None and self.strategy not in learners:
+            raise FieldError("predictor", f"applies only to the strategies that learn one {learners}, "
+                                          f"not to {self.strategy!r}")
+        with named(lambda option: f"strategy_options.{option}"):
+            check_options(self.strategy, dict(self.strategy_options))
+
+    def search_budget(self) -> Budget:
+        return Budget.parse(self.budget)
+
+    def limits(self) -> Limits:
+        return Limits(self.max_latency_ms, self.max_params, self.max_flops, self.max_memory_mb)
+
+    def latency_source(self) -> SearchLatency:
+        return search_latency(self.target, threads=self.threads, batch=self.latency_batch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return super().to_dict() | {"strategy_options": dict(self.strategy_options)}
+
+
+RUN_CONFIGS: dict[str, type[RunConfig]] = {"train": RunConfig, "search": SearchRunConfig}
+
+
+def parse_option(text: str) -> tuple[str, Scalar]:
+    """`KEY=VALUE` of a strategy option; VALUE as JSON when it is a JSON scalar (32, 0.5, true,
+    null, "x"), else as text (hvi)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise FieldError("strategy_options", f"takes KEY=VALUE, got {show(text)}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key.strip(), value if isinstance(value, Scalar) else raw
+
+
+def _check_types(config: RunConfig) -> None:
+    """Each field holds a value of its annotated type (a config read from a file may not)."""
+    hints = get_type_hints(type(config))
+    for f in fields(config):
+        if f.name == "strategy_options":
+            continue  # `_check_options`
+        name, hint, value, optional = f.name, hints[f.name], getattr(config, f.name), False
+        if get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint):
+            optional, hint = True, next(a for a in get_args(hint) if a is not type(None))
+        if get_origin(hint) is Literal:
+            hint = str  # its value is the component's to check
+        if optional and value is None:
+            continue
+        if not (is_finite_number(value) if hint is float else type(value) is hint):
+            raise FieldError(name, f"must be {_KINDS[hint]}, got {show(value)}")
+
+
+def _check_options(options: Any) -> None:
+    """(name, scalar) pairs, each name once; the names and values are the strategy's to check."""
+    fine = isinstance(options, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
+                                              for p in options)
+    if not fine:
+        raise FieldError("strategy_options", f"must be an object of option: value, got {show(options)}")
+    for key, value in options:
+        if not (value is None or isinstance(value, (str, bool)) or is_finite_number(value)):
+            raise FieldError(f"strategy_options.{key}", f"must be a string, a finite number, true, false or null, "
+                                                        f"got {show(value)}")
+    if len({k for k, _ in options}) != len(options):
+        raise FieldError("strategy_options", "gives an option twice")
