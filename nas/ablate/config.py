@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +176,7 @@ class AblationConfig:
                     "grid": _grid(data.get("grid", {})),
                     "resources": Resources(**_object(data.get("resources", {}), "resources", _names(Resources)))}
         top = {k: _local_path(v) if k in ("space", "data") else v for k, v in data.items() if k not in sections}
-        config = cls(**top, **sections)
+        config = cls(**top, **sections)  # type: ignore[arg-type]  # the keys are checked by _object, the types by __post_init__
         try:
             space = get_space(config.space)
         except ArchError as e:
@@ -197,7 +197,9 @@ class AblationConfig:
         return record
 
     def train_config(self, sampling: str, seed: int) -> TrainConfig:
-        return replace(self.train, sampling=sampling, seed=seed, device=self.resources.device)
+        # through from_dict: the grid's rule is checked as the recipe's field
+        return TrainConfig.from_dict({**self.train.to_dict(), "sampling": sampling, "seed": seed,
+                                      "device": self.resources.device})
 
 
 def _option_key(strategy: str) -> Callable[[str], str]:
@@ -209,7 +211,7 @@ def _object(value: Any, where: str, allowed: set[str] | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UserError(f"{where} must be a JSON object, got {show(value)}")
     unknown = sorted(set(value) - allowed, key=str) if allowed is not None else []
-    if unknown:
+    if unknown and allowed is not None:
         prefix = "" if where == "the config" else f"{where}."
         raise UserError(f"{prefix}{unknown[0]} is not a key of {where}; allowed: {sorted(allowed)}")
     return dict(value)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import cast
 
 from nas.data.datasets import TaskData
 from nas.errors import UserError
 from nas.evaluation.accuracy import evaluate
 from nas.evaluation.limits import Limits
 from nas.hardware.measure import Latency, LatencySettings
-from nas.hardware.targets import measure_on_target
+from nas.hardware.targets import Target, measure_on_target
 from predictors import LatencyPredictor, MissingBlockError
 from search_spaces import Arch, HybridSupernet
 
@@ -60,7 +61,7 @@ class Evaluator:
     def measure(self, arch: Arch) -> Latency:
         """Latency of the extracted subnet, measured on this machine's target."""
         model = self.supernet.extract(arch, input_size=self.cost_size).cpu().eval()
-        return measure_on_target(model, self.input_shape(self.latency.batch_size), target=self.latency.device,
+        return measure_on_target(model, self.input_shape(self.latency.batch_size), target=cast(Target, self.latency.device),
                                  threads=self.latency.threads, max_seconds=self.latency.max_seconds)
 
     def analytic_cost_functions(self) -> dict[str, Callable[[Arch], float]]:
@@ -74,6 +75,8 @@ class Evaluator:
         return {column: cost(arch) for column, cost in self.analytic_cost_functions().items()}
 
     def predict_latency(self, arch: Arch) -> float:
+        if self.predictor is None:
+            raise ValueError("latency is predicted only with a latency profile's predictor")
         try:
             return self.predictor.predict(arch)
         except MissingBlockError as e:

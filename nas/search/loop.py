@@ -134,6 +134,7 @@ class LocalPool:
         return True
 
     def result(self, handle: Arch) -> dict[str, float]:
+        assert self._pending is not None, "result() before submit()"
         arch, latency = self._pending
         self._pending = None
         return self.evaluator.evaluate(arch, latency=latency)

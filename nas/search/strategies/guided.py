@@ -129,7 +129,7 @@ class PredictorGuidedSearch(Strategy):
                 taus = dict(choice.taus) if choice else {}
                 # a costlier family must rank clearly better than ridge regression to be refitted every round
                 better = choice is not None and taus.get(choice.name, 0.0) > taus.get("ridge", -1.0) + MIN_TAU_GAIN
-                self._families[key] = choice.name if better else "ridge"
+                self._families[key] = choice.name if better and choice is not None else "ridge"
                 self.selection_scores[key] = taus
         models = {key: make_predictor(self._families[key], seed=self.seed).fit(x, y) for key, y in targets.items()}
         # the accuracy predictor's typical error, for an optimistic acquisition: on supernet
@@ -250,12 +250,14 @@ class PredictorGuidedSearch(Strategy):
         return np.stack([self._features[a] for a in archs])
 
     def _exact_cost(self, arch: Arch) -> float:
+        assert self.surrogate is not None and self.surrogate.cost is not None  # only called when the cost is exact
         if arch not in self._exact:
             cost = float(self.surrogate.cost(arch))
             self._exact[arch] = (cost, float(self.surrogate.violation(arch, cost)))
         return self._exact[arch][0]
 
     def _exact_violation(self, arch: Arch, cost: float) -> float:
+        assert self.surrogate is not None  # only called with a surrogate
         if self.surrogate.cost is not None:
             self._exact_cost(arch)
             return self._exact[arch][1]

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import Trial, TrialState
 
 from nas.errors import FieldError
@@ -107,6 +107,10 @@ class ArchCodec:
         mixer = params[slot + "mixer"]
         return AttnBlock(mixer, params[slot + "heads"] if has_qkv(mixer) else 0, params[slot + "mlp_ratio"])
 
+    def trial_distributions(self) -> dict[str, BaseDistribution]:
+        """The distributions as Optuna's `ask` types them."""
+        return {**self.distributions}
+
     def encode(self, arch: Arch) -> Params:
         """Parameters that decode to `arch`; inactive slots and unused fields take the first choice."""
         self.space.validate(arch)
@@ -158,7 +162,7 @@ class OptunaStrategy(Strategy):
         with _quiet():
             if self._pending is not None:
                 self.study.tell(self._pending[0], state=TrialState.FAIL)
-            trial = self.study.ask(self.codec.distributions)
+            trial = self.study.ask(self.codec.trial_distributions())
         self._pending = (trial, self.codec.decode(trial.params))
         return self._pending[1]
 
@@ -181,7 +185,7 @@ class OptunaStrategy(Strategy):
         complete has no NSGA-II generation (set only while a trial runs), so NSGA-II would leave it
         out of every population. Enqueued and asked instead, it is placed like any asked trial."""
         self.study.enqueue_trial(self.codec.encode(arch))
-        trial = self.study.ask(self.codec.distributions)
+        trial = self.study.ask(self.codec.trial_distributions())
         sampler = self.study.sampler
         if isinstance(sampler, optuna.samplers.BaseGASampler):  # fixed params skip sample_relative
             running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
