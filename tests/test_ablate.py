@@ -98,7 +98,7 @@ def _attempts(folder: Path) -> list[dict]:
     ({"train": {"epochs": 0}}, "train.epochs must be >= 1, got 0"),
     ({"search": {"objective": "latency"}}, "search.target: latency needs a profile"),
     ({"search": {"max_flops": -5}}, "search.max_flops must be > 0, got -5"),
-    ({"search": {"max_flops": 10}}, "search: no subnet of space 'tiny' can meet --max-flops 10"),
+    ({"search": {"max_flops": 10}}, "search.max_flops 10 cannot be met by any subnet of space 'tiny'"),
     ({"resources": {"cpu": 0}}, "resources.cpu must be a number > 0"),
     ({"max_failures": -1}, "max_failures must be an integer >= 0"),
     ({"space": "nowhere"}, "space: unknown space 'nowhere'"),

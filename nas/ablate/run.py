@@ -47,7 +47,7 @@ from nas.ablate.config import AblationConfig, Grid, Resources, SearchSettings
 from nas.ablate.report import write_results
 from nas.cluster.tune import check_resources, ray_session, run_trials
 from nas.data.datasets import DataError, load_data
-from nas.errors import UserError
+from nas.errors import UserError, named
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import OBJECTIVES
 from nas.hardware.measure import describe_hardware
@@ -292,10 +292,8 @@ def _check_inputs(config: AblationConfig) -> Evaluator:
         evaluator = make_evaluator(config, HybridSupernet(space), "cpu")
     except UserError as e:
         raise UserError(f"search.target: {e}") from None
-    try:
+    with named(lambda field: f"search.{field}"):
         evaluator.check_feasible(config.search.limits())  # weights play no part: fail before any trial
-    except UserError as e:
-        raise UserError(f"search: {e}") from None
     return evaluator
 
 

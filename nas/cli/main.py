@@ -248,7 +248,8 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     data = load_data(data_name, dims=supernet.space.config.dims)
     evaluator = Evaluator(supernet, data, latency, device=device, predictor=source.predictor,
                           remeasure=source.mismatch is None, cost_size=_seq_len(config.seq_len, supernet.space))
-    evaluator.check_feasible(limits)  # weights play no part: fail before training
+    with named(flag):
+        evaluator.check_feasible(limits)  # weights play no part: fail before training
     _check_strategy(config, supernet.space)
     workers = _ray_workers(config, device)
     if args.resume:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import cast
 
 from nas.data.datasets import TaskData
-from nas.errors import UserError
+from nas.errors import FieldError, UserError
 from nas.evaluation.accuracy import evaluate
 from nas.evaluation.limits import Limits
 from nas.hardware.measure import Latency, LatencySettings
@@ -117,19 +117,19 @@ class Evaluator:
             return cache[arch]
 
         where = "predicted" if self.predictor is not None else "on " + self.latency.device
-        checks = (  # flag, limit, column, limit's unit in the column's, how to show, slack (latency is noisy)
-            ("--max-params", limits.max_params, "params", 1, "{:,.0f} parameters", 1.0),
-            ("--max-flops", limits.max_flops, "flops", 1, "{:,.0f} multiply-adds", 1.0),
-            ("--max-latency-ms", limits.max_latency_ms, "latency_ms", 1, "{:.3f} ms " + where, 1.05),
-            ("--max-memory-mb", limits.max_memory_mb, "memory_bytes", 2**20, "{:.3f} MiB (estimated)", 1.0),
+        checks = (  # field, limit, column, limit's unit in the column's, how to show, slack (latency is noisy)
+            ("max_params", limits.max_params, "params", 1, "{:,.0f} parameters", 1.0),
+            ("max_flops", limits.max_flops, "flops", 1, "{:,.0f} multiply-adds", 1.0),
+            ("max_latency_ms", limits.max_latency_ms, "latency_ms", 1, "{:.3f} ms " + where, 1.05),
+            ("max_memory_mb", limits.max_memory_mb, "memory_bytes", 2**20, "{:.3f} MiB (estimated)", 1.0),
         )
-        for flag, limit, key, unit, fmt, slack in checks:
+        for field, limit, key, unit, fmt, slack in checks:
             if limit is None or any(costs(a)[key] <= limit * unit * slack for a in variants):
                 continue
             best = min(costs(a)[key] for a in variants)
             if best > limit * unit * slack:
-                raise UserError(f"no subnet of space {space.config.name!r} can meet {flag} {limit:g}: "
-                                f"the smallest achievable is {fmt.format(best / unit)}")
+                raise FieldError(field, f"{limit:g} cannot be met by any subnet of space {space.config.name!r}: "
+                                        f"the smallest achievable is {fmt.format(best / unit)}")
 
 
 def _shape(channels: int, size: int, dims: int) -> str:
