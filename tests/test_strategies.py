@@ -30,16 +30,17 @@ def test_strategies_are_reproducible(name):
     assert a == b and a != c
 
 
-def test_strategy_reproducible_in_another_process():
+@pytest.mark.parametrize(("name", "seed", "n"), [("evolution", 11, 30), ("optuna-tpe", 3, 20)])
+def test_strategy_reproducible_in_another_process(name, seed, n):
     space = get_space("tiny")
-    here = [a.id for a in run_strategy(make_strategy("evolution", space, seed=11), space, n=30)]
+    here = [a.id for a in run_strategy(make_strategy(name, space, seed=seed), space, n=n)]
     code = (
-        "import numpy as np; from search_spaces import get_space; from nas.search.strategies import make_strategy; "
+        "from search_spaces import get_space; from nas.search.strategies import make_strategy; "
         "from tests.helpers import run_strategy; s = get_space('tiny'); "
-        "print(','.join(a.id for a in run_strategy(make_strategy('evolution', s, seed=11), s, n=30)))"
+        f"print(','.join(a.id for a in run_strategy(make_strategy({name!r}, s, seed={seed}), s, n={n})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
-                         env={"PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "123", "PATH": ""})
+                         env={"PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "123", "PATH": "", "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().split(",") == here
 
