@@ -17,7 +17,7 @@ from nas.cli.main import main
 from nas.data.datasets import load_data
 from nas.evaluation.accuracy import evaluate
 from nas.search.pareto import pareto_indices
-from tests.helpers import FAST, ROOT, TRAIN_ARGS, same_weights, subprocess_env
+from tests.helpers import FAST, ROOT, TRAIN_ARGS, same_weights, stored_digits, subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +48,18 @@ def test_search_writes_every_artifact(search_run):
 def test_extracted_model_reproduces_recorded_accuracy(search_run):
     summary = json.loads((search_run / "search.json").read_text())
     chosen = summary["chosen"]
-    model = nas.load_model(chosen["path"])
+    assert chosen["path"] == f"models/{chosen['id']}"  # relative to the run folder
+    model = nas.load_model(search_run / chosen["path"])
     assert isinstance(model, torch.nn.Module)
     assert not any("Elastic" in type(m).__name__ for m in model.modules())
-    data = load_data("digits")
-    assert evaluate(model, data.test) == pytest.approx(chosen["test_acc"], abs=1e-12)
-    assert evaluate(model, data.val) == pytest.approx(chosen["val_acc"], abs=1e-12)
-    meta = json.loads((Path(chosen["path"]) / "model.json").read_text())
+    data = load_data("digits")  # the model standardises the data itself: it takes the images as stored
+    assert evaluate(model, stored_digits(data, "test")) == pytest.approx(chosen["test_acc"], abs=1e-12)
+    assert evaluate(model, stored_digits(data, "val")) == pytest.approx(chosen["val_acc"], abs=1e-12)
+    meta = json.loads((search_run / chosen["path"] / "model.json").read_text())
     assert meta["metrics"]["params"] == sum(p.numel() for p in model.parameters())
+    assert meta["costs"]["latency_ms"]["value"] == chosen["latency_ms"] and meta["costs"]["latency_ms"]["target"] == "cpu"
+    assert {p.name for p in (search_run / chosen["path"]).iterdir()} == {"model.safetensors", "model.json", "model.onnx",
+                                                                        "README.md"}
 
 
 def test_extract_command_and_no_overwrite(search_run, capsys):
@@ -64,7 +68,9 @@ def test_extract_command_and_no_overwrite(search_run, capsys):
     assert main(["extract", str(search_run), "--arch", arch_id]) == 0
     model = nas.load_model(search_run / "models" / arch_id)
     data = load_data("digits")
-    assert evaluate(model, data.val) == pytest.approx(table["val_acc"].iloc[-1], abs=1e-12)
+    assert evaluate(model, stored_digits(data, "val")) == pytest.approx(table["val_acc"].iloc[-1], abs=1e-12)
+    meta = json.loads((search_run / "models" / arch_id / "model.json").read_text())
+    assert meta["costs"]["flops"]["value"] == table["flops"].iloc[-1] and (search_run / "models" / arch_id / "model.onnx").is_file()
     before = (search_run / "models" / arch_id / "model.safetensors").read_bytes()
     assert main(["extract", str(search_run), "--arch", arch_id]) == 2
     assert "--force" in capsys.readouterr().err

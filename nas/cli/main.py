@@ -26,6 +26,7 @@ from nas.data.datasets import DataError, load_data
 from nas.errors import FieldError, UserError, named
 from nas.evaluation.accuracy import evaluate
 from nas.evaluation.evaluator import Evaluator
+from nas.finish.package import DeployedModel, run_costs, save_model_folder
 from nas.hardware.measure import LatencySettings, describe_hardware
 from nas.hardware.profile import ProfileSettings, build_profile
 from nas.runs.files import (
@@ -34,7 +35,6 @@ from nas.runs.files import (
     package_versions,
     prepare_run_dir,
     read_json,
-    save_model,
     save_supernet,
     write_json,
 )
@@ -284,7 +284,7 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
                                         f" (not measured: {source.mismatch})")
     print(f"chosen subnet {c['id']}: val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency "
           f"{latency_text}, {c['params']:,} params, {c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB "
-          f"-> {c['path']}")
+          f"-> {out / c['path']}")
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
@@ -327,7 +327,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
     metrics = {k: plain_value(row[k]) for k in ("val_acc", "latency_ms", "flops", "params", "memory_bytes")}
     metrics["test_acc"] = evaluate(supernet, data.test, arch, device=device)
     metrics["cost_input_size"] = config["args"].get("seq_len") or supernet.spec.input_size  # what the costs are for
-    save_model(folder, supernet.extract(arch), {"metrics": metrics, "data": data.describe(), "space": supernet.space.config.name})
+    save_model_folder(folder, DeployedModel.for_data(supernet.extract(arch), data), metrics=metrics, data=data.describe(),
+                      costs=run_costs(config, row, supernet.spec), space=supernet.space.config.name)
     print(f"subnet {arch.id} written to {folder} (test acc {metrics['test_acc']:.4f})")
 
 

@@ -1,7 +1,9 @@
 """Run folders and the files in them: atomic writes, safetensors + JSON, never pickle.
 
 A run folder holds `config.json`, `supernet.safetensors` + `space.json`, `evaluations.csv`,
-`pareto.csv`/`pareto.png` and `models/<id>/` (`model.safetensors` + `model.json`).
+`pareto.csv`/`pareto.png` and `models/<id>/` (a model folder: `nas.finish.package`). Files are
+written atomically (a temporary file renamed over the target) with the mode a plain `open()`
+gives them: 0666 less the user's umask.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
+import secrets
+import stat
 from importlib import metadata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +24,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from nas.errors import UserError
-from search_spaces import Arch, ArchError, HybridSupernet, ModelSpec, SearchSpace, SpaceConfig, SubnetModel
+from search_spaces import ArchError, HybridSupernet, SearchSpace, SpaceConfig
 from search_spaces.arch import loads_json, show
 
-SUPERNET_FILE, SPACE_FILE, MODEL_FILE, MODEL_META = "supernet.safetensors", "space.json", "model.safetensors", "model.json"
+SUPERNET_FILE, SPACE_FILE = "supernet.safetensors", "space.json"
 FORMAT_VERSION = "1"
 
 
@@ -37,24 +41,41 @@ def prepare_run_dir(path: Path, *, force: bool, resume: bool = False) -> Path:
     return path
 
 
-def _atomic(path: Path, write) -> None:
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` fills a new temporary file beside `path`, which then replaces `path` in one step.
+
+    The temporary file is created as `open()` creates files (mode 0666 less the umask), not 0600 as
+    `tempfile.mkstemp` would, so the result has the mode the user's umask asks for."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _new_file(path.parent, f".{path.name}.", ".tmp")
+    mode = stat.S_IMODE(tmp.stat().st_mode)
     try:
-        write(Path(tmp))
+        write(tmp)
+        os.chmod(tmp, mode)  # a writer may have replaced the file with one of its own mode (safetensors does)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _new_file(folder: Path, prefix: str, suffix: str, tries: int = 100) -> Path:
+    """An empty file of a fresh random name in `folder`, created with mode 0666 & ~umask."""
+    for _ in range(tries):
+        candidate = folder / f"{prefix}{secrets.token_hex(8)}{suffix}"
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"no free temporary file name {prefix}*{suffix} in {folder} after {tries} tries")
 
 
 def write_json(path: Path, data: Any) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text))
+    write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -78,10 +99,10 @@ def package_versions() -> dict[str, str]:
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    _atomic(path, lambda tmp: save_file(cpu, str(tmp), metadata=meta))
+    write_atomically(path, lambda tmp: save_file(cpu, str(tmp), metadata=meta))
 
 
-def _load_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+def load_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist")
     try:
@@ -118,9 +139,9 @@ def load_supernet(path: str | Path, device: str = "cpu") -> HybridSupernet:
         space = SearchSpace(SpaceConfig.from_dict(meta["space"]))
     except ArchError as e:
         raise UserError(f"supernet space file {meta_path}: {e}") from None
-    state = _load_safetensors(path, "supernet file")
+    state = load_safetensors(path, "supernet file")
     supernet = HybridSupernet(space)
-    _load_state(supernet, state, path, f"space {space.config.name!r}")
+    load_state(supernet, state, path, f"space {space.config.name!r}")
     return supernet.to(device)
 
 
@@ -142,7 +163,7 @@ def _differing_keys(a: Any, b: Any) -> list[str]:
     return sorted(str(k) for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def _load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
     expected = module.state_dict()
     missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
     if missing or unexpected:
@@ -154,30 +175,3 @@ def _load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path, w
             raise UserError(f"{path} does not match {what}: {key} has shape {tuple(tensor.shape)}, "
                             f"expected {tuple(expected[key].shape)}")
     module.load_state_dict(state, strict=True)
-
-
-def save_model(folder: Path, model: SubnetModel, info: dict[str, Any]) -> Path:
-    """A standalone subnet: `model.safetensors` + `model.json` (architecture, spec, metrics)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    save_tensors(folder / MODEL_FILE, model.state_dict(), {"format": "nas-model", "arch": model.arch.to_json()})
-    write_json(folder / MODEL_META, {
-        "format_version": FORMAT_VERSION, "id": model.arch.id, "arch": model.arch.to_dict(),
-        "spec": model.spec.to_dict(), **info,
-    })
-    return folder
-
-
-def load_model(path: str | Path, device: str = "cpu") -> SubnetModel:
-    """An extracted subnet as a plain `torch.nn.Module`, without the supernet and without pickle."""
-    folder = Path(path)
-    if folder.is_file():
-        folder = folder.parent
-    meta = read_json(folder / MODEL_META, "model description")
-    try:
-        arch = Arch.from_dict(meta["arch"])
-        spec = ModelSpec(**meta["spec"])
-    except (KeyError, TypeError, ArchError) as e:
-        raise UserError(f"model description {folder / MODEL_META} is invalid: {e}") from None
-    model = SubnetModel(spec, arch)
-    _load_state(model, _load_safetensors(folder / MODEL_FILE, "model file"), folder / MODEL_FILE, f"architecture {arch.id}")
-    return model.to(device).eval()

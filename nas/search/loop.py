@@ -28,7 +28,8 @@ import pandas as pd
 from nas.errors import FieldError, UserError, retries_exhausted
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import OBJECTIVE_LABELS, OBJECTIVES, Limits
-from nas.runs.files import save_model, write_json, write_text
+from nas.finish.package import DeployedModel, evaluator_costs, save_model_folder
+from nas.runs.files import write_json, write_text
 from nas.runs.interrupt import finish_on_interrupt
 from nas.runs.progress import progress_bar
 from nas.search.pareto import front_hypervolume, hypervolume_reference, pareto_indices, plot_front
@@ -361,10 +362,10 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
                                         "params", "memory_bytes")}
     info["test_acc"] = float(pareto.at[chosen, "test_acc"])  # the chosen subnet is on the front: measured above
     info["cost_input_size"] = evaluator.cost_size or evaluator.supernet.spec.input_size  # what the costs are for
-    model_dir = save_model(out / "models" / arch.id, evaluator.supernet.extract(arch), {
-        "metrics": info, "data": evaluator.data.describe(), "space": evaluator.supernet.space.config.name,
-    })
-    summary["chosen"] = {"id": arch.id, "path": str(model_dir), **info}
+    model = DeployedModel.for_data(evaluator.supernet.extract(arch), evaluator.data)
+    model_dir = save_model_folder(out / "models" / arch.id, model, metrics=info, costs=evaluator_costs(evaluator, row),
+                                  data=evaluator.data.describe(), space=evaluator.supernet.space.config.name)
+    summary["chosen"] = {"id": arch.id, "path": str(model_dir.relative_to(out)), **info}  # relative to the run folder
     write_json(out / "search.json", summary)
     return summary
 
