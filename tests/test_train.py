@@ -251,3 +251,12 @@ def test_ctrl_c_during_training_finishes_the_step_and_resumes_to_the_same_weight
     assert meta["progress"]["epoch"] < 3
     assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
     assert max_weight_diff(load_supernet(tmp_path / "straight"), load_supernet(run)) == 0.0
+
+
+@pytest.mark.parametrize("shape", [(4, 1, 8, 8), (4, 3, 8, 8), (4, 1, 40), (4, 2, 40)])
+def test_augment_gives_one_memory_layout_whether_or_not_it_changes_the_batch(shape):
+    x, gen = torch.randn(*shape), torch.Generator().manual_seed(0)
+    plain, shifted, flipped = train_mod.augment(x, 0, False, gen), train_mod.augment(x, 1, False, gen), \
+        train_mod.augment(x, 0, True, gen)
+    assert torch.equal(plain, x)
+    assert plain.stride() == shifted.stride() == flipped.stride()  # the same convolution kernels: the same speed
