@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from nas.errors import UserError
 from nas.evaluation.accuracy import accuracy_and_loss
@@ -16,6 +17,9 @@ from nas.finish.finetune import (
     scratch_steps,
 )
 from nas.runs.files import load_supernet
+from nas.training.config import TrainConfig
+from nas.training.train import train_standalone
+from search_spaces import SubnetModel
 from tests.helpers import few_digits, same_weights, tiny_supernet
 
 
@@ -111,6 +115,20 @@ def test_the_best_epoch_is_kept(supernet, arch, data):
         best = loss
     early = finish(supernet, arch, data, lr=0.1, epochs=5, warmup_epochs=5, patience=1)
     assert early.record.steps == end and early.record.val_loss_after == best
+
+
+def test_select_last_keeps_the_last_epoch(supernet, arch, data):
+    result = finish(supernet, arch, data, lr=0.1, epochs=5, warmup_epochs=5, select="last")
+    assert result.record.best_step == result.record.steps == 15 and len(result.history) == 5
+    assert "val_loss" not in result.history[-1]  # no validation during training
+
+
+def test_scratch_is_the_default_recipe_from_a_seeded_initialisation(supernet, arch, data):
+    result = finish(supernet, arch, data, how="scratch", select="last", steps=6, seed=3)
+    torch.manual_seed(3)
+    model = SubnetModel(supernet.spec, arch)
+    train_standalone(model, data, TrainConfig(seed=3), steps=6)
+    assert same_weights(result.model.state_dict(), model.state_dict())
 
 
 def test_scratch_ignores_the_inherited_weights(supernet, arch, data):

@@ -11,7 +11,8 @@ extracted subnets (Cai et al., 2020); HAT and BossNAS retrain the found architec
   Validated after every epoch; the best epoch is kept (the inherited weights are a candidate too)
   and training stops after `patience` epochs without improvement.
 - `how="scratch"`: the architecture trained from its initialisation with the supernet's default
-  recipe and budget (`TrainConfig`), the same selection of the best epoch.
+  recipe and budget (`TrainConfig`), the same selection of the best epoch; with `select="last"`,
+  exactly the default recipe (the reference of `benchmarks/finishing.py`).
 - `how="inherit"`: the inherited weights as they are.
 
 The loop is `nas.training.train.train_standalone`, the one loop for standalone models. When
@@ -36,7 +37,7 @@ from search_spaces import Arch, HybridSupernet, SubnetModel
 from search_spaces.arch import is_finite_number, show
 
 HOW = ("inherit", "finetune", "scratch")
-SELECT = ("val_loss", "val_acc")
+SELECT = ("val_loss", "val_acc", "last")
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,10 @@ class FinishConfig:
     warmup_epochs: int = 0
     augment: bool = False  # random translation (`nas.training.train.augment`)
     label_smoothing: float = 0.0
-    patience: int = 5  # epochs without improvement before stopping; 0: never stop early
-    select: Literal["val_loss", "val_acc"] = "val_loss"  # what the best epoch is
+    patience: int = 5  # epochs without improvement before stopping; 0 (or select="last"): never stop early
+    # the epoch kept: the lowest validation loss, the highest validation accuracy (the loss breaking
+    # ties), or the last one (no validation during training)
+    select: Literal["val_loss", "val_acc", "last"] = "val_loss"
     seed: int = 0
     device: str = "cpu"
 
@@ -190,8 +193,9 @@ def finish_subnet(supernet: HybridSupernet, arch: Arch, data: TaskData, config: 
                               stopped=False)
         return FinishResult(inherited.eval(), record, ())
     model = inherited if config.how == "finetune" else _initialised(supernet, arch, config.seed)
-    summary = train_standalone(model, data, recipe(config), steps=finish_steps(config, data), select=config.select,
-                               patience=config.patience, stop=stop, show_progress=show_progress,
+    select = None if config.select == "last" else config.select
+    summary = train_standalone(model, data, recipe(config), steps=finish_steps(config, data), select=select,
+                               patience=config.patience if select else 0, stop=stop, show_progress=show_progress,
                                description=f"finishing {arch.id} ({config.how})")
     val_acc, val_loss = accuracy_and_loss(model, data.val, device=device)
     after = {"val_acc_after": val_acc, "val_loss_after": val_loss,
