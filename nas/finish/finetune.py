@@ -42,8 +42,9 @@ SELECT = ("val_loss", "val_acc", "last")
 
 @dataclass(frozen=True)
 class FinishConfig:
-    """How a searched subnet is finished. The recipe fields (`lr` to `label_smoothing`,
-    `batch_size`) are the fine-tune's; `how="scratch"` trains with `TrainConfig`'s defaults."""
+    """How a searched subnet is finished. `budget` and the recipe fields (`batch_size` to
+    `label_smoothing`) are the fine-tune's: `how="scratch"` trains with `TrainConfig`'s recipe and
+    budget, unless `steps` or `epochs` is given. The selection fields apply to both."""
 
     how: Literal["inherit", "finetune", "scratch"] = "finetune"
     budget: float = 0.5  # optimizer steps as a fraction of the from-scratch steps (`scratch_steps`)
