@@ -283,3 +283,12 @@ def test_sequence_augmentation_shifts_in_time_with_zero_padding():
         shifts.add(int(nonzero[0].item()) - 1 if row[0] != 0 else -int((row == 0).sum()))
     assert shifts == {-2, -1, 0, 1, 2}
     assert torch.equal(out[:, 0], out[:, 1])  # channels move together
+
+
+@pytest.mark.parametrize("shape", [(4, 1, 8, 8), (4, 3, 8, 8), (4, 1, 40), (4, 2, 40)])
+def test_augment_gives_one_memory_layout_whether_or_not_it_changes_the_batch(shape):
+    x, gen = torch.randn(*shape), torch.Generator().manual_seed(0)
+    plain, shifted, flipped = train_mod.augment(x, 0, False, gen), train_mod.augment(x, 1, False, gen), \
+        train_mod.augment(x, 0, True, gen)
+    assert torch.equal(plain, x)
+    assert plain.stride() == shifted.stride() == flipped.stride()  # the same convolution kernels: the same speed

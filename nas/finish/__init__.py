@@ -1,1 +1,1 @@
-"""Finishing a found subnet: training it further, and packaging it as a self-describing model folder."""
+"""The finishing stage: the searched subnets trained further, and the model folder they are handed over in."""

@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from torch import Tensor
 
 from nas.data.datasets import TaskData, iterate_batches
 from nas.errors import UserError
-from nas.evaluation.accuracy import evaluate
+from nas.evaluation.accuracy import accuracy_and_loss, evaluate
 from nas.runs.progress import progress_bar
 from nas.training.checkpoint import load_checkpoint, save_checkpoint
 from nas.training.config import TrainConfig
@@ -65,7 +65,10 @@ def _augment_grid(x: Tensor, max_shift: int, hflip: bool, gen: torch.Generator, 
     if hflip:
         flip = torch.rand(b, generator=gen) < 0.5
         x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
-    return x.contiguous()
+    # the layout of a shifted batch whatever was applied (gathered channels-last, then made contiguous:
+    # NCHW, or for one channel strides that send convolutions to their channels-last kernels), so that
+    # a recipe without augmentation trains at the same speed per step
+    return x.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format).permute(0, 3, 1, 2).contiguous()
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -120,22 +123,46 @@ def _update(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], config
     opt.zero_grad(set_to_none=True)
 
 
-def train_standalone(model: torch.nn.Module, data: TaskData, config: TrainConfig, *,
-                     show_progress: bool = False) -> dict:
-    """Train one static model from scratch on the labels with the supernet's recipe and budget.
+Selection = Literal["val_loss", "val_acc"]  # what "best" means when the best epoch is kept
+
+
+def train_standalone(model: torch.nn.Module, data: TaskData, config: TrainConfig, *, steps: int | None = None,
+                     select: Selection | None = None, patience: int = 0,
+                     on_epoch: Callable[[dict], None] | None = None, stop: Callable[[], bool] | None = None,
+                     show_progress: bool = False, description: str = "training subnet") -> dict:
+    """Train one static model in place on the labels with the supernet's recipe and budget.
 
     The reference for ranking fidelity (`benchmarks/ranking_fidelity.py`): same epochs, batch size,
     optimizer, schedule, label smoothing and augmentation as `train_supernet`, one model per step.
+    Also the loop of the finishing stage (`nas.finish`), through these options:
+
+    - `steps`: this many optimizer steps instead of `config.epochs` epochs (the schedule spans them;
+      the last epoch may be cut short).
+    - `select`: validate after every epoch and end with the weights that scored best (lowest
+      validation loss, or highest accuracy with the loss breaking ties), the starting weights
+      included; `patience` validations in a row without improvement end training early (0: never).
+    - `on_epoch`: called with each epoch's record (epoch, step, training loss, seconds, and the
+      validation accuracy and loss when validated).
+    - `stop`: polled after every step; when it turns true, training ends after that step (with
+      `select`, on the best weights so far) and the summary says `stopped`.
     """
+    if patience < 0 or (steps is not None and steps < 1):
+        raise ValueError(f"patience must be >= 0 and steps >= 1, got {patience} and {steps}")
+    start = time.perf_counter()
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     model.to(config.device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, config)
     total, warmup = _schedule_steps(data, config)
-    step, start = 0, time.perf_counter()
-    with progress_bar(total, "training subnet", enabled=show_progress) as bar:
-        for _ in range(config.epochs):
+    total = total if steps is None else steps
+    validate = select is not None or on_epoch is not None
+    best = _BestWeights(model, select, data, config.device) if select is not None else None
+    history: list[dict] = []
+    step, stopped, waited = 0, False, 0
+    with progress_bar(total, description, enabled=show_progress) as bar:
+        while step < total and not stopped and not (patience and waited >= patience):
+            losses = []
             for x, y in _train_batches(data, config, gen):
                 _set_lr(opt, lr_at(step, total, warmup, config.lr))
                 with autocast(config.device):
@@ -145,9 +172,57 @@ def train_standalone(model: torch.nn.Module, data: TaskData, config: TrainConfig
                 loss.backward()
                 _update(opt, params, config)
                 step += 1
-                bar.update(f"loss {loss.item():.3f}")
-    return {"seconds": time.perf_counter() - start, "steps": step,
-            "val_acc": evaluate(model, data.val, device=config.device)}
+                losses.append(loss.item())
+                bar.update(f"loss {losses[-1]:.3f}" + (best.status() if best is not None else ""))
+                stopped = stop is not None and stop()
+                if step >= total or stopped:
+                    break
+            record = {"epoch": len(history) + 1, "step": step, "loss": float(np.mean(losses)),
+                      "seconds": time.perf_counter() - start}
+            if validate:
+                record["val_acc"], record["val_loss"] = accuracy_and_loss(model, data.val, device=config.device)
+            if best is not None:
+                waited = 0 if best.offer(model, step, record["val_acc"], record["val_loss"]) else waited + 1
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+    best_step = step
+    if best is not None:
+        best_step = best.restore(model)
+    return {"seconds": time.perf_counter() - start, "steps": step, "best_step": best_step, "stopped": stopped,
+            "history": history, "val_acc": evaluate(model, data.val, device=config.device)}
+
+
+class _BestWeights:
+    """The best weights seen by `train_standalone(select=...)`, the starting ones first."""
+
+    def __init__(self, model: torch.nn.Module, select: Selection, data: TaskData, device: str):
+        if select not in ("val_loss", "val_acc"):
+            raise ValueError(f"select must be 'val_loss' or 'val_acc', got {select!r}")
+        self.select = select
+        self.score: tuple[float, ...] = ()  # below every score
+        self.state: dict[str, Tensor] = {}
+        self.step, self.val_acc, self.val_loss = 0, math.nan, math.nan
+        self.offer(model, 0, *accuracy_and_loss(model, data.val, device=device))
+
+    def offer(self, model: torch.nn.Module, step: int, val_acc: float, val_loss: float) -> bool:
+        """Keep the model's weights if they score better than the best so far; whether they did."""
+        loss = val_loss if math.isfinite(val_loss) else math.inf  # a NaN loss is the worst
+        score = (-loss,) if self.select == "val_loss" else (val_acc, -loss)
+        if self.score and not score > self.score:
+            return False
+        self.score, self.step, self.val_acc, self.val_loss = score, step, val_acc, val_loss
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return True
+
+    def status(self) -> str:
+        best = self.val_loss if self.select == "val_loss" else self.val_acc
+        return f", best {self.select} {best:.4f} at step {self.step}"
+
+    def restore(self, model: torch.nn.Module) -> int:
+        """Load the best weights into the model; the step they were reached at."""
+        model.load_state_dict(self.state)
+        return self.step
 
 
 def _step_losses(supernet: HybridSupernet, x: Tensor, y: Tensor, draws: list[Draw], config: TrainConfig) -> tuple[float, int]:

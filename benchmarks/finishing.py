@@ -1,0 +1,268 @@
+"""Finishing the handed-over subnet: inherited weights, finished, trained from scratch, and scikit-learn.
+
+For each seed:
+1. The search a user runs (`nas search`, which trains the supernet first): for `--task digits` the
+   default job, `--budget 200 --max-latency-ms 1.0`; for `--task mnist1d` (space `seq`) and for
+   `--data PATH --space S` the FLOPs objective with `--max-flops` at the median FLOPs of random
+   subnets of the space, so that the limit excludes about half of it. FLOPs rather than latency
+   there: a FLOPs limit is exact and the same on every machine and under any load, so each seed
+   searches under the same constraint, whose only role here is to make the search pick a
+   mid-sized subnet.
+2. The subnet the search chose, on the run's split: test accuracy with its inherited weights,
+   after finishing (`nas.finish.finetune.finish_subnet`, default `FinishConfig`, with this seed),
+   and trained from scratch with the default recipe and budget (`how="scratch", select="last"`:
+   `TrainConfig`'s recipe, as `train_standalone` runs it, the last epoch kept).
+3. scikit-learn on the same split and the same standardised inputs, flattened: logistic
+   regression, an RBF SVC, an MLP, and 1-nearest-neighbour for sequences.
+The wall time of each: the search (supernet training included), the finishing, the training from
+scratch, each baseline's fit and prediction.
+
+    .venv/bin/python benchmarks/finishing.py --task digits --seeds 0 1 2 --out runs/benchmarks/finishing
+    .venv/bin/python benchmarks/finishing.py --task mnist1d --seeds 0 1 2 --out runs/benchmarks/finishing
+    .venv/bin/python benchmarks/finishing.py --data my.npz --space seq --seeds 0 --out runs/benchmarks/finishing
+    .venv/bin/python benchmarks/finishing.py --task digits --seeds 0 --epochs 10 --budget 60   # a quick check
+
+Writes under OUT/TASK: s<seed>/ (the search run; reused when rerun with the same settings),
+results.csv (a row per seed and method), summary.csv (mean and std over seeds per method),
+finishing.png (test accuracy against seconds, per method), and prints whether the targets hold:
+finished >= from scratch within one test sample (mean over seeds), finishing cheaper than
+training from scratch, finished above every baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nas.cli.main import main as nas_main
+from nas.data.datasets import DataError, TaskData, load_data
+from nas.errors import UserError
+from nas.finish.finetune import FinishConfig, FinishResult, finish_subnet
+from nas.runs.files import load_supernet, read_json, write_json
+from nas.training.config import TrainConfig
+from search_spaces import ArchError, SearchSpace, get_space
+
+TASKS = {"digits": ("tiny", "digits"), "mnist1d": ("seq", "mnist1d")}  # task -> (space, data)
+DEFAULT_BUDGET = "200"  # the default job: nas search --budget 200 --max-latency-ms 1.0 (digits)
+NAS_METHODS = ("inherited", "finished", "scratch")
+
+
+def median_flops(space: SearchSpace, n: int = 2000, seed: int = 0) -> int:
+    """The median FLOPs (multiply-adds) of `n` random subnets: a limit that excludes about half the space."""
+    rng = np.random.default_rng(seed)
+    return int(np.median([space.count_flops(space.sample(rng)) for _ in range(n)]))
+
+
+def search_args(args: argparse.Namespace, seed: int, run: Path) -> list[str]:
+    """The `nas search` command line of one seed."""
+    space = args.space or TASKS[args.task][0]
+    argv = ["search", "--space", space, "--data", args.data or TASKS[args.task][1], "--seed", str(seed),
+            "--budget", str(args.budget), "--epochs", str(args.epochs), "--device", args.device, "--out", str(run)]
+    if args.task == "digits" and args.data is None:
+        return argv + ["--max-latency-ms", "1.0"]
+    return argv + ["--objective", "flops", "--max-flops", str(args.max_flops or median_flops(get_space(space)))]
+
+
+def run_search(argv: list[str], run: Path) -> float:
+    """Run `nas search` (or reuse its run folder when it was run with the same arguments); its seconds."""
+    record = run / "benchmark.json"
+    if (run / "search.json").is_file() and record.is_file() and read_json(record, "benchmark record")["argv"] == argv:
+        print(f"reusing the search in {run}", flush=True)
+        return float(read_json(record, "benchmark record")["seconds"])
+    start = time.perf_counter()
+    if nas_main([*argv, "--force", "--quiet"]) != 0:
+        raise UserError(f"nas {' '.join(argv)} failed")
+    seconds = time.perf_counter() - start
+    write_json(record, {"argv": argv, "seconds": seconds})
+    return seconds
+
+
+def baselines(data: TaskData, seed: int) -> list[dict]:
+    """scikit-learn classifiers on the flattened standardised inputs: validation and test accuracy, seconds."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.svm import SVC
+
+    models = {"logistic regression": LogisticRegression(max_iter=5000), "RBF SVC": SVC(kernel="rbf"),
+              "MLP": MLPClassifier(hidden_layer_sizes=(256,), max_iter=1000, random_state=seed)}
+    if data.dims == 1:
+        models["1-NN"] = KNeighborsClassifier(n_neighbors=1)
+    x, y = data.train.x.flatten(1).numpy(), data.train.y.numpy()
+    rows = []
+    for name, model in models.items():
+        start = time.perf_counter()
+        with warnings.catch_warnings():  # an unconverged fit is still the baseline at that iteration count
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(x, y)
+        test = float(np.mean(model.predict(data.test.x.flatten(1).numpy()) == data.test.y.numpy()))
+        seconds = time.perf_counter() - start
+        val = float(np.mean(model.predict(data.val.x.flatten(1).numpy()) == data.val.y.numpy()))
+        rows.append({"method": name, "val_acc": val, "test_acc": test, "seconds": seconds, "total_seconds": seconds})
+    return rows
+
+
+def nas_row(method: str, result: FinishResult, search_seconds: float) -> dict:
+    r = result.record
+    return {"method": method, "id": r.id, "val_acc": r.val_acc_after, "test_acc": r.test_acc_after,
+            "val_loss": r.val_loss_after, "seconds": r.seconds, "total_seconds": search_seconds + r.seconds,
+            "steps": r.steps, "best_step": r.best_step}
+
+
+def run_seed(args: argparse.Namespace, seed: int, finish: dict, device: str) -> list[dict]:
+    run = args.out / f"s{seed}"
+    argv = search_args(args, seed, run)
+    print(f"seed {seed}: nas {' '.join(argv)}", flush=True)
+    search_seconds = run_search(argv, run)
+    supernet = load_supernet(run, device)
+    data = load_data(read_json(run / "config.json", "run config")["data_spec"], dims=supernet.space.config.dims)
+    chosen = read_json(run / "search.json", "search summary")["chosen"]
+    table = pd.read_csv(run / "evaluations.csv", dtype={"id": str})
+    arch = supernet.space.parse(table.loc[table["id"] == chosen["id"], "arch"].iloc[0])
+    rows = [nas_row("inherited", finish_subnet(supernet, arch, data, FinishConfig(how="inherit", device=device)),
+                    search_seconds)]
+    finished = finish_subnet(supernet, arch, data, FinishConfig(**{"seed": seed, "device": device, **finish}),
+                             show_progress=not args.quiet)
+    rows.append(nas_row("finished", finished, search_seconds))
+    scratch = finish_subnet(supernet, arch, data, FinishConfig(how="scratch", select="last", seed=seed, device=device),
+                            show_progress=not args.quiet)
+    rows.append(nas_row("scratch", scratch, search_seconds))
+    rows += baselines(data, seed)
+    for row in rows:
+        row.update(task=args.task_name, seed=seed, test_size=len(data.test))
+        print(f"  {row['method']:>20}: test {row['test_acc']:.4f}  val {row['val_acc']:.4f}  "
+              f"{row['seconds']:7.1f} s (with the search {row['total_seconds']:.1f} s)", flush=True)
+    return rows
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per method, in the order the methods first appear."""
+    order = list(dict.fromkeys(results["method"]))
+    stats = results.groupby("method")[["val_acc", "test_acc", "seconds", "total_seconds"]].agg(["mean", "std"])
+    stats.columns = [f"{col}_{stat}" for col, stat in stats.columns]
+    stats["seeds"] = results.groupby("method")["seed"].nunique()
+    return stats.loc[order].reset_index()
+
+
+def check_targets(summary: pd.DataFrame, test_size: int) -> list[tuple[str, bool]]:
+    mean = summary.set_index("method")
+    finished, scratch = mean.loc["finished"], mean.loc["scratch"]
+    others = mean.drop(index=list(NAS_METHODS))
+    best = others["test_acc_mean"].idxmax()
+    return [
+        (f"finished {finished.test_acc_mean:.4f} >= from scratch {scratch.test_acc_mean:.4f} within one test sample "
+         f"(1/{test_size} = {1 / test_size:.4f})", finished.test_acc_mean >= scratch.test_acc_mean - 1 / test_size),
+        (f"finishing {finished.seconds_mean:.1f} s cheaper than training from scratch {scratch.seconds_mean:.1f} s",
+         finished.seconds_mean < scratch.seconds_mean),
+        (f"finished {finished.test_acc_mean:.4f} above every baseline (best: {best} {others.test_acc_mean.max():.4f})",
+         finished.test_acc_mean > others["test_acc_mean"].max()),
+    ]
+
+
+def plot(results: pd.DataFrame, summary: pd.DataFrame, path: Path, title: str) -> None:
+    """Test accuracy against wall time: with the search counted for the subnet's methods (left), and
+    each method's own time without the inherited weights, which take none (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, column, skip in ((axes[0], "total_seconds", ()), (axes[1], "seconds", ("inherited",))):
+        for i, row in summary.iterrows():
+            if row["method"] in skip:
+                continue
+            seeds = results[results["method"] == row["method"]]
+            ax.scatter(seeds[column], seeds["test_acc"], color=f"C{i}", alpha=0.35, s=14)
+            ax.errorbar(row[f"{column}_mean"], row["test_acc_mean"], yerr=np.nan_to_num(row["test_acc_std"]),
+                        fmt="o", color=f"C{i}", label=row["method"], capsize=3)
+        ax.set_xscale("log")
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_xlabel("wall time (s), the search included for the subnet")
+    axes[1].set_xlabel("wall time of the method alone (s): finishing, training from scratch, fitting")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_finish(items: list[str]) -> dict:
+    """FIELD=VALUE overrides of the finishing config (values read as JSON, else as text)."""
+    known = {f.name for f in fields(FinishConfig)} - {"seed", "device"}
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in known:
+            raise UserError(f"--finish {item!r} is not FIELD=VALUE with a FinishConfig field ({', '.join(sorted(known))})")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    FinishConfig(**out)  # refuse a bad value before any search runs
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=sorted(TASKS), default="digits")
+    ap.add_argument("--data", default=None, help="a dataset of yours (.npz, as `nas search --data`) instead of --task")
+    ap.add_argument("--space", default=None, help="the search space for --data (default: the task's)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--budget", default=DEFAULT_BUDGET, help="search evaluations (default: the default job's)")
+    ap.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="supernet training epochs")
+    ap.add_argument("--max-flops", type=int, default=None,
+                    help="FLOPs limit of the search (default: the median of random subnets of the space)")
+    ap.add_argument("--finish", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="finishing config changes, e.g. augment=true budget=0.3")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", type=Path, default=Path("runs/benchmarks/finishing"))
+    ap.add_argument("--quiet", action="store_true", help="no progress bars while finishing")
+    args = ap.parse_args()
+    if args.space is not None and args.data is None:
+        raise UserError("--space goes with --data (a task has its own space)")
+    args.task_name = Path(args.data).stem if args.data else args.task
+    args.out = args.out / args.task_name
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    finish = parse_finish(args.finish)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = pd.DataFrame()
+    for seed in args.seeds:
+        results = pd.concat([results, pd.DataFrame(run_seed(args, seed, finish, device))], ignore_index=True)
+        results.to_csv(args.out / "results.csv", index=False)
+    summary = summarize(results)
+    summary.to_csv(args.out / "summary.csv", index=False)
+    title = f"{args.task_name}: {len(args.seeds)} seed(s), search budget {args.budget}, {args.epochs} supernet epochs"
+    plot(results, summary, args.out / "finishing.png", title)
+    print(f"\n{title}; finishing config {FinishConfig(**finish).to_dict()}")
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    test_size = int(results["test_size"].iloc[0])
+    targets = check_targets(summary, test_size)
+    for text, ok in targets:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    default_job = args.task == "digits" and args.data is None and str(args.budget) == DEFAULT_BUDGET \
+        and args.epochs == TrainConfig().epochs
+    if default_job:
+        total = results.loc[results["method"] == "finished", "total_seconds"].mean()
+        print(f"{'PASS' if total <= 300 else 'FAIL'}  the default job with finishing: {total:.0f} s (within 300 s)")
+    print(f"results: {args.out / 'results.csv'}, {args.out / 'summary.csv'}, {args.out / 'finishing.png'}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (UserError, DataError, ArchError) as e:  # a bad --data or --space: one line, no traceback
+        sys.exit(f"finishing: {e}")
