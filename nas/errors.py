@@ -8,7 +8,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from dataclasses import fields
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from search_spaces.arch import is_finite_number, show
 
 T = TypeVar("T")
 
@@ -26,6 +29,29 @@ class FieldError(UserError):
     def __init__(self, field: str, problem: str):
         super().__init__(f"{field} {problem}")
         self.field, self.problem = field, problem
+
+
+_KINDS = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
+
+
+def check_field_types(config: Any, *, skip: tuple[str, ...] = ()) -> None:
+    """Each field of the dataclass `config` holds a value of its annotated type (int, float: finite,
+    bool, str, a Literal's strings, or None where the annotation allows it), else a `FieldError`
+    naming the field: a config read from a JSON file may hold anything. Literal values and ranges
+    are the config's own to check."""
+    hints = get_type_hints(type(config))
+    for f in fields(config):
+        if f.name in skip:
+            continue
+        hint, value, optional = hints[f.name], getattr(config, f.name), False
+        if get_origin(hint) is Union or (get_origin(hint) is not None and type(None) in get_args(hint)):
+            optional, hint = True, next(a for a in get_args(hint) if a is not type(None))
+        if get_origin(hint) is Literal:
+            hint = str
+        if optional and value is None:
+            continue
+        if not (is_finite_number(value) if hint is float else type(value) is hint):
+            raise FieldError(f.name, f"must be {_KINDS[hint]}, got {show(value)}")
 
 
 @contextmanager

@@ -43,19 +43,19 @@ def finish(supernet, arch, data, **config):
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"how": "retrain"}, r"finish: how must be one of \['inherit', 'finetune', 'scratch'\], got 'retrain'"),
-    ({"lr": 0.0}, "finish: lr must be > 0"),
-    ({"lr": float("nan")}, "finish: lr must be a finite number"),
-    ({"steps": 2.5}, "finish: steps must be an integer or null, got 2.5"),
-    ({"steps": 0}, "finish: steps must be >= 1"),
-    ({"steps": 10, "epochs": 2}, r"finish: give steps \(10\) or epochs \(2\), not both"),
-    ({"budget": 0}, "finish: budget must be > 0"),
-    ({"patience": -1}, "finish: patience must be >= 0"),
-    ({"warmup_epochs": -1}, "finish: warmup_epochs must be >= 0"),
-    ({"label_smoothing": 1.0}, r"finish: label_smoothing must be in \[0, 1\)"),
-    ({"select": "test_acc"}, "finish: select must be one of"),
-    ({"augment": "yes"}, "finish: augment must be true or false"),
-    ({"seed": -1}, r"finish: seed must be in \[0, 2\*\*63\)"),
+    ({"how": "retrain"}, r"how must be one of \['inherit', 'finetune', 'scratch'\], got 'retrain'"),
+    ({"lr": 0.0}, "lr must be > 0"),
+    ({"lr": float("nan")}, "lr must be a finite number"),
+    ({"steps": 2.5}, "steps must be an integer, got 2.5"),
+    ({"steps": 0}, "steps must be >= 1"),
+    ({"steps": 10, "epochs": 2}, r"steps and epochs are alternatives: give one, not both \(got 10 and 2\)"),
+    ({"budget": 0}, "budget must be > 0"),
+    ({"patience": -1}, "patience must be >= 0"),
+    ({"warmup_epochs": -1}, "warmup_epochs must be >= 0"),
+    ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
+    ({"select": "test_acc"}, "select must be one of"),
+    ({"augment": "yes"}, "augment must be true or false"),
+    ({"seed": -1}, r"seed must be in \[0, 2\*\*63\)"),
 ])
 def test_config_errors_name_the_field(change, message):
     with pytest.raises(UserError, match=message):

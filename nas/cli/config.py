@@ -16,13 +16,13 @@ or as the keys of the file they came from.
 from __future__ import annotations
 
 import json
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, TypeVar
 
-from nas.errors import FieldError, named
+from nas.errors import FieldError, check_field_types, named
 from nas.evaluation.limits import OBJECTIVES, Limits
+from nas.finish.finetune import FinishConfig
 from nas.hardware.measure import LatencySettings
 from nas.hardware.profile import SearchLatency, search_latency
 from nas.search.loop import Budget
@@ -62,7 +62,7 @@ class RunConfig:
     workers: int | None = None
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_field_types(self, skip=("strategy_options",))  # `_check_options`
         self.train_config("cpu")
         if self.workers is not None and self.workers < 1:
             raise FieldError("workers", f"must be >= 1, got {self.workers}")
@@ -110,6 +110,11 @@ class SearchRunConfig(RunConfig):
     predictor: str | None = None  # None: the strategy's default
     strategy_options: tuple[tuple[str, Scalar], ...] = ()  # (option, value), sorted; JSON: an object
     supernet: str | None = None  # a trained supernet to reuse (None: train one first)
+    # how the chosen subnet is finished before it is handed over (FinishConfig; resumed runs recorded
+    # before these existed are finished too), and how many of the front's best are finished
+    finish: Literal["inherit", "finetune", "scratch"] = "finetune"
+    finish_budget: float = FinishConfig().budget
+    finalists: int = 1
 
     def __post_init__(self) -> None:
         if type(self.budget) is int:  # a count in a JSON file
@@ -133,6 +138,13 @@ class SearchRunConfig(RunConfig):
                                           f"not to {self.strategy!r}")
         with named(lambda option: f"strategy_options.{option}"):
             check_options(self.strategy, dict(self.strategy_options))
+        self.finish_config("cpu")
+        if self.finalists < 1:
+            raise FieldError("finalists", f"must be >= 1, got {self.finalists}")
+
+    def finish_config(self, device: str) -> FinishConfig:
+        with named(lambda field: {"how": "finish", "budget": "finish_budget"}.get(field, field)):
+            return FinishConfig(how=self.finish, budget=self.finish_budget, seed=self.seed, device=device)
 
     def search_budget(self) -> Budget:
         return Budget.parse(self.budget)
@@ -161,23 +173,6 @@ def parse_option(text: str) -> tuple[str, Scalar]:
     except ValueError:
         value = raw
     return key.strip(), value if isinstance(value, Scalar) else raw
-
-
-def _check_types(config: RunConfig) -> None:
-    """Each field holds a value of its annotated type (a config read from a file may not)."""
-    hints = get_type_hints(type(config))
-    for f in fields(config):
-        if f.name == "strategy_options":
-            continue  # `_check_options`
-        name, hint, value, optional = f.name, hints[f.name], getattr(config, f.name), False
-        if get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint):
-            optional, hint = True, next(a for a in get_args(hint) if a is not type(None))
-        if get_origin(hint) is Literal:
-            hint = str  # its value is the component's to check
-        if optional and value is None:
-            continue
-        if not (is_finite_number(value) if hint is float else type(value) is hint):
-            raise FieldError(name, f"must be {_KINDS[hint]}, got {show(value)}")
 
 
 def _check_options(options: Any) -> None:

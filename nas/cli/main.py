@@ -273,7 +273,8 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
         summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=config.strategy, seed=config.seed,
                              objective=config.objective, show_progress=not args.quiet, check_limits=False,
                              resume=args.resume, predictor=config.predictor,
-                             strategy_options=dict(config.strategy_options), pool=pool)
+                             strategy_options=dict(config.strategy_options), pool=pool,
+                             finish=config.finish_config(device), finalists=config.finalists)
     c = summary["chosen"]
     print(f"{summary['evaluations']} subnets evaluated in {summary['seconds']:.0f} s, {summary['feasible']} within the "
           f"limits, {summary['pareto_size']} on the Pareto front (hypervolume {summary['hypervolume']:.4f})")
@@ -282,7 +283,12 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
         measured = c["latency_measured_ms"]
         latency_text += " predicted" + (f", {measured:.3f} ms measured" if measured is not None else
                                         f" (not measured: {source.mismatch})")
-    print(f"chosen subnet {c['id']}: val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency "
+    finished = ""
+    if "finishing" in c:
+        before, how = c["before_finishing"], c["finishing"]
+        finished = (f" ({how['how']} in {how['seconds']:.0f} s; inherited weights: val acc {before['val_acc']:.4f}, "
+                    f"test acc {before['test_acc']:.4f})")
+    print(f"chosen subnet {c['id']}{finished}: val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency "
           f"{latency_text}, {c['params']:,} params, {c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB "
           f"-> {out / c['path']}")
 

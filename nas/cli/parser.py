@@ -8,6 +8,7 @@ from pathlib import Path
 from nas.cli.config import SearchRunConfig
 from nas.data.datasets import list_datasets
 from nas.evaluation.limits import OBJECTIVES
+from nas.finish.finetune import HOW, FinishConfig
 from nas.hardware.profile import ProfileSettings
 from nas.hardware.targets import TARGETS
 from nas.search.strategies import list_strategies, strategies_with_predictor, strategy_options
@@ -81,6 +82,18 @@ def _strategies_help() -> str:
     return "; ".join(f"{name}: {', '.join(strategy_options(name)) or '(none)'}" for name in list_strategies())
 
 
+def _add_finish(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("finishing the chosen subnet (nas.finish)")
+    _setting(g, "finish", choices=list(HOW),
+             help="finetune (default): its inherited weights trained further, the best epoch by validation kept; "
+                  "scratch: trained from its initialisation with the default recipe; inherit: as extracted")
+    _setting(g, "finish_budget", type=float, metavar="FRACTION",
+             help=f"fine-tuning steps as a fraction of training from scratch (default {FinishConfig().budget})")
+    _setting(g, "finalists", type=int, metavar="K",
+             help="finish the K most accurate subnets of the Pareto front and hand over the best by validation "
+                  "after finishing (default 1: the search's choice)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nas", description="Hardware-aware neural architecture search with one weight-sharing supernet.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -122,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "strategy_options", action="append", metavar="KEY=VALUE",
              help=f"an option of the strategy (repeatable), e.g. population_size=32 with --strategy evolution; options: {_strategies_help()}")
     _setting(p, "supernet", help="a trained supernet (.safetensors or run folder) to reuse")
+    _add_finish(p)
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted search (or its supernet training) in --out with its recorded settings; "
                         "recorded evaluations are kept and not repeated")

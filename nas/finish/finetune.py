@@ -29,12 +29,12 @@ from typing import Any, Literal
 import torch
 
 from nas.data.datasets import TaskData
-from nas.errors import UserError
+from nas.errors import FieldError, UserError, check_field_types
 from nas.evaluation.accuracy import accuracy_and_loss, evaluate
 from nas.training.config import TrainConfig
 from nas.training.train import steps_per_epoch, train_standalone
 from search_spaces import Arch, HybridSupernet, SubnetModel
-from search_spaces.arch import is_finite_number, show
+from search_spaces.arch import show
 
 HOW = ("inherit", "finetune", "scratch")
 SELECT = ("val_loss", "val_acc", "last")
@@ -64,36 +64,30 @@ class FinishConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for f in fields(self):  # the types first: the config may come from a JSON file
-            value, kind = getattr(self, f.name), str(f.type)
-            optional = kind.endswith(" | None")
-            kind = kind.removesuffix(" | None").split("[")[0]
-            if not (optional and value is None) and not _has_type(value, kind):
-                none = " or null" if optional else ""
-                raise UserError(f"finish: {f.name} must be {_TYPE_NAMES[kind]}{none}, got {show(value)}")
+        check_field_types(self)  # the types first: the config may come from a JSON file
         if self.how not in HOW:
-            raise UserError(f"finish: how must be one of {list(HOW)}, got {self.how!r}")
+            raise FieldError("how", f"must be one of {list(HOW)}, got {self.how!r}")
         if self.select not in SELECT:
-            raise UserError(f"finish: select must be one of {list(SELECT)}, got {self.select!r}")
+            raise FieldError("select", f"must be one of {list(SELECT)}, got {self.select!r}")
         if not 0 <= self.seed < 2**63:
-            raise UserError(f"finish: seed must be in [0, 2**63), got {self.seed}")
+            raise FieldError("seed", f"must be in [0, 2**63), got {self.seed}")
         if not self.budget > 0:
-            raise UserError(f"finish: budget must be > 0 (a fraction of the from-scratch steps), got {self.budget}")
+            raise FieldError("budget", f"must be > 0 (a fraction of the from-scratch steps), got {self.budget}")
         if self.steps is not None and self.epochs is not None:
-            raise UserError(f"finish: give steps ({self.steps}) or epochs ({self.epochs}), not both")
+            raise FieldError("steps", f"and epochs are alternatives: give one, not both (got {self.steps} and {self.epochs})")
         for name in ("steps", "epochs", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise UserError(f"finish: {name} must be >= 1, got {value}")
+                raise FieldError(name, f"must be >= 1, got {value}")
         if not self.lr > 0:
-            raise UserError(f"finish: lr must be > 0, got {self.lr}")
+            raise FieldError("lr", f"must be > 0, got {self.lr}")
         for name in ("weight_decay", "warmup_epochs", "patience"):
             if getattr(self, name) < 0:
-                raise UserError(f"finish: {name} must be >= 0, got {getattr(self, name)}")
+                raise FieldError(name, f"must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.label_smoothing < 1:
-            raise UserError(f"finish: label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise FieldError("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
         if not self.device:
-            raise UserError("finish: device must be a device name such as 'cpu' or 'cuda'")
+            raise FieldError("device", "must be a device name such as 'cpu' or 'cuda'")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,19 +101,6 @@ class FinishConfig:
         if unknown:
             raise UserError(f"finish config: unknown keys {show(unknown)}; allowed: {sorted(known)}")
         return cls(**data)
-
-
-_TYPE_NAMES = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string",
-               "Literal": "a string"}
-
-
-def _has_type(value: Any, kind: str) -> bool:
-    """`value` fits a field annotated `kind` ("int", "float", "bool", "str" or "Literal[...]": strings)."""
-    if kind == "float":
-        return is_finite_number(value)
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, {"bool": bool, "str": str, "Literal": str}.get(kind, ()))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ import pandas as pd
 from nas.errors import FieldError, UserError, retries_exhausted
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import OBJECTIVE_LABELS, OBJECTIVES, Limits
+from nas.finish.finetune import FinishConfig, FinishResult, choose_after_finishing, finish_subnet
 from nas.finish.package import DeployedModel, evaluator_costs, save_model_folder
 from nas.runs.files import write_json, write_text
 from nas.runs.interrupt import finish_on_interrupt
@@ -162,11 +163,14 @@ class _Asked:
 def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limits, strategy: str, seed: int,
                objective: str = "latency", show_progress: bool = True, check_limits: bool = True,
                resume: bool = False, predictor: str | None = None, strategy_options: Mapping[str, Any] | None = None,
-               pool: EvaluationPool | None = None) -> dict:
+               pool: EvaluationPool | None = None, finish: FinishConfig | None = None, finalists: int = 1) -> dict:
     """Accuracy (maximized) against `objective` (minimized: one of OBJECTIVES) under hard `limits`.
     `check_limits=False` when the caller already ran `evaluator.check_feasible(limits)`; `predictor`:
     the accuracy predictor family of a strategy that learns one (None: the strategy's default);
     `strategy_options`: more keyword arguments of the strategy's constructor (`strategy_options(name)`).
+    `finish`: how the chosen subnet is finished before it is handed over (None: its inherited
+    weights); with `finalists` K > 1 the K most accurate subnets of the front are finished and the
+    best by validation after finishing is handed over (`nas.finish.finetune`).
 
     `resume=True` continues the search recorded in `out/evaluations.csv`: the strategy is asked
     again from the start and told the recorded values instead of evaluating (a replay, so with the
@@ -279,7 +283,8 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     # bounded retries that ran out (each also said so in a RetryWarning)
     exhausted = {"prefilter": strat.exhausted_redraws, "repeats": int(repeats >= MAX_REPEATS)}
     return summarize(evaluator, out, limits=limits, budget=budget, strategy=strategy, objective=objective,
-                     seconds=seconds, overhead=1.0 - busy, parallel=pool.describe(), exhausted=exhausted)
+                     seconds=seconds, overhead=1.0 - busy, parallel=pool.describe(), exhausted=exhausted,
+                     finish=finish, finalists=finalists, show_progress=show_progress)
 
 
 def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
@@ -312,8 +317,10 @@ def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
 
 def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget, strategy: str, seconds: float,
               parallel: dict[str, Any], exhausted: dict[str, int], objective: str = "latency",
-              overhead: float = 0.0) -> dict:
-    """The outputs of a finished search from its `evaluations.csv`. `exhausted`: how many times each
+              overhead: float = 0.0, finish: FinishConfig | None = None, finalists: int = 1,
+              show_progress: bool = False) -> dict:
+    """The outputs of a finished search from its `evaluations.csv`; the chosen subnet finished as
+    `finish` says (`run_search`). `exhausted`: how many times each
     bounded retry ran out, `search.json`'s `retries_exhausted`: `prefilter`, proposals that failed the
     strategy's prefilter in every redraw (evaluated anyway); `repeats`, 1 when the search stopped
     because the strategy proposed only subnets already evaluated, MAX_REPEATS times in a row."""
@@ -356,18 +363,49 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
         write_json(out / "search.json", summary)
         raise UserError(f"none of the {len(table)} evaluated subnets met the limits; evaluations are in "
                         f"{out / 'evaluations.csv'}: loosen a limit or raise --budget")
+    finished: FinishResult | None = None
+    if finish is not None and finish.how != "inherit":
+        chosen, finished = _finish_finalists(evaluator, table, pareto, chosen, finish, finalists, show_progress)
+        pareto.to_csv(out / "pareto.csv", index=False)
     row = table.loc[chosen]
     arch = Arch.from_json(row["arch"])
     info = {k: plain_value(row[k]) for k in ("val_acc", "latency_ms", "latency_predicted_ms", "latency_measured_ms", "flops",
                                         "params", "memory_bytes")}
     info["test_acc"] = float(pareto.at[chosen, "test_acc"])  # the chosen subnet is on the front: measured above
     info["cost_input_size"] = evaluator.cost_size or evaluator.supernet.spec.input_size  # what the costs are for
-    model = DeployedModel.for_data(evaluator.supernet.extract(arch), evaluator.data)
+    subnet = evaluator.supernet.extract(arch)
+    if finished is not None:
+        r = finished.record
+        info["before_finishing"] = {"val_acc": r.val_acc_before, "test_acc": r.test_acc_before}
+        info["finishing"] = {k: v for k, v in r.to_dict().items() if not k.endswith(("_before", "_after"))}
+        info["val_acc"], info["test_acc"] = r.val_acc_after, r.test_acc_after
+        subnet = finished.model.cpu()
+    model = DeployedModel.for_data(subnet, evaluator.data)
     model_dir = save_model_folder(out / "models" / arch.id, model, metrics=info, costs=evaluator_costs(evaluator, row),
                                   data=evaluator.data.describe(), space=evaluator.supernet.space.config.name)
     summary["chosen"] = {"id": arch.id, "path": str(model_dir.relative_to(out)), **info}  # relative to the run folder
     write_json(out / "search.json", summary)
     return summary
+
+
+def _finish_finalists(evaluator: Evaluator, table: pd.DataFrame, pareto: pd.DataFrame, chosen: int,
+                      finish: FinishConfig, finalists: int, show_progress: bool) -> tuple[int, FinishResult]:
+    """Finish the `finalists` most accurate subnets of the front (the search's choice first); the
+    one with the best validation after finishing is handed over. Their figures before and after go
+    to `pareto`'s finishing columns; returns the row handed over and its result."""
+    order = [chosen] + [i for i in pareto.sort_values("val_acc", ascending=False, kind="stable").index if i != chosen]
+    rows = order[:max(1, finalists)]
+    config = replace(finish, device=evaluator.device)
+    results = [finish_subnet(evaluator.supernet, Arch.from_json(table.at[i, "arch"]), evaluator.data, config,
+                             show_progress=show_progress) for i in rows]
+    for column in ("val_acc_finished", "test_acc_finished", "finish_seconds"):
+        pareto[column] = np.nan
+    for i, result in zip(rows, results):
+        r = result.record
+        pareto.loc[i, ["val_acc_finished", "test_acc_finished", "finish_seconds"]] = \
+            [r.val_acc_after, r.test_acc_after, r.seconds]
+    best = choose_after_finishing(results)
+    return rows[best], results[best]
 
 
 def plain_value(value):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from nas.errors import FieldError, UserError, named
+from nas.errors import FieldError, UserError, check_field_types, named
 from nas.training.sampling import SAMPLING_RULES
-from search_spaces.arch import is_finite_number, show
+from search_spaces.arch import show
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,7 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for f in fields(self):  # the types first: a resumed run reads these values from a JSON file
-            value, kind = getattr(self, f.name), f.type.split("[")[0]
-            if not _has_type(value, kind):
-                raise FieldError(f.name, f"must be {_TYPE_NAMES[kind]}, got {show(value)}")
+        check_field_types(self)  # the types first: a resumed run reads these values from a JSON file
         if not 0 <= self.seed < 2**63:
             raise FieldError("seed", f"must be in [0, 2**63), got {self.seed}")
         for name in ("epochs", "batch_size"):
@@ -65,16 +62,3 @@ class TrainConfig:
             raise UserError(f"{key}: unknown keys {show(unknown)}; allowed: {sorted(known)}")
         with named(lambda field: f"{key}.{field}"):
             return cls(**data)
-
-
-_TYPE_NAMES = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string",
-               "Literal": "a string"}
-
-
-def _has_type(value: Any, kind: str) -> bool:
-    """`value` fits a field annotated `kind` ("int", "float", "bool", "str" or "Literal[...]": strings)."""
-    if kind == "float":
-        return is_finite_number(value)
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, {"bool": bool, "str": str, "Literal": str}.get(kind, ()))
