@@ -165,3 +165,36 @@ def test_supernet_file_alone_carries_its_space(search_run, tmp_path):
     x = torch.randn(2, 1, 8, 8)
     arch = supernet.space.largest()
     torch.testing.assert_close(supernet.eval()(x, arch), reference.eval()(x, arch))
+
+
+def test_search_hands_over_the_finished_subnet_with_its_figures_before_and_after(search_run):
+    chosen = json.loads((search_run / "search.json").read_text())["chosen"]
+    assert chosen["finishing"]["how"] == "finetune" and chosen["finishing"]["steps"] > 0
+    before = chosen["before_finishing"]
+    assert chosen["val_acc"] > before["val_acc"]  # one epoch of supernet training: the fine-tune must gain
+    pareto = pd.read_csv(search_run / "pareto.csv", dtype={"id": str}).set_index("id")
+    assert pareto.at[chosen["id"], "val_acc_finished"] == pytest.approx(chosen["val_acc"])
+    assert pareto.at[chosen["id"], "val_acc"] == pytest.approx(before["val_acc"])  # the search's own figure kept
+    meta = json.loads((search_run / chosen["path"] / "model.json").read_text())
+    assert meta["metrics"]["before_finishing"] == before and meta["metrics"]["val_acc"] == chosen["val_acc"]
+    card = (search_run / chosen["path"] / "README.md").read_text()
+    assert "before finishing" in card and f"{before['test_acc']:.4f}" in card
+
+
+def test_finetune_finishes_finalists_and_marks_the_best(search_run, tmp_path, capsys):
+    assert main(["finetune", str(search_run), "--finalists", "2", "--finish-budget", "0.05", "--quiet",
+                 "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    front = pd.read_csv(search_run / "pareto.csv", dtype={"id": str})
+    assert len(lines) == min(2, len(front)) and sum("[best by validation]" in line for line in lines) == (len(lines) > 1)
+    for line in lines:
+        arch_id = line.split()[1]
+        meta = json.loads((tmp_path / arch_id / "model.json").read_text())
+        assert meta["metrics"]["finishing"]["how"] == "finetune" and "before_finishing" in meta["metrics"]
+        assert evaluate(nas.load_model(tmp_path / arch_id), stored_digits(load_data("digits"), "val")) == \
+            pytest.approx(meta["metrics"]["val_acc"], abs=1e-12)
+    assert main(["finetune", str(search_run), "--out", str(tmp_path), "--quiet"]) == 2  # folders exist: --force
+    assert main(["finetune", str(search_run), "--finish-budget", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--finish-budget must be > 0" in capsys.readouterr().err
+    assert main(["export", str(search_run), "--arch", front["id"].iloc[0], "--out", str(tmp_path / "inherited")]) == 0
+    assert (tmp_path / "inherited" / "model.onnx").is_file()

@@ -22,10 +22,11 @@ from nas.cli.config import RUN_CONFIGS, RunConfig, SearchRunConfig, parse_option
 from nas.cli.parser import build_parser, flag
 from nas.cluster.evaluate import RayPool
 from nas.cluster.train import RAY_TRAIN_DIR, has_checkpoint, remove_checkpoints, train_distributed
-from nas.data.datasets import DataError, load_data
+from nas.data.datasets import DataError, TaskData, load_data
 from nas.errors import FieldError, UserError, named
 from nas.evaluation.accuracy import evaluate
 from nas.evaluation.evaluator import Evaluator
+from nas.finish.finetune import FinishConfig, choose_after_finishing, finish_subnet, finished_metrics
 from nas.finish.package import DeployedModel, run_costs, save_model_folder
 from nas.hardware.measure import LatencySettings, describe_hardware
 from nas.hardware.profile import ProfileSettings, build_profile
@@ -45,7 +46,7 @@ from nas.training.checkpoint import CHECKPOINT_FILE
 from nas.training.config import TrainConfig
 from nas.training.train import train_supernet
 from predictors import LatencyPredictor
-from search_spaces import ArchError, HybridSupernet, SearchSpace, get_space
+from search_spaces import ArchError, HybridSupernet, SearchSpace, SubnetModel, get_space
 from search_spaces.arch import show
 
 
@@ -312,30 +313,80 @@ def cmd_profile(args: argparse.Namespace) -> None:
           + (f", cross-validated error {error:.1%}" if error is not None else ""))
 
 
+def _searched_run(run: Path, device: str) -> tuple[dict, pd.DataFrame, HybridSupernet, TaskData]:
+    """A search run's recorded config, its evaluations, its supernet and its data."""
+    config = read_json(run / "config.json", "run config")
+    table_path = run / "evaluations.csv"
+    if not table_path.is_file():
+        raise UserError(f"{run} is not a search run: {table_path} does not exist")
+    table = pd.read_csv(table_path, dtype={"id": str})
+    local = run / SUPERNET_FILE  # the run's own supernet, or the one it reused
+    supernet = load_supernet(local if local.is_file() else config["supernet"], device)
+    data = load_data(config["data_spec"], dims=supernet.space.config.dims)
+    return config, table, supernet, data
+
+
+def _row(table: pd.DataFrame, arch_id: str, run: Path) -> pd.Series:
+    rows = table[table["id"] == arch_id]
+    if rows.empty:
+        raise UserError(f"no subnet with id {arch_id!r} in {run / 'evaluations.csv'} ({len(table)} subnets evaluated)")
+    return rows.iloc[0]
+
+
+def _model_folder(out: Path | None, run: Path, arch_id: str, force: bool) -> Path:
+    folder = out or run / "models" / arch_id
+    if folder.exists() and any(folder.iterdir()) and not force:
+        raise UserError(f"{folder} already exists; pass --force to overwrite it")
+    return folder
+
+
+def _save(folder: Path, model: SubnetModel, data: TaskData, supernet: HybridSupernet, config: dict, row: pd.Series,
+          metrics: dict) -> None:
+    metrics = {k: plain_value(row[k]) for k in ("latency_ms", "flops", "params", "memory_bytes")} | metrics
+    metrics["cost_input_size"] = config["args"].get("seq_len") or supernet.spec.input_size  # what the costs are for
+    save_model_folder(folder, DeployedModel.for_data(model, data), metrics=metrics, data=data.describe(),
+                      costs=run_costs(config, row, supernet.spec), space=supernet.space.config.name)
+
+
 def cmd_extract(args: argparse.Namespace) -> None:
     device = _device(args.device)
-    config = read_json(args.run / "config.json", "run config")
-    table_path = args.run / "evaluations.csv"
-    if not table_path.is_file():
-        raise UserError(f"{args.run} is not a search run: {table_path} does not exist")
-    table = pd.read_csv(table_path, dtype={"id": str})
-    rows = table[table["id"] == args.arch]
-    if rows.empty:
-        raise UserError(f"no subnet with id {args.arch!r} in {table_path} ({len(table)} subnets evaluated)")
-    row = rows.iloc[0]
-    folder = args.out or args.run / "models" / args.arch
-    if folder.exists() and any(folder.iterdir()) and not args.force:
-        raise UserError(f"{folder} already exists; pass --force to overwrite it")
-    local = args.run / SUPERNET_FILE  # the run's own supernet, or the one it reused
-    supernet = load_supernet(local if local.is_file() else config["supernet"], device)
+    config, table, supernet, data = _searched_run(args.run, device)
+    row = _row(table, args.arch, args.run)
+    folder = _model_folder(args.out, args.run, args.arch, args.force)
     arch = supernet.space.parse(row["arch"])
-    data = load_data(config["data_spec"], dims=supernet.space.config.dims)
-    metrics = {k: plain_value(row[k]) for k in ("val_acc", "latency_ms", "flops", "params", "memory_bytes")}
-    metrics["test_acc"] = evaluate(supernet, data.test, arch, device=device)
-    metrics["cost_input_size"] = config["args"].get("seq_len") or supernet.spec.input_size  # what the costs are for
-    save_model_folder(folder, DeployedModel.for_data(supernet.extract(arch), data), metrics=metrics, data=data.describe(),
-                      costs=run_costs(config, row, supernet.spec), space=supernet.space.config.name)
-    print(f"subnet {arch.id} written to {folder} (test acc {metrics['test_acc']:.4f})")
+    metrics = {"val_acc": plain_value(row["val_acc"]), "test_acc": evaluate(supernet, data.test, arch, device=device)}
+    _save(folder, supernet.extract(arch), data, supernet, config, row, metrics)
+    print(f"subnet {arch.id} written to {folder} (inherited weights; test acc {metrics['test_acc']:.4f})")
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    device = _device(args.device)
+    if args.finalists < 1:
+        raise UserError(f"--finalists must be >= 1, got {args.finalists}")
+    config, table, supernet, data = _searched_run(args.run, device)
+    if args.arch:
+        ids = list(dict.fromkeys(args.arch))
+    else:  # the search's choice, then the most accurate others of the front
+        pareto = pd.read_csv(args.run / "pareto.csv", dtype={"id": str}) if (args.run / "pareto.csv").is_file() else None
+        if pareto is None or pareto.empty:
+            raise UserError(f"{args.run} has no Pareto front (pareto.csv): name the subnets with --arch ID")
+        chosen = read_json(args.run / "search.json", "search summary").get("chosen") or {}
+        ranked = pareto.sort_values("val_acc", ascending=False, kind="stable")["id"].tolist()
+        ids = list(dict.fromkeys([chosen["id"]] * ("id" in chosen) + ranked))[:args.finalists]
+    with named(lambda field: flag({"how": "finish", "budget": "finish_budget"}.get(field, field))):
+        finish = FinishConfig(how=args.finish, budget=args.finish_budget, seed=config["args"].get("seed", 0),
+                              device=device)
+    rows = [_row(table, i, args.run) for i in ids]
+    folders = [_model_folder(args.out / i if args.out else None, args.run, i, args.force) for i in ids]
+    results = [finish_subnet(supernet, supernet.space.parse(row["arch"]), data, finish, show_progress=not args.quiet)
+               for row in rows]
+    best = choose_after_finishing(results)
+    for k, (row, folder, result) in enumerate(zip(rows, folders, results)):
+        r = result.record
+        _save(folder, result.model.cpu(), data, supernet, config, row, finished_metrics(r))
+        print(f"subnet {r.id} ({r.how} in {r.seconds:.0f} s, {r.steps} steps): val acc {r.val_acc_before:.4f} -> "
+              f"{r.val_acc_after:.4f}, test acc {r.test_acc_before:.4f} -> {r.test_acc_after:.4f} -> {folder}"
+              + ("  [best by validation]" if k == best and len(results) > 1 else ""))
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
@@ -349,6 +400,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {"profile": cmd_profile, "extract": cmd_extract,
+                                                             "export": cmd_extract, "finetune": cmd_finetune,
                                                              "ablate": cmd_ablate}
 RUNS: dict[str, Callable[[argparse.Namespace, Any], None]] = {"train": cmd_train, "search": cmd_search}
 

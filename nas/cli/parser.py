@@ -165,13 +165,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing profile file")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
-    p = sub.add_parser("extract", help="write a searched subnet as a standalone model",
-                       description="Extract subnet ID of a search run as models/<ID>/ (model.safetensors + model.json).")
+    p = sub.add_parser("extract", aliases=["export"], help="write a searched subnet as a standalone model folder",
+                       description="Write subnet ID of a search run, with its inherited weights, as a model folder "
+                                   "models/<ID>/: model.safetensors, model.json, model.onnx (checked with ONNX "
+                                   "Runtime) and a model card README.md.")
     p.add_argument("run", type=Path, help="search run folder")
     p.add_argument("--arch", required=True, help="subnet id (column 'id' of evaluations.csv)")
     p.add_argument("--out", type=Path, default=None, help="model folder (default RUN/models/<ID>)")
     p.add_argument("--force", action="store_true", help="overwrite an existing model folder")
     p.add_argument("--device", default="auto", help="evaluation device (default auto)")
+
+    p = sub.add_parser("finetune", help="finish searched subnets: train them further from their inherited weights",
+                       description="Finish subnets of a search run (by default the search's choice; --finalists K: "
+                                   "the K most accurate of its Pareto front) and write each as a model folder with "
+                                   "its accuracy before and after; the best by validation is marked.")
+    p.add_argument("run", type=Path, help="search run folder")
+    p.add_argument("--arch", action="append", metavar="ID", help="a subnet id of evaluations.csv (repeatable)")
+    p.add_argument("--finalists", type=int, default=1, metavar="K",
+                   help="without --arch: the search's choice and the next most accurate of the front, K in all")
+    p.add_argument("--finish", choices=list(HOW), default=FinishConfig().how, help="how (default finetune)")
+    p.add_argument("--finish-budget", type=float, default=FinishConfig().budget, metavar="FRACTION",
+                   help=f"fine-tuning steps as a fraction of training from scratch (default {FinishConfig().budget})")
+    p.add_argument("--out", type=Path, default=None, help="folder of the model folders (default RUN/models)")
+    p.add_argument("--force", action="store_true", help="overwrite existing model folders")
+    p.add_argument("--device", default="auto", help="training device (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
 
     p = sub.add_parser("ablate", help="sweep training and search settings as Ray Tune trials, with tables and plots",
                        description="Train one supernet per training setting and run one search per grid point "

@@ -195,6 +195,14 @@ def _initialised(supernet: HybridSupernet, arch: Arch, seed: int) -> SubnetModel
         return SubnetModel(supernet.spec, arch)
 
 
+def finished_metrics(record: FinishRecord) -> dict[str, Any]:
+    """What a model folder's and a search's metrics say of a finished subnet: its accuracy after
+    finishing, `before_finishing` (the inherited weights') and `finishing` (how it was done)."""
+    return {"val_acc": record.val_acc_after, "test_acc": record.test_acc_after,
+            "before_finishing": {"val_acc": record.val_acc_before, "test_acc": record.test_acc_before},
+            "finishing": {k: v for k, v in record.to_dict().items() if not k.endswith(("_before", "_after"))}}
+
+
 def choose_after_finishing(results: Sequence[FinishResult]) -> int:
     """The index of the finished subnet to hand over: the highest validation accuracy after
     finishing, then the lowest validation loss; on a full tie the earliest (pass the subnet the

@@ -28,7 +28,7 @@ import pandas as pd
 from nas.errors import FieldError, UserError, retries_exhausted
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import OBJECTIVE_LABELS, OBJECTIVES, Limits
-from nas.finish.finetune import FinishConfig, FinishResult, choose_after_finishing, finish_subnet
+from nas.finish.finetune import FinishConfig, FinishResult, choose_after_finishing, finish_subnet, finished_metrics
 from nas.finish.package import DeployedModel, evaluator_costs, save_model_folder
 from nas.runs.files import write_json, write_text
 from nas.runs.interrupt import finish_on_interrupt
@@ -375,10 +375,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     info["cost_input_size"] = evaluator.cost_size or evaluator.supernet.spec.input_size  # what the costs are for
     subnet = evaluator.supernet.extract(arch)
     if finished is not None:
-        r = finished.record
-        info["before_finishing"] = {"val_acc": r.val_acc_before, "test_acc": r.test_acc_before}
-        info["finishing"] = {k: v for k, v in r.to_dict().items() if not k.endswith(("_before", "_after"))}
-        info["val_acc"], info["test_acc"] = r.val_acc_after, r.test_acc_after
+        info |= finished_metrics(finished.record)
         subnet = finished.model.cpu()
     model = DeployedModel.for_data(subnet, evaluator.data)
     model_dir = save_model_folder(out / "models" / arch.id, model, metrics=info, costs=evaluator_costs(evaluator, row),
