@@ -143,7 +143,7 @@ class SearchRunConfig(RunConfig):
             raise FieldError("finalists", f"must be >= 1, got {self.finalists}")
 
     def finish_config(self, device: str) -> FinishConfig:
-        with named(lambda field: {"how": "finish", "budget": "finish_budget"}.get(field, field)):
+        with named(finish_field):
             return FinishConfig(how=self.finish, budget=self.finish_budget, seed=self.seed, device=device)
 
     def search_budget(self) -> Budget:
@@ -157,6 +157,11 @@ class SearchRunConfig(RunConfig):
 
     def to_dict(self) -> dict[str, Any]:
         return super().to_dict() | {"strategy_options": dict(self.strategy_options)}
+
+
+def finish_field(field: str) -> str:
+    """The run config's name of a `FinishConfig` field (`how` is `finish`, `budget` is `finish_budget`)."""
+    return {"how": "finish", "budget": "finish_budget"}.get(field, field)
 
 
 RUN_CONFIGS: dict[str, type[RunConfig]] = {"train": RunConfig, "search": SearchRunConfig}

@@ -18,7 +18,7 @@ from nas import cluster
 from nas.ablate.config import load_config
 from nas.ablate.report import format_summary
 from nas.ablate.run import run_ablation
-from nas.cli.config import RUN_CONFIGS, RunConfig, SearchRunConfig, parse_option
+from nas.cli.config import RUN_CONFIGS, RunConfig, SearchRunConfig, finish_field, parse_option
 from nas.cli.parser import build_parser, flag
 from nas.cluster.evaluate import RayPool
 from nas.cluster.train import RAY_TRAIN_DIR, has_checkpoint, remove_checkpoints, train_distributed
@@ -373,7 +373,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         chosen = read_json(args.run / "search.json", "search summary").get("chosen") or {}
         ranked = pareto.sort_values("val_acc", ascending=False, kind="stable")["id"].tolist()
         ids = list(dict.fromkeys([chosen["id"]] * ("id" in chosen) + ranked))[:args.finalists]
-    with named(lambda field: flag({"how": "finish", "budget": "finish_budget"}.get(field, field))):
+    with named(lambda field: flag(finish_field(field))):
         finish = FinishConfig(how=args.finish, budget=args.finish_budget, seed=config["args"].get("seed", 0),
                               device=device)
     rows = [_row(table, i, args.run) for i in ids]
