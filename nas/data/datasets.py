@@ -32,8 +32,6 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from search_spaces.registry import Registry
 
@@ -198,6 +196,8 @@ def iterate_batches(split: Split, batch_size: int, *, shuffle: bool,
 @builtin_dataset("digits", dims=2)
 def _load_digits() -> Arrays:
     """scikit-learn's 1,797 handwritten digits, 8x8, scaled to [0, 1]; shipped with scikit-learn."""
+    from sklearn.datasets import load_digits  # scikit-learn takes seconds to import: only when used
+
     digits = load_digits()
     x = (np.asarray(digits.images, dtype=np.float32) / 16.0)[:, None, :, :]
     return np.ascontiguousarray(x), np.asarray(digits.target, dtype=np.int64), None
@@ -429,6 +429,8 @@ def _build(name: str, source: str, x: np.ndarray, y: np.ndarray,
 def _stratified(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int,
                 source: str) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split of ``indices`` into (rest, fraction part), both sorted."""
+    from sklearn.model_selection import train_test_split  # slow to import: only when used
+
     try:
         rest, part = train_test_split(indices, test_size=fraction, stratify=labels,
                                       random_state=seed)
