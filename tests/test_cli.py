@@ -17,13 +17,13 @@ from nas.cli.main import main
 from nas.data.datasets import load_data
 from nas.evaluation.accuracy import evaluate
 from nas.search.pareto import pareto_indices
-from tests.helpers import FAST, ROOT, TRAIN_ARGS, same_weights, stored_digits, subprocess_env
+from tests.helpers import FAST, QUICK_FINISH, ROOT, TRAIN_ARGS, same_weights, stored_digits, subprocess_env
 
 
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "search"
-    assert main(["search", "--budget", "8", "--max-latency-ms", "200", "--out", str(out), *FAST]) == 0
+    assert main(["search", "--budget", "8", "--max-latency-ms", "200", "--out", str(out), *FAST, *QUICK_FINISH]) == 0
     return out
 
 
@@ -81,7 +81,8 @@ def test_extract_command_and_no_overwrite(search_run, capsys):
 
 def test_search_reuses_a_supernet_and_keeps_old_runs(search_run, tmp_path, capsys):
     out = tmp_path / "again"
-    args = ["search", "--supernet", str(search_run), "--budget", "3", "--max-params", "60000", "--out", str(out), "--quiet"]
+    args = ["search", "--supernet", str(search_run), "--budget", "3", "--max-params", "60000", "--out", str(out), "--quiet",
+            *QUICK_FINISH]
     assert main(args) == 0
     assert not (out / "supernet.safetensors").exists()  # reused, not retrained
     assert (pd.read_csv(out / "pareto.csv")["params"] <= 60000).all()

@@ -21,7 +21,7 @@ from nas.hardware.measure import LatencySettings
 from nas.runs.files import load_supernet, save_supernet
 from nas.search.loop import Budget, run_search
 from search_spaces import HybridSupernet, get_space
-from tests.helpers import evaluations
+from tests.helpers import QUICK_FINISH, evaluations
 
 pytestmark = [pytest.mark.ray,
               pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]  # Ray Train imports Ray Data
@@ -108,7 +108,7 @@ def test_two_worker_training_through_the_cli_equals_one_process(local_ray, tmp_p
 def test_search_resumed_with_another_worker_count_ends_as_the_uninterrupted_one(local_ray, evaluator, tmp_path):
     supernet = save_supernet(tmp_path, evaluator.supernet, {})
     args = ["search", "--supernet", str(supernet), "--budget", "24", "--objective", "flops", "--max-flops", "1500000",
-            "--strategy", "predictor", "--quiet"]
+            "--strategy", "predictor", "--quiet", *QUICK_FINISH]
     whole, run = tmp_path / "whole", tmp_path / "cut"
     assert main([*args, "--out", str(whole)]) == 0
     shutil.copytree(whole, run)

@@ -14,7 +14,7 @@ from nas.search.pareto import hypervolume_2d
 from nas.search.strategies import Surrogate, make_strategy
 from nas.search.strategies.guided import SELECTED_FAMILIES
 from search_spaces import get_space
-from tests.helpers import FAST, run_strategy
+from tests.helpers import FAST, QUICK_FINISH, run_strategy
 
 SMALL = {"initial": 12, "batch": 6, "population": 24, "generations": 4}
 
@@ -106,7 +106,7 @@ def test_predictor_guided_rejects_bad_options(bad):
 def test_search_flops_objective_with_memory_limit(trained_run, tmp_path):
     out = tmp_path / "flops"
     assert main(["search", "--supernet", str(trained_run), "--budget", "12", "--objective", "flops", "--max-memory-mb",
-                 "0.3", "--strategy", "predictor", "--out", str(out), "--quiet"]) == 0
+                 "0.3", "--strategy", "predictor", "--out", str(out), "--quiet", *QUICK_FINISH]) == 0
     table = pd.read_csv(out / "evaluations.csv")
     assert table["latency_ms"].isna().all()  # neither objective nor limit: not measured
     assert (table["feasible"] == (table["memory_bytes"] <= 0.3 * 2**20)).all()

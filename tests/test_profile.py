@@ -14,7 +14,7 @@ from nas.runs.files import write_json
 from predictors import LatencyPredictor
 from search_spaces import ModelSpec, SearchSpace, SpaceConfig, get_space
 from search_spaces.blocks import block_specs
-from tests.helpers import MICRO_SPACE
+from tests.helpers import MICRO_SPACE, QUICK_FINISH
 
 FAST = ProfileSettings(subnets=6, passes=1, warmup=1, min_repeats=2, max_repeats=4, max_seconds=0.01)
 
@@ -101,7 +101,7 @@ def test_profile_then_search_for_it(tmp_path, capsys):
 
     out = tmp_path / "run"
     assert main(["search", "--space", str(space_file), "--target", str(profile_file), "--budget", "5", "--epochs", "1",
-                 "--num-random", "0", "--max-latency-ms", "100", "--out", str(out), "--quiet"]) == 0
+                 "--num-random", "0", "--max-latency-ms", "100", "--out", str(out), "--quiet", *QUICK_FINISH]) == 0
     assert "predicted" in capsys.readouterr().out
     table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
     assert (table["latency_ms"] == table["latency_predicted_ms"]).all()
@@ -119,7 +119,7 @@ def test_profile_then_search_for_it(tmp_path, capsys):
 
 
 def test_search_target_errors(tmp_path, profile, capsys):
-    common = ["search", "--budget", "2", "--epochs", "1", "--num-random", "0", "--quiet"]
+    common = ["search", "--budget", "2", "--epochs", "1", "--num-random", "0", "--quiet", *QUICK_FINISH]
     assert main([*common, "--target", "tpu", "--out", str(tmp_path / "a")]) == 2
     assert "neither a target" in capsys.readouterr().err
     write_json(tmp_path / "old.json", profile | {"format_version": "0"})

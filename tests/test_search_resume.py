@@ -14,10 +14,10 @@ import pytest
 from nas.cli.main import main
 from nas.search.loop import read_evaluations
 from search_spaces import get_space
-from tests.helpers import evaluations, kill_when, nas_process, same_weights
+from tests.helpers import QUICK_FINISH, evaluations, kill_when, nas_process, same_weights
 
 # deterministic costs only (no timing), so an interrupted and an uninterrupted run can be compared
-SEARCH = ["--budget", "40", "--objective", "params", "--max-flops", "1500000", "--quiet"]
+SEARCH = ["--budget", "40", "--objective", "params", "--max-flops", "1500000", "--quiet", *QUICK_FINISH]
 
 
 @pytest.mark.slow

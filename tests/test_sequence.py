@@ -21,6 +21,7 @@ from nas.search.loop import make_surrogate
 from predictors import LatencyPredictor
 from search_spaces import Arch, AttnBlock, ConvBlock, HybridSupernet, SearchSpace, SpaceConfig, Stage, get_space
 from search_spaces.arch import ArchError
+from tests.helpers import QUICK_FINISH
 
 SEQ = get_space("seq")
 MICRO_SEQ = {  # a small sequence space: profiles and trains in seconds
@@ -117,7 +118,7 @@ def test_seq_space_through_the_cli_with_a_deployment_length(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["search", "--space", "seq", "--epochs", "1", "--num-random", "0", "--batch-size", "256",
                  "--budget", "6", "--objective", "flops", "--seq-len", "1024", "--strategy", "random",
-                 "--out", str(run), "--quiet"]) == 0
+                 "--out", str(run), "--quiet", *QUICK_FINISH]) == 0
     assert "chosen subnet" in capsys.readouterr().out
     table = pd.read_csv(run / "evaluations.csv", dtype={"id": str})
     config = json.loads((run / "config.json").read_text())
@@ -170,7 +171,7 @@ def test_a_profile_at_a_sequence_length_predicts_costs_at_that_length(tmp_path, 
     data = tmp_path / "seqs.npz"
     np.savez(data, x=np.random.default_rng(0).normal(size=(80, 24, 3)).astype(np.float32), y=np.arange(80) % 4)
     common = ["search", "--space", str(space_file), "--data", str(data), "--target", str(profile_file),
-              "--budget", "3", "--epochs", "1", "--max-latency-ms", "100", "--quiet"]
+              "--budget", "3", "--epochs", "1", "--max-latency-ms", "100", "--quiet", *QUICK_FINISH]
     assert main([*common, "--seq-len", "256", "--out", str(tmp_path / "ok")]) == 0
     table = pd.read_csv(tmp_path / "ok" / "evaluations.csv")
     assert (table["latency_ms"] == table["latency_predicted_ms"]).all()
