@@ -15,6 +15,14 @@ from search_spaces.mixers import TOKEN_MIXERS
 
 BlockType = Literal["conv", "attn"]
 
+# Upper bounds of a space's sizes: far above any space that trains on one machine, low enough that a
+# typo (a width of 10**6, a depth of 10**6) is refused before anything is built. Whether a space
+# within them fits the machine's memory is checked against the machine (`nas.runs.resources`).
+MAX_SIZE = {"widths": 8192, "stem_widths": 8192, "depths": 64, "in_channels": 4096, "num_classes": 100_000,
+            "input_size": 16384, "resolutions": 16384, "kernels": 31, "heads": 64, "head_dim": 1024,
+            "window": 16384, "expand_ratios": 16, "mlp_ratios": 16, "stem_stride": 16, "stages": 32}
+MAX_CHOICES = 64  # values in one list of choices
+
 
 def hidden_width(width: int, ratio: float) -> int:
     """Channels of an expanded layer; nested prefixes of the largest one (MatFormer)."""
@@ -34,6 +42,10 @@ def _tuple(name: str, value: Any, kind: type | tuple[type, ...] = int) -> tuple:
             raise ArchError(f"space: {name} holds {show(v)}, expected {kind}")
         if kind is not str and not (is_finite_number(v) and cast(float, v) > 0):  # sizes and ratios
             raise ArchError(f"space: {name} must hold positive finite numbers, got {show(v)}")
+        if name in MAX_SIZE and cast(float, v) > MAX_SIZE[name]:
+            raise ArchError(f"space: {name} must hold values <= {MAX_SIZE[name]}, got {show(v)}")
+    if len(value) > MAX_CHOICES:
+        raise ArchError(f"space: {name} holds {len(value)} choices, at most {MAX_CHOICES} are allowed")
     if len(set(value)) != len(value):
         raise ArchError(f"space: {name} has duplicates: {show(list(value))}")
     return tuple(value)
@@ -89,6 +101,8 @@ class SpaceConfig:
         for name in ("expand_ratios", "mlp_ratios"):
             object.__setattr__(self, name, _tuple(name, getattr(self, name), (int, float)))
         object.__setattr__(self, "mixers", _tuple("mixers", self.mixers, str))
+        if len(self.stages) > MAX_SIZE["stages"]:
+            raise ArchError(f"space: stages holds {len(self.stages)} stages, at most {MAX_SIZE['stages']} are allowed")
         stages = tuple(s if isinstance(s, StageSpace) else StageSpace(**s) for s in self.stages)
         object.__setattr__(self, "stages", stages)
         if not stages:
@@ -111,6 +125,8 @@ class SpaceConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ArchError(f"space: {name} must be a positive integer, got {show(value)}")
+            if value > MAX_SIZE[name]:
+                raise ArchError(f"space: {name} must be <= {MAX_SIZE[name]}, got {value}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import cast
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -158,6 +159,25 @@ class HybridSupernet(nn.Module):
             prev = max(s.widths)
         self.head_norm = ElasticNorm(prev, "layer")
         self.head = ElasticLinear(prev, c.num_classes)
+
+    @staticmethod
+    def count_params(space: SearchSpace) -> int:
+        """The parameters `HybridSupernet(space)` would hold, counted without allocating them: its
+        modules built on torch's meta device, one block slot per stage (the others are the same).
+        What a caller checks against the machine's memory before building a supernet."""
+        c = space.config
+
+        def count(module: nn.Module) -> int:
+            return sum(p.numel() for p in module.parameters())
+
+        with torch.device("meta"):
+            total, prev = count(ElasticConvNorm(c.in_channels, max(c.stem_widths), act=True, dims=c.dims)), max(c.stem_widths)
+            for s in c.stages:
+                width = max(s.widths)
+                total += count(ElasticConvNorm(prev, width, act=False, dims=c.dims))
+                total += max(s.depths) * count(BlockSlot(space, width, s.block_types))
+                prev = width
+            return total + count(ElasticNorm(prev, "layer")) + count(ElasticLinear(prev, c.num_classes))
 
     def forward(self, x: Tensor, arch: Arch) -> Tensor:
         # x: (B, in_channels, input_size, input_size), or (B, in_channels, input_size) -> logits (B, num_classes)

@@ -6,14 +6,12 @@ lost or recorded twice, and every table and plot is written."""
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
 import operator
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -319,12 +317,15 @@ def test_resume_refuses_changed_input_files(sweep, tmp_path, capsys):
 
 
 def test_one_driver_at_a_time(tmp_path):
-    lock = tmp_path / "sweep.lock"
-    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))  # a live driver
-    with pytest.raises(UserError, match="another `nas ablate`"), _sweep_lock(tmp_path):
-        pass
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))  # a driver that died
+    lock = tmp_path / ".nas.lock"
+    with lock.open("a+") as other:  # another driver: the lock held by an open file of its own
+        fcntl.flock(other, fcntl.LOCK_EX)
+        other.write(json.dumps({"host": "elsewhere", "pid": 4242, "command": "nas ablate x.json"}))
+        other.flush()
+        with pytest.raises(UserError, match=r"in use by `nas ablate x.json` \(pid 4242 on host elsewhere"), \
+                _sweep_lock(tmp_path):
+            pass
+    # that driver died (the kernel released its lock) and left its file: taken over
     with _sweep_lock(tmp_path):
         assert json.loads(lock.read_text())["pid"] == os.getpid()
     assert not lock.exists()

@@ -220,3 +220,9 @@ def test_arch_pickles_without_its_cached_hash():
     assert "_hash" not in vars(copy) and copy == arch and hash(copy) == hash(arch)
     with pytest.raises(ArchError, match="expected an Arch"):
         space.validate({"resolution": 8})
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_count_params_is_the_built_supernets_count_without_building_it(name):
+    space = get_space(name)
+    assert HybridSupernet.count_params(space) == sum(p.numel() for p in HybridSupernet(space).parameters())

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from nas.evaluation.limits import OBJECTIVE_LABELS
-from nas.runs.files import write_text
+from nas.runs.files import write_atomically, write_text
 
 METRICS = ("hypervolume", "best_val_acc", "test_acc")  # averaged over seeds in summary.csv
 
@@ -80,7 +80,7 @@ def plot_metric(summary: pd.DataFrame, metric: str, label: str, path: Path, *, t
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)

@@ -34,7 +34,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
@@ -52,7 +52,8 @@ from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import OBJECTIVES
 from nas.hardware.measure import describe_hardware
 from nas.hardware.profile import search_latency
-from nas.runs.files import load_supernet, package_versions, read_json, save_supernet, write_json
+from nas.runs.files import load_supernet, open_run_file, package_versions, read_json, save_supernet, write_json
+from nas.runs.lock import claimed, holds_files
 from nas.runs.progress import progress_bar
 from nas.search.loop import Budget, run_search
 from nas.search.pareto import front_hypervolume, hypervolume_reference
@@ -183,7 +184,7 @@ def _start_attempt(folder: Path, state: str) -> dict[str, Any] | None:
     if done.is_file():
         state = "finished before: recorded metrics returned"
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ATTEMPTS_FILE).open("a") as fh:
+    with open_run_file(folder / ATTEMPTS_FILE, append=True) as fh:
         fh.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": socket.gethostname(),
                              "pid": os.getpid(), "state": state}) + "\n")
     return read_json(done, "trial result") if done.is_file() else None
@@ -255,8 +256,8 @@ def run_ablation(config: AblationConfig, out: Path, *, resume: bool, address: st
     supernets, searches = supernet_trials(config.grid), search_trials(config.grid)
     with ray_session(address):
         check_resources(config.resources.cpu, config.resources.gpu)
-        reference = _prepare(out, config, reference, resume=resume)
         with _sweep_lock(out):
+            reference = _prepare(out, config, reference, resume=resume)
 
             def phase(name: str, job: Callable[..., dict], trials: list, root: Path, label: str) -> dict[str, str]:
                 """Run the trials; the errors of those that failed on every attempt."""
@@ -333,7 +334,7 @@ def _prepare(out: Path, config: AblationConfig, reference: tuple[float, float], 
                             "reads the same inputs (give the new one another name)")
         ref = recorded["hypervolume_reference"]
         return float(ref["accuracy"]), float(ref[column])
-    if out.exists() and any(out.iterdir()):
+    if holds_files(out):
         raise UserError(f"{out} already holds a sweep: continue it with --resume, or give the config another name")
     out.mkdir(parents=True, exist_ok=True)
     write_json(record, {"format": "nas-ablation", "config": config.to_dict(), "digests": _digests(config),
@@ -342,49 +343,10 @@ def _prepare(out: Path, config: AblationConfig, reference: tuple[float, float], 
     return reference
 
 
-@contextmanager
-def _sweep_lock(out: Path) -> Iterator[None]:
-    """`out/sweep.lock` (host, pid) while this driver runs: two drivers on one sweep would run the
-    same trial into the same folder. A lock left by a dead process on this host is taken over."""
-    lock = out / "sweep.lock"
-    me = {"host": socket.gethostname(), "pid": os.getpid()}
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            holder = _lock_holder(lock)
-            if holder is not None and not (holder["host"] == me["host"] and not _alive(holder["pid"])):
-                raise UserError(f"another `nas ablate` (host {holder['host']}, pid {holder['pid']}) works on {out}; "
-                                f"if it does not, delete {lock}") from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(me))
-        break
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def _lock_holder(lock: Path) -> dict[str, Any] | None:
-    try:
-        holder = json.loads(lock.read_text())
-        return holder if isinstance(holder, dict) and {"host", "pid"} <= holder.keys() else None
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: Any) -> bool:
-    if type(pid) is not int or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _sweep_lock(out: Path) -> AbstractContextManager[None]:
+    """`out` (created) locked while this driver runs (`nas.runs.lock`): two drivers on one sweep
+    would run the same trial into the same folder."""
+    return claimed(out, f"nas ablate --out {out}")
 
 
 def _changed(before: Any, after: Any, prefix: str = "") -> list[str]:

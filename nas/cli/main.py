@@ -18,7 +18,9 @@ from nas import cluster
 from nas.ablate.config import load_config
 from nas.ablate.report import format_summary
 from nas.ablate.run import run_ablation
+from nas.cli.checks import RECORDED_INVOCATION, check_measuring, recorded_search, without_effect
 from nas.cli.config import RUN_CONFIGS, RunConfig, SearchRunConfig, finish_field, parse_option
+from nas.cli.failures import one_line, report_failure
 from nas.cli.parser import build_parser, flag
 from nas.cluster.evaluate import RayPool
 from nas.cluster.train import RAY_TRAIN_DIR, has_checkpoint, remove_checkpoints, train_distributed
@@ -40,7 +42,9 @@ from nas.runs.files import (
     write_json,
 )
 from nas.runs.interrupt import finish_on_interrupt
-from nas.search.loop import plain_value, run_search
+from nas.runs.lock import command_scope, hold
+from nas.runs.resources import check_supernet_fits
+from nas.search.loop import plain_value, read_evaluations, run_search
 from nas.search.strategies import make_strategy
 from nas.training.checkpoint import CHECKPOINT_FILE
 from nas.training.config import TrainConfig
@@ -49,12 +53,22 @@ from predictors import LatencyPredictor
 from search_spaces import ArchError, HybridSupernet, SearchSpace, SubnetModel, get_space
 from search_spaces.arch import show
 
+DEVICES = ("cpu", "cuda", "mps")
+
 
 def _device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        kind = torch.device(name).type
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind not in DEVICES:
+        raise UserError(f"--device {name!r} is not a device nas runs on: auto, cpu, cuda, cuda:N or mps")
+    if kind == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name}: MPS is not available on this machine")
     return name
 
 
@@ -81,8 +95,6 @@ def _out(args: argparse.Namespace) -> Path:
 # ------------------------------------------------------------------------------------- the run config
 PROFILE_FLAGS = {"batch": "--latency-batch", "input_size": "--seq-len"}  # ProfileSettings' fields named otherwise
 RESUME_MAY_CHANGE = ("device", "ray", "ray_address", "workers")  # results do not depend on them
-# invocation flags that runs recorded in config.json before the run config was typed: not settings
-RECORDED_INVOCATION = ("command", "out", "resume", "force", "quiet")
 
 
 def _given(args: argparse.Namespace, cls: type[RunConfig]) -> dict[str, Any]:
@@ -114,12 +126,13 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         given = _given(args, cls)
     if args.resume:
         return _resumed_config(args, cls, given)
-    if args.config_file is None:
-        return _merged(cls, given, {}, None)
-    data = read_json(args.config_file, "run config")
+    data = {} if args.config_file is None else read_json(args.config_file, "run config")
     if not isinstance(data, dict):
         raise UserError(f"--config {args.config_file} must hold a JSON object of settings, got {show(data)}")
-    return _merged(cls, given, data, args.config_file)
+    config = _merged(cls, given, data, args.config_file)
+    with named(lambda field: flag(field) if field in given else f"{args.config_file}: {field}"):
+        without_effect(config, given.keys() | data.keys())
+    return config
 
 
 def _resumed_config(args: argparse.Namespace, cls: type[RunConfig], given: dict[str, Any]) -> RunConfig:
@@ -151,6 +164,8 @@ def _resumed_config(args: argparse.Namespace, cls: type[RunConfig], given: dict[
 def _new_supernet(config: RunConfig) -> HybridSupernet:
     """An untrained supernet of the config's space, seeded."""
     space = get_space(config.space)
+    check_supernet_fits(space, batch=config.batch_size, optimizer=config.optimizer,
+                        what=f"in a training step at --batch-size {config.batch_size}")
     torch.manual_seed(config.seed)
     return HybridSupernet(space)
 
@@ -244,6 +259,7 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
         supernet, train = load_supernet(config.supernet or args.out, device), None
     else:
         supernet, train = _new_supernet(config), config.train_config(device)
+    check_measuring(supernet.space, config.threads if source.profile is None else None, latency.batch_size)
     data_name = _data_name(config.data, supernet.space)
     config = replace(config, data=data_name)  # recorded in the run's config.json
     data = load_data(data_name, dims=supernet.space.config.dims)
@@ -300,9 +316,12 @@ def cmd_profile(args: argparse.Namespace) -> None:
         settings = ProfileSettings(target=args.target, threads=args.threads, batch=args.latency_batch,
                                    subnets=args.subnets, seed=args.seed, passes=args.passes, max_units=args.max_units,
                                    max_seconds=args.max_seconds, input_size=_seq_len(args.seq_len, space) or 0)
+    check_measuring(space, args.threads, args.latency_batch)
     out = args.out or Path("runs") / f"profile-{space.config.name}-{args.target}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     if out.exists() and not args.force:
         raise UserError(f"--out {out} already exists; pass --force to overwrite it or choose another --out")
+    if out.parent.is_dir():
+        hold(out)  # one `nas profile` writes the file
     profile = build_profile(space, settings, show_progress=not args.quiet)
     write_json(out, profile)
     predictor = LatencyPredictor.fit(profile)
@@ -315,13 +334,14 @@ def cmd_profile(args: argparse.Namespace) -> None:
 
 def _searched_run(run: Path, device: str) -> tuple[dict, pd.DataFrame, HybridSupernet, TaskData]:
     """A search run's recorded config, its evaluations, its supernet and its data."""
-    config = read_json(run / "config.json", "run config")
+    config = recorded_search(run)
     table_path = run / "evaluations.csv"
     if not table_path.is_file():
         raise UserError(f"{run} is not a search run: {table_path} does not exist")
-    table = pd.read_csv(table_path, dtype={"id": str})
     local = run / SUPERNET_FILE  # the run's own supernet, or the one it reused
     supernet = load_supernet(local if local.is_file() else config["supernet"], device)
+    read_evaluations(table_path, supernet.space)  # checked like user input
+    table = pd.read_csv(table_path, dtype={"id": str})
     data = load_data(config["data_spec"], dims=supernet.space.config.dims)
     return config, table, supernet, data
 
@@ -335,6 +355,8 @@ def _row(table: pd.DataFrame, arch_id: str, run: Path) -> pd.Series:
 
 def _model_folder(out: Path | None, run: Path, arch_id: str, force: bool) -> Path:
     folder = out or run / "models" / arch_id
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UserError(f"{'--out ' if out else ''}{folder} exists and is not a folder (nas never writes through links)")
     if folder.exists() and any(folder.iterdir()) and not force:
         raise UserError(f"{folder} already exists; pass --force to overwrite it")
     return folder
@@ -350,6 +372,7 @@ def _save(folder: Path, model: SubnetModel, data: TaskData, supernet: HybridSupe
 
 def cmd_extract(args: argparse.Namespace) -> None:
     device = _device(args.device)
+    hold(args.run)  # its model folders are written into it
     config, table, supernet, data = _searched_run(args.run, device)
     row = _row(table, args.arch, args.run)
     folder = _model_folder(args.out, args.run, args.arch, args.force)
@@ -363,6 +386,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     device = _device(args.device)
     if args.finalists < 1:
         raise UserError(f"--finalists must be >= 1, got {args.finalists}")
+    hold(args.run)  # its model folders are written into it
     config, table, supernet, data = _searched_run(args.run, device)
     if args.arch:
         ids = list(dict.fromkeys(args.arch))
@@ -405,24 +429,35 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {"profile": cmd_prof
 RUNS: dict[str, Callable[[argparse.Namespace, Any], None]] = {"train": cmd_train, "search": cmd_search}
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How to continue the run that stopped (Ctrl-C, a full disk ...), when it can be."""
+    if args.command in ("train", "search") and args.out and (args.out / "config.json").is_file():
+        return f"; resume with: nas {args.command} --out {args.out} --resume"
+    if args.command == "ablate" and args.out:
+        return f"; finished trials are kept; continue with: nas ablate {args.config} --out {args.out} --resume"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
-        if args.command in RUNS:
-            RUNS[args.command](args, _run_config(args))
-        else:
-            COMMANDS[args.command](args)
+        with command_scope(" ".join(["nas", *argv])):  # the run folders it locks, until it ends
+            if args.command in RUNS:
+                if args.resume and args.out is not None:
+                    hold(args.out)  # one writer: before anything in the run is read or written
+                RUNS[args.command](args, _run_config(args))
+            else:
+                COMMANDS[args.command](args)
     except (UserError, DataError, ArchError) as e:
-        print(f"nas: error: {e}", file=sys.stderr)
+        print(f"nas: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = ""
-        if args.command in ("train", "search") and args.out:
-            hint = f"; resume with: nas {args.command} --out {args.out} --resume"
-        elif args.command == "ablate" and args.out:
-            hint = f"; finished trials are kept; continue with: nas ablate {args.config} --out {args.out} --resume"
-        print(f"nas: interrupted; files written so far are kept{hint}", file=sys.stderr)
+        print(f"nas: interrupted; files written so far are kept{_resume_hint(args)}", file=sys.stderr)
         return 130
+    except Exception as e:  # the OS, memory, torch, a damaged file: one line (a bug: exit 1)
+        hint = _resume_hint(args)
+        return report_failure(e, debug=args.debug, hint=hint and f"; files written so far are kept{hint}")
     return 0
 
 

@@ -203,4 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="Ray cluster to run on (auto, HOST:6379, ray://HOST:10001); default: a local Ray on this machine")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_debug(parser, sub)
     return parser
+
+
+def _add_debug(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> None:
+    """--debug, before or after the command: the traceback of an internal error (else one line)."""
+    text = "on an internal error, print its traceback (else one line)"
+    parser.add_argument("--debug", action="store_true", help=text)
+    for p in dict.fromkeys(sub.choices.values()):  # an alias maps to its command's parser
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=text)

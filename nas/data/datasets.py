@@ -69,7 +69,7 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 # What reading a corrupt/truncated .npz or pickle can raise (DataError is re-raised first).
 _READ_ERRORS = (OSError, ValueError, EOFError, KeyError, IndexError, TypeError, AttributeError,
                 OverflowError, RecursionError, zipfile.BadZipFile, zlib.error,
-                pickle.UnpicklingError)
+                pickle.UnpicklingError, MemoryError)  # MemoryError: a header that declares a huge array
 
 
 class DataError(ValueError):

@@ -68,6 +68,8 @@ class ProfileSettings:
         for name in ("threads", "batch", "max_units", "sample_subnets", "min_repeats", "max_repeats", "passes"):
             if getattr(self, name) < 1:
                 raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**63:
+            raise FieldError("seed", f"must be in [0, 2**63), got {self.seed}")
         if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or self.input_size < 0:
             raise FieldError("input_size", f"must be an integer >= 0 (0: the space's own), got {self.input_size!r}")
         for name in ("subnets", "warmup"):

@@ -3,7 +3,10 @@
 A run folder holds `config.json`, `supernet.safetensors` + `space.json`, `evaluations.csv`,
 `pareto.csv`/`pareto.png` and `models/<id>/` (a model folder: `nas.finish.package`). Files are
 written atomically (a temporary file renamed over the target) with the mode a plain `open()`
-gives them: 0666 less the user's umask.
+gives them: 0666 less the user's umask. Nothing is written through a symbolic link or into a
+non-regular file (a FIFO, a device) where a run file belongs: that is refused (`check_regular`),
+so a run never writes outside its folder. A command holds its run folder's lock (`nas.runs.lock`)
+while it writes there.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import stat
 from importlib import metadata
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -24,6 +27,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from nas.errors import UserError
+from nas.runs.lock import hold, holds_files
+from nas.runs.resources import check_supernet_fits
 from search_spaces import ArchError, HybridSupernet, SearchSpace, SpaceConfig
 from search_spaces.arch import loads_json, show
 
@@ -32,21 +37,56 @@ FORMAT_VERSION = "1"
 
 
 def prepare_run_dir(path: Path, *, force: bool, resume: bool = False) -> Path:
-    """Create `path`; refuse to reuse a non-empty folder unless `force` (or `resume`) is given."""
+    """Create `path` and lock it for the current command (`nas.runs.lock.hold`: inside a
+    `command_scope`); refuse to reuse a non-empty folder unless `force` (or `resume`) is given."""
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path} exists and is not a folder")
-    if path.exists() and any(path.iterdir()) and not (force or resume):
+    hold(path, create=True)
+    if holds_files(path) and not (force or resume):
         raise UserError(f"--out {path} already holds a run; pass --force to overwrite it or choose another --out")
-    path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_regular(path: Path) -> bool:
+    """Whether `path` exists (False: it does not); `UserError` when it is a symbolic link or not a
+    regular file (a FIFO, a socket, a device, a folder): a run file is never written through one."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(mode):
+        raise UserError(f"{path} is a symbolic link; nas never writes through links (the file it points to is outside "
+                        "the run): remove it")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{path} is not a regular file (a folder, FIFO, socket or device); remove it")
+    return True
+
+
+def open_run_file(path: Path, *, append: bool) -> IO[str]:
+    """A run file opened for writing text: at its end (`append`) or emptied. Never through a link
+    (O_NOFOLLOW) nor into a non-regular file (a FIFO would block forever), `UserError` instead."""
+    check_regular(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        check_regular(path)  # replaced since: the same refusal
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        check_regular(path)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a" if append else "w", newline="")
 
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """`write(tmp)` fills a new temporary file beside `path`, which then replaces `path` in one step.
+    A symbolic link or a non-regular file at `path` is refused (`check_regular`), not replaced.
 
     The temporary file is created as `open()` creates files (mode 0666 less the umask), not 0600 as
     `tempfile.mkstemp` would, so the result has the mode the user's umask asks for."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_regular(path)
     tmp = _new_file(path.parent, f".{path.name}.", ".tmp")
     mode = stat.S_IMODE(tmp.stat().st_mode)
     try:
@@ -139,6 +179,7 @@ def load_supernet(path: str | Path, device: str = "cpu") -> HybridSupernet:
         space = SearchSpace(SpaceConfig.from_dict(meta["space"]))
     except ArchError as e:
         raise UserError(f"supernet space file {meta_path}: {e}") from None
+    check_supernet_fits(space, batch=1, optimizer=None, what=f"loaded from {path}")
     state = load_safetensors(path, "supernet file")
     supernet = HybridSupernet(space)
     load_state(supernet, state, path, f"space {space.config.name!r}")

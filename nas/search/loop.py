@@ -30,7 +30,7 @@ from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import OBJECTIVE_LABELS, OBJECTIVES, Limits
 from nas.finish.finetune import FinishConfig, FinishResult, choose_after_finishing, finish_subnet, finished_metrics
 from nas.finish.package import DeployedModel, evaluator_costs, save_model_folder
-from nas.runs.files import write_json, write_text
+from nas.runs.files import check_regular, open_run_file, write_json, write_text
 from nas.runs.interrupt import finish_on_interrupt
 from nas.runs.progress import progress_bar
 from nas.search.pareto import front_hypervolume, hypervolume_reference, pareto_indices, plot_front
@@ -42,6 +42,7 @@ COLUMNS = ["index", "id", "strategy", "val_acc", "latency_ms", "latency_iqr_ms",
            "latency_measured_ms", "flops", "params", "memory_bytes", "feasible", "violation", "acc_predicted",
            "cost_predicted", "seconds", "time", "arch"]
 MAX_REPEATS = 500  # consecutive already-evaluated proposals before the space is taken as exhausted
+MAX_EVALUATIONS, MAX_SECONDS = 10**7, 366 * 86400.0  # a budget beyond is a typo (a year of search)
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -57,13 +58,19 @@ class Budget:
             raise FieldError("budget", "must be a count of evaluations or a duration, not both or neither")
         if self.evaluations is not None and (type(self.evaluations) is not int or self.evaluations < 1):
             raise FieldError("budget", f"must be at least 1 evaluation, got {self.evaluations!r}")
+        if self.evaluations is not None and self.evaluations > MAX_EVALUATIONS:
+            raise FieldError("budget", f"must be at most {MAX_EVALUATIONS:,} evaluations, got {self.evaluations:,}")
         if self.seconds is not None and not (is_finite_number(self.seconds) and self.seconds > 0):
             raise FieldError("budget", f"must be a duration > 0 s, got {self.seconds!r}")
+        if self.seconds is not None and self.seconds > MAX_SECONDS:
+            raise FieldError("budget", f"must be at most {MAX_SECONDS:.0f} s (366 days), got {self.seconds:.3g} s")
 
     @classmethod
     def parse(cls, text: str) -> Budget:
         text = str(text).strip().lower()
         if re.fullmatch(r"\d+", text):
+            if len(text) > 30:  # int() of a long string takes time; far beyond any budget anyway
+                raise FieldError("budget", f"must be at most {MAX_EVALUATIONS:,} evaluations, got {text[:30]}...")
             if int(text) < 1:
                 raise FieldError("budget", f"must be at least 1 evaluation, got {text!r}")
             return cls(evaluations=int(text))
@@ -200,7 +207,7 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     start, repeats, evaluating = time.perf_counter() - previous, 0, sum(r["seconds"] for _, r in replay)
     replayed, diverged, best = 0, False, float("nan")  # best: highest feasible accuracy so far, for the progress line
     total = budget.evaluations or budget.seconds
-    with path.open("a" if replay else "w", newline="") as fh, finish_on_interrupt("the evaluations under way") as interrupted, \
+    with open_run_file(path, append=bool(replay)) as fh, finish_on_interrupt("the evaluations under way") as interrupted, \
             progress_bar(total, f"searching ({strategy})", enabled=show_progress) as bar:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         if not replay:
@@ -288,12 +295,16 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
 
 
 def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
-    """The complete rows of an interrupted search's `evaluations.csv`, in order. A last line cut off
-    by a kill is dropped (the file is rewritten without it, atomically); anything else malformed is
-    an error naming the file and the line."""
-    if not path.is_file():
+    """The complete rows of an interrupted search's `evaluations.csv`, in order, checked like user
+    input (a known header, an architecture of `space` with its id, finite figures, an accuracy in
+    [0, 1]). A last line cut off by a kill is dropped (the file is rewritten without it, atomically);
+    anything else malformed is an error naming the file and the line."""
+    if not check_regular(path):
         return []  # killed before the first evaluation was written
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} cannot be read: {e}") from None
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines = lines[:-1]  # a row cut off mid-write
@@ -306,13 +317,33 @@ def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
     rows = []
     for number, raw in enumerate(reader, start=2):
         try:
-            arch = space.parse(raw["arch"])
-            row = {k: float(raw[k]) if raw[k] not in ("", None) else float("nan")
-                   for k in ("val_acc", "latency_ms", "flops", "params", "memory_bytes", "violation", "seconds", "time")}
-        except (ValueError, TypeError) as e:
+            arch, row = _recorded_row(raw, space)
+        except (ValueError, TypeError) as e:  # ArchError is a ValueError
             raise UserError(f"{path}, line {number}: not a valid evaluation ({e})") from None
         rows.append((arch, row))
     return rows
+
+
+RECORDED = ("val_acc", "latency_ms", "flops", "params", "memory_bytes", "violation", "seconds", "time")
+NOT_MEASURED = ("latency_ms",)  # nan (or empty) when neither the objective nor a limit needs latency
+
+
+def _recorded_row(raw: dict[str, Any], space) -> tuple[Arch, dict[str, float]]:
+    """One recorded evaluation: its architecture and figures, or ValueError naming what is wrong."""
+    if None in raw or any(v is None for v in raw.values()):
+        raise ValueError("the row has more or fewer fields than the header")
+    arch = space.parse(raw["arch"])
+    if raw["id"] != arch.id:
+        raise ValueError(f"id {raw['id']!r} is not the id of its architecture ({arch.id})")
+    row = {}
+    for key in RECORDED:
+        value = float(raw[key]) if raw[key] != "" or key not in NOT_MEASURED else math.nan
+        if not ((math.isfinite(value) and value >= 0) or (key in NOT_MEASURED and math.isnan(value))):
+            raise ValueError(f"{key} must be a finite number >= 0, got {raw[key]!r}")
+        row[key] = value
+    if row["val_acc"] > 1:
+        raise ValueError(f"val_acc must be in [0, 1], got {raw['val_acc']!r}")
+    return arch, row
 
 
 def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget, strategy: str, seconds: float,
@@ -342,7 +373,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
         write_text(out / "evaluations.csv", table.to_csv(index=False))
     pareto = table.loc[front_rows].copy()
     pareto["test_acc"] = [evaluator.accuracy(Arch.from_json(a), "test") for a in pareto["arch"]]
-    pareto.to_csv(out / "pareto.csv", index=False)
+    write_text(out / "pareto.csv", pareto.to_csv(index=False))
     chosen = None
     if len(ok):
         chosen = int(ok.sort_values(["val_acc", column], ascending=[False, True]).index[0])
@@ -366,7 +397,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     finished: FinishResult | None = None
     if finish is not None and finish.how != "inherit":
         chosen, finished = _finish_finalists(evaluator, table, pareto, chosen, finish, finalists, show_progress)
-        pareto.to_csv(out / "pareto.csv", index=False)
+        write_text(out / "pareto.csv", pareto.to_csv(index=False))
     row = table.loc[chosen]
     arch = Arch.from_json(row["arch"])
     info = {k: plain_value(row[k]) for k in ("val_acc", "latency_ms", "latency_predicted_ms", "latency_measured_ms", "flops",

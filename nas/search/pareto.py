@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from nas.runs.files import write_atomically
+
 
 def dominates(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.all(a <= b) and np.any(a < b))
@@ -224,7 +226,7 @@ def plot_front(path: Path, *, cost: np.ndarray, accuracy: np.ndarray, feasible: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)

@@ -1,0 +1,65 @@
+"""Checks of the `nas` command line that look at more than one setting: flags that would have no
+effect together, requests beyond what the machine has, and the recorded config of a search run read
+back by `nas extract` and `nas finetune` (a file, so checked like user input)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Any
+
+from nas.cli.config import RunConfig, SearchRunConfig
+from nas.errors import FieldError, UserError, named
+from nas.hardware.targets import TARGETS
+from nas.runs.files import read_json
+from nas.runs.resources import check_subnet_fits, check_threads
+from search_spaces import SearchSpace
+from search_spaces.arch import show
+
+# invocation flags that runs recorded in config.json before the run config was typed: not settings
+RECORDED_INVOCATION = ("command", "out", "resume", "force", "quiet")
+# the settings of supernet training: without effect when a trained supernet is reused
+TRAINING = ("space", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "warmup_epochs", "sampling",
+            "num_random", "no_distill", "hflip")
+# how latency is measured here: a profile brings its own
+MEASURING = ("threads", "latency_batch")
+
+
+def without_effect(config: RunConfig, given: Collection[str]) -> None:
+    """`FieldError` naming a setting in `given` (set by a flag or a config file) that does nothing
+    beside the others: training settings with a trained `supernet`, measuring settings with a
+    profile as `target`, a `finish_budget` when the subnet is not fine-tuned."""
+    if not isinstance(config, SearchRunConfig):
+        return
+    cases = [(TRAINING, config.supernet is not None, "supernet", "the supernet given is trained already"),
+             (MEASURING, config.target not in TARGETS, "target", "the profile holds its own"),
+             (("finish_budget",), config.finish != "finetune", "finish", f"--finish {config.finish} does not fine-tune")]
+    for names, applies, other, why in cases:
+        for name in names:
+            if applies and name in given:
+                raise FieldError(name, f"has no effect with --{other.replace('_', '-')} ({why}); leave it out")
+
+
+def check_measuring(space: SearchSpace, threads: int | None, batch: int) -> None:
+    """Latency measured here with `threads` (None: not measured here) on `batch` samples: within the
+    machine's CPUs and memory."""
+    if threads is not None:
+        check_threads(threads, "--threads")
+    check_subnet_fits(space, batch=batch, what=f"measured at --latency-batch {batch}")
+
+
+def recorded_search(run: Path) -> dict[str, Any]:
+    """The config.json of the search run `run`, checked: the settings of a `nas search`, and where
+    its supernet and data are."""
+    path = run / "config.json"
+    config = read_json(path, "run config")
+    if not isinstance(config, dict) or config.get("command") != "search" or not isinstance(config.get("args"), dict):
+        raise UserError(f"{path} is not the config of a `nas search` run")
+    settings = {k: v for k, v in config["args"].items() if k not in RECORDED_INVOCATION}
+    at: Callable[[str], str] = lambda field: f"{path}: args.{field}"  # noqa: E731
+    with named(at):
+        SearchRunConfig.from_dict(settings)
+    for key in ("data_spec", "supernet"):
+        if not isinstance(config.get(key), str):
+            raise UserError(f"{path}: {key} must be a string (a path or a dataset's name), got {show(config.get(key))}")
+    return config
