@@ -20,6 +20,7 @@ from nas.ablate.report import format_summary
 from nas.ablate.run import run_ablation
 from nas.cli.config import RUN_CONFIGS, RunConfig, SearchRunConfig, finish_field, parse_option
 from nas.cli.parser import build_parser, flag
+from nas.cli.spaces import cmd_space, fitted_space
 from nas.cluster.evaluate import RayPool
 from nas.cluster.train import RAY_TRAIN_DIR, has_checkpoint, remove_checkpoints, train_distributed
 from nas.data.datasets import DataError, TaskData, load_data
@@ -28,7 +29,7 @@ from nas.evaluation.accuracy import evaluate
 from nas.evaluation.evaluator import Evaluator
 from nas.finish.finetune import FinishConfig, choose_after_finishing, finish_subnet, finished_metrics
 from nas.finish.package import DeployedModel, run_costs, save_model_folder
-from nas.hardware.measure import LatencySettings, describe_hardware
+from nas.hardware.measure import describe_hardware
 from nas.hardware.profile import ProfileSettings, build_profile
 from nas.runs.files import (
     SUPERNET_FILE,
@@ -46,7 +47,7 @@ from nas.training.checkpoint import CHECKPOINT_FILE
 from nas.training.config import TrainConfig
 from nas.training.train import train_supernet
 from predictors import LatencyPredictor
-from search_spaces import ArchError, HybridSupernet, SearchSpace, SubnetModel, get_space
+from search_spaces import ArchError, HybridSupernet, SearchSpace, SubnetModel, get_family, get_space
 from search_spaces.arch import show
 
 
@@ -61,9 +62,9 @@ def _device(name: str) -> str:
 DEFAULT_DATA = {2: "digits", 1: "mnist1d"}  # the built-in dataset of image and of sequence spaces
 
 
-def _data_name(spec: str | None, space: SearchSpace) -> str:
-    """--data, or the built-in dataset of the space's kind (images or sequences)."""
-    return spec or DEFAULT_DATA[space.config.dims]
+def _data_name(spec: str | None, dims: int) -> str:
+    """--data, or the built-in dataset of the space's kind (dims 2: images, 1: sequences)."""
+    return spec or DEFAULT_DATA[dims]
 
 
 def _seq_len(value: int | None, space: SearchSpace) -> int | None:
@@ -148,9 +149,9 @@ def _resumed_config(args: argparse.Namespace, cls: type[RunConfig], given: dict[
 
 
 # ------------------------------------------------------------------------------------- the commands
-def _new_supernet(config: RunConfig) -> HybridSupernet:
-    """An untrained supernet of the config's space, seeded."""
-    space = get_space(config.space)
+def _new_supernet(config: RunConfig, data: TaskData) -> HybridSupernet:
+    """An untrained supernet of the config's space fitted to the data, seeded."""
+    space = get_space(config.space, data.shape)
     torch.manual_seed(config.seed)
     return HybridSupernet(space)
 
@@ -212,11 +213,11 @@ def _check_strategy(config: SearchRunConfig, space: SearchSpace) -> None:
 def cmd_train(args: argparse.Namespace, config: RunConfig) -> None:
     device = _device(config.device)
     train = config.train_config(device)
-    supernet = _new_supernet(config)
-    data_name = _data_name(config.data, supernet.space)
+    dims = get_family(config.space).dims
+    data_name = _data_name(config.data, dims)
     config = replace(config, data=data_name)  # recorded in the run's config.json
-    data = load_data(data_name, dims=supernet.space.config.dims)
-    Evaluator(supernet, data, LatencySettings())  # fails early when the data does not fit the space
+    data = load_data(data_name, dims=dims)
+    supernet = _new_supernet(config, data)  # fails early when the space's definition contradicts the data
     workers = _ray_workers(config, device)
     if args.resume:
         out = args.out
@@ -226,6 +227,7 @@ def cmd_train(args: argparse.Namespace, config: RunConfig) -> None:
     else:
         out = args.out = prepare_run_dir(_out(args), force=args.force)  # args.out: for the resume hint on Ctrl-C
         write_json(out / "config.json", {"command": "train", "args": config.to_dict(), "data_spec": _data_spec(data_name),
+                                         "space": supernet.space.config.to_dict(),  # as fitted to the data
                                          "data": data.describe(), "versions": package_versions(),
                                          "hardware": describe_hardware(device)})
     summary, _ = _train(supernet, train, out, data, show_progress=not args.quiet, resume=args.resume,
@@ -240,13 +242,13 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     source = config.latency_source()
     latency = source.settings
     trained_here = args.resume and (args.out / SUPERNET_FILE).is_file()  # the interrupted run trained it
-    if config.supernet or trained_here:
-        supernet, train = load_supernet(config.supernet or args.out, device), None
-    else:
-        supernet, train = _new_supernet(config), config.train_config(device)
-    data_name = _data_name(config.data, supernet.space)
+    loaded = load_supernet(config.supernet or args.out, device) if config.supernet or trained_here else None
+    dims = loaded.space.config.dims if loaded else get_family(config.space).dims
+    data_name = _data_name(config.data, dims)
     config = replace(config, data=data_name)  # recorded in the run's config.json
-    data = load_data(data_name, dims=supernet.space.config.dims)
+    data = load_data(data_name, dims=dims)
+    supernet = loaded or _new_supernet(config, data)
+    train = None if loaded else config.train_config(device)
     evaluator = Evaluator(supernet, data, latency, device=device, predictor=source.predictor,
                           remeasure=source.mismatch is None, cost_size=_seq_len(config.seq_len, supernet.space))
     with named(flag):
@@ -264,6 +266,7 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
             "latency": source.record(), "data_spec": _data_spec(data_name), "data": data.describe(),
             "versions": package_versions(), "hardware": describe_hardware(latency.device),
             "supernet": str(Path(config.supernet or out / SUPERNET_FILE).resolve()),
+            "space": supernet.space.config.to_dict(),  # as fitted to the data
         })
     if train is not None:
         _, stopped = _train(supernet, train, out, data, show_progress=not args.quiet,
@@ -295,7 +298,7 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
-    space = get_space(args.space)
+    space = fitted_space(args.space, args.data)
     with named(lambda field: PROFILE_FLAGS.get(field, flag(field))):
         settings = ProfileSettings(target=args.target, threads=args.threads, batch=args.latency_batch,
                                    subnets=args.subnets, seed=args.seed, passes=args.passes, max_units=args.max_units,
@@ -401,7 +404,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {"profile": cmd_profile, "extract": cmd_extract,
                                                              "export": cmd_extract, "finetune": cmd_finetune,
-                                                             "ablate": cmd_ablate}
+                                                             "ablate": cmd_ablate, "space": cmd_space}
 RUNS: dict[str, Callable[[argparse.Namespace, Any], None]] = {"train": cmd_train, "search": cmd_search}
 
 

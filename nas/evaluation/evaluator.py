@@ -47,7 +47,8 @@ class Evaluator:
             raise UserError(f"--seq-len must be a positive integer, got {cost_size!r}")
         if predictor is not None and predictor.space != supernet.space.config:
             raise UserError(f"the latency profile was measured for space {predictor.space.name!r}, not for the "
-                            f"supernet's space {supernet.space.config.name!r} (or the two definitions differ)")
+                            f"supernet's space {supernet.space.config.name!r} (or the two definitions differ, or "
+                            "were fitted to other data: profile with the search's --space and --data)")
         if predictor is not None and predictor.input_size != (cost_size or spec.input_size):
             raise UserError(f"the latency profile was measured at input size {predictor.input_size}, but costs are "
                             f"wanted at {cost_size or spec.input_size}; profile again with that --seq-len")
