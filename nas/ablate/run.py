@@ -235,7 +235,7 @@ def search_metrics(folder: Path, search: SearchSettings, reference: tuple[float,
         "hypervolume": front_hypervolume(ok["val_acc"].to_numpy(), ok[OBJECTIVES[search.objective]].to_numpy(dtype=float),
                                          reference, normalize=True),
         "best_val_acc": float(ok["val_acc"].max()) if len(ok) else None,
-        "test_acc": chosen["test_acc"] if chosen else None,  # of the chosen (most accurate feasible) subnet
+        "test_acc": chosen["test_acc"] if chosen else None,  # of the subnet the search chose
         "chosen_cost": chosen[OBJECTIVES[search.objective]] if chosen else None,
         "feasible": len(ok), "evaluations": len(table), "pareto_size": summary["pareto_size"],
         "search_seconds": summary["seconds"],

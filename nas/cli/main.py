@@ -42,6 +42,7 @@ from nas.runs.files import (
 )
 from nas.runs.interrupt import finish_on_interrupt
 from nas.search.loop import plain_value, run_search
+from nas.search.ranking import search_ranking
 from nas.search.strategies import make_strategy
 from nas.training.checkpoint import CHECKPOINT_FILE
 from nas.training.config import TrainConfig
@@ -367,14 +368,15 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     if args.finalists < 1:
         raise UserError(f"--finalists must be >= 1, got {args.finalists}")
     config, table, supernet, data = _searched_run(args.run, device)
+    ranking = search_ranking(len(data.val), loss_recorded="val_loss" in table.columns)  # the search's
     if args.arch:
         ids = list(dict.fromkeys(args.arch))
-    else:  # the search's choice, then the most accurate others of the front
+    else:  # the search's choice, then the best others of the front
         pareto = pd.read_csv(args.run / "pareto.csv", dtype={"id": str}) if (args.run / "pareto.csv").is_file() else None
         if pareto is None or pareto.empty:
             raise UserError(f"{args.run} has no Pareto front (pareto.csv): name the subnets with --arch ID")
         chosen = read_json(args.run / "search.json", "search summary").get("chosen") or {}
-        ranked = pareto.sort_values("val_acc", ascending=False, kind="stable")["id"].tolist()
+        ranked = pareto.assign(rank=ranking.scores(pareto)).sort_values("rank", kind="stable")["id"].tolist()
         ids = list(dict.fromkeys([chosen["id"]] * ("id" in chosen) + ranked))[:args.finalists]
     with named(lambda field: flag(finish_field(field))):
         finish = FinishConfig(how=args.finish, budget=args.finish_budget, seed=config["args"].get("seed", 0),
@@ -383,7 +385,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     folders = [_model_folder(args.out / i if args.out else None, args.run, i, args.force) for i in ids]
     results = [finish_subnet(supernet, supernet.space.parse(row["arch"]), data, finish, show_progress=not args.quiet)
                for row in rows]
-    best = choose_after_finishing(results)
+    best = choose_after_finishing(results, by=ranking.column)
     for k, (row, folder, result) in enumerate(zip(rows, folders, results)):
         r = result.record
         _save(folder, result.model.cpu(), data, supernet, config, row, finished_metrics(r))

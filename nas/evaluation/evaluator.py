@@ -15,7 +15,7 @@ from typing import cast
 
 from nas.data.datasets import TaskData
 from nas.errors import FieldError, UserError
-from nas.evaluation.accuracy import evaluate
+from nas.evaluation.accuracy import accuracy_and_loss, evaluate
 from nas.evaluation.limits import Limits
 from nas.hardware.measure import Latency, LatencySettings
 from nas.hardware.targets import Target, measure_on_target
@@ -97,9 +97,11 @@ class Evaluator:
         return costs | {"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms, "latency_measured_ms": lat.median_ms}
 
     def evaluate(self, arch: Arch, *, latency: bool) -> dict[str, float]:
-        """Validation accuracy, costs (`costs`) and the seconds they took: one row of a search."""
+        """Validation accuracy and loss (mean cross-entropy), costs (`costs`) and the seconds they
+        took: one row of a search."""
         start = time.perf_counter()
-        row = {"val_acc": self.accuracy(arch), **self.costs(arch, latency=latency)}
+        acc, loss = accuracy_and_loss(self.supernet, self.data.val, arch, device=self.device)
+        row = {"val_acc": acc, "val_loss": loss, **self.costs(arch, latency=latency)}
         return row | {"seconds": time.perf_counter() - start}
 
     def check_feasible(self, limits: Limits) -> None:
