@@ -68,7 +68,8 @@ class SpaceFamily:
         if not isinstance(self.definition, dict):
             raise ArchError(f"{self.where}: expected a JSON object")
         values = {k: _STAND_IN[k] for k in self.fitted} | {k: v for k, v in self.definition.items()}
-        values.setdefault("resolutions", [values["input_size"]])
+        size = values["input_size"]  # a bad one is named by SpaceConfig, not as a bad resolution
+        values.setdefault("resolutions", [size if type(size) is int and size > 0 else 1])
         object.__setattr__(self, "example", _config(values, self.where))
 
     @classmethod

@@ -192,3 +192,29 @@ def test_the_sequence_example_runs_on_sequences_of_another_length(tmp_path, caps
     chosen = json.loads((run / "search.json").read_text())["chosen"]
     model = json.loads((run / chosen["path"] / "model.json").read_text())
     assert model["spec"]["input_size"] == 150 and model["spec"]["num_classes"] == 2
+
+
+def test_profile_of_the_space_fitted_to_the_data(tmp_path, capsys):
+    """`nas profile --data` profiles the space a search on that data fits, which accepts it."""
+    from nas.cli.main import main
+    from nas.data.datasets import load_data
+    from nas.evaluation.evaluator import Evaluator
+    from nas.hardware.measure import LatencySettings
+    from nas.hardware.profile import load_profile
+    from predictors import LatencyPredictor
+
+    space_file = tmp_path / "micro.json"
+    space_file.write_text(json.dumps({k: v for k, v in MICRO_SPACE.items() if k not in DATA_FIELDS}))
+    data_file = tmp_path / "images.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data_file, x=rng.random((40, 6, 6, 3)).astype(np.float32), y=np.arange(40) % 3)
+    args = ["profile", "--space", str(space_file), "--subnets", "2", "--passes", "1", "--max-seconds", "0.002",
+            "--quiet", "--out", str(tmp_path / "profile.json")]
+    assert main(args) == 2
+    assert "leaves in_channels, num_classes, input_size to the data" in capsys.readouterr().err
+    assert main([*args, "--data", str(data_file)]) == 0
+    data = load_data(str(data_file))
+    space = get_space(str(space_file), data.shape)
+    predictor = LatencyPredictor.fit(load_profile(tmp_path / "profile.json"))
+    assert predictor.space == space.config and (space.config.in_channels, space.config.input_size) == (3, 6)
+    Evaluator(HybridSupernet(space), data, LatencySettings(), predictor=predictor)  # accepted

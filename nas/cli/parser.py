@@ -52,7 +52,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_train(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("supernet training")
-    _setting(g, "space", help=f"search space: {list_spaces()} or a space .json file (default tiny)")
+    _setting(g, "space", help=f"search space: {list_spaces()} or a space .json file, fitted to --data (its channels, "
+                              "classes and input size; `nas space show`) (default tiny)")
     _setting(g, "epochs", type=int, help=f"default {DEFAULT.epochs}")
     _setting(g, "batch_size", type=int, help=f"default {DEFAULT.batch_size}")
     _setting(g, "lr", type=float, help=f"peak learning rate (default {DEFAULT.lr})")
