@@ -244,12 +244,12 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     latency = source.settings
     trained_here = args.resume and (args.out / SUPERNET_FILE).is_file()  # the interrupted run trained it
     loaded = load_supernet(config.supernet or args.out, device) if config.supernet or trained_here else None
-    dims = loaded.space.config.dims if loaded else get_family(config.space).dims
+    dims = loaded.space.config.dims if loaded is not None else get_family(config.space).dims
     data_name = _data_name(config.data, dims)
     config = replace(config, data=data_name)  # recorded in the run's config.json
     data = load_data(data_name, dims=dims)
-    supernet = loaded or _new_supernet(config, data)
-    train = None if loaded else config.train_config(device)
+    supernet = loaded if loaded is not None else _new_supernet(config, data)
+    train = None if loaded is not None else config.train_config(device)
     evaluator = Evaluator(supernet, data, latency, device=device, predictor=source.predictor,
                           remeasure=source.mismatch is None, cost_size=_seq_len(config.seq_len, supernet.space))
     with named(flag):
