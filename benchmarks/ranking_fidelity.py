@@ -45,7 +45,7 @@ from nas.evaluation.accuracy import evaluate
 from nas.training.config import TrainConfig
 from nas.training.sampling import make_sampler
 from nas.training.train import make_optimizer, train_standalone, train_supernet
-from search_spaces import ArchError, HybridSupernet, get_space
+from search_spaces import ArchError, HybridSupernet, get_family, get_space
 
 
 def choose_subnets(space, n: int, seed: int) -> list:
@@ -147,8 +147,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    space = get_space(args.space)
-    data = load_data(args.data, dims=space.config.dims)
+    data = load_data(args.data, dims=get_family(args.space).dims)
+    space = get_space(args.space, data.shape)  # fitted to the data
     held_out = Split(torch.cat([data.val.x, data.test.x]), torch.cat([data.val.y, data.test.y]))
     base = TrainConfig(epochs=args.epochs, seed=args.seed)
     subnets = choose_subnets(space, args.subnets, seed=1234)

@@ -18,6 +18,7 @@ from search_spaces.blocks import (
     peak_memory_bytes,
 )
 from search_spaces.config import SpaceConfig, StageSpace
+from search_spaces.fit import DATA_FIELDS, DataShape, SpaceFamily
 from search_spaces.presets import CIFAR, IMAGENET, SEQ, TINY
 from search_spaces.registry import Registry
 from search_spaces.space import SearchSpace
@@ -36,30 +37,45 @@ def list_spaces() -> list[str]:
     return SPACES.names()
 
 
-def get_space(name_or_path: str) -> SearchSpace:
-    """A registered space by name, or a space JSON file by path."""
+def get_family(name_or_path: str) -> SpaceFamily:
+    """A registered space by name, or a space JSON file by path, before it meets the data (`search_spaces.fit`)."""
     if name_or_path in SPACES:
-        return SearchSpace(SPACES.get(name_or_path))
+        return SpaceFamily.of(SPACES.get(name_or_path))
     if name_or_path.endswith(".json") or Path(name_or_path).is_file():
         if not Path(name_or_path).is_file():
             raise ArchError(f"space file {name_or_path} does not exist")
-        return SearchSpace(SpaceConfig.from_file(name_or_path))
+        return SpaceFamily.from_file(name_or_path)
     raise ArchError(f"unknown space {name_or_path!r}; built-in: {list_spaces()}, or a path to a space .json")
+
+
+def get_space(name_or_path: str, data: DataShape | None = None) -> SearchSpace:
+    """A registered space by name, or a space JSON file by path, fitted to data of shape `data`.
+    Without `data`: a built-in space as written (for its reference data), a file as written, which
+    must then state every field it would take from the data."""
+    family = get_family(name_or_path)
+    if data is not None:
+        return SearchSpace(family.fit(data))
+    if family.fitted and not family.builtin:
+        raise ArchError(f"{family.where} leaves {', '.join(family.fitted)} to the data, and no data is given")
+    return SearchSpace(family.example)
 
 
 for _config in (TINY, CIFAR, IMAGENET, SEQ):
     register_space(_config)
 
 __all__ = [
+    "DATA_FIELDS",
     "Arch",
     "ArchError",
     "AttnBlock",
     "BlockSpec",
     "ConvBlock",
+    "DataShape",
     "HybridSupernet",
     "ModelSpec",
     "SearchSpace",
     "SpaceConfig",
+    "SpaceFamily",
     "Stage",
     "StageSpace",
     "SubnetModel",
@@ -68,6 +84,7 @@ __all__ = [
     "block_specs",
     "build_block",
     "count_macs",
+    "get_family",
     "get_space",
     "list_spaces",
     "peak_memory_bytes",

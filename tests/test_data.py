@@ -75,7 +75,7 @@ def test_digits_shapes_and_sizes(digits: TaskData) -> None:
         assert set(split.y.tolist()) == set(range(10))
     summary = digits.describe()
     assert summary == {"name": "digits", "sizes": {"train": sizes[0], "val": sizes[1],
-                                                  "test": sizes[2]},
+                                                  "test": sizes[2]}, "given_splits": [],
                        "num_classes": 10, "in_channels": 1, "input_size": 8, "dims": 2}
     assert json.loads(json.dumps(summary)) == summary
 
@@ -143,6 +143,28 @@ def test_npz_with_given_test_split(tmp_path: Path) -> None:
     data = load_data(path, val_fraction=0.2)
     assert len(data.test) == 17 and len(data.train) + len(data.val) == 50
     assert len(data.val) == 10 and data.num_classes == 7
+
+
+@pytest.mark.parametrize("with_test", [False, True])
+def test_npz_with_given_validation_split(tmp_path: Path, with_test: bool) -> None:
+    """x_val, y_val are the validation split as given: nothing carved from x for it; the test
+    split is given too or carved from x; describe() (run folders, model.json) says which were given."""
+    rng = np.random.default_rng(12)
+    x_val = rng.random((13, 4, 4))
+    test = {"x_test": rng.random((9, 4, 4)), "y_test": np.arange(9) % 5} if with_test else {}
+    path = _write_npz(tmp_path / "v.npz", x=rng.random((60, 4, 4)), y=_balanced(60, 5, rng), x_val=x_val,
+                      y_val=np.arange(13) % 6, **test)
+    data = load_data(path)
+    assert len(data.val) == 13 and data.val.y.tolist() == (np.arange(13) % 6).tolist()
+    assert data.num_classes == 6  # label 5 only in the validation split
+    restored = data.val.x.double() * data.std[0] + data.mean[0]
+    assert np.allclose(restored[:, 0].numpy(), x_val)
+    if with_test:
+        assert (len(data.train), len(data.test)) == (60, 9) and data.given == ("val", "test")
+    else:
+        assert len(data.train) + len(data.test) == 60 and len(data.test) == 9 and data.given == ("val",)
+    assert data.describe()["given_splits"] == list(data.given)
+    assert data.describe()["sizes"] == {"train": len(data.train), "val": 13, "test": len(data.test)}
 
 
 # ----------------------------------------------------------------------------- CIFAR
@@ -249,6 +271,10 @@ def _bad_npz_cases() -> dict[str, tuple[dict[str, np.ndarray], str]]:
         "only_x_test": ({"x": x, "y": y, "x_test": x}, "x_test and y_test"),
         "test_shape": ({"x": x, "y": y, "x_test": rng.random((5, 3, 3)),
                         "y_test": np.zeros(5, np.int64)}, "x_test images have shape"),
+        "only_y_val": ({"x": x, "y": y, "y_val": y}, "x_val and y_val"),
+        "val_shape": ({"x": x, "y": y, "x_val": rng.random((5, 3, 3)),
+                       "y_val": np.zeros(5, np.int64)}, "x_val images have shape"),
+        "val_labels": ({"x": x, "y": y, "x_val": x[:5], "y_val": np.zeros(4, np.int64)}, "[y_val]: length mismatch"),
     }
 
 

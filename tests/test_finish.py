@@ -165,5 +165,9 @@ def test_choose_after_finishing_by_accuracy_then_loss(supernet, arch, data):
     assert choose_after_finishing([scored(0.9, 0.3), scored(0.9, 0.2), scored(0.9, 0.25)]) == 1  # tie: the loss
     assert choose_after_finishing([scored(0.9, 0.2), scored(0.9, 0.2)]) == 0  # full tie: the earliest
     assert choose_after_finishing([scored(0.9, float("nan")), scored(0.9, 5.0)]) == 1
+    # a search that ranks by the loss (a small validation split) chooses by it too, then by accuracy
+    assert choose_after_finishing([scored(0.9, 0.3), scored(0.95, 0.5), scored(0.9, 0.1)], by="val_loss") == 2
+    assert choose_after_finishing([scored(0.9, 0.2), scored(0.95, 0.2)], by="val_loss") == 1
+    assert choose_after_finishing([scored(0.9, float("nan")), scored(0.1, 5.0)], by="val_loss") == 1
     with pytest.raises(ValueError, match="at least one"):
         choose_after_finishing([])

@@ -38,7 +38,7 @@ from nas.hardware.profile import PROFILE_FORMAT, PROFILE_VERSION, load_profile
 from nas.runs.files import write_json
 from nas.training.config import TrainConfig
 from predictors import LatencyPredictor, MissingBlockError
-from search_spaces import Arch, ArchError, SearchSpace, SpaceConfig, get_space, list_spaces
+from search_spaces import Arch, ArchError, SearchSpace, SpaceConfig, get_family, get_space, list_spaces
 from tests.helpers import FAST, MICRO_SPACE, ROOT, TRAIN_SETTINGS
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
@@ -363,6 +363,9 @@ def test_space_file_on_pathological_bytes(scratch, data):
     path.write_bytes(data)
     with pytest.raises(ArchError) as info:
         SpaceConfig.from_file(path)
+    assert "bad-space.json" in assert_clear(info.value)
+    with pytest.raises(ArchError) as info:  # as what --space reads: a definition that may leave the data's fields out
+        get_family(str(path))
     assert "bad-space.json" in assert_clear(info.value)
 
 

@@ -26,7 +26,7 @@ from nas.search.strategies import check_options, list_strategies, make_strategy,
 from nas.training.config import TrainConfig
 from nas.training.sampling import SAMPLING_RULES
 from predictors.accuracy import list_predictors
-from search_spaces import ArchError, get_space
+from search_spaces import ArchError, SearchSpace, get_family
 from search_spaces.arch import is_finite_number, show
 
 SWEPT = {"sampling": "grid.sampling", "seed": "grid.seed", "device": "resources.gpu"}  # train keys the sweep sets
@@ -178,7 +178,7 @@ class AblationConfig:
         top = {k: _local_path(v) if k in ("space", "data") else v for k, v in data.items() if k not in sections}
         config = cls(**top, **sections)  # type: ignore[arg-type]  # the keys are checked by _object, the types by __post_init__
         try:
-            space = get_space(config.space)
+            space = SearchSpace(get_family(config.space).example)  # the options do not depend on the data
         except ArchError as e:
             raise UserError(f"space: {e}") from None
         for strategy, _ in config.search.strategy_options:  # the values are the strategy's to check

@@ -60,7 +60,7 @@ from nas.search.pareto import front_hypervolume, hypervolume_reference
 from nas.search.strategies import strategies_with_predictor
 from nas.training.checkpoint import CHECKPOINT_FILE
 from nas.training.train import train_supernet
-from search_spaces import HybridSupernet, get_space
+from search_spaces import ArchError, HybridSupernet, get_family, get_space
 
 SUPERNETS, TRIALS, TUNE = "supernets", "trials", "tune"
 TRIAL_FILE, ATTEMPTS_FILE = "trial.json", "attempts.jsonl"
@@ -135,8 +135,8 @@ def train_job(setting: dict[str, Any], *, config: AblationConfig, out: Path,
     if recorded is not None:
         return recorded
     _set_threads(config.resources)
-    space = get_space(config.space)
-    data = load_data(config.data, dims=space.config.dims)
+    data = load_data(config.data, dims=get_family(config.space).dims)
+    space = get_space(config.space, data.shape)  # fitted to the data
     train = config.train_config(trial.sampling, trial.seed)
     torch.manual_seed(trial.seed)
     supernet = HybridSupernet(space)
@@ -236,7 +236,7 @@ def search_metrics(folder: Path, search: SearchSettings, reference: tuple[float,
         "hypervolume": front_hypervolume(ok["val_acc"].to_numpy(), ok[OBJECTIVES[search.objective]].to_numpy(dtype=float),
                                          reference, normalize=True),
         "best_val_acc": float(ok["val_acc"].max()) if len(ok) else None,
-        "test_acc": chosen["test_acc"] if chosen else None,  # of the chosen (most accurate feasible) subnet
+        "test_acc": chosen["test_acc"] if chosen else None,  # of the subnet the search chose
         "chosen_cost": chosen[OBJECTIVES[search.objective]] if chosen else None,
         "feasible": len(ok), "evaluations": len(table), "pareto_size": summary["pareto_size"],
         "search_seconds": summary["seconds"],
@@ -284,11 +284,15 @@ def run_ablation(config: AblationConfig, out: Path, *, resume: bool, address: st
 
 def _check_inputs(config: AblationConfig) -> Evaluator:
     """The sweep's space, data, profile and limits, checked before anything is written; errors name the key."""
-    space = get_space(config.space)
+    family = get_family(config.space)
     try:
-        load_data(config.data, dims=space.config.dims)
+        data = load_data(config.data, dims=family.dims)
     except DataError as e:
         raise UserError(f"data: {e}") from None
+    try:
+        space = get_space(config.space, data.shape)  # fitted to the data
+    except ArchError as e:
+        raise UserError(f"space: {e}") from None
     try:
         evaluator = make_evaluator(config, HybridSupernet(space), "cpu")
     except UserError as e:

@@ -22,6 +22,7 @@ from nas.cli.checks import RECORDED_INVOCATION, check_measuring, recorded_search
 from nas.cli.config import RUN_CONFIGS, RunConfig, SearchRunConfig, finish_field, parse_option
 from nas.cli.failures import one_line, report_failure
 from nas.cli.parser import build_parser, flag
+from nas.cli.spaces import cmd_space, fitted_space
 from nas.cluster.evaluate import RayPool
 from nas.cluster.train import RAY_TRAIN_DIR, has_checkpoint, remove_checkpoints, train_distributed
 from nas.data.datasets import DataError, TaskData, load_data
@@ -30,7 +31,7 @@ from nas.evaluation.accuracy import evaluate
 from nas.evaluation.evaluator import Evaluator
 from nas.finish.finetune import FinishConfig, choose_after_finishing, finish_subnet, finished_metrics
 from nas.finish.package import DeployedModel, run_costs, save_model_folder
-from nas.hardware.measure import LatencySettings, describe_hardware
+from nas.hardware.measure import describe_hardware
 from nas.hardware.profile import ProfileSettings, build_profile
 from nas.runs.files import (
     SUPERNET_FILE,
@@ -45,12 +46,13 @@ from nas.runs.interrupt import finish_on_interrupt
 from nas.runs.lock import command_scope, hold
 from nas.runs.resources import check_supernet_fits
 from nas.search.loop import plain_value, read_evaluations, run_search
+from nas.search.ranking import search_ranking
 from nas.search.strategies import make_strategy
 from nas.training.checkpoint import CHECKPOINT_FILE
 from nas.training.config import TrainConfig
 from nas.training.train import train_supernet
 from predictors import LatencyPredictor
-from search_spaces import ArchError, HybridSupernet, SearchSpace, SubnetModel, get_space
+from search_spaces import ArchError, HybridSupernet, SearchSpace, SubnetModel, get_family, get_space
 from search_spaces.arch import show
 
 DEVICES = ("cpu", "cuda", "mps")
@@ -75,9 +77,9 @@ def _device(name: str) -> str:
 DEFAULT_DATA = {2: "digits", 1: "mnist1d"}  # the built-in dataset of image and of sequence spaces
 
 
-def _data_name(spec: str | None, space: SearchSpace) -> str:
-    """--data, or the built-in dataset of the space's kind (images or sequences)."""
-    return spec or DEFAULT_DATA[space.config.dims]
+def _data_name(spec: str | None, dims: int) -> str:
+    """--data, or the built-in dataset of the space's kind (dims 2: images, 1: sequences)."""
+    return spec or DEFAULT_DATA[dims]
 
 
 def _seq_len(value: int | None, space: SearchSpace) -> int | None:
@@ -161,9 +163,9 @@ def _resumed_config(args: argparse.Namespace, cls: type[RunConfig], given: dict[
 
 
 # ------------------------------------------------------------------------------------- the commands
-def _new_supernet(config: RunConfig) -> HybridSupernet:
-    """An untrained supernet of the config's space, seeded."""
-    space = get_space(config.space)
+def _new_supernet(config: RunConfig, data: TaskData) -> HybridSupernet:
+    """An untrained supernet of the config's space fitted to the data, seeded."""
+    space = get_space(config.space, data.shape)
     check_supernet_fits(space, batch=config.batch_size, optimizer=config.optimizer,
                         what=f"in a training step at --batch-size {config.batch_size}")
     torch.manual_seed(config.seed)
@@ -227,11 +229,11 @@ def _check_strategy(config: SearchRunConfig, space: SearchSpace) -> None:
 def cmd_train(args: argparse.Namespace, config: RunConfig) -> None:
     device = _device(config.device)
     train = config.train_config(device)
-    supernet = _new_supernet(config)
-    data_name = _data_name(config.data, supernet.space)
+    dims = get_family(config.space).dims
+    data_name = _data_name(config.data, dims)
     config = replace(config, data=data_name)  # recorded in the run's config.json
-    data = load_data(data_name, dims=supernet.space.config.dims)
-    Evaluator(supernet, data, LatencySettings())  # fails early when the data does not fit the space
+    data = load_data(data_name, dims=dims)
+    supernet = _new_supernet(config, data)  # fails early when the space's definition contradicts the data
     workers = _ray_workers(config, device)
     if args.resume:
         out = args.out
@@ -241,6 +243,7 @@ def cmd_train(args: argparse.Namespace, config: RunConfig) -> None:
     else:
         out = args.out = prepare_run_dir(_out(args), force=args.force)  # args.out: for the resume hint on Ctrl-C
         write_json(out / "config.json", {"command": "train", "args": config.to_dict(), "data_spec": _data_spec(data_name),
+                                         "space": supernet.space.config.to_dict(),  # as fitted to the data
                                          "data": data.describe(), "versions": package_versions(),
                                          "hardware": describe_hardware(device)})
     summary, _ = _train(supernet, train, out, data, show_progress=not args.quiet, resume=args.resume,
@@ -255,14 +258,14 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     source = config.latency_source()
     latency = source.settings
     trained_here = args.resume and (args.out / SUPERNET_FILE).is_file()  # the interrupted run trained it
-    if config.supernet or trained_here:
-        supernet, train = load_supernet(config.supernet or args.out, device), None
-    else:
-        supernet, train = _new_supernet(config), config.train_config(device)
-    check_measuring(supernet.space, config.threads if source.profile is None else None, latency.batch_size)
-    data_name = _data_name(config.data, supernet.space)
+    loaded = load_supernet(config.supernet or args.out, device) if config.supernet or trained_here else None
+    dims = loaded.space.config.dims if loaded is not None else get_family(config.space).dims
+    data_name = _data_name(config.data, dims)
     config = replace(config, data=data_name)  # recorded in the run's config.json
-    data = load_data(data_name, dims=supernet.space.config.dims)
+    data = load_data(data_name, dims=dims)
+    supernet = loaded if loaded is not None else _new_supernet(config, data)
+    check_measuring(supernet.space, config.threads if source.profile is None else None, latency.batch_size)
+    train = None if loaded is not None else config.train_config(device)
     evaluator = Evaluator(supernet, data, latency, device=device, predictor=source.predictor,
                           remeasure=source.mismatch is None, cost_size=_seq_len(config.seq_len, supernet.space))
     with named(flag):
@@ -280,6 +283,7 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
             "latency": source.record(), "data_spec": _data_spec(data_name), "data": data.describe(),
             "versions": package_versions(), "hardware": describe_hardware(latency.device),
             "supernet": str(Path(config.supernet or out / SUPERNET_FILE).resolve()),
+            "space": supernet.space.config.to_dict(),  # as fitted to the data
         })
     if train is not None:
         _, stopped = _train(supernet, train, out, data, show_progress=not args.quiet,
@@ -311,7 +315,7 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
-    space = get_space(args.space)
+    space = fitted_space(args.space, args.data)
     with named(lambda field: PROFILE_FLAGS.get(field, flag(field))):
         settings = ProfileSettings(target=args.target, threads=args.threads, batch=args.latency_batch,
                                    subnets=args.subnets, seed=args.seed, passes=args.passes, max_units=args.max_units,
@@ -388,14 +392,15 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         raise UserError(f"--finalists must be >= 1, got {args.finalists}")
     hold(args.run)  # its model folders are written into it
     config, table, supernet, data = _searched_run(args.run, device)
+    ranking = search_ranking(len(data.val), loss_recorded="val_loss" in table.columns)  # the search's
     if args.arch:
         ids = list(dict.fromkeys(args.arch))
-    else:  # the search's choice, then the most accurate others of the front
+    else:  # the search's choice, then the best others of the front
         pareto = pd.read_csv(args.run / "pareto.csv", dtype={"id": str}) if (args.run / "pareto.csv").is_file() else None
         if pareto is None or pareto.empty:
             raise UserError(f"{args.run} has no Pareto front (pareto.csv): name the subnets with --arch ID")
         chosen = read_json(args.run / "search.json", "search summary").get("chosen") or {}
-        ranked = pareto.sort_values("val_acc", ascending=False, kind="stable")["id"].tolist()
+        ranked = pareto.assign(rank=ranking.scores(pareto)).sort_values("rank", kind="stable")["id"].tolist()
         ids = list(dict.fromkeys([chosen["id"]] * ("id" in chosen) + ranked))[:args.finalists]
     with named(lambda field: flag(finish_field(field))):
         finish = FinishConfig(how=args.finish, budget=args.finish_budget, seed=config["args"].get("seed", 0),
@@ -404,7 +409,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     folders = [_model_folder(args.out / i if args.out else None, args.run, i, args.force) for i in ids]
     results = [finish_subnet(supernet, supernet.space.parse(row["arch"]), data, finish, show_progress=not args.quiet)
                for row in rows]
-    best = choose_after_finishing(results)
+    best = choose_after_finishing(results, by=ranking.column)
     for k, (row, folder, result) in enumerate(zip(rows, folders, results)):
         r = result.record
         _save(folder, result.model.cpu(), data, supernet, config, row, finished_metrics(r))
@@ -425,7 +430,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {"profile": cmd_profile, "extract": cmd_extract,
                                                              "export": cmd_extract, "finetune": cmd_finetune,
-                                                             "ablate": cmd_ablate}
+                                                             "ablate": cmd_ablate, "space": cmd_space}
 RUNS: dict[str, Callable[[argparse.Namespace, Any], None]] = {"train": cmd_train, "search": cmd_search}
 
 

@@ -52,7 +52,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_train(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("supernet training")
-    _setting(g, "space", help=f"search space: {list_spaces()} or a space .json file (default tiny)")
+    _setting(g, "space", help=f"search space: {list_spaces()} or a space .json file, fitted to --data (its channels, "
+                              "classes and input size; `nas space show`) (default tiny)")
     _setting(g, "epochs", type=int, help=f"default {DEFAULT.epochs}")
     _setting(g, "batch_size", type=int, help=f"default {DEFAULT.batch_size}")
     _setting(g, "lr", type=float, help=f"peak learning rate (default {DEFAULT.lr})")
@@ -149,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=DEFAULT_PROFILE.threads, help="CPU threads (default 1)")
     p.add_argument("--latency-batch", type=int, default=DEFAULT_PROFILE.batch, help="batch size (default 1)")
     p.add_argument("--space", default="tiny", help=f"search space: {list_spaces()} or a space .json file (default tiny)")
+    p.add_argument("--data", default=None,
+                   help="the space fitted to this dataset, as `nas search --data` fits it (default: the space as written)")
     p.add_argument("--subnets", type=int, default=DEFAULT_PROFILE.subnets,
                    help=f"whole random subnets to measure, to fit the predictor (default {DEFAULT_PROFILE.subnets})")
     p.add_argument("--passes", type=int, default=DEFAULT_PROFILE.passes,
@@ -164,6 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="profile file (default runs/profile-<space>-<target>-<time>.json)")
     p.add_argument("--force", action="store_true", help="overwrite an existing profile file")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+
+    p = sub.add_parser("space", help="show a search space fitted to your data, as a space file",
+                       description="Print a search space as JSON: fitted to --data (channels, classes and input size "
+                                   "from the data, as `nas train` and `nas search` fit it), or as written; a space "
+                                   "file to start your own from.")
+    show = p.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
+        "show", help="print the space as JSON", description="Print the space as JSON, loadable as a space file.")
+    show.add_argument("space", help=f"a built-in space {list_spaces()} or a space .json file")
+    show.add_argument("--data", default=None,
+                      help="fit the space to this dataset (a built-in name, a .npz file or a CIFAR-10 folder); "
+                           "default: the space as written")
 
     p = sub.add_parser("extract", aliases=["export"], help="write a searched subnet as a standalone model folder",
                        description="Write subnet ID of a search run, with its inherited weights, as a model folder "

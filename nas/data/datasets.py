@@ -2,13 +2,14 @@
 
 ``load_data(spec, dims=...)`` accepts a built-in name (``"digits"`` images,
 ``"mnist1d"`` sequences), a path to an ``.npz`` file (arrays ``x``/``y``,
-optionally ``x_test``/``y_test``) or a directory holding the CIFAR-10 "python
+optionally ``x_val``/``y_val`` and ``x_test``/``y_test``) or a directory holding the CIFAR-10 "python
 batches".  ``dims`` comes from the search space: 2 for images, 1 for sequences;
 it also settles how a 3-D ``.npz`` array is read ((N, H, W) grayscale images or
 (N, T, C) channels-last sequences).  Every source becomes a :class:`TaskData`
 with float32 ``(N, C, H, W)`` images or ``(N, C, T)`` sequences, normalized per
-channel with the train split's statistics, and a stratified train/val/test split
-that is fixed by ``split_seed``.  CIFAR pickles are read with a restricted
+channel with the train split's statistics, and train/val/test splits: those the
+data give (``x_val``, ``x_test``, CIFAR's test batch) as given, the others carved
+from ``x`` by a stratified split fixed by ``split_seed``.  CIFAR pickles are read with a restricted
 unpickler that only rebuilds numpy arrays.  Bad input raises :class:`DataError`
 with a one-line message naming the file and the problem.
 
@@ -33,6 +34,7 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 import torch
 
+from search_spaces.fit import DataShape
 from search_spaces.registry import Registry
 
 try:  # numpy >= 2
@@ -43,7 +45,7 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import numeric as _np_numeric  # type: ignore[no-redef]
 
 ACCEPTED_FORMATS = ("a built-in name (digits, mnist1d), a .npz file with arrays "
-                    "x and y (optional x_test, y_test; images x as [N, H, W], [N, C, H, W] or "
+                    "x and y (optional x_val, y_val and x_test, y_test; images x as [N, H, W], [N, C, H, W] or "
                     "[N, H, W, C], sequences x as [N, T] or [N, T, C]), "
                     "or a CIFAR-10 python-batches directory")
 # dims -> (what such data is, what a space of those dims takes), for mismatch messages
@@ -105,11 +107,17 @@ class TaskData:
     dims: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    given: tuple[str, ...] = ()  # the splits that came with the data ("val", "test"); the others are carved
+
+    @property
+    def shape(self) -> DataShape:
+        """What a search space takes from the data (`search_spaces.fit`)."""
+        return DataShape(self.dims, self.in_channels, self.input_size, self.num_classes)
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able summary of the dataset."""
+        """JSON-able summary of the dataset; `given_splits`: those that came with the data (not carved)."""
         sizes = {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
-        return {"name": self.name, "sizes": sizes, "num_classes": self.num_classes,
+        return {"name": self.name, "sizes": sizes, "given_splits": list(self.given), "num_classes": self.num_classes,
                 "in_channels": self.in_channels, "input_size": self.input_size, "dims": self.dims}
 
 
@@ -142,10 +150,11 @@ def load_data(spec: str, *, dims: int = 2, val_fraction: float = 0.15,
               test_fraction: float = 0.15, split_seed: int = 0) -> TaskData:
     """Load ``spec`` (built-in name, ``.npz`` path or CIFAR-10 directory) for a space of ``dims``.
 
-    ``dims`` is 2 for images (N, C, H, W) and 1 for sequences (N, C, T).  Without a given
-    test set, ``test_fraction`` and ``val_fraction`` are fractions of all samples; with
-    ``x_test``/``test_batch``, ``val_fraction`` is a fraction of the training samples.
-    The split depends only on the data and ``split_seed``.
+    ``dims`` is 2 for images (N, C, H, W) and 1 for sequences (N, C, T).  A split the data
+    give (``x_val``/``y_val``, ``x_test``/``y_test`` or ``test_batch``) is used as given; the
+    others are carved from ``x``: without a given test set, ``test_fraction`` and
+    ``val_fraction`` are fractions of all samples; with one, ``val_fraction`` is a fraction of
+    the training samples. The split depends only on the data and ``split_seed``.
     """
     if not (0.0 < val_fraction < 1.0 and 0.0 < test_fraction < 1.0
             and val_fraction + test_fraction < 1.0):
@@ -154,12 +163,13 @@ def load_data(spec: str, *, dims: int = 2, val_fraction: float = 0.15,
     if isinstance(dims, bool) or not isinstance(dims, (int, np.integer)) or dims not in (1, 2):
         raise DataError(f"dims must be 1 (sequences) or 2 (images), got {dims!r}")
     test: tuple[np.ndarray, np.ndarray] | None
+    val: tuple[np.ndarray, np.ndarray] | None = None
     if spec in DATASETS:
         builtin = DATASETS.get(spec)
         if builtin.dims != dims:
             raise DataError(_mismatch(spec, builtin.dims, dims))
         name = source = spec
-        x, y, test = builtin.load()
+        x, y, test = builtin.load()  # a built-in gives no validation split
     else:
         path = Path(spec)
         name, source = path.name, str(path)
@@ -168,13 +178,13 @@ def load_data(spec: str, *, dims: int = 2, val_fraction: float = 0.15,
                 raise DataError(_mismatch(f"{path}: a CIFAR-10 directory", 2, dims))
             x, y, test = _load_cifar_dir(path)
         elif path.suffix == ".npz":
-            x, y, test = _load_npz(path, dims)
+            x, y, test, val = _load_npz(path, dims)
         elif path.exists():
             raise DataError(f"{path}: unsupported dataset format; expected {ACCEPTED_FORMATS}")
         else:
             raise DataError(f"unknown dataset {spec!r} (not a built-in name or an existing path); "
                             f"expected {ACCEPTED_FORMATS}")
-    return _build(name, source, x, y, test, val_fraction, test_fraction, split_seed)
+    return _build(name, source, x, y, {"val": val, "test": test}, val_fraction, test_fraction, split_seed)
 
 
 def iterate_batches(split: Split, batch_size: int, *, shuffle: bool,
@@ -238,8 +248,9 @@ def _load_mnist1d() -> Arrays:
     return x, y, (x_test, y_test)
 
 
-def _load_npz(path: Path, dims: int
-              ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+def _load_npz(path: Path, dims: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None,
+                                               tuple[np.ndarray, np.ndarray] | None]:
+    """x, y, and the test and validation splits the file gives (None where it gives none)."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -253,25 +264,32 @@ def _load_npz(path: Path, dims: int
         missing = [k for k in ("x", "y") if k not in keys]
         if missing:
             raise DataError(f"{path}: missing array(s) {', '.join(missing)}; "
-                            f"found {sorted(keys)}, need x and y (optional x_test, y_test)")
-        if ("x_test" in keys) != ("y_test" in keys):
-            raise DataError(f"{path}: x_test and y_test must be given together")
-        wanted = [k for k in ("x", "y", "x_test", "y_test") if k in keys]
+                            f"found {sorted(keys)}, need x and y (optional x_val, y_val and x_test, y_test)")
+        for split in ("val", "test"):
+            if (f"x_{split}" in keys) != (f"y_{split}" in keys):
+                raise DataError(f"{path}: x_{split} and y_{split} must be given together")
+        wanted = [k for k in ("x", "y", "x_val", "y_val", "x_test", "y_test") if k in keys]
         try:
             arrays = {k: archive[k] for k in wanted}
         except _READ_ERRORS as exc:
             raise DataError(f"{path}: corrupt or unreadable .npz ({_one_line(exc)})") from exc
+    x = (_images if dims == 2 else _sequences)(arrays["x"], f"{path} [x]")
+    y = _labels(arrays["y"], f"{path} [y]", len(x))
+    return x, y, _given_split(arrays, "test", x, path, dims), _given_split(arrays, "val", x, path, dims)
+
+
+def _given_split(arrays: dict[str, np.ndarray], split: str, x: np.ndarray, path: Path, dims: int
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The split `split` ("val", "test") of an .npz file, shaped as its x; None when the file has none."""
+    if f"x_{split}" not in arrays:
+        return None
     inputs, noun, layout = ((_images, "images", "(C, H, W)") if dims == 2
                             else (_sequences, "sequences", "(C, T)"))
-    x = inputs(arrays["x"], f"{path} [x]")
-    y = _labels(arrays["y"], f"{path} [y]", len(x))
-    if "x_test" not in arrays:
-        return x, y, None
-    x_test = inputs(arrays["x_test"], f"{path} [x_test]")
-    if x_test.shape[1:] != x.shape[1:]:
-        raise DataError(f"{path}: x_test {noun} have shape {x_test.shape[1:]} {layout} "
+    xs = inputs(arrays[f"x_{split}"], f"{path} [x_{split}]")
+    if xs.shape[1:] != x.shape[1:]:
+        raise DataError(f"{path}: x_{split} {noun} have shape {xs.shape[1:]} {layout} "
                         f"but x {noun} have {x.shape[1:]}")
-    return x, y, (x_test, _labels(arrays["y_test"], f"{path} [y_test]", len(x_test)))
+    return xs, _labels(arrays[f"y_{split}"], f"{path} [y_{split}]", len(xs))
 
 
 def _load_cifar_dir(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
@@ -386,29 +404,27 @@ def _labels(arr: np.ndarray, where: str, n: int) -> np.ndarray:
 
 
 def _build(name: str, source: str, x: np.ndarray, y: np.ndarray,
-           test: tuple[np.ndarray, np.ndarray] | None, val_fraction: float,
+           given: dict[str, tuple[np.ndarray, np.ndarray] | None], val_fraction: float,
            test_fraction: float, seed: int) -> TaskData:
+    """TaskData from x, y and the splits the data give (`given`: "val", "test" or None): the
+    splits not given are carved from x (stratified), the rest of x is the train split."""
     if len(y) < MIN_SAMPLES:
         raise DataError(f"{source}: too few samples ({len(y)}), need at least {MIN_SAMPLES}")
     classes = np.unique(y)
     if len(classes) < 2:
         raise DataError(f"{source}: fewer than 2 classes (found {len(classes)})")
-    everything = np.arange(len(y))
-    if test is None:
-        pool, test_idx = _stratified(everything, y, test_fraction, seed, source)
-        train_idx, val_idx = _stratified(pool, y[pool], val_fraction / (1.0 - test_fraction),
-                                         seed, source)
-        x_test, y_test = x[test_idx], y[test_idx]
-        carved = {"train": y[train_idx], "val": y[val_idx], "test": y_test}
-    else:
-        train_idx, val_idx = _stratified(everything, y, val_fraction, seed, source)
-        x_test, y_test = test
-        carved = {"train": y[train_idx], "val": y[val_idx]}
-    for split_name, split_y in carved.items():
-        absent = np.setdiff1d(classes, split_y)
+    train_idx, carved = np.arange(len(y)), {}
+    if given["test"] is None:  # test_fraction of all samples
+        train_idx, carved["test"] = _stratified(train_idx, y, test_fraction, seed, source)
+    if given["val"] is None:  # val_fraction of all samples, or of the training ones when the test split is given
+        fraction = val_fraction / (1.0 - test_fraction) if given["test"] is None else val_fraction
+        train_idx, carved["val"] = _stratified(train_idx, y[train_idx], fraction, seed, source)
+    for split_name, idx in {"train": train_idx, **carved}.items():
+        absent = np.setdiff1d(classes, y[idx])
         if len(absent):
             raise DataError(f"{source}: too few samples for class(es) {absent.tolist()} to appear "
                             f"in the {split_name} split")
+    splits = {k: v if v is not None else (x[carved[k]], y[carved[k]]) for k, v in given.items()}
     x_train = x[train_idx]  # (N, C, H, W) or (N, C, T)
     mean = x_train.mean(axis=(0, *range(2, x.ndim)), dtype=np.float64)
     std = np.array([x_train[:, c].std(dtype=np.float64) for c in range(x.shape[1])])
@@ -420,10 +436,12 @@ def _build(name: str, source: str, x: np.ndarray, y: np.ndarray,
         out /= std.astype(np.float32).reshape(per_channel)
         return Split(torch.from_numpy(out), torch.from_numpy(np.array(labels, dtype=np.int64)))
 
-    return TaskData(name=name, train=make(x_train, y[train_idx]), val=make(x[val_idx], y[val_idx]),
-                    test=make(x_test, y_test), num_classes=int(max(y.max(), y_test.max())) + 1,
+    labels = [y, *(split[1] for split in splits.values())]
+    return TaskData(name=name, train=make(x_train, y[train_idx]), val=make(*splits["val"]), test=make(*splits["test"]),
+                    num_classes=int(max(part.max(initial=0) for part in labels)) + 1,
                     in_channels=int(x.shape[1]), input_size=int(x.shape[2]), dims=x.ndim - 2,
-                    mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
+                    mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
+                    given=tuple(k for k in ("val", "test") if given[k] is not None))
 
 
 def _stratified(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int,

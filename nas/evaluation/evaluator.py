@@ -15,7 +15,7 @@ from typing import cast
 
 from nas.data.datasets import TaskData
 from nas.errors import FieldError, UserError
-from nas.evaluation.accuracy import evaluate
+from nas.evaluation.accuracy import accuracy_and_loss, evaluate
 from nas.evaluation.limits import Limits
 from nas.hardware.measure import Latency, LatencySettings
 from nas.hardware.targets import Target, measure_on_target
@@ -47,7 +47,8 @@ class Evaluator:
             raise UserError(f"--seq-len must be a positive integer, got {cost_size!r}")
         if predictor is not None and predictor.space != supernet.space.config:
             raise UserError(f"the latency profile was measured for space {predictor.space.name!r}, not for the "
-                            f"supernet's space {supernet.space.config.name!r} (or the two definitions differ)")
+                            f"supernet's space {supernet.space.config.name!r} (or the two definitions differ, or "
+                            "were fitted to other data: profile with the search's --space and --data)")
         if predictor is not None and predictor.input_size != (cost_size or spec.input_size):
             raise UserError(f"the latency profile was measured at input size {predictor.input_size}, but costs are "
                             f"wanted at {cost_size or spec.input_size}; profile again with that --seq-len")
@@ -96,9 +97,11 @@ class Evaluator:
         return costs | {"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms, "latency_measured_ms": lat.median_ms}
 
     def evaluate(self, arch: Arch, *, latency: bool) -> dict[str, float]:
-        """Validation accuracy, costs (`costs`) and the seconds they took: one row of a search."""
+        """Validation accuracy and loss (mean cross-entropy), costs (`costs`) and the seconds they
+        took: one row of a search."""
         start = time.perf_counter()
-        row = {"val_acc": self.accuracy(arch), **self.costs(arch, latency=latency)}
+        acc, loss = accuracy_and_loss(self.supernet, self.data.val, arch, device=self.device)
+        row = {"val_acc": acc, "val_loss": loss, **self.costs(arch, latency=latency)}
         return row | {"seconds": time.perf_counter() - start}
 
     def check_feasible(self, limits: Limits) -> None:

@@ -167,7 +167,8 @@ def _shape(shape: list) -> str:
 def _data(meta: Mapping[str, Any]) -> str:
     data = meta["data"]
     order = sorted(data["sizes"], key=lambda name: (_SPLITS.index(name) if name in _SPLITS else len(_SPLITS), name))
-    sizes = ", ".join(f"{name} {data['sizes'][name]:,}" for name in order)
+    given = data.get("given_splits", ())  # the splits that came with the data; the others were carved from it
+    sizes = ", ".join(f"{name} {data['sizes'][name]:,}" + (" (given)" if name in given else "") for name in order)
     prep = meta["preprocessing"]
     return f"""
 ## Data

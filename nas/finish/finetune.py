@@ -203,13 +203,16 @@ def finished_metrics(record: FinishRecord) -> dict[str, Any]:
             "finishing": {k: v for k, v in record.to_dict().items() if not k.endswith(("_before", "_after"))}}
 
 
-def choose_after_finishing(results: Sequence[FinishResult]) -> int:
+def choose_after_finishing(results: Sequence[FinishResult], *, by: Literal["val_acc", "val_loss"] = "val_acc") -> int:
     """The index of the finished subnet to hand over: the highest validation accuracy after
-    finishing, then the lowest validation loss; on a full tie the earliest (pass the subnet the
-    search chose first). The test split plays no part."""
+    finishing, then the lowest validation loss (`by="val_loss"`: the loss first, as a search ranks
+    subnets on a small validation split, `nas.search.ranking`); on a full tie the earliest (pass
+    the subnet the search chose first). The test split plays no part."""
     if not results:
         raise ValueError("choose_after_finishing needs at least one finished subnet")
     scores = [(r.record.val_acc_after, -_finite(r.record.val_loss_after)) for r in results]
+    if by == "val_loss":
+        scores = [(loss, acc) for acc, loss in scores]
     return max(range(len(results)), key=lambda i: (scores[i], -i))
 
 

@@ -34,13 +34,15 @@ from nas.runs.files import check_regular, open_run_file, write_json, write_text
 from nas.runs.interrupt import finish_on_interrupt
 from nas.runs.progress import progress_bar
 from nas.search.pareto import front_hypervolume, hypervolume_reference, pareto_indices, plot_front
+from nas.search.ranking import Ranking, search_ranking
 from nas.search.strategies import Surrogate, make_strategy
 from search_spaces import Arch
 from search_spaces.arch import is_finite_number
 
-COLUMNS = ["index", "id", "strategy", "val_acc", "latency_ms", "latency_iqr_ms", "latency_predicted_ms",
+COLUMNS = ["index", "id", "strategy", "val_acc", "val_loss", "latency_ms", "latency_iqr_ms", "latency_predicted_ms",
            "latency_measured_ms", "flops", "params", "memory_bytes", "feasible", "violation", "acc_predicted",
            "cost_predicted", "seconds", "time", "arch"]
+LEGACY_COLUMNS = [c for c in COLUMNS if c != "val_loss"]  # searches recorded before the loss was: resumed as they are
 MAX_REPEATS = 500  # consecutive already-evaluated proposals before the space is taken as exhausted
 MAX_EVALUATIONS, MAX_SECONDS = 10**7, 366 * 86400.0  # a budget beyond is a typo (a year of search)
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -200,6 +202,10 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
                           options=strategy_options)
     path = out / "evaluations.csv"
     replay = deque(read_evaluations(path, space)) if resume else deque()
+    columns = _header(path) if replay else COLUMNS  # a resumed search goes on in its file's columns
+    ranking = search_ranking(len(evaluator.data.val), loss_recorded="val_loss" in columns)
+    if ranking.column != "val_acc":
+        print(f"nas: note: {ranking.reason}", file=sys.stderr)
     results: dict[Arch, tuple[tuple[float, float], float]] = {}
     queue: deque[_Asked] = deque()  # asked, not told yet, in ask order
     queued: set[Arch] = set()  # the new subnets among them
@@ -209,7 +215,7 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     total = budget.evaluations or budget.seconds
     with open_run_file(path, append=bool(replay)) as fh, finish_on_interrupt("the evaluations under way") as interrupted, \
             progress_bar(total, f"searching ({strategy})", enabled=show_progress) as bar:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         if not replay:
             writer.writeheader()
             fh.flush()
@@ -268,12 +274,13 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
                 row = {"index": len(results), "id": asked.arch.id, "strategy": strategy, **pool.result(asked.handle)}
                 row["violation"] = limits.violation(row)
                 row |= {"feasible": row["violation"] == 0, "arch": asked.arch.to_json(),
-                        "acc_predicted": asked.predicted.get("accuracy"), "cost_predicted": asked.predicted.get("cost"),
+                        "acc_predicted": asked.predicted.get("accuracy") if ranking.column == "val_acc" else None,
+                        "cost_predicted": asked.predicted.get("cost"),
                         "time": time.perf_counter() - start}
                 evaluating += row["seconds"]
                 writer.writerow(row)
                 fh.flush()  # on disk (in the OS's hands) before the strategy hears of it: a killed run loses nothing
-            results[asked.arch] = ((-row["val_acc"], row[column]), row["violation"])
+            results[asked.arch] = ((ranking.score(row), row[column]), row["violation"])
             strat.tell(asked.arch, *results[asked.arch])
             if row["violation"] == 0 and not row["val_acc"] <= best:  # running best: no scan of all results per step
                 best = row["val_acc"]
@@ -312,38 +319,48 @@ def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
     if not lines:
         return []
     reader = csv.DictReader(lines)
-    if reader.fieldnames != COLUMNS:
+    if reader.fieldnames not in (COLUMNS, LEGACY_COLUMNS):
         raise UserError(f"{path}: the header is not that of a search's evaluations (expected {','.join(COLUMNS)})")
+    numbers = [k for k in ("val_acc", "val_loss", "latency_ms", "flops", "params", "memory_bytes", "violation",
+                           "seconds", "time") if k in reader.fieldnames]
     rows = []
     for number, raw in enumerate(reader, start=2):
         try:
-            arch, row = _recorded_row(raw, space)
+            arch, row = _recorded_row(raw, space, numbers)
         except (ValueError, TypeError) as e:  # ArchError is a ValueError
             raise UserError(f"{path}, line {number}: not a valid evaluation ({e})") from None
         rows.append((arch, row))
     return rows
 
 
-RECORDED = ("val_acc", "latency_ms", "flops", "params", "memory_bytes", "violation", "seconds", "time")
 NOT_MEASURED = ("latency_ms",)  # nan (or empty) when neither the objective nor a limit needs latency
+UNBOUNDED = ("val_loss",)  # a subnet whose loss diverged records nan or inf
 
 
-def _recorded_row(raw: dict[str, Any], space) -> tuple[Arch, dict[str, float]]:
-    """One recorded evaluation: its architecture and figures, or ValueError naming what is wrong."""
+def _recorded_row(raw: dict[str, Any], space, numbers: list[str]) -> tuple[Arch, dict[str, float]]:
+    """One recorded evaluation: its architecture and its figures `numbers`, or ValueError naming what
+    is wrong."""
     if None in raw or any(v is None for v in raw.values()):
         raise ValueError("the row has more or fewer fields than the header")
     arch = space.parse(raw["arch"])
     if raw["id"] != arch.id:
         raise ValueError(f"id {raw['id']!r} is not the id of its architecture ({arch.id})")
     row = {}
-    for key in RECORDED:
+    for key in numbers:
         value = float(raw[key]) if raw[key] != "" or key not in NOT_MEASURED else math.nan
-        if not ((math.isfinite(value) and value >= 0) or (key in NOT_MEASURED and math.isnan(value))):
+        allowed = (key in NOT_MEASURED and math.isnan(value)) or (key in UNBOUNDED and not value < 0)
+        if not ((math.isfinite(value) and value >= 0) or allowed):
             raise ValueError(f"{key} must be a finite number >= 0, got {raw[key]!r}")
         row[key] = value
     if row["val_acc"] > 1:
         raise ValueError(f"val_acc must be in [0, 1], got {raw['val_acc']!r}")
     return arch, row
+
+
+def _header(path: Path) -> list[str]:
+    """The columns of an evaluations.csv (`read_evaluations` checked them)."""
+    with path.open(newline="") as fh:
+        return next(csv.reader(fh))
 
 
 def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget, strategy: str, seconds: float,
@@ -357,11 +374,13 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     because the strategy proposed only subnets already evaluated, MAX_REPEATS times in a row."""
     table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
     column = OBJECTIVES[objective]
+    ranking = search_ranking(len(evaluator.data.val), loss_recorded="val_loss" in table.columns)  # as run_search's
     feasible = table["feasible"].to_numpy(dtype=bool)
     ok = table[feasible]
-    objectives = np.column_stack([-ok["val_acc"].to_numpy(), ok[column].to_numpy(dtype=float)])
+    objectives = np.column_stack([ranking.scores(ok), ok[column].to_numpy(dtype=float)])
     front_rows = ok.index[pareto_indices(objectives)].tolist() if len(ok) else []
     front_rows.sort(key=lambda i: table.at[i, column])
+    # the hypervolume is accuracy's whatever the ranking (the reported metric: comparable across runs);
     # reference point: zero accuracy and the objective's limit (or 1.01 x the costliest evaluated subnet)
     ref = hypervolume_reference(limits.limit_of(objective), without_limit=lambda: float(table[column].max()) * 1.01)
     hv = front_hypervolume(ok["val_acc"].to_numpy(), ok[column].to_numpy(dtype=float), ref)
@@ -376,18 +395,19 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     write_text(out / "pareto.csv", pareto.to_csv(index=False))
     chosen = None
     if len(ok):
-        chosen = int(ok.sort_values(["val_acc", column], ascending=[False, True]).index[0])
+        chosen = int(ok.assign(rank=ranking.scores(ok)).sort_values(["rank", column]).index[0])
     plot_front(out / "pareto.png", cost=table[column].to_numpy(dtype=float), accuracy=table["val_acc"].to_numpy(),
                feasible=feasible, front=front_rows, chosen=chosen, limit=limits.limit_of(objective),
                xlabel=("measured " if evaluator.predictor is None and objective == "latency" else "")
                + OBJECTIVE_LABELS[objective],
-               title=f"{evaluator.supernet.space.config.name} on {evaluator.data.name}: {len(table)} subnets ({strategy})")
+               title=f"{evaluator.supernet.space.config.name} on {evaluator.data.name}: {len(table)} subnets ({strategy})"
+               + ("\nranked by validation loss" if ranking.column == "val_loss" else ""))
     summary = {
         "strategy": strategy, "objective": objective, "budget": budget.describe(), "evaluations": len(table),
         "seconds": seconds, "overhead_fraction": overhead, "evaluation": parallel,
         "limits": {k: v for k, v in vars(limits).items()}, "feasible": int(feasible.sum()),
         "hypervolume": hv, "hypervolume_reference": {"accuracy": ref[0], column: ref[1]},
-        "pareto_size": len(front_rows), "chosen": None, "retries_exhausted": exhausted,
+        "pareto_size": len(front_rows), "ranking": ranking.describe(table), "chosen": None, "retries_exhausted": exhausted,
         "latency": {"source": "measured" if evaluator.predictor is None else "predicted", "front_remeasured": remeasured},
     }
     if chosen is None:
@@ -396,7 +416,8 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
                         f"{out / 'evaluations.csv'}: loosen a limit or raise --budget")
     finished: FinishResult | None = None
     if finish is not None and finish.how != "inherit":
-        chosen, finished = _finish_finalists(evaluator, table, pareto, chosen, finish, finalists, show_progress)
+        chosen, finished = _finish_finalists(evaluator, table, pareto, chosen, finish, finalists, show_progress,
+                                             ranking)
         write_text(out / "pareto.csv", pareto.to_csv(index=False))
     row = table.loc[chosen]
     arch = Arch.from_json(row["arch"])
@@ -417,11 +438,13 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
 
 
 def _finish_finalists(evaluator: Evaluator, table: pd.DataFrame, pareto: pd.DataFrame, chosen: int,
-                      finish: FinishConfig, finalists: int, show_progress: bool) -> tuple[int, FinishResult]:
-    """Finish the `finalists` most accurate subnets of the front (the search's choice first); the
+                      finish: FinishConfig, finalists: int, show_progress: bool,
+                      ranking: Ranking) -> tuple[int, FinishResult]:
+    """Finish the `finalists` best subnets of the front by `ranking` (the search's choice first); the
     one with the best validation after finishing is handed over. Their figures before and after go
     to `pareto`'s finishing columns; returns the row handed over and its result."""
-    order = [chosen] + [i for i in pareto.sort_values("val_acc", ascending=False, kind="stable").index if i != chosen]
+    ranked = pareto.assign(rank=ranking.scores(pareto)).sort_values("rank", kind="stable").index
+    order = [chosen] + [i for i in ranked if i != chosen]
     rows = order[:max(1, finalists)]
     config = replace(finish, device=evaluator.device)
     results = [finish_subnet(evaluator.supernet, Arch.from_json(table.at[i, "arch"]), evaluator.data, config,
@@ -432,7 +455,7 @@ def _finish_finalists(evaluator: Evaluator, table: pd.DataFrame, pareto: pd.Data
         r = result.record
         pareto.loc[i, ["val_acc_finished", "test_acc_finished", "finish_seconds"]] = \
             [r.val_acc_after, r.test_acc_after, r.seconds]
-    best = choose_after_finishing(results)
+    best = choose_after_finishing(results, by=ranking.column)
     return rows[best], results[best]
 
 
