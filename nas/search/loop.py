@@ -33,7 +33,18 @@ from nas.finish.package import DeployedModel, evaluator_costs, save_model_folder
 from nas.runs.files import write_json, write_text
 from nas.runs.interrupt import finish_on_interrupt
 from nas.runs.progress import progress_bar
-from nas.search.pareto import front_hypervolume, hypervolume_reference, pareto_indices, plot_front
+from nas.search.pareto import front_hypervolume, hypervolume_reference, plot_front
+from nas.search.remeasure import COLUMNS as REMEASURE_COLUMNS
+from nas.search.remeasure import (
+    DEFAULT_REMEASURE,
+    Remeasure,
+    check_handed_over,
+    feasible_front,
+    measures_latency_here,
+    miss_note,
+    noise_note,
+    remeasure_latency,
+)
 from nas.search.strategies import Surrogate, make_strategy
 from search_spaces import Arch
 from search_spaces.arch import is_finite_number
@@ -163,7 +174,8 @@ class _Asked:
 def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limits, strategy: str, seed: int,
                objective: str = "latency", show_progress: bool = True, check_limits: bool = True,
                resume: bool = False, predictor: str | None = None, strategy_options: Mapping[str, Any] | None = None,
-               pool: EvaluationPool | None = None, finish: FinishConfig | None = None, finalists: int = 1) -> dict:
+               pool: EvaluationPool | None = None, finish: FinishConfig | None = None, finalists: int = 1,
+               remeasure: Remeasure = DEFAULT_REMEASURE) -> dict:
     """Accuracy (maximized) against `objective` (minimized: one of OBJECTIVES) under hard `limits`.
     `check_limits=False` when the caller already ran `evaluator.check_feasible(limits)`; `predictor`:
     the accuracy predictor family of a strategy that learns one (None: the strategy's default);
@@ -179,7 +191,10 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
 
     `pool` runs the evaluations (default: this process, one at a time). With several workers, up to
     that many evaluations are in flight, as many as the strategy's `ready()` allows, and results are
-    recorded and told in ask order: the search is the one a single process would run."""
+    recorded and told in ask order: the search is the one a single process would run.
+
+    `remeasure`: how the subnets that decide the front or the latency limit are measured again before
+    the choice, and the handed-over model after it (`nas.search.remeasure`)."""
     if objective not in OBJECTIVES:
         raise UserError(f"unknown objective {objective!r}; choose from {sorted(OBJECTIVES)}")
     space = evaluator.supernet.space
@@ -284,7 +299,7 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     exhausted = {"prefilter": strat.exhausted_redraws, "repeats": int(repeats >= MAX_REPEATS)}
     return summarize(evaluator, out, limits=limits, budget=budget, strategy=strategy, objective=objective,
                      seconds=seconds, overhead=1.0 - busy, parallel=pool.describe(), exhausted=exhausted,
-                     finish=finish, finalists=finalists, show_progress=show_progress)
+                     finish=finish, finalists=finalists, show_progress=show_progress, seed=seed, remeasure=remeasure)
 
 
 def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
@@ -318,19 +333,25 @@ def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
 def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget, strategy: str, seconds: float,
               parallel: dict[str, Any], exhausted: dict[str, int], objective: str = "latency",
               overhead: float = 0.0, finish: FinishConfig | None = None, finalists: int = 1,
-              show_progress: bool = False) -> dict:
+              show_progress: bool = False, seed: int = 0, remeasure: Remeasure = DEFAULT_REMEASURE) -> dict:
     """The outputs of a finished search from its `evaluations.csv`; the chosen subnet finished as
     `finish` says (`run_search`). `exhausted`: how many times each
     bounded retry ran out, `search.json`'s `retries_exhausted`: `prefilter`, proposals that failed the
     strategy's prefilter in every redraw (evaluated anyway); `repeats`, 1 when the search stopped
-    because the strategy proposed only subnets already evaluated, MAX_REPEATS times in a row."""
+    because the strategy proposed only subnets already evaluated, MAX_REPEATS times in a row.
+    `remeasure`: how latency measured during the search is measured again before the choice, and the
+    handed-over model after it (`nas.search.remeasure`; the orders of its rounds are drawn from `seed`)."""
     table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
     column = OBJECTIVES[objective]
+    rng = np.random.default_rng(seed)  # the orders of the latency rounds
+    rounds = None
+    if evaluator.predictor is None and measures_latency_here(evaluator, limits, column):
+        rounds = remeasure_latency(evaluator, table, limits=limits, column=column, settings=remeasure, rng=rng)
+        if rounds is not None:  # feasibility and the front below come from the re-measured latencies
+            write_text(out / "evaluations.csv", table.to_csv(index=False))
     feasible = table["feasible"].to_numpy(dtype=bool)
     ok = table[feasible]
-    objectives = np.column_stack([-ok["val_acc"].to_numpy(), ok[column].to_numpy(dtype=float)])
-    front_rows = ok.index[pareto_indices(objectives)].tolist() if len(ok) else []
-    front_rows.sort(key=lambda i: table.at[i, column])
+    front_rows = feasible_front(table, column)
     # reference point: zero accuracy and the objective's limit (or 1.01 x the costliest evaluated subnet)
     ref = hypervolume_reference(limits.limit_of(objective), without_limit=lambda: float(table[column].max()) * 1.01)
     hv = front_hypervolume(ok["val_acc"].to_numpy(), ok[column].to_numpy(dtype=float), ref)
@@ -351,13 +372,17 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
                xlabel=("measured " if evaluator.predictor is None and objective == "latency" else "")
                + OBJECTIVE_LABELS[objective],
                title=f"{evaluator.supernet.space.config.name} on {evaluator.data.name}: {len(table)} subnets ({strategy})")
+    latency: dict[str, Any] = {"source": "measured" if evaluator.predictor is None else "predicted",
+                               "front_remeasured": remeasured}
+    if rounds is not None:
+        latency["rounds"] = rounds.record(remeasure)
     summary = {
         "strategy": strategy, "objective": objective, "budget": budget.describe(), "evaluations": len(table),
         "seconds": seconds, "overhead_fraction": overhead, "evaluation": parallel,
         "limits": {k: v for k, v in vars(limits).items()}, "feasible": int(feasible.sum()),
         "hypervolume": hv, "hypervolume_reference": {"accuracy": ref[0], column: ref[1]},
         "pareto_size": len(front_rows), "chosen": None, "retries_exhausted": exhausted,
-        "latency": {"source": "measured" if evaluator.predictor is None else "predicted", "front_remeasured": remeasured},
+        "latency": latency,
     }
     if chosen is None:
         write_json(out / "search.json", summary)
@@ -370,7 +395,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     row = table.loc[chosen]
     arch = Arch.from_json(row["arch"])
     info = {k: plain_value(row[k]) for k in ("val_acc", "latency_ms", "latency_predicted_ms", "latency_measured_ms", "flops",
-                                        "params", "memory_bytes")}
+                                        "params", "memory_bytes", *REMEASURE_COLUMNS) if k in row}
     info["test_acc"] = float(pareto.at[chosen, "test_acc"])  # the chosen subnet is on the front: measured above
     info["cost_input_size"] = evaluator.cost_size or evaluator.supernet.spec.input_size  # what the costs are for
     subnet = evaluator.supernet.extract(arch)
@@ -378,9 +403,16 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
         info |= finished_metrics(finished.record)
         subnet = finished.model.cpu()
     model = DeployedModel.for_data(subnet, evaluator.data)
-    model_dir = save_model_folder(out / "models" / arch.id, model, metrics=info, costs=evaluator_costs(evaluator, row),
+    costs, check = evaluator_costs(evaluator, row), None
+    if remeasure.rounds and measures_latency_here(evaluator, limits, column):  # never a silent miss
+        check = check_handed_over(evaluator, model, limit=limits.max_latency_ms, settings=remeasure, rng=rng,
+                                  baseline_ms=rounds.session.baseline_ms if rounds is not None else None)
+        costs["latency_ms"]["handed_over"] = check = check | {"note": miss_note(check, table, chosen, out)}
+    latency["note"] = noise_note(table, front_rows, column=column, limit=limits.max_latency_ms, chosen=chosen)
+    model_dir = save_model_folder(out / "models" / arch.id, model, metrics=info, costs=costs,
                                   data=evaluator.data.describe(), space=evaluator.supernet.space.config.name)
-    summary["chosen"] = {"id": arch.id, "path": str(model_dir.relative_to(out)), **info}  # relative to the run folder
+    summary["chosen"] = {"id": arch.id, "path": str(model_dir.relative_to(out)), **info,  # relative to the run folder
+                         "latency_handed_over": check}
     write_json(out / "search.json", summary)
     return summary
 
