@@ -82,8 +82,14 @@ def one_pass(evaluator: Evaluator, table: pd.DataFrame, order: np.ndarray, limit
     again = plain.copy()
     rng = np.random.default_rng(seed)
     done = remeasure_latency(evaluator, again, limits=limits, column="latency_ms", settings=remeasure, rng=rng)
+    raw = again.copy()  # the same rounds without the drift correction: does the reference help?
+    if done is not None:
+        for i, r in done.session.models.items():
+            raw.at[i, "latency_ms"] = float(np.median([x * d for x, d in zip(r.readings_ms, done.session.drift)]))
+        raw = with_readings(raw, raw["latency_ms"].tolist(), limits)
     result = {"pass_seconds": measured, "front_without": [str(plain.at[i, "id"]) for i in feasible_front(plain, "latency_ms")],
               "front_with": [str(again.at[i, "id"]) for i in feasible_front(again, "latency_ms")],
+              "front_with_uncorrected": [str(raw.at[i, "id"]) for i in feasible_front(raw, "latency_ms")],
               "chosen_without": chosen_id(plain), "chosen_with": chosen_id(again),
               "feasible_without": int(plain["feasible"].sum()), "feasible_with": int(again["feasible"].sum()),
               "remeasured": None if done is None else done.record(remeasure)}
@@ -149,12 +155,14 @@ def main() -> None:
     summary = {"subnets": len(table), "limit_ms": args.max_latency_ms, "rounds": args.rounds, "passes": passes,
                "front_agreement_without": pairs(passes, "front_without"),
                "front_agreement_with": pairs(passes, "front_with"),
+               "front_agreement_with_uncorrected": pairs(passes, "front_with_uncorrected"),
                "same_choice_without": [a["chosen_without"] == b["chosen_without"] for a, b in itertools.combinations(passes, 2)],
                "same_choice_with": [a["chosen_with"] == b["chosen_with"] for a, b in itertools.combinations(passes, 2)]}
     if args.searches:
         summary["searches"] = whole_searches(evaluator, args, limits, remeasure)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    for key in ("front_agreement_without", "front_agreement_with", "same_choice_without", "same_choice_with"):
+    for key in ("front_agreement_without", "front_agreement_with", "front_agreement_with_uncorrected",
+                "same_choice_without", "same_choice_with"):
         print(f"{key}: {summary[key]}")
     if args.searches:
         print("whole searches:", {k: v for k, v in summary["searches"].items() if k != "runs"})

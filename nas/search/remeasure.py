@@ -34,7 +34,7 @@ from nas.evaluation.limits import Limits
 from nas.finish.package import DeployedModel
 from nas.hardware.rounds import Interleaved, interleaved_rounds
 from nas.hardware.targets import TargetTimer
-from nas.search.pareto import non_dominated_sort, pareto_indices
+from nas.search.pareto import pareto_indices
 from search_spaces import Arch, SubnetModel
 from search_spaces.static import at_input_size
 
@@ -79,10 +79,9 @@ def feasible_front(table: pd.DataFrame, column: str) -> list[int]:
     return sorted(ok.index[pareto_indices(objectives)].tolist(), key=lambda i: table.at[i, column])
 
 
-def candidates(table: pd.DataFrame, *, limits: Limits, column: str, margin: float) -> list[int]:
-    """Row labels of the subnets whose place on the front or against the latency limit a latency
-    reading off by `margin` either way could change, the first reading's front first. With another
-    objective than latency, only those near the latency limit: the front's own costs are exact."""
+def _may_decide(table: pd.DataFrame, limits: Limits, column: str, margin: float) -> np.ndarray:
+    """Per row: whether a latency reading off by `margin` either way could put the subnet on the front
+    or on the other side of the latency limit (with another objective than latency: only the latter)."""
     lat = table["latency_ms"].to_numpy(dtype=float)
     acc = table["val_acc"].to_numpy(dtype=float)
     costs = {k: table[k].to_numpy(dtype=float) for k in limits.bounds() if k != "latency_ms"}
@@ -100,11 +99,21 @@ def candidates(table: pd.DataFrame, *, limits: Limits, column: str, margin: floa
     best_acc = np.maximum.accumulate(acc[order]) if len(order) else np.zeros(0)
     cheaper = np.searchsorted(high[order], low, side="left")  # how many of them are surely cheaper
     dominated = np.array([n > 0 and best_acc[n - 1] >= a for n, a in zip(cheaper, acc)], dtype=bool)
-    chosen = maybe & ~dominated & (on_latency | ~surely)
-    rows = np.flatnonzero(chosen)
-    first = np.column_stack([-acc[rows], table[column].to_numpy(dtype=float)[rows]])
-    violation = table["violation"].to_numpy(dtype=float)[rows]
-    return [int(table.index[rows[i]]) for front in non_dominated_sort(first, violation) for i in front]
+    return maybe & ~dominated if on_latency else maybe & ~surely & ~dominated
+
+
+def candidates(table: pd.DataFrame, *, limits: Limits, column: str, margin: float, steps: int = 5) -> list[int]:
+    """Row labels of the subnets whose place on the front or against the latency limit a latency
+    reading off by `margin` either way could change (`_may_decide`). Those a smaller error could
+    already move come first (margins in `steps` steps; at 0, the first reading's front), the more
+    accurate first among equals: they are the ones to re-measure when not all can be."""
+    first = np.full(len(table), np.inf)
+    for m in np.linspace(0.0, margin, steps + 1)[::-1]:
+        first[_may_decide(table, limits, column, float(m))] = m
+    rows = np.flatnonzero(np.isfinite(first))
+    acc = table["val_acc"].to_numpy(dtype=float)
+    rows = rows[np.lexsort((-acc[rows], first[rows]))]
+    return [int(table.index[i]) for i in rows]
 
 
 @dataclass(frozen=True)
