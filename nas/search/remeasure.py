@@ -3,10 +3,10 @@ again in interleaved rounds before the choice, and the model handed over is re-m
 
 A search measures each subnet once. On a shared machine one reading can be off by a quarter or more
 (a busy spell, the first measurement of a process), which is more than the differences between
-neighbours on a front. Before the choice, `remeasure` takes the subnets that a reading off by
-`margin` either way could put on the front or on the other side of the latency limit (every other
-subnet is dominated, or over the limit, whatever its latency within the margin), at most
-`max_subnets` of them (the first reading's front first), and measures them again in `rounds`
+neighbours on a front. Before the choice, `remeasure_latency` takes the subnets that a reading off
+by `margin` either way could put on the front or on the other side of the latency limit (every
+other subnet is dominated, or over the limit, whatever its latency within the margin), at most
+`max_subnets` of them (those a smaller error could move first), and measures them again in `rounds`
 interleaved rounds beside a reference subnet that corrects for the machine's drift
 (`nas.hardware.rounds`). Their latency becomes the median of the rounds; feasibility and the front
 are recomputed from it, and the rounds' minimum and maximum are recorded beside the search's reading.
@@ -138,8 +138,8 @@ def measures_latency_here(evaluator: Evaluator, limits: Limits, column: str) -> 
     return needed and (evaluator.predictor is None or evaluator.remeasure)
 
 
-def remeasure_latency(evaluator: Evaluator, table: pd.DataFrame, *, limits: Limits, column: str, settings: Remeasure,
-              rng: np.random.Generator) -> Remeasured | None:
+def remeasure_latency(evaluator: Evaluator, table: pd.DataFrame, *, limits: Limits, column: str,
+                      settings: Remeasure, rng: np.random.Generator) -> Remeasured | None:
     """Re-measure the candidates of `table` (a search's evaluations, latency measured on this
     machine) in interleaved rounds; their `latency_ms`, `latency_measured_ms`, `violation` and
     `feasible` are updated in place, and `COLUMNS` are added. None when there is nothing to do."""
@@ -223,8 +223,9 @@ def miss_note(check: dict[str, Any], table: pd.DataFrame, chosen: int, run: Path
     if check["meets_limit"] is not False:
         return None
     line = (f"the handed-over model re-measured {check['median_ms']:.3f} ms ({check['low_ms']:.3f}-"
-            f"{check['high_ms']:.3f} over {check['rounds']} rounds), over the {check['limit_ms']:g} ms limit that it "
-            "met before the choice: its latency is within this machine's noise of the limit")
+            f"{check['high_ms']:.3f} over {check['rounds']} rounds), over the {check['limit_ms']:g} ms limit")
+    if "latency_rounds" in table and table.at[chosen, "latency_rounds"] > 0:
+        line += " that its rounds before the choice met: it is within this machine's noise of the limit"
     if "latency_high_ms" in table:
         safe = table[table["feasible"].astype(bool) & (table["latency_high_ms"] <= check["limit_ms"])]
         safe = safe.drop(index=chosen, errors="ignore").sort_values("val_acc", ascending=False, kind="stable")
