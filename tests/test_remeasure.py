@@ -25,13 +25,14 @@ from nas.search.loop import Budget, run_search
 from nas.search.remeasure import (
     COLUMNS,
     Remeasure,
+    as_deployed,
     candidates,
     feasible_front,
     miss_note,
     noise_note,
     remeasure_latency,
 )
-from search_spaces import Arch, get_space
+from search_spaces import Arch, HybridSupernet, get_space
 from tests.helpers import tiny_supernet
 
 LIMIT = 1.0
@@ -234,3 +235,18 @@ def test_a_model_within_its_limit_is_no_miss() -> None:
     table, _ = _table(_evaluator(), [(0.9, 0.5)])
     assert miss_note({"meets_limit": True}, table, 0, Path("run")) is None
     assert miss_note({"meets_limit": None}, table, 0, Path("run")) is None  # no latency limit
+
+
+def test_the_handed_over_model_is_timed_at_the_length_the_costs_are_for() -> None:
+    space = get_space("seq")
+    torch.manual_seed(0)
+    arch = space.sample(np.random.default_rng(0))
+    subnet = HybridSupernet(space).extract(arch)
+    model = DeployedModel(subnet, mean=[0.5], std=[2.0], labels=range(3))
+    assert as_deployed(model, None) is model and as_deployed(model, subnet.spec.input_size) is model
+    longer = as_deployed(model, 4 * subnet.spec.input_size)
+    assert isinstance(longer, DeployedModel) and longer.input_shape == (subnet.spec.in_channels, 4 * subnet.spec.input_size)
+    assert longer.labels == model.labels and torch.equal(longer.std, model.std)
+    assert all(torch.equal(a, b) for a, b in zip(longer.subnet.state_dict().values(), subnet.state_dict().values()))
+    with torch.no_grad():
+        assert longer(torch.zeros(1, *longer.input_shape)).shape == (1, subnet.spec.num_classes)
