@@ -43,7 +43,7 @@ from nas.hardware.measure import LatencySettings
 from nas.runs.files import load_supernet, save_supernet
 from nas.search.loop import Budget, run_search
 from nas.search.remeasure import COLUMNS as REMEASURE_COLUMNS
-from nas.search.remeasure import DEFAULT_REMEASURE, Remeasure, check_handed_over, feasible_front, remeasure_latency
+from nas.search.remeasure import REMEASURE, Remeasure, check_handed_over, feasible_front, remeasure_latency
 from nas.training.config import TrainConfig
 from nas.training.train import train_supernet
 from search_spaces import Arch, HybridSupernet, get_space
@@ -126,7 +126,7 @@ def main() -> None:
     p.add_argument("--max-latency-ms", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", type=int, default=2, help="passes (and with --searches, whole searches) to compare")
-    p.add_argument("--rounds", type=int, default=DEFAULT_REMEASURE.rounds, help="rounds of the re-measurement")
+    p.add_argument("--rounds", type=int, default=REMEASURE.rounds, help="rounds of the re-measurement")
     p.add_argument("--searches", action="store_true", help="also compare --runs whole searches with the same seed")
     p.add_argument("--out", type=Path, default=Path("runs/benchmarks/latency_agreement"))
     args = p.parse_args()

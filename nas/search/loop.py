@@ -35,16 +35,7 @@ from nas.runs.interrupt import finish_on_interrupt
 from nas.runs.progress import progress_bar
 from nas.search.pareto import front_hypervolume, hypervolume_reference, plot_front
 from nas.search.remeasure import COLUMNS as REMEASURE_COLUMNS
-from nas.search.remeasure import (
-    DEFAULT_REMEASURE,
-    Remeasure,
-    check_handed_over,
-    feasible_front,
-    measures_latency_here,
-    miss_note,
-    noise_note,
-    remeasure_latency,
-)
+from nas.search.remeasure import REMEASURE, Remeasure, feasible_front, handed_over, noise_note, remeasure_latency
 from nas.search.strategies import Surrogate, make_strategy
 from search_spaces import Arch
 from search_spaces.arch import is_finite_number
@@ -175,7 +166,7 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
                objective: str = "latency", show_progress: bool = True, check_limits: bool = True,
                resume: bool = False, predictor: str | None = None, strategy_options: Mapping[str, Any] | None = None,
                pool: EvaluationPool | None = None, finish: FinishConfig | None = None, finalists: int = 1,
-               remeasure: Remeasure = DEFAULT_REMEASURE) -> dict:
+               remeasure: Remeasure = REMEASURE) -> dict:
     """Accuracy (maximized) against `objective` (minimized: one of OBJECTIVES) under hard `limits`.
     `check_limits=False` when the caller already ran `evaluator.check_feasible(limits)`; `predictor`:
     the accuracy predictor family of a strategy that learns one (None: the strategy's default);
@@ -333,7 +324,7 @@ def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
 def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget, strategy: str, seconds: float,
               parallel: dict[str, Any], exhausted: dict[str, int], objective: str = "latency",
               overhead: float = 0.0, finish: FinishConfig | None = None, finalists: int = 1,
-              show_progress: bool = False, seed: int = 0, remeasure: Remeasure = DEFAULT_REMEASURE) -> dict:
+              show_progress: bool = False, seed: int = 0, remeasure: Remeasure = REMEASURE) -> dict:
     """The outputs of a finished search from its `evaluations.csv`; the chosen subnet finished as
     `finish` says (`run_search`). `exhausted`: how many times each
     bounded retry ran out, `search.json`'s `retries_exhausted`: `prefilter`, proposals that failed the
@@ -344,11 +335,9 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
     column = OBJECTIVES[objective]
     rng = np.random.default_rng(seed)  # the orders of the latency rounds
-    rounds = None
-    if evaluator.predictor is None and measures_latency_here(evaluator, limits, column):
-        rounds = remeasure_latency(evaluator, table, limits=limits, column=column, settings=remeasure, rng=rng)
-        if rounds is not None:  # feasibility and the front below come from the re-measured latencies
-            write_text(out / "evaluations.csv", table.to_csv(index=False))
+    rounds = remeasure_latency(evaluator, table, limits=limits, column=column, settings=remeasure, rng=rng)
+    if rounds is not None:  # feasibility and the front below come from the re-measured latencies
+        write_text(out / "evaluations.csv", table.to_csv(index=False))
     feasible = table["feasible"].to_numpy(dtype=bool)
     ok = table[feasible]
     front_rows = feasible_front(table, column)
@@ -403,11 +392,9 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
         info |= finished_metrics(finished.record)
         subnet = finished.model.cpu()
     model = DeployedModel.for_data(subnet, evaluator.data)
-    costs, check = evaluator_costs(evaluator, row), None
-    if remeasure.rounds and measures_latency_here(evaluator, limits, column):  # never a silent miss
-        check = check_handed_over(evaluator, model, limit=limits.max_latency_ms, settings=remeasure, rng=rng,
-                                  baseline_ms=rounds.session.baseline_ms if rounds is not None else None)
-        costs["latency_ms"]["handed_over"] = check = check | {"note": miss_note(check, table, chosen, out)}
+    costs = evaluator_costs(evaluator, row)
+    check = handed_over(evaluator, model, costs, table, chosen, out, limits=limits, column=column, settings=remeasure,
+                        rng=rng, rounds=rounds)  # never a silent miss
     latency["note"] = noise_note(table, front_rows, column=column, limit=limits.max_latency_ms, chosen=chosen)
     model_dir = save_model_folder(out / "models" / arch.id, model, metrics=info, costs=costs,
                                   data=evaluator.data.describe(), space=evaluator.supernet.space.config.name)

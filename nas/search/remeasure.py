@@ -67,7 +67,7 @@ class Remeasure:
         return lambda: timer.measure(warmup=self.warmup, min_repeats=self.samples, max_repeats=self.samples).median_ms
 
 
-DEFAULT_REMEASURE = Remeasure()
+REMEASURE = Remeasure()  # the default settings
 
 
 def feasible_front(table: pd.DataFrame, column: str) -> list[int]:
@@ -140,18 +140,20 @@ def measures_latency_here(evaluator: Evaluator, limits: Limits, column: str) -> 
 
 def remeasure_latency(evaluator: Evaluator, table: pd.DataFrame, *, limits: Limits, column: str,
                       settings: Remeasure, rng: np.random.Generator) -> Remeasured | None:
-    """Re-measure the candidates of `table` (a search's evaluations, latency measured on this
-    machine) in interleaved rounds; their `latency_ms`, `latency_measured_ms`, `violation` and
-    `feasible` are updated in place, and `COLUMNS` are added. None when there is nothing to do."""
-    if settings.rounds == 0 or not len(table) or table["latency_ms"].isna().any():
+    """Re-measure the candidates of `table` (a search's evaluations) in interleaved rounds when its
+    latency was measured on this machine and matters; their `latency_ms`, `latency_measured_ms`,
+    `latency_iqr_ms`, `violation` and `feasible` are updated in place, and `COLUMNS` are added.
+    None when there is nothing to do (the table is then unchanged)."""
+    if (settings.rounds == 0 or evaluator.predictor is not None or not measures_latency_here(evaluator, limits, column)
+            or not len(table) or table["latency_ms"].isna().any()):
         return None
     found = candidates(table, limits=limits, column=column, margin=settings.margin)
     rows = found[:settings.max_subnets]
+    if not rows:
+        return None
     table["latency_search_ms"] = table["latency_ms"]
     table["latency_low_ms"] = table["latency_high_ms"] = np.nan
     table["latency_rounds"] = 0
-    if not rows:
-        return None
     reference = evaluator.supernet.space.smallest()
     readers = {i: settings.reader(evaluator.subnet_timer(Arch.from_json(table.at[i, "arch"]))) for i in rows}
     session = interleaved_rounds(readers, settings.reader(evaluator.subnet_timer(reference)), rounds=settings.rounds,
@@ -215,6 +217,19 @@ def check_handed_over(evaluator: Evaluator, model: DeployedModel, *, limit: floa
             "drift": list(session.drift), "seconds": session.seconds,
             "how": "the model as handed over (preprocessing inside), median of interleaved rounds beside the "
                    "reference subnet, corrected for the machine's drift"}
+
+
+def handed_over(evaluator: Evaluator, model: DeployedModel, costs: dict[str, Any], table: pd.DataFrame, chosen: int,
+                run: Path, *, limits: Limits, column: str, settings: Remeasure, rng: np.random.Generator,
+                rounds: Remeasured | None) -> dict[str, Any] | None:
+    """`check_handed_over` with its `miss_note`, also put into `costs` (`cost_record`'s, for model.json)
+    as `latency_ms.handed_over`, when latency matters and this machine measures it; else None."""
+    if not settings.rounds or not measures_latency_here(evaluator, limits, column):
+        return None
+    check = check_handed_over(evaluator, model, limit=limits.max_latency_ms, settings=settings, rng=rng,
+                              baseline_ms=rounds.session.baseline_ms if rounds is not None else None)
+    costs["latency_ms"]["handed_over"] = check = check | {"note": miss_note(check, table, chosen, run)}
+    return check
 
 
 def miss_note(check: dict[str, Any], table: pd.DataFrame, chosen: int, run: Path) -> str | None:
