@@ -67,7 +67,8 @@ class Evaluator:
         batch and the input size the costs are for. The caller's model is not changed: a copy is
         timed when it lives on another device than the target's."""
         device = "cuda" if self.latency.device == "cuda" else "cpu"
-        if next(model.parameters()).device.type != device:
+        weight = next(model.parameters(), None)
+        if weight is not None and weight.device.type != device:
             model = copy.deepcopy(model).to(device)
         return TargetTimer(model, self.input_shape(self.latency.batch_size), target=cast(Target, self.latency.device),
                            threads=self.latency.threads)
