@@ -139,6 +139,7 @@ def main() -> None:
         table = pd.read_csv(args.from_run / "evaluations.csv", dtype={"id": str})
     else:  # the set a search evaluates (its own re-measurement off: the passes below do it)
         start = time.perf_counter()
+        (args.out / "set").mkdir(parents=True, exist_ok=True)
         run_search(evaluator, args.out / "set", budget=Budget(evaluations=args.budget), limits=limits,
                    strategy="predictor", seed=args.seed, show_progress=False, remeasure=Remeasure(rounds=0))
         print(f"set: {args.budget} subnets searched in {time.perf_counter() - start:.0f} s", flush=True)
