@@ -21,6 +21,7 @@ from nas.evaluation.limits import Limits
 from nas.finish.package import DeployedModel
 from nas.hardware.measure import Latency, LatencySettings
 from nas.hardware.rounds import interleaved_rounds
+from nas.search.loop import COLUMNS as LOOP_COLUMNS
 from nas.search.loop import Budget, run_search
 from nas.search.remeasure import (
     COLUMNS,
@@ -250,3 +251,25 @@ def test_the_handed_over_model_is_timed_at_the_length_the_costs_are_for() -> Non
     assert all(torch.equal(a, b) for a, b in zip(longer.subnet.state_dict().values(), subnet.state_dict().values()))
     with torch.no_grad():
         assert longer(torch.zeros(1, *longer.input_shape)).shape == (1, subnet.spec.num_classes)
+
+
+def test_a_search_stopped_before_its_summary_resumes_from_its_own_readings(tmp_path, monkeypatch) -> None:
+    evaluator = _evaluator()
+    evaluator.timer = fake_timer(lambda a: 0.5, lambda a: 1.5)  # type: ignore[method-assign]
+    search = {"budget": Budget(evaluations=3), "limits": Limits(max_latency_ms=LIMIT), "strategy": "random", "seed": 0,
+              "show_progress": False}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the chosen subnet is handed over
+
+    with monkeypatch.context() as patch:
+        patch.setattr("nas.search.loop.save_model_folder", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_search(evaluator, tmp_path, **search)
+    table = pd.read_csv(tmp_path / "evaluations.csv")
+    assert list(table.columns) == LOOP_COLUMNS and (table["latency_ms"] == 0.75).all()  # the search's readings
+    assert not (tmp_path / "search.json").exists()
+    run_search(evaluator, tmp_path, resume=True, **search)
+    table = pd.read_csv(tmp_path / "evaluations.csv")
+    assert (table["latency_search_ms"] == 0.75).all() and (table["latency_rounds"] == 5).all()
+    assert table["latency_ms"].to_numpy() == pytest.approx(0.5, rel=0.03)

@@ -307,7 +307,7 @@ def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
     if not lines:
         return []
     reader = csv.DictReader(lines)
-    if reader.fieldnames != COLUMNS:
+    if (reader.fieldnames or [])[:len(COLUMNS)] != COLUMNS:  # more: the re-measured latencies, written last
         raise UserError(f"{path}: the header is not that of a search's evaluations (expected {','.join(COLUMNS)})")
     rows = []
     for number, raw in enumerate(reader, start=2):
@@ -335,9 +335,8 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
     column = OBJECTIVES[objective]
     rng = np.random.default_rng(seed)  # the orders of the latency rounds
+    # feasibility and the front below come from the re-measured latencies (written with search.json)
     rounds = remeasure_latency(evaluator, table, limits=limits, column=column, settings=remeasure, rng=rng)
-    if rounds is not None:  # feasibility and the front below come from the re-measured latencies
-        write_text(out / "evaluations.csv", table.to_csv(index=False))
     feasible = table["feasible"].to_numpy(dtype=bool)
     ok = table[feasible]
     front_rows = feasible_front(table, column)
@@ -374,7 +373,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
         "latency": latency,
     }
     if chosen is None:
-        write_json(out / "search.json", summary)
+        _write_summary(out, summary, table if rounds is not None else None)
         raise UserError(f"none of the {len(table)} evaluated subnets met the limits; evaluations are in "
                         f"{out / 'evaluations.csv'}: loosen a limit or raise --budget")
     finished: FinishResult | None = None
@@ -400,8 +399,16 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
                                   data=evaluator.data.describe(), space=evaluator.supernet.space.config.name)
     summary["chosen"] = {"id": arch.id, "path": str(model_dir.relative_to(out)), **info,  # relative to the run folder
                          "latency_handed_over": check}
-    write_json(out / "search.json", summary)
+    _write_summary(out, summary, table if rounds is not None else None)
     return summary
+
+
+def _write_summary(out: Path, summary: dict, remeasured: pd.DataFrame | None) -> None:
+    """`search.json`, the mark of a finished search, and just before it `evaluations.csv` with the
+    re-measured latencies (`remeasured`): a search stopped before then resumes from its own readings."""
+    if remeasured is not None:
+        write_text(out / "evaluations.csv", remeasured.to_csv(index=False))
+    write_json(out / "search.json", summary)
 
 
 def _finish_finalists(evaluator: Evaluator, table: pd.DataFrame, pareto: pd.DataFrame, chosen: int,
