@@ -160,14 +160,16 @@ def test_other_objectives_remeasure_only_near_the_latency_limit() -> None:
 
 def test_noise_note_compares_the_spread_with_what_decides() -> None:
     table, _ = _table(_evaluator(), [(0.80, 0.50), (0.85, 0.52), (0.90, 0.55), (0.95, 0.97)])
-    table["latency_rounds"] = 5
-    table["latency_low_ms"], table["latency_high_ms"] = table["latency_ms"] - 0.005, table["latency_ms"] + 0.005
+    table["latency_rounds"], table["latency_iqr_ms"] = 5, 0.005
+    table["latency_low_ms"], table["latency_high_ms"] = table["latency_ms"] - 0.01, table["latency_ms"] + 0.01
     assert noise_note(table, [0, 1, 2, 3], column="latency_ms", limit=LIMIT, chosen=3) is None
-    table["latency_high_ms"] = table["latency_ms"] + 0.05  # spread 0.055 against gaps of 0.02-0.42 (median 0.03)
+    table["latency_iqr_ms"] = 0.04  # against gaps of 0.02, 0.03 and 0.42 (median 0.03)
+    table.at[3, "latency_high_ms"] = 1.02
     note = noise_note(table, [0, 1, 2, 3], column="latency_ms", limit=LIMIT, chosen=3)
     assert note is not None and note.startswith("latency differences are mostly noise: ")
-    assert "spread by 0.055 ms (median of 4), more than the 0.030 ms between neighbours" in note
+    assert "differ by 0.040 ms (inter-quartile range, median of 4 subnets), more than the 0.030 ms between" in note
     assert "the rounds of 1 subnet(s), the chosen one among them, straddle the 1 ms limit" in note
+    assert noise_note(table, [0, 1, 2, 3], column="latency_ms", limit=LIMIT, chosen=2).count(";") == 0
 
 
 def test_search_records_the_rounds_and_reports_a_handed_over_miss(tmp_path) -> None:

@@ -10,7 +10,7 @@ other subnet is dominated, or over the limit, whatever its latency within the ma
 interleaved rounds beside a reference subnet that corrects for the machine's drift
 (`nas.hardware.rounds`). Their latency becomes the median of the rounds; feasibility and the front
 are recomputed from it, and the rounds' minimum and maximum are recorded beside the search's reading.
-`noise_note` says when the rounds spread more than the differences that decide the front or the limit.
+`noise_note` says when the rounds differ more than the latencies that decide the front or the limit.
 
 `check_handed_over` measures the model that is handed over (finished, preprocessing inside) as it
 is deployed, on the same target, threads and batch, in the same kind of rounds on the same scale,
@@ -168,18 +168,21 @@ def remeasure_latency(evaluator: Evaluator, table: pd.DataFrame, *, limits: Limi
 
 def noise_note(table: pd.DataFrame, front: list[int], *, column: str, limit: float | None,
                chosen: int | None) -> str | None:
-    """One line when the re-measured rounds spread more than the latency differences between
-    neighbours on the front, or when the chosen subnet's rounds straddle the latency limit; else None."""
+    """One line when the re-measured rounds of a subnet differ by more than neighbours on the front
+    (the median inter-quartile range of the rounds against the median gap: neighbours that close
+    swap places in many re-measurements), or when the chosen subnet's rounds straddle the latency
+    limit; else None."""
     if "latency_rounds" not in table or not (table["latency_rounds"] > 0).any():
         return None
     measured = table[table["latency_rounds"] > 0]
-    spread = float((measured["latency_high_ms"] - measured["latency_low_ms"]).median())
+    spread = float(measured["latency_iqr_ms"].median())
     parts = []
     if column == "latency_ms" and len(front) >= 2:
         gap = float(np.median(np.diff(np.sort(table.loc[front, "latency_ms"].to_numpy(dtype=float)))))
         if spread > gap:
-            parts.append(f"a re-measured subnet's rounds spread by {spread:.3f} ms (median of {len(measured)}), more "
-                         f"than the {gap:.3f} ms between neighbours on the front (median)")
+            parts.append(f"the rounds of a re-measured subnet differ by {spread:.3f} ms (inter-quartile range, median "
+                         f"of {len(measured)} subnets), more than the {gap:.3f} ms between neighbours on the front "
+                         "(median)")
     if limit is not None:
         straddle = measured[(measured["latency_low_ms"] <= limit) & (measured["latency_high_ms"] > limit)]
         if chosen is not None and chosen in straddle.index:
