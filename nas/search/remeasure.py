@@ -14,7 +14,11 @@ are recomputed from it, and the rounds' minimum and maximum are recorded beside 
 
 `check_handed_over` measures the model that is handed over (finished, preprocessing inside) as it
 is deployed, on the same target, threads and batch, in the same kind of rounds on the same scale,
-and says whether it meets the limit.
+and says whether it meets the limit. A miss is said (`miss_note`, naming the most accurate subnet
+whose every round met the limit), never silent, but the search does not switch by itself: the
+model met the limit over the rounds before the choice, so it is within the machine's noise of it,
+and switching would cost another finishing and accuracy for a difference the machine cannot
+resolve (docs/devices.md).
 """
 
 from __future__ import annotations
