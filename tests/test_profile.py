@@ -108,7 +108,8 @@ def test_profile_then_search_for_it(tmp_path, capsys):
     assert (table["flops"] > 0).all() and (table["memory_bytes"] > 0).all()
     summary = json.loads((out / "search.json").read_text())
     chosen = summary["chosen"]
-    assert summary["latency"] == {"source": "predicted", "front_remeasured": True}
+    assert summary["latency"] == {"source": "predicted", "front_remeasured": True, "note": None}
+    assert chosen["latency_handed_over"]["meets_limit"]  # this machine is the profile's: the model is measured too
     assert chosen["latency_predicted_ms"] == chosen["latency_ms"] and chosen["latency_measured_ms"] > 0
     pareto = pd.read_csv(out / "pareto.csv", dtype={"id": str})
     assert pareto["latency_measured_ms"].notna().all()

@@ -304,6 +304,9 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
         measured = c["latency_measured_ms"]
         latency_text += " predicted" + (f", {measured:.3f} ms measured" if measured is not None else
                                         f" (not measured: {source.mismatch})")
+    check = c["latency_handed_over"]
+    if check is not None:
+        latency_text += f" ({check['median_ms']:.3f} ms re-measured as handed over)"
     finished = ""
     if "finishing" in c:
         before, how = c["before_finishing"], c["finishing"]
@@ -312,6 +315,9 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     print(f"chosen subnet {c['id']}{finished}: val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency "
           f"{latency_text}, {c['params']:,} params, {c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB "
           f"-> {out / c['path']}")
+    for kind, note in (("note", summary["latency"]["note"]), ("warning", check and check["note"])):
+        if note:
+            print(f"nas: {kind}: {note}", file=sys.stderr)
 
 
 def cmd_profile(args: argparse.Namespace) -> None:

@@ -9,16 +9,19 @@ fixed thread count and batch size) or, with a latency profile of another device,
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from typing import cast
+
+from torch import nn
 
 from nas.data.datasets import TaskData
 from nas.errors import FieldError, UserError
 from nas.evaluation.accuracy import accuracy_and_loss, evaluate
 from nas.evaluation.limits import Limits
 from nas.hardware.measure import Latency, LatencySettings
-from nas.hardware.targets import Target, measure_on_target
+from nas.hardware.targets import Target, TargetTimer
 from predictors import LatencyPredictor, MissingBlockError
 from search_spaces import Arch, HybridSupernet
 
@@ -37,6 +40,7 @@ class Evaluator:
                  predictor: LatencyPredictor | None = None, remeasure: bool = True, cost_size: int | None = None):
         self.supernet, self.data, self.latency, self.device = supernet, data, latency, device
         self.predictor, self.remeasure, self.cost_size = predictor, remeasure, cost_size
+        self._warmed_up = False  # `measure`
         spec = supernet.spec
         if ((data.dims, data.in_channels, data.input_size) != (spec.dims, spec.in_channels, spec.input_size)
                 or data.num_classes > spec.num_classes):
@@ -59,11 +63,30 @@ class Evaluator:
     def accuracy(self, arch: Arch, split: str = "val") -> float:
         return evaluate(self.supernet, getattr(self.data, split), arch, device=self.device)
 
+    def timer(self, model: nn.Module) -> TargetTimer:
+        """`model` prepared for timing on this machine's target, at the latency settings' threads and
+        batch and the input size the costs are for. The caller's model is not changed: a copy is
+        timed when it lives on another device than the target's."""
+        device = "cuda" if self.latency.device == "cuda" else "cpu"
+        weight = next(model.parameters(), None)
+        if weight is not None and weight.device.type != device:
+            model = copy.deepcopy(model).to(device)
+        return TargetTimer(model, self.input_shape(self.latency.batch_size), target=cast(Target, self.latency.device),
+                           threads=self.latency.threads)
+
+    def subnet_timer(self, arch: Arch) -> TargetTimer:
+        """The extracted subnet (at the input size the costs are for) prepared for timing."""
+        return self.timer(self.supernet.extract(arch, input_size=self.cost_size))
+
     def measure(self, arch: Arch) -> Latency:
-        """Latency of the extracted subnet, measured on this machine's target."""
-        model = self.supernet.extract(arch, input_size=self.cost_size).cpu().eval()
-        return measure_on_target(model, self.input_shape(self.latency.batch_size), target=cast(Target, self.latency.device),
-                                 threads=self.latency.threads, max_seconds=self.latency.max_seconds)
+        """Latency of the extracted subnet, measured on this machine's target. The first measurement
+        of a process is taken twice and the first reading dropped: it pays for cold caches and lazy
+        set-up, and would read high (the first subnet of a search is often the smallest)."""
+        timer = self.subnet_timer(arch)
+        if not self._warmed_up:
+            timer.measure(max_seconds=self.latency.max_seconds)
+            self._warmed_up = True
+        return timer.measure(max_seconds=self.latency.max_seconds)
 
     def analytic_cost_functions(self) -> dict[str, Callable[[Arch], float]]:
         """Column of evaluations.csv -> its cost computed from the architecture alone, at the

@@ -139,8 +139,14 @@ def _costs(costs: Mapping[str, Any]) -> str:
         value = "-" if lat["value"] is None else f"{lat['value']:.3f} ms"
         if lat["iqr_ms"] is not None:
             value += f" (IQR {lat['iqr_ms']:.3f})"
+        if lat.get("rounds"):
+            value += f"; {lat['low_ms']:.3f}-{lat['high_ms']:.3f} over {lat['rounds']} rounds"
         if lat["source"] == "predicted" and lat["measured_ms"] is not None:
             value += f"; measured {lat['measured_ms']:.3f} ms"
+        if lat.get("handed_over"):
+            check, limit = lat["handed_over"], lat["handed_over"]["limit_ms"]
+            value += f"; as handed over {check['median_ms']:.3f} ms" + (
+                "" if limit is None else f" ({'within' if check['meets_limit'] else 'over'} the {limit:g} ms limit)")
         hw = lat["hardware"]
         machine = hw.get("cuda_device_name") if str(lat["target"]).startswith("cuda") else hw.get("processor")
         where = (f"{lat['source']} on {lat['target']}, {lat['threads']} thread(s), batch {lat['batch']}, input "

@@ -53,7 +53,8 @@ MODEL_FILE, MODEL_META, ONNX_FILE, CARD_FILE = "model.safetensors", "model.json"
 FORMAT_VERSION = "2"
 LEGACY_VERSION = "1"  # without preprocessing, input description, ONNX or card
 # the optional latency figures of a search's row (absent or NaN: not known)
-_LATENCY_DETAILS = ("latency_iqr_ms", "latency_predicted_ms", "latency_measured_ms")
+_LATENCY_DETAILS = ("latency_iqr_ms", "latency_predicted_ms", "latency_measured_ms", "latency_search_ms",
+                    "latency_low_ms", "latency_high_ms", "latency_rounds")
 
 
 class InputError(UserError, ValueError):
@@ -162,7 +163,9 @@ def cost_record(values: Mapping[str, Any], *, latency: LatencySettings | Mapping
     """Every cost of a subnet with where it was measured, for `model.json` and the card.
 
     `values`: `params`, `flops`, `memory_bytes` and `latency_ms` (None or NaN: not measured), and
-    any of `latency_iqr_ms`, `latency_predicted_ms`, `latency_measured_ms`; `latency`: the settings
+    any of `latency_iqr_ms`, `latency_predicted_ms`, `latency_measured_ms` and, for a latency measured
+    again in rounds before the choice (`nas.search.remeasure`), `latency_search_ms` (the search's
+    reading), `latency_low_ms`, `latency_high_ms`, `latency_rounds`; `latency`: the settings
     it was measured or profiled with (device, threads, batch_size); `input_shape`: one sample's
     shape the costs are for, (C, H, W) or (C, T) (a deployment sequence length can differ from the
     data's); `hardware`: the machine latency was measured (or profiled) on; `profile`: the latency
@@ -172,6 +175,10 @@ def cost_record(values: Mapping[str, Any], *, latency: LatencySettings | Mapping
     sample = [int(n) for n in input_shape]
     figures = {k: _number(values[k]) for k in ("params", "flops", "memory_bytes", "latency_ms")}
     details = {k: _number(values[k]) if k in values else None for k in _LATENCY_DETAILS}
+    rounds = int(details["latency_rounds"] or 0)
+    how = (f"median of {rounds} interleaved rounds beside a reference subnet, corrected for the machine's drift "
+           "(each round: the median of repeated forward passes after warm-up)" if rounds
+           else "median of repeated forward passes after warm-up")
     if figures["latency_ms"] is None:
         source = "not measured"
     elif details["latency_predicted_ms"] is not None:
@@ -188,8 +195,10 @@ def cost_record(values: Mapping[str, Any], *, latency: LatencySettings | Mapping
         "latency_ms": {
             "value": figures["latency_ms"], "iqr_ms": details["latency_iqr_ms"], "source": source,
             "predicted_ms": details["latency_predicted_ms"], "measured_ms": details["latency_measured_ms"],
+            "rounds": rounds, "low_ms": details["latency_low_ms"], "high_ms": details["latency_high_ms"],
+            "search_ms": details["latency_search_ms"],
             "target": device, "threads": threads, "batch": batch, "input_shape": [batch, *sample],
-            "how": "median of repeated forward passes after warm-up" if source != "predicted"
+            "how": how if source != "predicted"
                    else "predicted from a latency profile of the target" + (f" ({profile})" if profile else ""),
             "hardware": dict(hardware),
         },

@@ -21,7 +21,7 @@ from torch.utils._pytree import tree_leaves
 from nas.errors import UserError
 from nas.hardware.measure import Latency, _model_device, _num_threads, _preserved, measure_latency, time_until_stable
 
-__all__ = ["OPSET", "TARGETS", "Target", "export_onnx", "measure_on_target"]
+__all__ = ["OPSET", "TARGETS", "Target", "TargetTimer", "export_onnx", "measure_on_target"]
 
 Target = Literal["cpu", "cuda", "onnxruntime"]
 TARGETS: tuple[str, ...] = get_args(Target)
@@ -133,6 +133,57 @@ class _Stopping(TypedDict):
     rel_tol: float
 
 
+class TargetTimer:
+    """`model` prepared once for timing on `target`; each `measure` times it again.
+
+    ``"cpu"``/``"cuda"``: torch eager via :func:`nas.hardware.measure.measure_latency` with ``threads`` torch
+    threads. ``"onnxruntime"``: the model is exported (fixed shapes, opset :data:`OPSET`), checked
+    against torch on a random input and loaded into a session here, once; `measure` times
+    ``session.run`` on a fixed zero input on the CPU provider with ``threads`` intra-op threads, one
+    inter-op thread, sequential execution. Preparing once lets interleaved rounds
+    (`nas.hardware.rounds`) time many models again and again without exporting each every time.
+    """
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], *, target: Target, threads: int = 1):
+        if target not in TARGETS:
+            raise UserError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+        if target == "cuda" and not torch.cuda.is_available():
+            raise UserError("target 'cuda' requested but CUDA is not available (torch.cuda.is_available() is False)")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        self.model, self.input_shape, self.target, self.threads = model, tuple(input_shape), target, threads
+        self._session: Any = None
+        if target == "onnxruntime":
+            net = _cpu_float_copy(model)
+            self._session = _session(_export_bytes(net, self.input_shape, opset=OPSET, dynamic_batch=False), threads)
+            _check_against_torch(self._session, net, self.input_shape, ATOL, RTOL)
+
+    def measure(self, *, warmup: int = 5, min_repeats: int = 10, max_repeats: int = 200, max_seconds: float = 2.0,
+                rel_tol: float = 0.02) -> Latency:
+        """Median/IQR latency (ms) of one forward pass, after `warmup` passes, with the stopping rule of
+        :func:`nas.hardware.measure.time_until_stable`; the caller's model is not changed."""
+        if not 1 <= min_repeats <= max_repeats:
+            raise ValueError("need 1 <= min_repeats <= max_repeats")
+        stopping: _Stopping = {"min_repeats": min_repeats, "max_repeats": max_repeats, "max_seconds": max_seconds,
+                               "rel_tol": rel_tol}
+        if self._session is None:
+            return measure_latency(self.model, self.input_shape, device=self.target, threads=self.threads,
+                                   warmup=warmup, **stopping)
+        feed = {self._session.get_inputs()[0].name: np.zeros(self.input_shape, dtype=np.float32)}
+        run = self._session.run
+
+        def time_once_ms() -> float:
+            t0 = time.perf_counter_ns()
+            run(None, feed)
+            return (time.perf_counter_ns() - t0) / 1e6
+
+        for _ in range(warmup):
+            run(None, feed)
+        samples = time_until_stable(time_once_ms, **stopping)
+        return Latency.from_samples(samples, batch_size=int(self.input_shape[0]), threads=self.threads,
+                                    device="onnxruntime-cpu")
+
+
 def measure_on_target(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -145,40 +196,11 @@ def measure_on_target(
     max_seconds: float = 2.0,
     rel_tol: float = 0.02,
 ) -> Latency:
-    """Median/IQR latency (ms) of one forward pass of ``model`` on an input of ``input_shape``.
-
-    ``"cpu"``/``"cuda"``: torch eager via :func:`nas.hardware.measure.measure_latency` with ``threads`` torch
-    threads. ``"onnxruntime"``: the model is exported (fixed shapes, opset :data:`OPSET`), checked
-    against torch on a random input, and ``session.run`` on a fixed zero input is timed on the
-    CPU provider with ``threads`` intra-op threads, one inter-op thread, sequential execution.
-    Warm-up, the stopping rule and the statistics are the same for every target; the caller's
-    model is not changed.
+    """Median/IQR latency (ms) of one forward pass of ``model`` on an input of ``input_shape``, measured
+    once on `target` (`TargetTimer`: how each target is timed). Warm-up, the stopping rule and the
+    statistics are the same for every target; the caller's model is not changed.
     """
-    if target not in TARGETS:
-        raise UserError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    if target == "cuda" and not torch.cuda.is_available():
-        raise UserError("target 'cuda' requested but CUDA is not available (torch.cuda.is_available() is False)")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     if not 1 <= min_repeats <= max_repeats:
         raise ValueError("need 1 <= min_repeats <= max_repeats")
-    stopping: _Stopping = {"min_repeats": min_repeats, "max_repeats": max_repeats, "max_seconds": max_seconds, "rel_tol": rel_tol}
-    if target != "onnxruntime":
-        return measure_latency(model, input_shape, device=target, threads=threads, warmup=warmup, **stopping)
-
-    input_shape = tuple(input_shape)
-    net = _cpu_float_copy(model)
-    session = _session(_export_bytes(net, input_shape, opset=OPSET, dynamic_batch=False), threads)
-    _check_against_torch(session, net, input_shape, ATOL, RTOL)
-    feed = {session.get_inputs()[0].name: np.zeros(input_shape, dtype=np.float32)}
-    run = session.run
-
-    def time_once_ms() -> float:
-        t0 = time.perf_counter_ns()
-        run(None, feed)
-        return (time.perf_counter_ns() - t0) / 1e6
-
-    for _ in range(warmup):
-        run(None, feed)
-    samples = time_until_stable(time_once_ms, **stopping)
-    return Latency.from_samples(samples, batch_size=int(input_shape[0]), threads=threads, device="onnxruntime-cpu")
+    return TargetTimer(model, input_shape, target=target, threads=threads).measure(
+        warmup=warmup, min_repeats=min_repeats, max_repeats=max_repeats, max_seconds=max_seconds, rel_tol=rel_tol)

@@ -33,8 +33,10 @@ from nas.finish.package import DeployedModel, evaluator_costs, save_model_folder
 from nas.runs.files import check_regular, open_run_file, write_json, write_text
 from nas.runs.interrupt import finish_on_interrupt
 from nas.runs.progress import progress_bar
-from nas.search.pareto import front_hypervolume, hypervolume_reference, pareto_indices, plot_front
+from nas.search.pareto import front_hypervolume, hypervolume_reference, plot_front
 from nas.search.ranking import Ranking, search_ranking
+from nas.search.remeasure import COLUMNS as REMEASURE_COLUMNS
+from nas.search.remeasure import REMEASURE, Remeasure, feasible_front, handed_over, noise_note, remeasure_latency
 from nas.search.strategies import Surrogate, make_strategy
 from search_spaces import Arch
 from search_spaces.arch import is_finite_number
@@ -172,7 +174,8 @@ class _Asked:
 def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limits, strategy: str, seed: int,
                objective: str = "latency", show_progress: bool = True, check_limits: bool = True,
                resume: bool = False, predictor: str | None = None, strategy_options: Mapping[str, Any] | None = None,
-               pool: EvaluationPool | None = None, finish: FinishConfig | None = None, finalists: int = 1) -> dict:
+               pool: EvaluationPool | None = None, finish: FinishConfig | None = None, finalists: int = 1,
+               remeasure: Remeasure = REMEASURE) -> dict:
     """Accuracy (maximized) against `objective` (minimized: one of OBJECTIVES) under hard `limits`.
     `check_limits=False` when the caller already ran `evaluator.check_feasible(limits)`; `predictor`:
     the accuracy predictor family of a strategy that learns one (None: the strategy's default);
@@ -188,7 +191,10 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
 
     `pool` runs the evaluations (default: this process, one at a time). With several workers, up to
     that many evaluations are in flight, as many as the strategy's `ready()` allows, and results are
-    recorded and told in ask order: the search is the one a single process would run."""
+    recorded and told in ask order: the search is the one a single process would run.
+
+    `remeasure`: how the subnets that decide the front or the latency limit are measured again before
+    the choice, and the handed-over model after it (`nas.search.remeasure`)."""
     if objective not in OBJECTIVES:
         raise UserError(f"unknown objective {objective!r}; choose from {sorted(OBJECTIVES)}")
     space = evaluator.supernet.space
@@ -298,7 +304,7 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     exhausted = {"prefilter": strat.exhausted_redraws, "repeats": int(repeats >= MAX_REPEATS)}
     return summarize(evaluator, out, limits=limits, budget=budget, strategy=strategy, objective=objective,
                      seconds=seconds, overhead=1.0 - busy, parallel=pool.describe(), exhausted=exhausted,
-                     finish=finish, finalists=finalists, show_progress=show_progress)
+                     finish=finish, finalists=finalists, show_progress=show_progress, seed=seed, remeasure=remeasure)
 
 
 def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
@@ -319,10 +325,11 @@ def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
     if not lines:
         return []
     reader = csv.DictReader(lines)
-    if reader.fieldnames not in (COLUMNS, LEGACY_COLUMNS):
+    header = reader.fieldnames or []
+    if header not in (COLUMNS, LEGACY_COLUMNS, COLUMNS + REMEASURE_COLUMNS):  # the last: re-measured before the choice
         raise UserError(f"{path}: the header is not that of a search's evaluations (expected {','.join(COLUMNS)})")
     numbers = [k for k in ("val_acc", "val_loss", "latency_ms", "flops", "params", "memory_bytes", "violation",
-                           "seconds", "time") if k in reader.fieldnames]
+                           "seconds", "time") if k in header]
     rows = []
     for number, raw in enumerate(reader, start=2):
         try:
@@ -366,20 +373,25 @@ def _header(path: Path) -> list[str]:
 def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget, strategy: str, seconds: float,
               parallel: dict[str, Any], exhausted: dict[str, int], objective: str = "latency",
               overhead: float = 0.0, finish: FinishConfig | None = None, finalists: int = 1,
-              show_progress: bool = False) -> dict:
+              show_progress: bool = False, seed: int = 0, remeasure: Remeasure = REMEASURE) -> dict:
     """The outputs of a finished search from its `evaluations.csv`; the chosen subnet finished as
     `finish` says (`run_search`). `exhausted`: how many times each
     bounded retry ran out, `search.json`'s `retries_exhausted`: `prefilter`, proposals that failed the
     strategy's prefilter in every redraw (evaluated anyway); `repeats`, 1 when the search stopped
-    because the strategy proposed only subnets already evaluated, MAX_REPEATS times in a row."""
+    because the strategy proposed only subnets already evaluated, MAX_REPEATS times in a row.
+    `remeasure`: how latency measured during the search is measured again before the choice, and the
+    handed-over model after it (`nas.search.remeasure`; the orders of its rounds are drawn from `seed`)."""
     table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
     column = OBJECTIVES[objective]
     ranking = search_ranking(len(evaluator.data.val), loss_recorded="val_loss" in table.columns)  # as run_search's
+    merit = -ranking.scores(table)  # higher is better
+    rng = np.random.default_rng(seed)  # the orders of the latency rounds
+    # feasibility and the front below come from the re-measured latencies (written with search.json)
+    rounds = remeasure_latency(evaluator, table, limits=limits, column=column, settings=remeasure, rng=rng,
+                               merit=merit)
     feasible = table["feasible"].to_numpy(dtype=bool)
     ok = table[feasible]
-    objectives = np.column_stack([ranking.scores(ok), ok[column].to_numpy(dtype=float)])
-    front_rows = ok.index[pareto_indices(objectives)].tolist() if len(ok) else []
-    front_rows.sort(key=lambda i: table.at[i, column])
+    front_rows = feasible_front(table, column, merit)
     # the hypervolume is accuracy's whatever the ranking (the reported metric: comparable across runs);
     # reference point: zero accuracy and the objective's limit (or 1.01 x the costliest evaluated subnet)
     ref = hypervolume_reference(limits.limit_of(objective), without_limit=lambda: float(table[column].max()) * 1.01)
@@ -402,16 +414,20 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
                + OBJECTIVE_LABELS[objective],
                title=f"{evaluator.supernet.space.config.name} on {evaluator.data.name}: {len(table)} subnets ({strategy})"
                + ("\nranked by validation loss" if ranking.column == "val_loss" else ""))
+    latency: dict[str, Any] = {"source": "measured" if evaluator.predictor is None else "predicted",
+                               "front_remeasured": remeasured}
+    if rounds is not None:
+        latency["rounds"] = rounds.record(remeasure)
     summary = {
         "strategy": strategy, "objective": objective, "budget": budget.describe(), "evaluations": len(table),
         "seconds": seconds, "overhead_fraction": overhead, "evaluation": parallel,
         "limits": {k: v for k, v in vars(limits).items()}, "feasible": int(feasible.sum()),
         "hypervolume": hv, "hypervolume_reference": {"accuracy": ref[0], column: ref[1]},
         "pareto_size": len(front_rows), "ranking": ranking.describe(table), "chosen": None, "retries_exhausted": exhausted,
-        "latency": {"source": "measured" if evaluator.predictor is None else "predicted", "front_remeasured": remeasured},
+        "latency": latency,
     }
     if chosen is None:
-        write_json(out / "search.json", summary)
+        _write_summary(out, summary, table if rounds is not None else None)
         raise UserError(f"none of the {len(table)} evaluated subnets met the limits; evaluations are in "
                         f"{out / 'evaluations.csv'}: loosen a limit or raise --budget")
     finished: FinishResult | None = None
@@ -422,7 +438,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     row = table.loc[chosen]
     arch = Arch.from_json(row["arch"])
     info = {k: plain_value(row[k]) for k in ("val_acc", "latency_ms", "latency_predicted_ms", "latency_measured_ms", "flops",
-                                        "params", "memory_bytes")}
+                                        "params", "memory_bytes", *REMEASURE_COLUMNS) if k in row}
     info["test_acc"] = float(pareto.at[chosen, "test_acc"])  # the chosen subnet is on the front: measured above
     info["cost_input_size"] = evaluator.cost_size or evaluator.supernet.spec.input_size  # what the costs are for
     subnet = evaluator.supernet.extract(arch)
@@ -430,11 +446,24 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
         info |= finished_metrics(finished.record)
         subnet = finished.model.cpu()
     model = DeployedModel.for_data(subnet, evaluator.data)
-    model_dir = save_model_folder(out / "models" / arch.id, model, metrics=info, costs=evaluator_costs(evaluator, row),
+    costs = evaluator_costs(evaluator, row)
+    check = handed_over(evaluator, model, costs, table, chosen, out, limits=limits, column=column, settings=remeasure,
+                        rng=rng, rounds=rounds)  # never a silent miss
+    latency["note"] = noise_note(table, front_rows, column=column, limit=limits.max_latency_ms, chosen=chosen)
+    model_dir = save_model_folder(out / "models" / arch.id, model, metrics=info, costs=costs,
                                   data=evaluator.data.describe(), space=evaluator.supernet.space.config.name)
-    summary["chosen"] = {"id": arch.id, "path": str(model_dir.relative_to(out)), **info}  # relative to the run folder
-    write_json(out / "search.json", summary)
+    summary["chosen"] = {"id": arch.id, "path": str(model_dir.relative_to(out)), **info,  # relative to the run folder
+                         "latency_handed_over": check}
+    _write_summary(out, summary, table if rounds is not None else None)
     return summary
+
+
+def _write_summary(out: Path, summary: dict, remeasured: pd.DataFrame | None) -> None:
+    """`search.json`, the mark of a finished search, and just before it `evaluations.csv` with the
+    re-measured latencies (`remeasured`): a search stopped before then resumes from its own readings."""
+    if remeasured is not None:
+        write_text(out / "evaluations.csv", remeasured.to_csv(index=False))
+    write_json(out / "search.json", summary)
 
 
 def _finish_finalists(evaluator: Evaluator, table: pd.DataFrame, pareto: pd.DataFrame, chosen: int,

@@ -1,0 +1,266 @@
+"""Latency that ranks subnets, not noise: the subnets that decide the front or the limit are measured
+again in interleaved rounds before the choice, and the model handed over is re-measured as deployed.
+
+A search measures each subnet once. On a shared machine one reading can be off by a quarter or more
+(a busy spell, the first measurement of a process), which is more than the differences between
+neighbours on a front. Before the choice, `remeasure_latency` takes the subnets that a reading off
+by `margin` either way could put on the front or on the other side of the latency limit (every
+other subnet is dominated, or over the limit, whatever its latency within the margin), at most
+`max_subnets` of them (those a smaller error could move first), and measures them again in `rounds`
+interleaved rounds beside a reference subnet that corrects for the machine's drift
+(`nas.hardware.rounds`). Their latency becomes the median of the rounds; feasibility and the front
+are recomputed from it, and the rounds' minimum and maximum are recorded beside the search's reading.
+`noise_note` says when the rounds differ more than the latencies that decide the front or the limit.
+
+`check_handed_over` measures the model that is handed over (finished, preprocessing inside) as it
+is deployed, on the same target, threads and batch, in the same kind of rounds on the same scale,
+and says whether it meets the limit. A miss is said (`miss_note`, naming the most accurate subnet
+whose every round met the limit), never silent, but the search does not switch by itself: the
+model met the limit over the rounds before the choice, so it is within the machine's noise of it,
+and switching would cost another finishing and accuracy for a difference the machine cannot
+resolve (docs/devices.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from nas.errors import FieldError
+from nas.evaluation.evaluator import Evaluator
+from nas.evaluation.limits import Limits
+from nas.finish.package import DeployedModel
+from nas.hardware.rounds import Interleaved, interleaved_rounds
+from nas.hardware.targets import TargetTimer
+from nas.search.pareto import pareto_indices
+from search_spaces import Arch, SubnetModel
+from search_spaces.static import at_input_size
+
+# the columns `remeasure_latency` adds to evaluations.csv: the search's own reading, the rounds' minimum and
+# maximum (drift-corrected) and their number (0: not re-measured, `latency_ms` is the search's reading)
+COLUMNS = ["latency_search_ms", "latency_low_ms", "latency_high_ms", "latency_rounds"]
+
+
+@dataclass(frozen=True)
+class Remeasure:
+    """How latency is re-measured before the choice (module docstring). `rounds` 0: not at all.
+    A reading is the median of `samples` forward passes after `warmup` passes."""
+
+    rounds: int = 5
+    margin: float = 0.25
+    max_subnets: int = 40
+    samples: int = 10
+    warmup: int = 3
+
+    def __post_init__(self) -> None:
+        for name, least in (("rounds", 0), ("max_subnets", 1), ("samples", 1), ("warmup", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise FieldError(name, f"must be an integer >= {least}, got {value!r}")
+        if not (isinstance(self.margin, (int, float)) and 0 <= self.margin < 1):
+            raise FieldError("margin", f"must be a number in [0, 1), got {self.margin!r}")
+
+    def reader(self, timer: TargetTimer) -> Callable[[], float]:
+        """One reading of `timer`'s model (ms)."""
+        return lambda: timer.measure(warmup=self.warmup, min_repeats=self.samples, max_repeats=self.samples).median_ms
+
+
+REMEASURE = Remeasure()  # the default settings
+
+
+def _merit(table: pd.DataFrame, merit: np.ndarray | None) -> np.ndarray:
+    """Per row, higher is better: `merit` (the search's ranking, `nas.search.ranking`), else accuracy."""
+    return table["val_acc"].to_numpy(dtype=float) if merit is None else np.asarray(merit, dtype=float)
+
+
+def feasible_front(table: pd.DataFrame, column: str, merit: np.ndarray | None = None) -> list[int]:
+    """Row labels of the feasible non-dominated subnets (merit, by default accuracy, against
+    `column`), cheapest first."""
+    feasible = table["feasible"].to_numpy(dtype=bool)
+    ok = table[feasible]
+    if not len(ok):
+        return []
+    objectives = np.column_stack([-_merit(table, merit)[feasible], ok[column].to_numpy(dtype=float)])
+    return sorted(ok.index[pareto_indices(objectives)].tolist(), key=lambda i: table.at[i, column])
+
+
+def _may_decide(table: pd.DataFrame, limits: Limits, column: str, margin: float, acc: np.ndarray) -> np.ndarray:
+    """Per row: whether a latency reading off by `margin` either way could put the subnet on the front
+    or on the other side of the latency limit (with another objective than latency: only the latter)."""
+    lat = table["latency_ms"].to_numpy(dtype=float)
+    costs = {k: table[k].to_numpy(dtype=float) for k in limits.bounds() if k != "latency_ms"}
+
+    def feasible_at(latency: np.ndarray) -> np.ndarray:
+        return np.array([limits.violation({k: v[i] for k, v in costs.items()} | {"latency_ms": latency[i]}) == 0
+                         for i in range(len(table))], dtype=bool)
+
+    maybe, surely = feasible_at(lat * (1 - margin)), feasible_at(lat * (1 + margin))
+    on_latency = column == "latency_ms"
+    low = lat * (1 - margin) if on_latency else table[column].to_numpy(dtype=float)
+    high = lat * (1 + margin) if on_latency else low
+    # surely dominated: a surely feasible subnet at least as accurate is surely cheaper
+    order = np.flatnonzero(surely)[np.argsort(high[surely], kind="stable")]
+    best_acc = np.maximum.accumulate(acc[order]) if len(order) else np.zeros(0)
+    cheaper = np.searchsorted(high[order], low, side="left")  # how many of them are surely cheaper
+    dominated = np.array([n > 0 and best_acc[n - 1] >= a for n, a in zip(cheaper, acc)], dtype=bool)
+    return maybe & ~dominated if on_latency else maybe & ~surely & ~dominated
+
+
+def candidates(table: pd.DataFrame, *, limits: Limits, column: str, margin: float, steps: int = 5,
+               merit: np.ndarray | None = None) -> list[int]:
+    """Row labels of the subnets whose place on the front or against the latency limit a latency
+    reading off by `margin` either way could change (`_may_decide`). Those a smaller error could
+    already move come first (margins in `steps` steps; at 0, the first reading's front), the more
+    accurate first among equals (`merit`, as `feasible_front`): they are the ones to re-measure when
+    not all can be."""
+    acc = _merit(table, merit)
+    first = np.full(len(table), np.inf)
+    for m in np.linspace(0.0, margin, steps + 1)[::-1]:
+        first[_may_decide(table, limits, column, float(m), acc)] = m
+    rows = np.flatnonzero(np.isfinite(first))
+    rows = rows[np.lexsort((-acc[rows], first[rows]))]
+    return [int(table.index[i]) for i in rows]
+
+
+@dataclass(frozen=True)
+class Remeasured:
+    """What `remeasure_latency` did: the session of rounds, the rows it re-measured, and the reference subnet."""
+
+    session: Interleaved[int]
+    rows: list[int]
+    reference: Arch
+    considered: int  # candidates before `max_subnets` was applied
+
+    def record(self, settings: Remeasure) -> dict[str, Any]:
+        """For search.json."""
+        return {"subnets": len(self.rows), "candidates": self.considered, "margin": settings.margin,
+                "samples": settings.samples, "reference": self.reference.id, **self.session.to_dict()}
+
+
+def measures_latency_here(evaluator: Evaluator, limits: Limits, column: str) -> bool:
+    """Whether latency matters to the search (objective or limit) and this machine can measure it:
+    measured during the search, or predicted from a profile of this machine."""
+    needed = column == "latency_ms" or limits.max_latency_ms is not None
+    return needed and (evaluator.predictor is None or evaluator.remeasure)
+
+
+def remeasure_latency(evaluator: Evaluator, table: pd.DataFrame, *, limits: Limits, column: str,
+                      settings: Remeasure, rng: np.random.Generator, merit: np.ndarray | None = None) -> Remeasured | None:
+    """Re-measure the candidates of `table` (a search's evaluations) in interleaved rounds when its
+    latency was measured on this machine and matters; their `latency_ms`, `latency_measured_ms`,
+    `latency_iqr_ms`, `violation` and `feasible` are updated in place, and `COLUMNS` are added.
+    None when there is nothing to do (the table is then unchanged)."""
+    if (settings.rounds == 0 or evaluator.predictor is not None or not measures_latency_here(evaluator, limits, column)
+            or not len(table) or table["latency_ms"].isna().any()):
+        return None
+    found = candidates(table, limits=limits, column=column, margin=settings.margin, merit=merit)
+    rows = found[:settings.max_subnets]
+    if not rows:
+        return None
+    table["latency_search_ms"] = table["latency_ms"]
+    table["latency_low_ms"] = table["latency_high_ms"] = np.nan
+    table["latency_rounds"] = 0
+    reference = evaluator.supernet.space.smallest()
+    readers = {i: settings.reader(evaluator.subnet_timer(Arch.from_json(table.at[i, "arch"]))) for i in rows}
+    session = interleaved_rounds(readers, settings.reader(evaluator.subnet_timer(reference)), rounds=settings.rounds,
+                                 rng=rng)
+    for i, r in session.models.items():
+        table.loc[i, ["latency_ms", "latency_measured_ms", "latency_iqr_ms", "latency_low_ms", "latency_high_ms",
+                      "latency_rounds"]] = [r.median_ms, r.median_ms, r.iqr_ms, r.low_ms, r.high_ms, len(r.readings_ms)]
+        table.at[i, "violation"] = limits.violation({k: float(table.at[i, k]) for k in limits.bounds()})
+        table.at[i, "feasible"] = table.at[i, "violation"] == 0
+    return Remeasured(session, rows, reference, len(found))
+
+
+def noise_note(table: pd.DataFrame, front: list[int], *, column: str, limit: float | None,
+               chosen: int | None) -> str | None:
+    """One line when the re-measured rounds of a subnet differ by more than neighbours on the front
+    (the median inter-quartile range of the rounds against the median gap: neighbours that close
+    swap places in many re-measurements), or when the chosen subnet's rounds straddle the latency
+    limit; else None."""
+    if "latency_rounds" not in table or not (table["latency_rounds"] > 0).any():
+        return None
+    measured = table[table["latency_rounds"] > 0]
+    spread = float(measured["latency_iqr_ms"].median())
+    parts = []
+    if column == "latency_ms" and len(front) >= 2:
+        gap = float(np.median(np.diff(np.sort(table.loc[front, "latency_ms"].to_numpy(dtype=float)))))
+        if spread > gap:
+            parts.append(f"the rounds of a re-measured subnet differ by {spread:.3f} ms (inter-quartile range, median "
+                         f"of {len(measured)} subnets), more than the {gap:.3f} ms between neighbours on the front "
+                         "(median)")
+    if limit is not None:
+        straddle = measured[(measured["latency_low_ms"] <= limit) & (measured["latency_high_ms"] > limit)]
+        if chosen is not None and chosen in straddle.index:
+            parts.append(f"the rounds of {len(straddle)} subnet(s), the chosen one among them, straddle the "
+                         f"{limit:g} ms limit")
+    return "latency differences are mostly noise: " + "; ".join(parts) if parts else None
+
+
+def as_deployed(model: DeployedModel, size: int | None) -> nn.Module:
+    """`model` as it is deployed at input size `size` (a sequence length the costs are for; None:
+    the data's): the same weights and preprocessing, its input resampling scaled (`at_input_size`)."""
+    if size is None or size == model.spec.input_size:
+        return model
+    spec, arch = at_input_size(model.spec, model.arch, size)
+    subnet = SubnetModel(spec, arch)
+    subnet.load_state_dict(model.subnet.state_dict(), strict=True)
+    mean, std = (model.mean.flatten().tolist(), model.std.flatten().tolist()) if model.standardizes else (None, None)
+    return DeployedModel(subnet, mean=mean, std=std, labels=model.labels)
+
+
+def check_handed_over(evaluator: Evaluator, model: DeployedModel, *, limit: float | None, settings: Remeasure,
+                      rng: np.random.Generator, baseline_ms: float | None) -> dict[str, Any]:
+    """The handed-over `model` re-measured as deployed, in `settings.rounds` interleaved rounds (at
+    least 3) beside the reference subnet, on the scale of the re-measurement before the choice
+    (`baseline_ms`: its reference's median; None: this check's own); whether it meets `limit`."""
+    reference = evaluator.supernet.space.smallest()
+    timer = evaluator.timer(as_deployed(model, evaluator.cost_size))
+    session = interleaved_rounds({0: settings.reader(timer)}, settings.reader(evaluator.subnet_timer(reference)),
+                                 rounds=max(3, settings.rounds), rng=rng, baseline_ms=baseline_ms)
+    r = session.models[0]
+    s = evaluator.latency
+    return {"median_ms": r.median_ms, "low_ms": r.low_ms, "high_ms": r.high_ms, "rounds": len(r.readings_ms),
+            "limit_ms": limit, "meets_limit": None if limit is None else r.median_ms <= limit,
+            "target": s.device, "threads": s.threads, "batch": s.batch_size, "reference": reference.id,
+            "drift": list(session.drift), "seconds": session.seconds,
+            "how": "the model as handed over (preprocessing inside), median of interleaved rounds beside the "
+                   "reference subnet, corrected for the machine's drift"}
+
+
+def handed_over(evaluator: Evaluator, model: DeployedModel, costs: dict[str, Any], table: pd.DataFrame, chosen: int,
+                run: Path, *, limits: Limits, column: str, settings: Remeasure, rng: np.random.Generator,
+                rounds: Remeasured | None) -> dict[str, Any] | None:
+    """`check_handed_over` with its `miss_note`, also put into `costs` (`cost_record`'s, for model.json)
+    as `latency_ms.handed_over`, when latency matters and this machine measures it; else None."""
+    if not settings.rounds or not measures_latency_here(evaluator, limits, column):
+        return None
+    check = check_handed_over(evaluator, model, limit=limits.max_latency_ms, settings=settings, rng=rng,
+                              baseline_ms=rounds.session.baseline_ms if rounds is not None else None)
+    costs["latency_ms"]["handed_over"] = check = check | {"note": miss_note(check, table, chosen, run)}
+    return check
+
+
+def miss_note(check: dict[str, Any], table: pd.DataFrame, chosen: int, run: Path) -> str | None:
+    """One line when the handed-over model missed its limit, naming the most accurate other feasible
+    subnet whose every round met it (and how to hand it over instead); None when it met it."""
+    if check["meets_limit"] is not False:
+        return None
+    line = (f"the handed-over model re-measured {check['median_ms']:.3f} ms ({check['low_ms']:.3f}-"
+            f"{check['high_ms']:.3f} over {check['rounds']} rounds), over the {check['limit_ms']:g} ms limit")
+    if "latency_rounds" in table and table.at[chosen, "latency_rounds"] > 0:
+        line += " that its rounds before the choice met: it is within this machine's noise of the limit"
+    if "latency_high_ms" in table:
+        safe = table[table["feasible"].astype(bool) & (table["latency_high_ms"] <= check["limit_ms"])]
+        safe = safe.drop(index=chosen, errors="ignore").sort_values("val_acc", ascending=False, kind="stable")
+        if len(safe):
+            other = safe.iloc[0]
+            line += (f"; subnet {other['id']} (val acc {other['val_acc']:.4f}) met it in every round: "
+                     f"nas finetune {run} --arch {other['id']}")
+    return line
