@@ -42,6 +42,7 @@ from nas.runs.files import (
 from nas.runs.interrupt import finish_on_interrupt
 from nas.search.loop import plain_value, run_search
 from nas.search.strategies import make_strategy
+from nas.search.zero_shot import run_zero_shot
 from nas.training.checkpoint import CHECKPOINT_FILE
 from nas.training.config import TrainConfig
 from nas.training.train import train_supernet
@@ -100,6 +101,8 @@ def _merged(cls: type[RunConfig], given: dict[str, Any], base: dict[str, Any], s
     """The config of `base` (read from the file `source`) with the flags `given` over it. An error
     names a field as the flag that set it, or as the key of `source`."""
     values = {**base, **given}
+    if values.get("zero_shot") is not None and "finish" not in values:
+        values["finish"] = "scratch"  # a zero-shot search has no trained weights to fine-tune
     if "strategy_options" in base and "strategy_options" in given and isinstance(base["strategy_options"], dict):
         values["strategy_options"] = {**base["strategy_options"], **given["strategy_options"]}
     with named(lambda field: flag(field) if field.split(".")[0] in given or source is None else f"{source}: {field}"):
@@ -240,7 +243,9 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     source = config.latency_source()
     latency = source.settings
     trained_here = args.resume and (args.out / SUPERNET_FILE).is_file()  # the interrupted run trained it
-    if config.supernet or trained_here:
+    if config.zero_shot is not None:  # untrained: only its spec, shapes and costs serve (nas.search.zero_shot)
+        supernet, train = _new_supernet(config), None
+    elif config.supernet or trained_here:
         supernet, train = load_supernet(config.supernet or args.out, device), None
     else:
         supernet, train = _new_supernet(config), config.train_config(device)
@@ -251,7 +256,8 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
                           remeasure=source.mismatch is None, cost_size=_seq_len(config.seq_len, supernet.space))
     with named(flag):
         evaluator.check_feasible(limits)  # weights play no part: fail before training
-    _check_strategy(config, supernet.space)
+    if config.zero_shot is None:
+        _check_strategy(config, supernet.space)
     workers = _ray_workers(config, device)
     if args.resume:
         out = args.out
@@ -263,8 +269,11 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
             "command": "search", "args": config.to_dict(), "budget": budget.describe(), "limits": vars(limits),
             "latency": source.record(), "data_spec": _data_spec(data_name), "data": data.describe(),
             "versions": package_versions(), "hardware": describe_hardware(latency.device),
-            "supernet": str(Path(config.supernet or out / SUPERNET_FILE).resolve()),
+            "supernet": None if config.zero_shot else str(Path(config.supernet or out / SUPERNET_FILE).resolve()),
         })
+    if config.zero_shot is not None:
+        _zero_shot(evaluator, out, config, device, show_progress=not args.quiet)
+        return
     if train is not None:
         _, stopped = _train(supernet, train, out, data, show_progress=not args.quiet,
                             resume=args.resume and _can_resume_training(out), workers=workers)
@@ -292,6 +301,20 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     print(f"chosen subnet {c['id']}{finished}: val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency "
           f"{latency_text}, {c['params']:,} params, {c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB "
           f"-> {out / c['path']}")
+
+
+def _zero_shot(evaluator: Evaluator, out: Path, config: SearchRunConfig, device: str, *, show_progress: bool) -> None:
+    assert config.zero_shot is not None  # a zero-shot run's config
+    summary = run_zero_shot(evaluator, out, budget=config.search_budget(), limits=config.limits(),
+                            proxy=config.zero_shot, seed=config.seed, finish=config.finish_config(device),
+                            objective=config.objective, finalists=config.finalists, show_progress=show_progress)
+    c = summary["chosen"]
+    latency = "not measured" if c["latency_ms"] is None else f"{c['latency_ms']:.3f} ms"
+    print(f"{summary['candidates']} subnets scored by {summary['proxy']} in {summary['scoring_seconds']:.0f} s (no "
+          f"supernet trained), {len(summary['finalists'])} trained from scratch")
+    print(f"chosen subnet {c['id']} ({summary['proxy']} rank {c['rank']}; trained in {c['finishing']['seconds']:.0f} s): "
+          f"val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency {latency}, {c['params']:,} params, "
+          f"{c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB -> {out / c['path']}")
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
