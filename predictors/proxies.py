@@ -75,6 +75,7 @@ class Proxy:
     name: str
     score: Callable[[nn.Module, Sequence[Batch]], float]
     uses_data: bool  # False: the batches play no part (params, flops; synflow reads only their shape)
+    reads_only: bool = False  # True: counts without running the model, so `score` passes no copy
 
 
 PROXIES: Registry[Proxy] = Registry("proxy")
@@ -90,15 +91,19 @@ def list_proxies() -> list[str]:
 
 def score(name: str, model: nn.Module, batches: Sequence[Batch]) -> float:
     """Proxy `name` of `model` on `batches` (at least one): a finite float, higher meant better.
-    Runs on a deep copy in eval mode with gradients enabled: `model` is left exactly as it was."""
+    Runs on a deep copy in eval mode with gradients enabled (a count, on the model itself): `model`
+    is left exactly as it was."""
     proxy = PROXIES.get(name)
     if not batches:
         raise ValueError("a proxy needs at least one (x, y) batch")
-    scored = copy.deepcopy(model).eval()
-    for p in scored.parameters():
-        p.requires_grad_(True)
-    with torch.enable_grad():
-        value = float(proxy.score(scored, batches))
+    if proxy.reads_only:
+        value = float(proxy.score(model, batches))
+    else:
+        scored = copy.deepcopy(model).eval()
+        for p in scored.parameters():
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            value = float(proxy.score(scored, batches))
     if not math.isfinite(value):
         raise ValueError(f"proxy {name!r} is not finite ({value}) on this model")
     return value
@@ -216,7 +221,8 @@ def _jacob_cov(model: nn.Module, batches: Sequence[Batch]) -> float:
     return float(np.mean(values))
 
 
-for _proxy in (Proxy("params", _params, uses_data=False), Proxy("flops", _flops, uses_data=False),
+for _proxy in (Proxy("params", _params, uses_data=False, reads_only=True),
+               Proxy("flops", _flops, uses_data=False, reads_only=True),
                Proxy("naswot", _naswot, uses_data=True), Proxy("synflow", _synflow, uses_data=False),
                Proxy("grad_norm", _grad_norm, uses_data=True), Proxy("jacob_cov", _jacob_cov, uses_data=True)):
     register_proxy(_proxy)
