@@ -6,8 +6,8 @@ one number; higher is meant to mean "more accurate once trained". `score` runs a
 deep copy, so the model scored is never changed (no weights, gradients, hooks or mode touched).
 
 - "params": the parameter count, and "flops": the analytic multiply-adds of one forward pass.
-  The baselines: on NAS-Bench-201 the parameter count ranks as well as the best proxies (Spearman
-  0.75 against synflow's 0.74; Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", 2021).
+  The baselines: on NAS-Bench-201 the parameter count ranks as well as the best proxies
+  (Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", 2021).
 - "naswot": Mellor et al., "Neural Architecture Search without Training" (2021): log-determinant
   of the kernel of binary activation codes over a batch. Our blocks use GELU, not ReLU: a unit's
   code is the sign of its GELU's input (GELU is then in its near-linear "on" or its near-zero

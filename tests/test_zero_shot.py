@@ -16,7 +16,7 @@ from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
 from nas.finish.finetune import FinishConfig
 from nas.hardware.measure import LatencySettings
-from nas.search.loop import Budget
+from nas.search.loop import Budget, make_surrogate
 from nas.search.strategies import Surrogate, make_strategy
 from nas.search.zero_shot import run_zero_shot
 from search_spaces import get_space
@@ -77,12 +77,15 @@ def test_zero_shot_needs_a_from_scratch_finish(tmp_path):
                       finish=FinishConfig(how="finetune"), show_progress=False)
 
 
-def test_the_evaluator_scores_proxies_on_its_training_data():
+def test_the_search_passes_strategies_proxies_scored_on_its_training_data():
     evaluator = Evaluator(tiny_supernet(), few_digits(64), LatencySettings())
     space = evaluator.supernet.space
     archs = [space.smallest(), space.largest()]
-    table = evaluator.proxies(archs, ["params", "naswot"])
+    proxies = make_surrogate(evaluator, Limits(), "params").proxies
+    assert proxies is not None
+    table = proxies(archs, ["params", "naswot"])
     assert table.shape == (2, 2) and table[:, 0].tolist() == [space.count_params(a) for a in archs]
+    assert np.array_equal(table, evaluator.proxies(archs, ["params", "naswot"]))
 
 
 # ---- the predictor-guided strategy ------------------------------------------------------------
