@@ -14,11 +14,17 @@
    against another, on accuracy and on held-out loss. No supernet can rank the subnets more
    faithfully than the reference agrees with itself. With `--supernet-seeds` >= 2, the same for
    the supernets of each rule: how much of their ranking survives another training seed.
+6. `--proxies` (default: all of `predictors.proxies`, the parameter count and FLOPs included):
+   Kendall tau of each training-free proxy, at initialisation and on each supernet's inherited
+   weights, against the from-scratch accuracy and loss and each rule's inherited accuracy
+   (`proxy_ranking.py`). `--proxies-only` trains nothing: it reads the from-scratch runs from
+   `standalone.csv` and the inherited accuracies from `subnets.csv` of an earlier run in `--out`.
 
     .venv/bin/python benchmarks/ranking_fidelity.py --out runs/benchmarks/ranking
 
 Writes subnets.csv (one row per subnet), rules.csv (one row per rule), summary.json (the subnets'
-FLOPs range, from-scratch spread and noise ceiling), ranking.png.
+FLOPs range, from-scratch spread and noise ceiling), ranking.png; proxies.csv (one row per proxy
+and weights) and proxies.json.
 """
 
 from __future__ import annotations
@@ -39,13 +45,15 @@ from scipy.stats import kendalltau, spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import proxy_ranking
 from nas.data.datasets import DataError, Split, load_data
 from nas.errors import UserError
 from nas.evaluation.accuracy import evaluate
 from nas.training.config import TrainConfig
 from nas.training.sampling import make_sampler
 from nas.training.train import make_optimizer, train_standalone, train_supernet
-from search_spaces import ArchError, HybridSupernet, get_family, get_space
+from predictors.proxies import list_proxies
+from search_spaces import ArchError, HybridSupernet, ModelSpec, get_family, get_space
 
 
 def choose_subnets(space, n: int, seed: int) -> list:
@@ -141,6 +149,11 @@ def main() -> None:
     ap.add_argument("--standalone-seeds", type=int, default=1)
     ap.add_argument("--supernet-seeds", type=int, default=1,
                     help="supernets per rule (seeds --seed, +1000, ...): how reproducible the supernet's ranking is")
+    ap.add_argument("--proxies", nargs="*", default=list_proxies(), choices=list_proxies(),
+                    help="training-free proxies to rank by (default: all; none: leave them out)")
+    ap.add_argument("--proxy-seeds", type=int, default=3, help="initialisations each proxy is averaged over")
+    ap.add_argument("--proxies-only", action="store_true",
+                    help="train nothing: the proxies against standalone.csv and subnets.csv of an earlier run in --out")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/benchmarks/ranking"))
@@ -157,6 +170,8 @@ def main() -> None:
 
     cache_path = args.out / "standalone.csv"  # finished from-scratch runs are kept: a rerun skips them
     cache = pd.read_csv(cache_path, dtype={"id": str}) if cache_path.is_file() else pd.DataFrame()
+    if args.proxies_only:
+        check_cached(cache, subnets, args)
     t0 = time.perf_counter()
     for i, (row, arch) in enumerate(zip(rows, subnets)):
         accs, losses = [], []  # one per seed
@@ -182,6 +197,16 @@ def main() -> None:
               f"loss {row['standalone_loss']:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     standalone_seconds = time.perf_counter() - t0
 
+    batches = proxy_ranking.proxy_batches(data)
+    scores, seed_tau = proxy_ranking.at_init(ModelSpec.from_config(space.config), subnets,
+                                             batches, args.proxies, [args.seed + s for s in range(args.proxy_seeds)])
+    for i, row in enumerate(rows):
+        row.update({f"proxy_{n}": v[i] for n, v in scores.items()})
+    if args.proxies_only:
+        rules = inherited_from(args.out / "subnets.csv", rows)
+        write_proxies(args, rows, rules, seed_tau)
+        return
+
     rules = [r.strip() for item in args.rules for r in item.split(",") if r.strip()]
     configs = {rule: parse_rule(rule, base, args.uniform_random) for rule in rules}  # every error before any training
     summaries = []
@@ -199,6 +224,9 @@ def main() -> None:
             name = rule if k == 0 else f"{rule}@{seed}"
             for row, acc, loss in zip(rows, inherited, inherited_loss):
                 row[f"inherited_{name}"], row[f"inherited_loss_{name}"] = acc, loss
+            inherited_scores = proxy_ranking.of_models([supernet.extract(a) for a in subnets], batches, args.proxies)
+            for i, row in enumerate(rows):
+                row.update({f"proxy_{n}@{name}": v[i] for n, v in inherited_scores.items()})
             scratch = [r["standalone_acc"] for r in rows]
             tau, rho = kendalltau(inherited, scratch).statistic, spearmanr(inherited, scratch).statistic
             tau_loss = kendalltau(inherited_loss, [r["standalone_loss"] for r in rows]).statistic
@@ -234,11 +262,53 @@ def main() -> None:
         print(f"noise ceiling: seed-to-seed Kendall tau of from-scratch accuracy {summary['seed_to_seed_tau']:.3f}, "
               f"of held-out loss {summary['seed_to_seed_tau_loss']:.3f}")
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_proxies(args, rows, [s["rule"] for s in summaries], seed_tau)
     if summaries:
         print(pd.DataFrame(summaries)[[
             "rule", "subnets_per_step", "kendall_tau", "spearman_rho", "kendall_tau_loss", "largest_gap", "smallest_gap",
             "train_seconds", "supernet_samples_per_s", "supernet_over_standalone_time"]].to_string(index=False))
         plot(rows, summaries, args.out / "ranking.png")
+
+
+def check_cached(cache: pd.DataFrame, subnets: list, args: argparse.Namespace) -> None:
+    """--proxies-only: every from-scratch run must be in standalone.csv already."""
+    seeds = [args.seed + 1000 * s for s in range(args.standalone_seeds)]
+    have = set() if cache.empty else set(zip(cache["id"], cache["seed"], cache["epochs"]))
+    missing = [(a.id, s) for a in subnets for s in seeds if (a.id, s, args.epochs) not in have]
+    if missing:
+        sys.exit(f"--proxies-only: {len(missing)} of {len(subnets) * len(seeds)} from-scratch runs ({args.epochs} "
+                 f"epochs) are not in {args.out / 'standalone.csv'}: run once without --proxies-only")
+
+
+def inherited_from(path: Path, rows: list[dict]) -> list[str]:
+    """--proxies-only: the inherited accuracies of an earlier run's subnets.csv, copied into `rows`; the rules."""
+    if not path.is_file():
+        return []
+    earlier = pd.read_csv(path, dtype={"id": str}).set_index("id")
+    rules = [c[len("inherited_"):] for c in earlier.columns if c.startswith("inherited_") and "loss" not in c]
+    if not {r["id"] for r in rows} <= set(earlier.index):
+        return []
+    for row in rows:
+        row.update({f"inherited_{rule}": float(earlier.at[row["id"], f"inherited_{rule}"]) for rule in rules})
+    return rules
+
+
+def write_proxies(args: argparse.Namespace, rows: list[dict], rules: list[str], seed_tau: dict[str, float]) -> None:
+    """proxies.csv, proxies.json (with the noise ceiling) and the table on the console."""
+    if not args.proxies:
+        return
+    table = proxy_ranking.proxy_table(rows, args.proxies, rules, seed_tau)
+    table.to_csv(args.out / "proxies.csv", index=False)
+    ceiling = {}
+    if args.standalone_seeds >= 2:
+        ceiling = {"seed_to_seed_tau": seed_agreement(np.array([json.loads(r["standalone_accs"]) for r in rows])),
+                   "seed_to_seed_tau_loss": seed_agreement(np.array([json.loads(r["standalone_losses"]) for r in rows]))}
+    (args.out / "proxies.json").write_text(json.dumps({
+        "space": args.space, "data": args.data, "epochs": args.epochs, "subnets": len(rows), "proxies": args.proxies,
+        "proxy_seeds": args.proxy_seeds, "rules": rules, "noise_ceiling": ceiling}, indent=2) + "\n")
+    pd.DataFrame(rows).drop(columns=["arch"]).to_csv(args.out / "proxy_scores.csv", index=False)
+    print(f"\ntraining-free proxies against {len(rows)} subnets (noise ceiling {ceiling or 'not measured'}):")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 def plot(rows: list[dict], summaries: list[dict], path: Path) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "list_predictors",
     "load_backends",
     "make_predictor",
+    "out_of_fold",
     "register_predictor",
     "select_predictor",
 ]
@@ -327,6 +328,18 @@ def _check_selection(candidates: Sequence[str] | None, folds: int, fallback: str
     return names
 
 
+def out_of_fold(x: np.ndarray, y: np.ndarray, name: str, *, folds: int, seed: int) -> np.ndarray:
+    """Predictions of family `name` for each row of `x`, fitted on the other folds (`folds` random
+    folds of the rows, seeded: the same rows fall together for the same `seed` and length)."""
+    x, y = _check_xy(x, y)
+    fold = np.random.default_rng(seed).permutation(len(y)) % folds
+    oof = np.empty_like(y)
+    for k in range(folds):
+        test = fold == k
+        oof[test] = make_predictor(name, seed=seed).fit(x[~test], y[~test]).predict(x[test])
+    return oof
+
+
 def select_predictor(x: np.ndarray, y: np.ndarray, *, candidates: Sequence[str] | None = None, folds: int = 5,
                      seed: int = 0, fallback: str = "ridge") -> Selection:
     """The candidate (default: every registered family but "auto") whose out-of-fold predictions
@@ -336,16 +349,12 @@ def select_predictor(x: np.ndarray, y: np.ndarray, *, candidates: Sequence[str] 
     x, y = _check_xy(x, y)
     if len(y) < 2 * folds:
         return Selection(fallback, {}, 0)
-    fold = np.random.default_rng(seed).permutation(len(y)) % folds
     oof: dict[str, np.ndarray] = {}
     for n in sorted(names, key=lambda n: n == EnsemblePredictor.name):  # the ensemble's members first
         if n == EnsemblePredictor.name and set(EnsemblePredictor.MEMBERS) <= oof.keys():
             oof[n] = np.mean([oof[m] for m in EnsemblePredictor.MEMBERS], axis=0)  # what it would predict
             continue
-        oof[n] = np.empty_like(y)
-        for k in range(folds):
-            test = fold == k
-            oof[n][test] = make_predictor(n, seed=seed).fit(x[~test], y[~test]).predict(x[test])
+        oof[n] = out_of_fold(x, y, n, folds=folds, seed=seed)
     taus = {n: kendall_tau(oof[n], y) for n in names}
     return Selection(max(names, key=lambda n: (taus[n], -names.index(n))), taus, folds)
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -183,3 +184,11 @@ class SubnetModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.stages(self.stem(self.resize(x)))
         return self.head(self.head_norm(spatial_mean(x)))
+
+
+def initialised_subnet(spec: ModelSpec, arch: Arch, seed: int) -> SubnetModel:
+    """`arch` as a freshly initialised static model: torch's default initialisation, seeded (the
+    global generator's state is restored afterwards). What training from scratch starts from."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return SubnetModel(spec, arch)

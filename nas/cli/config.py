@@ -28,6 +28,7 @@ from nas.hardware.profile import SearchLatency, search_latency
 from nas.search.loop import Budget
 from nas.search.strategies import check_options, list_strategies, strategies_with_predictor
 from nas.training.config import TrainConfig
+from predictors.proxies import list_proxies
 from search_spaces.arch import is_finite_number, show
 
 Scalar = str | int | float | bool | None  # the value of a strategy option
@@ -110,6 +111,7 @@ class SearchRunConfig(RunConfig):
     predictor: str | None = None  # None: the strategy's default
     strategy_options: tuple[tuple[str, Scalar], ...] = ()  # (option, value), sorted; JSON: an object
     supernet: str | None = None  # a trained supernet to reuse (None: train one first)
+    zero_shot: str | None = None  # a training-free proxy: rank subnets by it, train no supernet (nas.search.zero_shot)
     # how the chosen subnet is finished before it is handed over (FinishConfig; resumed runs recorded
     # before these existed are finished too), and how many of the front's best are finished
     finish: Literal["inherit", "finetune", "scratch"] = "finetune"
@@ -141,6 +143,21 @@ class SearchRunConfig(RunConfig):
         self.finish_config("cpu")
         if self.finalists < 1:
             raise FieldError("finalists", f"must be >= 1, got {self.finalists}")
+        if self.zero_shot is not None:
+            self._check_zero_shot()
+
+    def _check_zero_shot(self) -> None:
+        """A zero-shot search trains no supernet and runs no strategy: what needs either is refused."""
+        if self.zero_shot not in list_proxies():
+            raise FieldError("zero_shot", f"must be a training-free proxy {list_proxies()}, got {self.zero_shot!r}")
+        unused = (("supernet", self.supernet is not None), ("predictor", self.predictor is not None),
+                  ("strategy_options", bool(self.strategy_options)), ("ray", self.ray),
+                  ("ray_address", self.ray_address is not None), ("workers", self.workers is not None))
+        for name, given in unused:
+            if given:
+                raise FieldError(name, "does not apply to a zero-shot search (no supernet, no strategy, in this process)")
+        if self.finish != "scratch":
+            raise FieldError("finish", f"must be scratch in a zero-shot search (no trained weights), got {self.finish!r}")
 
     def finish_config(self, device: str) -> FinishConfig:
         with named(finish_field):

@@ -48,6 +48,7 @@ from nas.runs.resources import check_supernet_fits
 from nas.search.loop import plain_value, read_evaluations, run_search
 from nas.search.ranking import search_ranking
 from nas.search.strategies import make_strategy
+from nas.search.zero_shot import run_zero_shot
 from nas.training.checkpoint import CHECKPOINT_FILE
 from nas.training.config import TrainConfig
 from nas.training.train import train_supernet
@@ -114,6 +115,8 @@ def _merged(cls: type[RunConfig], given: dict[str, Any], base: dict[str, Any], s
     """The config of `base` (read from the file `source`) with the flags `given` over it. An error
     names a field as the flag that set it, or as the key of `source`."""
     values = {**base, **given}
+    if values.get("zero_shot") is not None and "finish" not in values:
+        values["finish"] = "scratch"  # a zero-shot search has no trained weights to fine-tune
     if "strategy_options" in base and "strategy_options" in given and isinstance(base["strategy_options"], dict):
         values["strategy_options"] = {**base["strategy_options"], **given["strategy_options"]}
     with named(lambda field: flag(field) if field.split(".")[0] in given or source is None else f"{source}: {field}"):
@@ -258,19 +261,22 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     source = config.latency_source()
     latency = source.settings
     trained_here = args.resume and (args.out / SUPERNET_FILE).is_file()  # the interrupted run trained it
-    loaded = load_supernet(config.supernet or args.out, device) if config.supernet or trained_here else None
+    loaded = None  # zero-shot: a supernet never trained, only its spec, shapes and costs serve (nas.search.zero_shot)
+    if config.zero_shot is None and (config.supernet or trained_here):
+        loaded = load_supernet(config.supernet or args.out, device)
     dims = loaded.space.config.dims if loaded is not None else get_family(config.space).dims
     data_name = _data_name(config.data, dims)
     config = replace(config, data=data_name)  # recorded in the run's config.json
     data = load_data(data_name, dims=dims)
     supernet = loaded if loaded is not None else _new_supernet(config, data)
     check_measuring(supernet.space, config.threads if source.profile is None else None, latency.batch_size)
-    train = None if loaded is not None else config.train_config(device)
+    train = None if loaded is not None or config.zero_shot is not None else config.train_config(device)
     evaluator = Evaluator(supernet, data, latency, device=device, predictor=source.predictor,
                           remeasure=source.mismatch is None, cost_size=_seq_len(config.seq_len, supernet.space))
     with named(flag):
         evaluator.check_feasible(limits)  # weights play no part: fail before training
-    _check_strategy(config, supernet.space)
+    if config.zero_shot is None:
+        _check_strategy(config, supernet.space)
     workers = _ray_workers(config, device)
     if args.resume:
         out = args.out
@@ -282,9 +288,12 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
             "command": "search", "args": config.to_dict(), "budget": budget.describe(), "limits": vars(limits),
             "latency": source.record(), "data_spec": _data_spec(data_name), "data": data.describe(),
             "versions": package_versions(), "hardware": describe_hardware(latency.device),
-            "supernet": str(Path(config.supernet or out / SUPERNET_FILE).resolve()),
+            "supernet": None if config.zero_shot else str(Path(config.supernet or out / SUPERNET_FILE).resolve()),
             "space": supernet.space.config.to_dict(),  # as fitted to the data
         })
+    if config.zero_shot is not None:
+        _zero_shot(evaluator, out, config, device, show_progress=not args.quiet)
+        return
     if train is not None:
         _, stopped = _train(supernet, train, out, data, show_progress=not args.quiet,
                             resume=args.resume and _can_resume_training(out), workers=workers)
@@ -318,6 +327,20 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     for kind, note in (("note", summary["latency"]["note"]), ("warning", check and check["note"])):
         if note:
             print(f"nas: {kind}: {note}", file=sys.stderr)
+
+
+def _zero_shot(evaluator: Evaluator, out: Path, config: SearchRunConfig, device: str, *, show_progress: bool) -> None:
+    assert config.zero_shot is not None  # a zero-shot run's config
+    summary = run_zero_shot(evaluator, out, budget=config.search_budget(), limits=config.limits(),
+                            proxy=config.zero_shot, seed=config.seed, finish=config.finish_config(device),
+                            objective=config.objective, finalists=config.finalists, show_progress=show_progress)
+    c = summary["chosen"]
+    latency = "not measured" if c["latency_ms"] is None else f"{c['latency_ms']:.3f} ms"
+    print(f"{summary['candidates']} subnets scored by {summary['proxy']} in {summary['scoring_seconds']:.0f} s (no "
+          f"supernet trained), {len(summary['finalists'])} trained from scratch")
+    print(f"chosen subnet {c['id']} ({summary['proxy']} rank {c['rank']}; trained in {c['finishing']['seconds']:.0f} s): "
+          f"val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency {latency}, {c['params']:,} params, "
+          f"{c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB -> {out / c['path']}")
 
 
 def cmd_profile(args: argparse.Namespace) -> None:

@@ -14,6 +14,7 @@ from nas.hardware.targets import TARGETS
 from nas.search.strategies import list_strategies, strategies_with_predictor, strategy_options
 from nas.training.sampling import SAMPLING_RULES
 from predictors.accuracy import list_predictors
+from predictors.proxies import list_proxies
 from search_spaces import list_spaces
 
 DEFAULT = SearchRunConfig()
@@ -136,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "strategy_options", action="append", metavar="KEY=VALUE",
              help=f"an option of the strategy (repeatable), e.g. population_size=32 with --strategy evolution; options: {_strategies_help()}")
     _setting(p, "supernet", help="a trained supernet (.safetensors or run folder) to reuse")
+    _setting(p, "zero_shot", metavar="PROXY",
+             help=f"train no supernet: score --budget random subnets under the limits by a training-free proxy "
+                  f"({', '.join(list_proxies())}) at initialisation, train the best --finalists from scratch and "
+                  "hand over the best by validation (implies --finish scratch)")
     _add_finish(p)
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted search (or its supernet training) in --out with its recorded settings; "

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
+import numpy as np
 from torch import nn
 
 from nas.data.datasets import TaskData
@@ -23,7 +24,10 @@ from nas.evaluation.limits import Limits
 from nas.hardware.measure import Latency, LatencySettings
 from nas.hardware.targets import Target, TargetTimer
 from predictors import LatencyPredictor, MissingBlockError
+from predictors.proxies import draw_batches, proxy_scores
 from search_spaces import Arch, HybridSupernet
+
+PROXY_BATCHES, PROXY_BATCH_SIZE = 1, 64  # what training-free proxies see of the training split
 
 
 class Evaluator:
@@ -126,6 +130,14 @@ class Evaluator:
         acc, loss = accuracy_and_loss(self.supernet, self.data.val, arch, device=self.device)
         row = {"val_acc": acc, "val_loss": loss, **self.costs(arch, latency=latency)}
         return row | {"seconds": time.perf_counter() - start}
+
+    def proxies(self, archs: Sequence[Arch], names: Sequence[str], *, seed: int = 0) -> np.ndarray:
+        """Training-free proxies (`predictors.proxies`) of each subnet at its initialisation (seeded),
+        on `PROXY_BATCHES` batches of the training split, the same rows for every subnet:
+        (len(archs), len(names)). Runs on the CPU; no supernet weight plays a part."""
+        train = self.data.train
+        batches = draw_batches(train.x.cpu(), train.y.cpu(), batches=PROXY_BATCHES, batch_size=PROXY_BATCH_SIZE)
+        return proxy_scores(self.supernet.spec, archs, batches, names, seed=seed)
 
     def check_feasible(self, limits: Limits) -> None:
         """Fail early, naming the smallest achievable value, when no subnet can meet a limit.

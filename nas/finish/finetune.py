@@ -26,8 +26,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-import torch
-
 from nas.data.datasets import TaskData
 from nas.errors import FieldError, UserError, check_field_types
 from nas.evaluation.accuracy import accuracy_and_loss, evaluate
@@ -35,6 +33,7 @@ from nas.training.config import TrainConfig
 from nas.training.train import steps_per_epoch, train_standalone
 from search_spaces import Arch, HybridSupernet, SubnetModel
 from search_spaces.arch import show
+from search_spaces.static import initialised_subnet
 
 HOW = ("inherit", "finetune", "scratch")
 SELECT = ("val_loss", "val_acc", "last")
@@ -174,7 +173,7 @@ def finish_subnet(supernet: HybridSupernet, arch: Arch, data: TaskData, config: 
         record = FinishRecord(id=arch.id, how=config.how, **before, **after, seconds=0.0, steps=0, best_step=0,
                               stopped=False)
         return FinishResult(inherited.eval(), record, ())
-    model = inherited if config.how == "finetune" else _initialised(supernet, arch, config.seed)
+    model = inherited if config.how == "finetune" else initialised_subnet(supernet.spec, arch, config.seed)
     select = None if config.select == "last" else config.select
     summary = train_standalone(model, data, recipe(config), steps=finish_steps(config, data), select=select,
                                patience=config.patience if select else 0, stop=stop, show_progress=show_progress,
@@ -185,14 +184,6 @@ def finish_subnet(supernet: HybridSupernet, arch: Arch, data: TaskData, config: 
     record = FinishRecord(id=arch.id, how=config.how, **before, **after, seconds=summary["seconds"],
                           steps=summary["steps"], best_step=summary["best_step"], stopped=summary["stopped"])
     return FinishResult(model.eval(), record, tuple(summary["history"]))
-
-
-def _initialised(supernet: HybridSupernet, arch: Arch, seed: int) -> SubnetModel:
-    """`arch` as a freshly initialised static model (torch's default initialisation, seeded; the
-    global generator's state is restored afterwards)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return SubnetModel(supernet.spec, arch)
 
 
 def finished_metrics(record: FinishRecord) -> dict[str, Any]:

@@ -89,8 +89,9 @@ class Budget:
 
 
 def make_surrogate(evaluator: Evaluator, limits: Limits, objective: str) -> Surrogate:
-    """What a model-based strategy may compute without the supernet: analytic costs, and latency
-    when it is predicted from a profile; a measured latency is left for the strategy to learn."""
+    """What a model-based strategy may compute without the supernet: analytic costs, latency when
+    it is predicted from a profile (a measured latency is left for the strategy to learn), and
+    training-free proxies."""
     column = OBJECTIVES[objective]
     analytic = evaluator.analytic_cost_functions()
     if evaluator.predictor is not None:
@@ -102,7 +103,8 @@ def make_surrogate(evaluator: Evaluator, limits: Limits, objective: str) -> Surr
 
     cost = analytic.get(column)
     complete = all(k == column or k in analytic for k in limits.bounds())
-    return Surrogate(cost=None if cost is None else (lambda a: float(cost(a))), violation=violation, complete=complete)
+    return Surrogate(cost=None if cost is None else (lambda a: float(cost(a))), violation=violation, complete=complete,
+                     proxies=evaluator.proxies)
 
 
 class EvaluationPool(Protocol):

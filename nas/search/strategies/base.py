@@ -19,7 +19,7 @@ import inspect
 import sys
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,11 +45,14 @@ class Surrogate:
     the told values. `violation(arch, cost)`: the limits' violation of `arch` given its (exact or
     estimated) cost objective; limits on metrics that are neither cheap nor the objective count 0
     there, and `complete=False` says so (a model-based strategy then learns the violation too).
+    `proxies(archs, names)`: training-free proxies (`predictors.proxies`) of each architecture at
+    its initialisation on a few training batches, (len(archs), len(names)); None without data.
     """
 
     cost: Callable[[Arch], float] | None
     violation: Callable[[Arch, float], float]
     complete: bool = True  # False: some limit's metric is measured (neither cheap nor the objective)
+    proxies: Callable[[Sequence[Arch], Sequence[str]], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,18 @@ smallest first) are evaluated on the supernet, every round:
 Costs that can be computed exactly (analytic FLOPs, parameters, memory; latency predicted from a
 profile) come from the `Surrogate` the search passes in and are never learned. The strategy never
 looks at the clock, so a seed reproduces a search.
+
+Training-free proxies (`predictors.proxies`, scored by the `Surrogate`) can serve twice, both off
+by default (docs/benchmarks.md, "Training-free proxies"):
+
+- `warm_start=PROXY`: the initial sample is the smallest subnet, then from `WARM_POOL` x `initial`
+  random subnets cut into `initial - 1` equal-count bins by cost, the best of each bin by PROXY:
+  it still spans the cost axis the front needs, but picks the likeliest subnet at each cost.
+- `proxy_features=NAME,NAME`: those proxies as extra features of the accuracy predictor, used only
+  while cross-validation on the evaluations so far says they help (a Kendall tau gain of at least
+  `MIN_TAU_GAIN`, checked at 40 evaluations and whenever the sample has quadrupled). Once used,
+  every candidate the inner search scores is scored by the proxies too, which costs more than the
+  predictor itself.
 """
 
 from __future__ import annotations
@@ -28,10 +40,19 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from nas.errors import FieldError, draw_bounded
+from nas.errors import FieldError, UserError, draw_bounded
 from nas.search.pareto import environmental_selection, hypervolume_improvement, non_dominated_sort
 from nas.search.strategies.base import PREFILTER, Observation, Prefilter, Strategy, Surrogate, register_strategy
-from predictors.accuracy import arch_features, list_predictors, load_backends, make_predictor, select_predictor
+from predictors.accuracy import (
+    arch_features,
+    kendall_tau,
+    list_predictors,
+    load_backends,
+    make_predictor,
+    out_of_fold,
+    select_predictor,
+)
+from predictors.proxies import list_proxies
 from search_spaces import Arch, SearchSpace
 from search_spaces.arch import is_finite_number
 
@@ -44,6 +65,7 @@ SELECTION_FOLDS = 3  # each selection fits every family this many times
 MIN_SELECTION_SAMPLES = 40  # below, ridge regression (the family that needs the least data)
 MIN_TAU_GAIN = 0.02  # cross-validated Kendall tau a family must gain over ridge to be chosen
 POPULATION_DRAWS = 50  # random draws for a member of the inner population that passes the prefilter
+WARM_POOL = 10  # random subnets scored by the warm start's proxy per subnet of the initial sample
 
 
 @register_strategy
@@ -54,7 +76,8 @@ class PredictorGuidedSearch(Strategy):
     def __init__(self, space: SearchSpace, *, seed: int = 0, prefilter: Prefilter | None = None,
                  surrogate: Surrogate | None = None, initial: int = 20, batch: int = 20, population: int = 48,
                  generations: int = 2, mutation_prob: float = 0.2, local: float = 0.5,
-                 acquisition: Acquisition = "hvi", predictor: str = "auto"):
+                 acquisition: Acquisition = "hvi", predictor: str = "auto", warm_start: str = "",
+                 proxy_features: str = ""):
         super().__init__(space, seed=seed, prefilter=prefilter, surrogate=surrogate)
         for name, value, low in (("initial", initial, 2), ("batch", batch, 1), ("population", population, 4),
                                  ("generations", generations, 1)):
@@ -71,6 +94,10 @@ class PredictorGuidedSearch(Strategy):
         self.initial, self.batch, self.population, self.generations = initial, batch, population, generations
         self.mutation_prob, self.local, self.predictor = mutation_prob, local, predictor
         self.acquisition = acquisition
+        self.warm_start = _proxy_names("warm_start", warm_start)
+        if len(self.warm_start) > 1:
+            raise FieldError("warm_start", f"must name one proxy of {list_proxies()} (or none), got {warm_start!r}")
+        self.proxy_features = _proxy_names("proxy_features", proxy_features)
         load_backends()  # library import at construction, not inside the first round
         self.seed = seed
         self._queue: list[Arch] = []
@@ -81,11 +108,19 @@ class PredictorGuidedSearch(Strategy):
         self._families: dict[str, str] = {}  # target ("accuracy", "cost", "violation") -> chosen family
         self._selected_at = MIN_SELECTION_SAMPLES // 4  # the first selection at MIN_SELECTION_SAMPLES
         self.selection_scores: dict[str, dict[str, float]] = {}  # last cross-validated tau per family
+        self._warm: list[Arch] | None = None  # the warm start's initial sample, planned on the first ask
+        self._proxy_values: dict[Arch, np.ndarray] = {}
+        self._use_proxies = False  # the proxy features help the accuracy predictor (cross-validated)
+        self._proxies_checked_at = MIN_SELECTION_SAMPLES // 4
 
     # ---- ask/tell -----------------------------------------------------------------------------
     def _propose(self) -> Arch:
         if len(self._observed) < self.initial:
-            return self._initial_sample()
+            if not self.warm_start:
+                return self._initial_sample()
+            if self._warm is None:
+                self._warm = self._warm_sample()
+            return self._warm.pop(0) if self._warm else self.space.sample(self.rng)
         while not self._queue:
             self._queue = self._plan()
         return self._queue.pop(0)
@@ -131,10 +166,16 @@ class PredictorGuidedSearch(Strategy):
                 better = choice is not None and taus.get(choice.name, 0.0) > taus.get("ridge", -1.0) + MIN_TAU_GAIN
                 self._families[key] = choice.name if better and choice is not None else "ridge"
                 self.selection_scores[key] = taus
-        models = {key: make_predictor(self._families[key], seed=self.seed).fit(x, y) for key, y in targets.items()}
+        archs = [o.arch for o in obs]
+        if self.proxy_features and len(obs) >= 4 * self._proxies_checked_at:
+            self._proxies_checked_at = len(obs)
+            self._check_proxies(x, archs, targets["accuracy"])
+        inputs = {key: self._with_proxies(x, archs) if key == "accuracy" else x for key in targets}
+        models = {key: make_predictor(self._families[key], seed=self.seed).fit(inputs[key], y)
+                  for key, y in targets.items()}
         # the accuracy predictor's typical error, for an optimistic acquisition: on supernet
         # accuracies it is mostly the evaluation split's noise
-        sigma = float(np.sqrt(np.mean((models["accuracy"].predict(x) - targets["accuracy"]) ** 2)))
+        sigma = float(np.sqrt(np.mean((models["accuracy"].predict(inputs["accuracy"]) - targets["accuracy"]) ** 2)))
 
         scored: dict[Arch, np.ndarray] = {}  # arch -> (-accuracy, cost, violation), all predicted or exact
 
@@ -143,7 +184,8 @@ class PredictorGuidedSearch(Strategy):
             if not new:
                 return
             feats = self._featurize(new)
-            pred = {key: m.predict(feats) for key, m in models.items()}
+            pred = {key: m.predict(self._with_proxies(feats, new) if key == "accuracy" else feats)
+                    for key, m in models.items()}
             for i, a in enumerate(new):
                 cost = float(pred["cost"][i]) if "cost" in pred else self._exact_cost(a)
                 v = self._exact_violation(a, cost) if self.surrogate is not None else 0.0
@@ -241,6 +283,46 @@ class PredictorGuidedSearch(Strategy):
         vals = np.array([scored[a] for a in archs])
         return [archs[i] for i in environmental_selection(vals[:, :2], vals[:, 2], k).indices]
 
+    # ---- training-free proxies ------------------------------------------------------------------
+    def _scores(self, archs: list[Arch], names: tuple[str, ...]) -> np.ndarray:
+        """(len(archs), len(names)) proxies from the surrogate, cached per arch for `proxy_features`."""
+        if self.surrogate is None or self.surrogate.proxies is None:
+            raise UserError(f"strategy {self.name!r}: warm_start and proxy_features need training data to score "
+                            "training-free proxies, which this search does not pass")
+        if names != self.proxy_features:
+            return self.surrogate.proxies(archs, names)
+        missing = [a for a in dict.fromkeys(archs) if a not in self._proxy_values]
+        if missing:
+            self._proxy_values.update(zip(missing, self.surrogate.proxies(missing, names)))
+        return np.stack([self._proxy_values[a] for a in archs])
+
+    def _warm_sample(self) -> list[Arch]:
+        """The smallest subnet, then the best by the warm start's proxy in each of `initial - 1`
+        equal-count cost bins of `WARM_POOL` x `initial` random subnets (module docstring)."""
+        pool = list(dict.fromkeys(self._draw() for _ in range(WARM_POOL * self.initial)))
+        exact = self.surrogate is not None and self.surrogate.cost is not None
+        cost = np.array([self._exact_cost(a) if exact else self.space.count_params(a) for a in pool])
+        value = self._scores(pool, self.warm_start)[:, 0]
+        chosen = [self.space.smallest()]
+        for part in np.array_split(np.argsort(cost, kind="stable"), self.initial - 1):
+            if len(part):
+                chosen.append(pool[int(part[np.argmax(value[part])])])
+        return list(dict.fromkeys(chosen))
+
+    def _check_proxies(self, x: np.ndarray, archs: list[Arch], y: np.ndarray) -> None:
+        """Use the proxy features from now on only if they raise the accuracy predictor's
+        cross-validated Kendall tau by `MIN_TAU_GAIN` (the same folds with and without)."""
+        if np.ptp(y) == 0:
+            return
+        family = self._families.get("accuracy", "ridge")
+        taus = {f"{key} proxies": kendall_tau(out_of_fold(inputs, y, family, folds=SELECTION_FOLDS, seed=self.seed), y)
+                for key, inputs in (("without", x), ("with", np.hstack([x, self._scores(archs, self.proxy_features)])))}
+        self._use_proxies = taus["with proxies"] > taus["without proxies"] + MIN_TAU_GAIN
+        self.selection_scores["proxy_features"] = taus
+
+    def _with_proxies(self, x: np.ndarray, archs: list[Arch]) -> np.ndarray:
+        return np.hstack([x, self._scores(archs, self.proxy_features)]) if self._use_proxies else x
+
     # ---- cached per-arch values ---------------------------------------------------------------
     def _featurize(self, archs: list[Arch]) -> np.ndarray:
         missing = [a for a in archs if a not in self._features]
@@ -263,3 +345,15 @@ class PredictorGuidedSearch(Strategy):
             return self._exact[arch][1]
         return float(self.surrogate.violation(arch, cost))
 
+
+
+def _proxy_names(field: str, text: str) -> tuple[str, ...]:
+    """A comma-separated list of proxy names (`predictors.proxies`); empty: none."""
+    if not isinstance(text, str):
+        raise FieldError(field, f"must be a comma-separated list of proxies {list_proxies()}, got {text!r}")
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if unknown := [n for n in names if n not in list_proxies()]:
+        raise FieldError(field, f"names unknown proxies {unknown}; choose from {list_proxies()}")
+    if len(set(names)) != len(names):
+        raise FieldError(field, f"names a proxy twice: {text!r}")
+    return names
