@@ -34,6 +34,8 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 import torch
 
+from nas.data.errors import DataError, one_line
+from nas.data.images import is_image_folder, read_image_folder
 from search_spaces.fit import DataShape
 from search_spaces.registry import Registry
 
@@ -73,10 +75,6 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 _READ_ERRORS = (OSError, ValueError, EOFError, KeyError, IndexError, TypeError, AttributeError,
                 OverflowError, RecursionError, zipfile.BadZipFile, zlib.error,
                 pickle.UnpicklingError, MemoryError)  # MemoryError: a header that declares a huge array
-
-
-class DataError(ValueError):
-    """Bad dataset input; message is one clear line naming the file/key/problem."""
 
 
 @dataclass(frozen=True)
@@ -179,8 +177,6 @@ def load_data(spec: str, *, dims: int = 2, val_fraction: float = 0.15,
     else:
         path = Path(spec)
         name, source = path.name, str(path)
-        from nas.data.images import is_image_folder, read_image_folder  # it imports this module
-
         if path.is_dir() and dims == 2 and is_image_folder(path):
             folder = read_image_folder(path)
             built = _build(name, source, folder.x, folder.y, {"val": folder.val, "test": folder.test},
@@ -188,7 +184,7 @@ def load_data(spec: str, *, dims: int = 2, val_fraction: float = 0.15,
             return replace(built, class_names=folder.class_names, origin=folder.record)
         if path.is_dir():
             if dims != 2:
-                raise DataError(_mismatch(f"{path}: a folder (image folder or CIFAR-10)", 2, dims))
+                raise DataError(_mismatch(f"{path}: {'an image folder' if is_image_folder(path) else 'a CIFAR-10 directory'}", 2, dims))
             x, y, test = _load_cifar_dir(path)
         elif path.suffix == ".npz":
             x, y, test, val = _load_npz(path, dims)
@@ -237,7 +233,7 @@ def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as exc:
         raise DataError(f"mnist1d needs the mnist1d package (pip install mnist1d): "
-                        f"{_one_line(exc)}") from exc
+                        f"{one_line(exc)}") from exc
     # make_dataset reseeds the global `random` and `np.random` generators: restore them after.
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
@@ -269,7 +265,7 @@ def _load_npz(path: Path, dims: int) -> tuple[np.ndarray, np.ndarray, tuple[np.n
     try:
         loaded = np.load(path, allow_pickle=False)
     except _READ_ERRORS as exc:
-        raise DataError(f"{path}: corrupt or unreadable .npz ({_one_line(exc)})") from exc
+        raise DataError(f"{path}: corrupt or unreadable .npz ({one_line(exc)})") from exc
     if isinstance(loaded, np.ndarray):
         raise DataError(f"{path}: holds a single .npy array, expected an .npz archive with x and y")
     with loaded as archive:
@@ -285,7 +281,7 @@ def _load_npz(path: Path, dims: int) -> tuple[np.ndarray, np.ndarray, tuple[np.n
         try:
             arrays = {k: archive[k] for k in wanted}
         except _READ_ERRORS as exc:
-            raise DataError(f"{path}: corrupt or unreadable .npz ({_one_line(exc)})") from exc
+            raise DataError(f"{path}: corrupt or unreadable .npz ({one_line(exc)})") from exc
     x = (_images if dims == 2 else _sequences)(arrays["x"], f"{path} [x]")
     y = _labels(arrays["y"], f"{path} [y]", len(x))
     return x, y, _given_split(arrays, "test", x, path, dims), _given_split(arrays, "val", x, path, dims)
@@ -339,7 +335,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except DataError:
         raise
     except _READ_ERRORS as exc:
-        raise DataError(f"{path}: corrupt or truncated pickle ({_one_line(exc)})") from exc
+        raise DataError(f"{path}: corrupt or truncated pickle ({one_line(exc)})") from exc
     if not isinstance(batch, dict):
         raise DataError(f"{path}: expected a pickled dict, got {type(batch).__name__}")
     data = batch.get(b"data", batch.get("data"))
@@ -467,10 +463,5 @@ def _stratified(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: 
                                       random_state=seed)
     except ValueError as exc:
         raise DataError(f"{source}: too few samples per class for a stratified split "
-                        f"({_one_line(exc)})") from exc
+                        f"({one_line(exc)})") from exc
     return np.sort(rest), np.sort(part)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

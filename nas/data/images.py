@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.data.datasets import DataError, _one_line
+from nas.data.errors import DataError, one_line
 from nas.errors import UserError
 from nas.runs.resources import check_memory, gib
 
@@ -47,8 +47,8 @@ class ImageFolder:
 
 
 def is_image_folder(path: Path) -> bool:
-    """A directory that is not a CIFAR-10 python-batches directory."""
-    return path.is_dir() and not (path / "data_batch_1").exists()
+    """A directory with sub-folders that is not a CIFAR-10 python-batches directory."""
+    return path.is_dir() and not (path / "data_batch_1").exists() and bool(_subfolders(path))
 
 
 def read_image_folder(path: Path) -> ImageFolder:
@@ -98,7 +98,7 @@ def _subfolders(folder: Path) -> list[Path]:
     try:
         return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     except OSError as exc:
-        raise DataError(f"{folder}: unreadable folder ({_one_line(exc)})") from exc
+        raise DataError(f"{folder}: unreadable folder ({one_line(exc)})") from exc
 
 
 def _list_split(root: Path, names: tuple[str, ...], ignored: Counter[str]) -> list[tuple[Path, int]]:
@@ -133,7 +133,7 @@ def _headers(files: list[Path]) -> tuple[list[tuple[int, int]], set[str]]:
                 sizes.append(img.size)
                 mode = img.mode
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"{f}: unreadable image ({_one_line(exc)})") from exc
+            raise DataError(f"{f}: unreadable image ({one_line(exc)})") from exc
         if mode not in _MODES:
             raise DataError(f"{f}: image mode {mode} is not supported; save it as 8- or 16-bit grayscale or RGB")
         modes.add(mode)
@@ -172,7 +172,7 @@ def _pixels(f: Path, channels: int, side: int) -> np.ndarray:
                 img = img.resize((side, side), Image.Resampling.BILINEAR)  # antialiased when shrinking
             arr = np.asarray(img, dtype=np.float32)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{f}: unreadable or truncated image ({_one_line(exc)})") from exc
+        raise DataError(f"{f}: unreadable or truncated image ({one_line(exc)})") from exc
     if arr.ndim == 2:  # (S, S)
         arr = np.repeat(arr[None], channels, axis=0)
     else:  # (S, S, 3) -> (3, S, S)
