@@ -14,7 +14,9 @@ from PIL import Image
 
 from nas.cli.main import main
 from nas.data.datasets import DataError, load_data
+from nas.data.images import read_image_folder
 from nas.finish.package import DeployedModel, describe_model
+from nas.runs import resources
 from tests.helpers import FAST, tiny_supernet
 
 N = 300  # digits per folder: 30 per class
@@ -92,6 +94,15 @@ def test_mixed_sizes_and_modes_are_resized_to_the_most_common_in_rgb(digits8, tm
         assert torch.allclose(raw[:, 0], raw[:, 1], atol=0.05) and torch.allclose(raw[:, 0], raw[:, 2], atol=0.05)
 
 
+def test_16_bit_grayscale_reads_as_its_8_bit_original(digits8, tmp_path):
+    images, labels = digits8
+    root = write_folder(tmp_path / "deep", images[::5], labels[::5])
+    Image.fromarray(images[0].astype(np.uint16) * 257).save(root / "c0" / "0000b.png")  # v * 257 / 65535 = v / 255
+    assert Image.open(root / "c0" / "0000b.png").mode.startswith("I;16")
+    folder = read_image_folder(root)
+    assert folder.record["mode"] == "L" and np.array_equal(folder.x[0], folder.x[1])
+
+
 def test_class_names_reach_the_model_folder_description(folder):
     data = load_data(str(folder))
     supernet = tiny_supernet()
@@ -115,13 +126,15 @@ def test_corrupt_and_truncated_images_are_named(digits8, tmp_path):
         load_data(str(root))
 
 
-def test_folders_that_are_not_image_datasets_are_refused(digits8, tmp_path):
+def test_folders_that_are_not_image_datasets_are_refused(digits8, tmp_path, monkeypatch):
     images, labels = digits8
     root = write_folder(tmp_path / "f", images[::5], labels[::5])
     (root / "zz").mkdir()
     (root / "zz" / "readme.txt").write_text("")
     with pytest.raises(DataError, match=r"zz: empty class folder"):
         load_data(str(root))
+    (root / "zz" / "readme.txt").unlink()
+    (root / "zz").rmdir()
     with pytest.raises(DataError, match=r"not a CIFAR-10 python-batches directory.* or an image folder"):
         load_data(str(root / "c0"))  # no class folders below
     one = write_folder(tmp_path / "one", images[:5], labels[:5])
@@ -132,6 +145,10 @@ def test_folders_that_are_not_image_datasets_are_refused(digits8, tmp_path):
     write_folder(split / "val", images[:3], np.full(3, 17))
     with pytest.raises(DataError, match=r"val: class folder\(s\) c17 not among the training classes"):
         load_data(str(split))
+    monkeypatch.setattr(resources, "available_memory", lambda: 1000)  # bytes: refused before decoding
+    with pytest.raises(DataError, match=r"60 images read as 1x8x8 float32 .* needs at least .* of memory; this machine"):
+        load_data(str(root))
+    monkeypatch.undo()
     with pytest.raises(DataError, match="an image folder is an image dataset; the space takes sequences"):
         load_data(str(root), dims=1)
 

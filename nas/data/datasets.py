@@ -184,7 +184,8 @@ def load_data(spec: str, *, dims: int = 2, val_fraction: float = 0.15,
             return replace(built, class_names=folder.class_names, origin=folder.record)
         if path.is_dir():
             if dims != 2:
-                raise DataError(_mismatch(f"{path}: {'an image folder' if is_image_folder(path) else 'a CIFAR-10 directory'}", 2, dims))
+                what = "an image folder" if is_image_folder(path) else "a CIFAR-10 directory"
+                raise DataError(_mismatch(f"{path}: {what}", 2, dims))
             x, y, test = _load_cifar_dir(path)
         elif path.suffix == ".npz":
             x, y, test, val = _load_npz(path, dims)

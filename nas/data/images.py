@@ -7,7 +7,7 @@ used as given (as an ``.npz`` file's ``x_val``/``x_test``). The classes are the 
 training class folders; class ``i`` is the i-th name. Images become float32 (N, C, S, S) in [0, 1]:
 one channel when every image is grayscale, else RGB (alpha dropped); 8-bit values / 255, 16-bit
 values / 65535. S is the shorter side of the most common image size (ties: the larger size); every
-image of another size is resized to S x S here, bilinear with antialiasing (Pillow), stretched when
+image of another size is resized to S x S here (after turning it as its EXIF orientation says), bilinear with antialiasing (Pillow), stretched when
 it is not square: the only resize on the way in, and recorded. Files with other extensions, hidden
 files and sub-folders of class folders are ignored and counted. The decoded arrays are checked
 against the memory available before any image is decoded.
@@ -157,11 +157,11 @@ def _decode(pairs: list[tuple[Path, int]], channels: int, side: int) -> tuple[np
 
 def _pixels(f: Path, channels: int, side: int) -> np.ndarray:
     """One image as float32 (channels, side, side) in [0, 1]."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     try:
-        with Image.open(f) as img:
-            img.load()
+        with Image.open(f) as opened:
+            img = ImageOps.exif_transpose(opened)  # as a viewer shows it (a camera's EXIF orientation)
             if img.mode.startswith("I;16"):  # 16-bit grayscale: as float ("F"), which Pillow resizes
                 scale = np.float32(65535)
                 img = Image.fromarray(np.asarray(img, dtype=np.float32))  # mode "F"
