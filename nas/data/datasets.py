@@ -2,8 +2,8 @@
 
 ``load_data(spec, dims=...)`` accepts a built-in name (``"digits"`` images,
 ``"mnist1d"`` sequences), a path to an ``.npz`` file (arrays ``x``/``y``,
-optionally ``x_val``/``y_val`` and ``x_test``/``y_test``) or a directory holding the CIFAR-10 "python
-batches".  ``dims`` comes from the search space: 2 for images, 1 for sequences;
+optionally ``x_val``/``y_val`` and ``x_test``/``y_test``), a directory holding the CIFAR-10 "python
+batches" or an image folder (`nas.data.images`).  ``dims`` comes from the search space: 2 for images, 1 for sequences;
 it also settles how a 3-D ``.npz`` array is read ((N, H, W) grayscale images or
 (N, T, C) channels-last sequences).  Every source becomes a :class:`TaskData`
 with float32 ``(N, C, H, W)`` images or ``(N, C, T)`` sequences, normalized per
@@ -27,13 +27,15 @@ import random
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import torch
 
+from nas.data.errors import DataError, one_line
+from nas.data.images import is_image_folder, read_image_folder
 from search_spaces.fit import DataShape
 from search_spaces.registry import Registry
 
@@ -47,7 +49,8 @@ except ImportError:  # pragma: no cover - numpy 1.x
 ACCEPTED_FORMATS = ("a built-in name (digits, mnist1d), a .npz file with arrays "
                     "x and y (optional x_val, y_val and x_test, y_test; images x as [N, H, W], [N, C, H, W] or "
                     "[N, H, W, C], sequences x as [N, T] or [N, T, C]), "
-                    "or a CIFAR-10 python-batches directory")
+                    "a CIFAR-10 python-batches directory, or an image folder (one sub-folder of "
+                    "PNG/JPEG/WebP images per class, optionally under train/, val/ and test/)")
 # dims -> (what such data is, what a space of those dims takes), for mismatch messages
 _KINDS = {1: ("a sequence dataset", "sequences (dims=1)"),
           2: ("an image dataset", "images (dims=2)")}
@@ -72,10 +75,6 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 _READ_ERRORS = (OSError, ValueError, EOFError, KeyError, IndexError, TypeError, AttributeError,
                 OverflowError, RecursionError, zipfile.BadZipFile, zlib.error,
                 pickle.UnpicklingError, MemoryError)  # MemoryError: a header that declares a huge array
-
-
-class DataError(ValueError):
-    """Bad dataset input; message is one clear line naming the file/key/problem."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +107,8 @@ class TaskData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     given: tuple[str, ...] = ()  # the splits that came with the data ("val", "test"); the others are carved
+    class_names: tuple[str, ...] = ()  # class i's name, when the data name their classes (image folders)
+    origin: dict[str, Any] = field(default_factory=dict)  # how the data were read (image folders), for describe()
 
     @property
     def shape(self) -> DataShape:
@@ -117,8 +118,10 @@ class TaskData:
     def describe(self) -> dict[str, Any]:
         """JSON-able summary of the dataset; `given_splits`: those that came with the data (not carved)."""
         sizes = {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+        named = {"class_names": list(self.class_names)} if self.class_names else {}
         return {"name": self.name, "sizes": sizes, "given_splits": list(self.given), "num_classes": self.num_classes,
-                "in_channels": self.in_channels, "input_size": self.input_size, "dims": self.dims}
+                "in_channels": self.in_channels, "input_size": self.input_size, "dims": self.dims, **named,
+                **({"read": dict(self.origin)} if self.origin else {})}
 
 
 Arrays = tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]  # x, y, and a given test set
@@ -148,7 +151,8 @@ def list_datasets() -> list[str]:
 
 def load_data(spec: str, *, dims: int = 2, val_fraction: float = 0.15,
               test_fraction: float = 0.15, split_seed: int = 0) -> TaskData:
-    """Load ``spec`` (built-in name, ``.npz`` path or CIFAR-10 directory) for a space of ``dims``.
+    """Load ``spec`` (built-in name, ``.npz`` path, CIFAR-10 directory or image folder,
+    `nas.data.images`) for a space of ``dims``.
 
     ``dims`` is 2 for images (N, C, H, W) and 1 for sequences (N, C, T).  A split the data
     give (``x_val``/``y_val``, ``x_test``/``y_test`` or ``test_batch``) is used as given; the
@@ -173,9 +177,15 @@ def load_data(spec: str, *, dims: int = 2, val_fraction: float = 0.15,
     else:
         path = Path(spec)
         name, source = path.name, str(path)
+        if path.is_dir() and dims == 2 and is_image_folder(path):
+            folder = read_image_folder(path)
+            built = _build(name, source, folder.x, folder.y, {"val": folder.val, "test": folder.test},
+                           val_fraction, test_fraction, split_seed)
+            return replace(built, class_names=folder.class_names, origin=folder.record)
         if path.is_dir():
             if dims != 2:
-                raise DataError(_mismatch(f"{path}: a CIFAR-10 directory", 2, dims))
+                what = "an image folder" if is_image_folder(path) else "a CIFAR-10 directory"
+                raise DataError(_mismatch(f"{path}: {what}", 2, dims))
             x, y, test = _load_cifar_dir(path)
         elif path.suffix == ".npz":
             x, y, test, val = _load_npz(path, dims)
@@ -224,7 +234,7 @@ def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as exc:
         raise DataError(f"mnist1d needs the mnist1d package (pip install mnist1d): "
-                        f"{_one_line(exc)}") from exc
+                        f"{one_line(exc)}") from exc
     # make_dataset reseeds the global `random` and `np.random` generators: restore them after.
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
@@ -256,7 +266,7 @@ def _load_npz(path: Path, dims: int) -> tuple[np.ndarray, np.ndarray, tuple[np.n
     try:
         loaded = np.load(path, allow_pickle=False)
     except _READ_ERRORS as exc:
-        raise DataError(f"{path}: corrupt or unreadable .npz ({_one_line(exc)})") from exc
+        raise DataError(f"{path}: corrupt or unreadable .npz ({one_line(exc)})") from exc
     if isinstance(loaded, np.ndarray):
         raise DataError(f"{path}: holds a single .npy array, expected an .npz archive with x and y")
     with loaded as archive:
@@ -272,7 +282,7 @@ def _load_npz(path: Path, dims: int) -> tuple[np.ndarray, np.ndarray, tuple[np.n
         try:
             arrays = {k: archive[k] for k in wanted}
         except _READ_ERRORS as exc:
-            raise DataError(f"{path}: corrupt or unreadable .npz ({_one_line(exc)})") from exc
+            raise DataError(f"{path}: corrupt or unreadable .npz ({one_line(exc)})") from exc
     x = (_images if dims == 2 else _sequences)(arrays["x"], f"{path} [x]")
     y = _labels(arrays["y"], f"{path} [y]", len(x))
     return x, y, _given_split(arrays, "test", x, path, dims), _given_split(arrays, "val", x, path, dims)
@@ -326,7 +336,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except DataError:
         raise
     except _READ_ERRORS as exc:
-        raise DataError(f"{path}: corrupt or truncated pickle ({_one_line(exc)})") from exc
+        raise DataError(f"{path}: corrupt or truncated pickle ({one_line(exc)})") from exc
     if not isinstance(batch, dict):
         raise DataError(f"{path}: expected a pickled dict, got {type(batch).__name__}")
     data = batch.get(b"data", batch.get("data"))
@@ -454,10 +464,5 @@ def _stratified(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: 
                                       random_state=seed)
     except ValueError as exc:
         raise DataError(f"{source}: too few samples per class for a stratified split "
-                        f"({_one_line(exc)})") from exc
+                        f"({one_line(exc)})") from exc
     return np.sort(rest), np.sort(part)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -106,8 +106,9 @@ class DeployedModel(nn.Module):
 
     @classmethod
     def for_data(cls, subnet: SubnetModel, data: TaskData) -> DeployedModel:
-        """`subnet` behind the standardisation `data` was loaded with; labels 0..K-1 of its K classes."""
-        return cls(subnet, mean=data.mean, std=data.std, labels=range(data.num_classes))
+        """`subnet` behind the standardisation `data` was loaded with; labels: the data's class names
+        (image folders), else 0..K-1 of its K classes."""
+        return cls(subnet, mean=data.mean, std=data.std, labels=data.class_names or range(data.num_classes))
 
     @property
     def arch(self) -> Arch:
