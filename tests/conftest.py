@@ -20,6 +20,15 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`scripts/test.sh` runs two workers), the tests that start a local Ray
+    share one worker, one after the other: two Ray clusters at once would fight for the 2 CPUs each
+    one claims."""
+    for item in items:
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     torch.set_num_threads(_THREADS_BEFORE)
 
