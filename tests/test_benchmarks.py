@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.common import median_flops
 from benchmarks.ranking_fidelity import over_ceiling
-from benchmarks.search_value import another_fits, feasibility, verdict
+from benchmarks.search_value import another_fits, feasibility, last_true, verdict
 from nas.data.datasets import load_data
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
@@ -37,6 +37,15 @@ def test_verdict_calls_a_difference_within_the_noise_a_tie_and_says_why(a, a_std
     got, text = verdict(a, a_std, b, b_std, test_size=360)
     assert got == word
     assert why in text
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 64])
+def test_last_true_finds_the_edge_by_bisection(n):
+    for edge in range(-1, n):  # ok holds for indices <= edge
+        calls = []
+        got = last_true(list(range(n)), lambda i, calls=calls, edge=edge: calls.append(i) or i <= edge)
+        assert got == (None if edge < 0 else edge)
+        assert len(calls) <= max(1, math.ceil(math.log2(n + 1)))
 
 
 def test_ratio_to_the_noise_ceiling():
