@@ -34,34 +34,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-import warnings
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.cli.main import main as nas_main
-from nas.data.datasets import DataError, TaskData, load_data
+from benchmarks.common import TASKS, baselines, median_flops, plot_methods, resolve_device, run_search, summarize
+from nas.data.datasets import DataError, load_data
 from nas.errors import UserError
 from nas.finish.finetune import FinishConfig, FinishResult, finish_subnet
-from nas.runs.files import load_supernet, read_json, write_json
+from nas.runs.files import load_supernet, read_json
 from nas.training.config import TrainConfig
-from search_spaces import ArchError, SearchSpace, get_space
+from search_spaces import ArchError, get_space
 
-TASKS = {"digits": ("tiny", "digits"), "mnist1d": ("seq", "mnist1d")}  # task -> (space, data)
 DEFAULT_BUDGET = "200"  # the default job: nas search --budget 200 --max-latency-ms 1.0 (digits)
 NAS_METHODS = ("inherited", "finished", "scratch")
-
-
-def median_flops(space: SearchSpace, n: int = 2000, seed: int = 0) -> int:
-    """The median FLOPs (multiply-adds) of `n` random subnets: a limit that excludes about half the space."""
-    rng = np.random.default_rng(seed)
-    return int(np.median([space.count_flops(space.sample(rng)) for _ in range(n)]))
 
 
 def search_args(args: argparse.Namespace, seed: int, run: Path) -> list[str]:
@@ -72,46 +61,6 @@ def search_args(args: argparse.Namespace, seed: int, run: Path) -> list[str]:
     if args.task == "digits" and args.data is None:
         return argv + ["--max-latency-ms", "1.0"]
     return argv + ["--objective", "flops", "--max-flops", str(args.max_flops or median_flops(get_space(space)))]
-
-
-def run_search(argv: list[str], run: Path) -> float:
-    """Run `nas search` (or reuse its run folder when it was run with the same arguments); its seconds."""
-    record = run / "benchmark.json"
-    if (run / "search.json").is_file() and record.is_file() and read_json(record, "benchmark record")["argv"] == argv:
-        print(f"reusing the search in {run}", flush=True)
-        return float(read_json(record, "benchmark record")["seconds"])
-    start = time.perf_counter()
-    if nas_main([*argv, "--force", "--quiet"]) != 0:
-        raise UserError(f"nas {' '.join(argv)} failed")
-    seconds = time.perf_counter() - start
-    write_json(record, {"argv": argv, "seconds": seconds})
-    return seconds
-
-
-def baselines(data: TaskData, seed: int) -> list[dict]:
-    """scikit-learn classifiers on the flattened standardised inputs: validation and test accuracy, seconds."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.svm import SVC
-
-    models = {"logistic regression": LogisticRegression(max_iter=5000), "RBF SVC": SVC(kernel="rbf"),
-              "MLP": MLPClassifier(hidden_layer_sizes=(256,), max_iter=1000, random_state=seed)}
-    if data.dims == 1:
-        models["1-NN"] = KNeighborsClassifier(n_neighbors=1)
-    x, y = data.train.x.flatten(1).numpy(), data.train.y.numpy()
-    rows = []
-    for name, model in models.items():
-        start = time.perf_counter()
-        with warnings.catch_warnings():  # an unconverged fit is still the baseline at that iteration count
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(x, y)
-        test = float(np.mean(model.predict(data.test.x.flatten(1).numpy()) == data.test.y.numpy()))
-        seconds = time.perf_counter() - start
-        val = float(np.mean(model.predict(data.val.x.flatten(1).numpy()) == data.val.y.numpy()))
-        rows.append({"method": name, "val_acc": val, "test_acc": test, "seconds": seconds, "total_seconds": seconds})
-    return rows
 
 
 def nas_row(method: str, result: FinishResult, search_seconds: float) -> dict:
@@ -147,15 +96,6 @@ def run_seed(args: argparse.Namespace, seed: int, finish: dict, device: str) -> 
     return rows
 
 
-def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per method, in the order the methods first appear."""
-    order = list(dict.fromkeys(results["method"]))
-    stats = results.groupby("method")[["val_acc", "test_acc", "seconds", "total_seconds"]].agg(["mean", "std"])
-    stats.columns = [f"{col}_{stat}" for col, stat in stats.columns]
-    stats["seeds"] = results.groupby("method")["seed"].nunique()
-    return stats.loc[order].reset_index()
-
-
 def check_targets(summary: pd.DataFrame, test_size: int) -> list[tuple[str, bool]]:
     mean = summary.set_index("method")
     finished, scratch = mean.loc["finished"], mean.loc["scratch"]
@@ -181,17 +121,7 @@ def plot(results: pd.DataFrame, summary: pd.DataFrame, path: Path, title: str) -
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, column, skip in ((axes[0], "total_seconds", ()), (axes[1], "seconds", ("inherited",))):
-        for i, row in summary.iterrows():
-            if row["method"] in skip:
-                continue
-            seeds = results[results["method"] == row["method"]]
-            ax.scatter(seeds[column], seeds["test_acc"], color=f"C{i}", alpha=0.35, s=14)
-            ax.errorbar(row[f"{column}_mean"], row["test_acc_mean"], yerr=np.nan_to_num(row["test_acc_std"]),
-                        fmt="o", color=f"C{i}", label=row["method"], capsize=3)
-        ax.set_xscale("log")
-        ax.set_ylabel("test accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        plot_methods(ax, results, summary, column, skip)
     axes[0].set_xlabel("wall time (s), the search included for the subnet")
     axes[1].set_xlabel("wall time of the method alone (s): finishing, training from scratch, fitting")
     fig.suptitle(title)
@@ -236,14 +166,14 @@ def main() -> None:
         raise UserError("--space goes with --data (a task has its own space)")
     args.task_name = Path(args.data).stem if args.data else args.task
     args.out = args.out / args.task_name
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    device = resolve_device(args.device)
     finish = parse_finish(args.finish)
     args.out.mkdir(parents=True, exist_ok=True)
     results = pd.DataFrame()
     for seed in args.seeds:
         results = pd.concat([results, pd.DataFrame(run_seed(args, seed, finish, device))], ignore_index=True)
         results.to_csv(args.out / "results.csv", index=False)
-    summary = summarize(results)
+    summary = summarize(results, ["val_acc", "test_acc", "seconds", "total_seconds"])
     summary.to_csv(args.out / "summary.csv", index=False)
     title = f"{args.task_name}: {len(args.seeds)} seed(s), search budget {args.budget}, {args.epochs} supernet epochs"
     plot(results, summary, args.out / "finishing.png", title)

@@ -14,6 +14,7 @@
    against another, on accuracy and on held-out loss. No supernet can rank the subnets more
    faithfully than the reference agrees with itself. With `--supernet-seeds` >= 2, the same for
    the supernets of each rule: how much of their ranking survives another training seed.
+   Each rule's tau over the ceiling: `tau_over_ceiling`, `tau_loss_over_ceiling` (1: all the noise allows).
 6. `--proxies` (default: all of `predictors.proxies`, the parameter count and FLOPs included):
    Kendall tau of each training-free proxy, at initialisation and on each supernet's inherited
    weights, against the from-scratch accuracy and loss and each rule's inherited accuracy
@@ -96,6 +97,13 @@ def seed_agreement(per_seed: np.ndarray) -> float:
     """Mean Kendall tau over every pair of seeds (columns): how well the reference agrees with itself."""
     pairs = itertools.combinations(range(per_seed.shape[1]), 2)
     return float(np.mean([kendalltau(per_seed[:, i], per_seed[:, j]).statistic for i, j in pairs]))
+
+
+def over_ceiling(tau: float, ceiling: float) -> float:
+    """A rule's Kendall tau as a fraction of the noise ceiling (the from-scratch seed-to-seed tau):
+    1 ranks the subnets as well as the reference agrees with itself. NaN where the ceiling is not
+    positive (the reference does not rank the subnets at all) or either value is NaN."""
+    return tau / ceiling if ceiling > 0 else float("nan")
 
 
 @torch.inference_mode()
@@ -261,12 +269,20 @@ def main() -> None:
         summary["seed_to_seed_tau_loss"] = seed_agreement(np.array([json.loads(r["standalone_losses"]) for r in rows]))
         print(f"noise ceiling: seed-to-seed Kendall tau of from-scratch accuracy {summary['seed_to_seed_tau']:.3f}, "
               f"of held-out loss {summary['seed_to_seed_tau_loss']:.3f}")
+        for row in summaries:  # each rule's tau as a fraction of what the noise allows
+            row["tau_over_ceiling"] = over_ceiling(row["kendall_tau"], summary["seed_to_seed_tau"])
+            row["tau_loss_over_ceiling"] = over_ceiling(row["kendall_tau_loss"], summary["seed_to_seed_tau_loss"])
+        summary["over_ceiling"] = {row["rule"]: {"kendall_tau": row["tau_over_ceiling"],
+                                                 "kendall_tau_loss": row["tau_loss_over_ceiling"]} for row in summaries}
+        if summaries:
+            pd.DataFrame(summaries).to_csv(args.out / "rules.csv", index=False)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_proxies(args, rows, [s["rule"] for s in summaries], seed_tau)
     if summaries:
+        ratios = ["tau_over_ceiling", "tau_loss_over_ceiling"] if "seed_to_seed_tau" in summary else []
         print(pd.DataFrame(summaries)[[
-            "rule", "subnets_per_step", "kendall_tau", "spearman_rho", "kendall_tau_loss", "largest_gap", "smallest_gap",
-            "train_seconds", "supernet_samples_per_s", "supernet_over_standalone_time"]].to_string(index=False))
+            "rule", "subnets_per_step", "kendall_tau", "spearman_rho", "kendall_tau_loss", *ratios, "largest_gap",
+            "smallest_gap", "train_seconds", "supernet_samples_per_s", "supernet_over_standalone_time"]].to_string(index=False))
         plot(rows, summaries, args.out / "ranking.png")
 
 
