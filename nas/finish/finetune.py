@@ -31,7 +31,7 @@ import torch
 from nas.data.datasets import TaskData
 from nas.errors import FieldError, UserError, check_field_types
 from nas.evaluation.accuracy import accuracy_and_loss, evaluate
-from nas.training.config import TrainConfig
+from nas.training.config import TrainConfig, training_budget
 from nas.training.train import steps_per_epoch, train_standalone
 from search_spaces import Arch, HybridSupernet, SubnetModel
 from search_spaces.arch import show
@@ -132,9 +132,8 @@ class FinishResult:
 
 
 def scratch_steps(data: TaskData) -> int:
-    """The optimizer steps of training a subnet from scratch with the default recipe."""
-    default = TrainConfig()
-    return default.epochs * steps_per_epoch(data, default)
+    """The optimizer steps of training a subnet from scratch with the default recipe and budget."""
+    return training_budget(TrainConfig(), len(data.train)).steps
 
 
 def recipe(config: FinishConfig) -> TrainConfig:
