@@ -22,8 +22,9 @@ smoke run: `--scale 0.01`).
 
 Writes OUT/results.csv (a row per task, run and subnet) and prints the table and the checks: the
 default budget gives at least MIN_STEPS steps; the supernet's extremes within 0.05 (test) of the
-same subnets trained alone; healthy at the default budget and at `--long` times it; the standalone
-check's cost as a share of training.
+same subnets trained alone; healthy at the default budget and at `--long` times it; the time-left
+estimate of the progress display (`time_left`, replayed from the epoch ends) within 25% of the time
+that was left, from 10% to 90% of training; the standalone check's cost as a share of training.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas.data.datasets import Split, TaskData, load_data
 from nas.evaluation.accuracy import evaluate
+from nas.runs.progress import time_left
 from nas.training.assess import assess_training
 from nas.training.config import MIN_STEPS, TrainConfig, training_budget
 from nas.training.train import train_standalone, train_supernet
@@ -76,6 +78,18 @@ def accuracies(model: torch.nn.Module, data: TaskData, arch=None) -> dict[str, f
     return {"val_acc": evaluate(model, data.val, arch), "test_acc": evaluate(model, data.test, arch)}
 
 
+def estimate_error(history: list[dict], total: int) -> float:
+    """The largest relative error of the time-left estimate (`nas.runs.progress.time_left`, from the
+    epoch ends) against the time that was left, between 10% and 90% of the steps."""
+    times, done = [0.0] + [h["seconds"] for h in history], [0.0] + [float(h["step"]) for h in history]
+    worst = 0.0
+    for k in range(1, len(times)):
+        left, actual = time_left(times[:k + 1], done[:k + 1], total), times[-1] - times[k]
+        if 0.1 <= done[k] / total <= 0.9 and left is not None and actual > 0:
+            worst = max(worst, abs(left - actual) / actual)
+    return worst
+
+
 def supernet_rows(task: str, space: str, data: TaskData, config: TrainConfig, run: str, standalone: bool) -> list[dict]:
     torch.manual_seed(config.seed)
     supernet = HybridSupernet(get_space(space))
@@ -86,6 +100,7 @@ def supernet_rows(task: str, space: str, data: TaskData, config: TrainConfig, ru
     alone = health["standalone"] or {}
     common = {"task": task, "train_size": len(data.train), "run": run, "steps": summary["steps"],
               "epochs": len(summary["epochs"]), "seconds": seconds, "health": health["status"],
+              "estimate_error": estimate_error(summary["epochs"], summary["steps"]),
               "problems": " | ".join(p["check"] for p in health["problems"]),
               "check_seconds": alone.get("seconds"), "check_val_acc": alone.get("val_acc")}
     return [{**common, "subnet": name, **accuracies(supernet, data, arch)}
@@ -139,6 +154,10 @@ def checks(results: pd.DataFrame, scale: float) -> list[tuple[str, bool]]:
             row = group[group["run"] == run_name].iloc[0]
             out.append((f"{task}: {run_name} healthy ({row['health']}{': ' + row['problems'] if row['problems'] else ''})",
                         row["health"] != "failed" and "chance_streak" not in str(row["problems"])))
+        for run_name, row in group.groupby("run", sort=False).first().iterrows():
+            if str(run_name).startswith("supernet") and row["epochs"] >= 10:
+                out.append((f"{task}: {run_name}: the time-left estimate within 25% after 10% of training "
+                            f"(worst {row['estimate_error']:.0%})", bool(row["estimate_error"] <= 0.25)))
         check = group[group["run"] == "supernet"].iloc[0]
         if pd.notna(check["check_seconds"]):
             print(f"{task}: standalone check {check['check_seconds']:.1f} s, "

@@ -19,7 +19,7 @@ from nas.training import train as train_mod
 from nas.training.assess import assess_training
 from nas.training.checkpoint import CHECKPOINT_FILE
 from nas.training.config import DEFAULT_EPOCHS, MIN_STEPS, TrainConfig, training_budget
-from nas.training.health import chance_streaks, final_problems
+from nas.training.health import chance_streaks, final_problems, teacher_learned
 from nas.training.train import lr_at, train_supernet
 from tests.helpers import few_digits, rewrite_checkpoint_metadata, stop_training_after, tiny_supernet
 
@@ -116,6 +116,14 @@ def test_a_streak_at_chance_after_learning_reads_as_a_collapse():
     start = chance_streaks([chance] * 7, 10, 0.1, 640, budget, TrainConfig(epochs=40))
     assert start == []  # from the start, a streak counts from 20% of the epochs on: 8
     assert len(chance_streaks([chance] * 8, 10, 0.1, 640, budget, TrainConfig(epochs=40))) == 1
+
+
+def test_students_distill_only_a_teacher_below_chance():
+    assert not teacher_learned([], 10)  # the first epoch: from the labels
+    assert not teacher_learned([{"loss": 1.0}, {"loss": 0.99 * math.log(10)}], 10)  # back at chance
+    assert teacher_learned([{"loss": 1.0}], 10)
+    summary = train_supernet(tiny_supernet(), few_digits(64), TrainConfig(epochs=2, num_random=0), show_progress=False)
+    assert [h["distilled"] for h in summary["epochs"]] == [False, teacher_learned(summary["epochs"][:1], 10)]
 
 
 # ------------------------------------------------------------------------------ after training

@@ -93,6 +93,12 @@ def epoch_at_chance(record: dict[str, Any], num_classes: int, train_chance: floa
             or at_chance(record["train_acc"], train_chance, train_size))
 
 
+def teacher_learned(history: Sequence[dict[str, Any]], num_classes: int) -> bool:
+    """Whether the last epoch's training loss (the first subnet drawn each step: the teacher under
+    sandwich and complexity sampling) is below chance. Before the first epoch: no."""
+    return bool(history) and history[-1]["loss"] < CHANCE_LOSS_SHARE * math.log(num_classes)
+
+
 def chance_streaks(history: Sequence[dict[str, Any]], num_classes: int, train_chance: float, train_size: int,
                    budget: TrainingBudget, config: TrainConfig) -> list[Problem]:
     """A warning for each streak of `streak_epochs` epochs at chance in the history (one per streak,

@@ -2,7 +2,9 @@
 
 Each step draws subnets with a sampling rule (`nas.training.sampling`: uniform single path, sandwich with
 in-place distillation, or complexity-aware) and accumulates their gradients into one optimizer
-update (Yu et al., BigNAS / "Universally Slimmable Networks"; AttentiveNAS; ElasticViT). AdamW or
+update (Yu et al., BigNAS / "Universally Slimmable Networks"; AttentiveNAS; ElasticViT). Students
+distill the teacher only in epochs after one whose teacher loss was below chance
+(`nas.training.health.teacher_learned`); before, they learn from the labels. AdamW or
 SGD, cosine schedule with linear warm-up, label smoothing, light augmentation for small images
 (random translation, optional horizontal flip), bfloat16 autocast on CUDA.
 
@@ -40,7 +42,14 @@ from nas.evaluation.accuracy import accuracy_and_loss, evaluate
 from nas.runs.progress import progress_bar
 from nas.training.checkpoint import load_checkpoint, save_checkpoint
 from nas.training.config import TrainConfig, training_budget
-from nas.training.health import Problem, chance_accuracy, chance_streaks, check_finite_weights, diverged
+from nas.training.health import (
+    Problem,
+    chance_accuracy,
+    chance_streaks,
+    check_finite_weights,
+    diverged,
+    teacher_learned,
+)
 from nas.training.parallel import DataParallel, sum_gradients
 from nas.training.sampling import Draw, make_sampler
 from search_spaces import HybridSupernet
@@ -313,6 +322,9 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
                 assert epoch_gen is not None  # a mid-epoch checkpoint holds it
                 gen.set_state(epoch_gen)  # replay the epoch's shuffle and augmentation draws
             epoch_start_gen = gen.get_state()
+            # students learn from the teacher only while its loss is below chance; a teacher at chance
+            # teaches nothing but a constant output, in which the whole supernet would stay
+            step_config = replace(config, distill=config.distill and teacher_learned(history, chance[0]))
             count = min(done * config.batch_size, len(data.train))
             stopped = False
             for i, (x, y) in enumerate(_train_batches(data, config, gen)):
@@ -322,8 +334,8 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
                     continue
                 _set_lr(opt, lr_at(step, plan.steps, plan.warmup_steps, config.lr))
                 draws = sampler.draws()
-                loss, hits = (_step_losses(supernet, x, y, draws, config) if parallel is None
-                              else _parallel_step(supernet, x, y, draws, config, params, parallel))
+                loss, hits = (_step_losses(supernet, x, y, draws, step_config) if parallel is None
+                              else _parallel_step(supernet, x, y, draws, step_config, params, parallel))
                 _update(opt, params, config)
                 step += 1
                 seen += len(y)
@@ -345,6 +357,7 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
                 raise KeyboardInterrupt
             history.append({
                 "epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)), "train_acc": correct / count,
+                "distilled": step_config.distill,
                 "val_acc_largest": evaluate(supernet, data.val, largest, device=device),
                 "val_acc_smallest": evaluate(supernet, data.val, smallest, device=device),
                 "seconds": time.perf_counter() - start,
