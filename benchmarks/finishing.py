@@ -46,7 +46,6 @@ from nas.data.datasets import DataError, load_data
 from nas.errors import UserError
 from nas.finish.finetune import FinishConfig, FinishResult, finish_subnet
 from nas.runs.files import load_supernet, read_json
-from nas.training.config import TrainConfig
 from search_spaces import ArchError, get_space
 
 DEFAULT_BUDGET = "200"  # the default job: nas search --budget 200 --max-latency-ms 1.0 (digits)
@@ -57,7 +56,9 @@ def search_args(args: argparse.Namespace, seed: int, run: Path) -> list[str]:
     """The `nas search` command line of one seed."""
     space = args.space or TASKS[args.task][0]
     argv = ["search", "--space", space, "--data", args.data or TASKS[args.task][1], "--seed", str(seed),
-            "--budget", str(args.budget), "--epochs", str(args.epochs), "--device", args.device, "--out", str(run)]
+            "--budget", str(args.budget), "--device", args.device, "--out", str(run)]
+    if args.epochs is not None:
+        argv += ["--epochs", str(args.epochs)]
     if args.task == "digits" and args.data is None:
         return argv + ["--max-latency-ms", "1.0"]
     return argv + ["--objective", "flops", "--max-flops", str(args.max_flops or median_flops(get_space(space)))]
@@ -153,7 +154,7 @@ def main() -> None:
     ap.add_argument("--space", default=None, help="the search space for --data (default: the task's)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budget", default=DEFAULT_BUDGET, help="search evaluations (default: the default job's)")
-    ap.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="supernet training epochs")
+    ap.add_argument("--epochs", type=int, default=None, help="supernet training epochs (default: the default budget)")
     ap.add_argument("--max-flops", type=int, default=None,
                     help="FLOPs limit of the search (default: the median of random subnets of the space)")
     ap.add_argument("--finish", nargs="*", default=[], metavar="FIELD=VALUE",
@@ -175,7 +176,7 @@ def main() -> None:
         results.to_csv(args.out / "results.csv", index=False)
     summary = summarize(results, ["val_acc", "test_acc", "seconds", "total_seconds"])
     summary.to_csv(args.out / "summary.csv", index=False)
-    title = f"{args.task_name}: {len(args.seeds)} seed(s), search budget {args.budget}, {args.epochs} supernet epochs"
+    title = f"{args.task_name}: {len(args.seeds)} seed(s), search budget {args.budget}, {args.epochs or 'default'} supernet epochs"
     plot(results, summary, args.out / "finishing.png", title)
     print(f"\n{title}; finishing config {FinishConfig(**finish).to_dict()}")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -184,7 +185,7 @@ def main() -> None:
     for text, ok in targets:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
     default_job = args.task == "digits" and args.data is None and str(args.budget) == DEFAULT_BUDGET \
-        and args.epochs == TrainConfig().epochs
+        and args.epochs is None
     if default_job:
         total = results.loc[results["method"] == "finished", "total_seconds"].mean()
         print(f"{'PASS' if total <= 300 else 'FAIL'}  the default job with finishing: {total:.0f} s (within 300 s)")

@@ -50,7 +50,7 @@ from benchmarks import proxy_ranking
 from nas.data.datasets import DataError, Split, load_data
 from nas.errors import UserError
 from nas.evaluation.accuracy import evaluate
-from nas.training.config import TrainConfig
+from nas.training.config import DEFAULT_EPOCHS, TrainConfig
 from nas.training.sampling import make_sampler
 from nas.training.train import make_optimizer, train_standalone, train_supernet
 from predictors.proxies import list_proxies
@@ -153,7 +153,7 @@ def main() -> None:
     ap.add_argument("--rules", nargs="+", default=["sandwich", "complexity", "uniform"],
                     help="sampling rules, each with optional recipe changes: uniform:num_random=4 sandwich:distill=false")
     ap.add_argument("--uniform-random", type=int, default=1, help="subnets per step of the uniform rule (1: single path)")
-    ap.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+    ap.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     ap.add_argument("--standalone-seeds", type=int, default=1)
     ap.add_argument("--supernet-seeds", type=int, default=1,
                     help="supernets per rule (seeds --seed, +1000, ...): how reproducible the supernet's ranking is")

@@ -54,9 +54,8 @@ from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
 from nas.finish.finetune import FinishConfig, FinishResult, choose_after_finishing, finish_subnet
 from nas.runs.files import load_supernet, read_json
-from nas.training.config import TrainConfig
+from nas.training.config import training_budget
 from nas.training.sampling import make_sampler
-from nas.training.train import steps_per_epoch
 from search_spaces import Arch, ArchError, HybridSupernet, get_family, get_space
 
 PIPELINE, RANDOM, BIGGEST = "nas search", "random search", "biggest that fits"
@@ -86,7 +85,9 @@ def verdict(a: float, a_std: float, b: float, b_std: float, test_size: int) -> t
 def search_args(args: argparse.Namespace, seed: int, run: Path, max_flops: int | None) -> list[str]:
     """The `nas search` command line of one seed: the default pipeline under the benchmark's limit."""
     argv = ["search", "--space", args.space_name, "--data", args.data_name, "--seed", str(seed),
-            "--budget", str(args.budget), "--epochs", str(args.epochs), "--device", args.device, "--out", str(run)]
+            "--budget", str(args.budget), "--device", args.device, "--out", str(run)]
+    if args.epochs is not None:
+        argv += ["--epochs", str(args.epochs)]
     if args.finish_budget is not None:
         argv += ["--finish-budget", str(args.finish_budget)]
     if args.max_latency_ms is not None:
@@ -171,7 +172,7 @@ def pipeline_row(run: Path, seconds: float, data: TaskData) -> dict:
     config = SearchRunConfig.from_dict(read_json(run / "config.json", "run config")["args"])
     train = config.train_config("cpu")
     chosen = read_json(run / "search.json", "search summary")["chosen"]
-    supernet_steps = train.epochs * steps_per_epoch(data, train)
+    supernet_steps = training_budget(train, len(data.train)).steps
     per_step = len(make_sampler(train.sampling, get_space(config.space, data.shape), num_random=train.num_random,
                                 seed=0).draws())
     finishing = chosen.get("finishing", {}).get("steps", 0) * config.finalists  # the finalists take as many
@@ -237,7 +238,7 @@ def main() -> None:
     ap.add_argument("--space", default=None, help="the search space for --data (default: the task's)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budget", default=SearchRunConfig().budget, help="search evaluations (default: nas search's)")
-    ap.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="supernet training epochs")
+    ap.add_argument("--epochs", type=int, default=None, help="supernet training epochs (default: the default budget)")
     ap.add_argument("--max-flops", type=int, default=None, help="FLOPs limit (default: the median of random subnets)")
     ap.add_argument("--max-latency-ms", type=float, default=None, help="a latency limit instead of the FLOPs limit")
     ap.add_argument("--budget-seconds", type=float, default=None,
@@ -275,7 +276,7 @@ def main() -> None:
     summary.to_csv(args.out / "summary.csv", index=False)
     limit = f"latency <= {args.max_latency_ms} ms" if max_flops is None else f"FLOPs <= {max_flops:,}"
     title = (f"{args.task_name}, {limit}: {len(args.seeds)} seed(s), search budget {args.budget}, "
-             f"{args.epochs} supernet epochs,\nfrom scratch {args.scratch_epochs or TrainConfig().epochs} epochs, "
+             f"{args.epochs or 'default'} supernet epochs,\nfrom scratch {args.scratch_epochs or 'default'} epochs, "
              f"random search for the pipeline's {args.budget_by}")
     plot(results, summary, args.out / "search_value.png", title)
     print("\n" + title.replace("\n", " "))

@@ -70,9 +70,9 @@ def test_config_round_trips_and_refuses_unknown_keys():
 
 
 def test_budget_is_a_fraction_of_the_from_scratch_steps(data):
-    assert scratch_steps(data) == 40 * 3
-    assert finish_steps(FinishConfig(), data) == 60
-    assert finish_steps(FinishConfig(how="scratch"), data) == 120
+    assert scratch_steps(data) == 334 * 3  # the default budget: 40 epochs, at least 1,000 steps in whole epochs
+    assert finish_steps(FinishConfig(), data) == 501
+    assert finish_steps(FinishConfig(how="scratch"), data) == 1002
     assert finish_steps(FinishConfig(budget=0.001), data) == 1
     assert finish_steps(FinishConfig(epochs=2), data) == 6
     assert finish_steps(FinishConfig(steps=7), data) == 7

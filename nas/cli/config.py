@@ -46,8 +46,9 @@ class RunConfig:
     data: str | None = None  # None: the built-in dataset of the space's kind
     seed: int = 0
     device: str = "auto"
-    # the training recipe (TrainConfig)
-    epochs: int = _TRAIN.epochs
+    # the training recipe (TrainConfig); the budget: epochs or steps (both None: the default)
+    epochs: int | None = _TRAIN.epochs
+    steps: int | None = _TRAIN.steps
     batch_size: int = _TRAIN.batch_size
     lr: float = _TRAIN.lr
     optimizer: Literal["adamw", "sgd"] = _TRAIN.optimizer
@@ -57,6 +58,8 @@ class RunConfig:
     num_random: int = _TRAIN.num_random
     no_distill: bool = not _TRAIN.distill
     hflip: bool = _TRAIN.hflip
+    train_threads: int | None = None  # torch's CPU threads for training and evaluation (None: torch's default)
+    no_standalone_check: bool = False  # skip the health check that trains the smallest subnet alone
     # Ray: results do not depend on these (a resumed run may change them)
     ray: bool = False
     ray_address: str | None = None
@@ -65,11 +68,12 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_field_types(self, skip=("strategy_options",))  # `_check_options`
         self.train_config("cpu")
-        if self.workers is not None and self.workers < 1:
-            raise FieldError("workers", f"must be >= 1, got {self.workers}")
+        for name in ("workers", "train_threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
 
     def train_config(self, device: str) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
+        return TrainConfig(epochs=self.epochs, steps=self.steps, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
                            weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs, sampling=self.sampling,
                            num_random=self.num_random, distill=not self.no_distill, hflip=self.hflip, seed=self.seed,
                            device=device)

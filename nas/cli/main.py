@@ -22,6 +22,14 @@ from nas.cli.checks import RECORDED_INVOCATION, check_measuring, recorded_search
 from nas.cli.config import RUN_CONFIGS, RunConfig, SearchRunConfig, finish_field, parse_option
 from nas.cli.failures import one_line, report_failure
 from nas.cli.parser import build_parser, flag
+from nas.cli.report import (
+    accuracy_text,
+    final_line,
+    record_in_search,
+    recorded_health,
+    say_problem,
+    say_problems,
+)
 from nas.cli.spaces import cmd_space, fitted_space
 from nas.cluster.evaluate import RayPool
 from nas.cluster.train import RAY_TRAIN_DIR, has_checkpoint, remove_checkpoints, train_distributed
@@ -49,8 +57,10 @@ from nas.search.loop import plain_value, read_evaluations, run_search
 from nas.search.ranking import search_ranking
 from nas.search.strategies import make_strategy
 from nas.search.zero_shot import run_zero_shot
+from nas.training.assess import assess_training
 from nas.training.checkpoint import CHECKPOINT_FILE
 from nas.training.config import TrainConfig
+from nas.training.health import Problem
 from nas.training.train import train_supernet
 from predictors import LatencyPredictor
 from search_spaces import ArchError, HybridSupernet, SearchSpace, SubnetModel, get_family, get_space
@@ -176,11 +186,17 @@ def _new_supernet(config: RunConfig, data: TaskData) -> HybridSupernet:
 
 
 def _train(supernet: HybridSupernet, config: TrainConfig, out: Path, data, *, show_progress: bool,
-           resume: bool = False, workers: int | None = None) -> tuple[dict, bool]:
-    """Train and write the supernet; also says whether Ctrl-C came during the last step or the final
-    evaluation (training was finished anyway: a search should stop before it starts)."""
+           resume: bool = False, workers: int | None = None, standalone: bool = True) -> tuple[dict, bool]:
+    """Train, check (`assess_training`: the summary's `health`; each problem said on stderr) and
+    write the supernet; also says whether Ctrl-C came during the last step or the final evaluation
+    (training was finished anyway: a search should stop before it starts)."""
     checkpoint = out / CHECKPOINT_FILE
-    stopped = False
+    stopped, said = False, []  # the problems said during training
+
+    def say(problem: Problem) -> None:
+        said.append(problem)
+        say_problem(problem)
+
     if workers:
         if show_progress:
             print(f"training the supernet on {workers} Ray Train workers (no progress display; a checkpoint after "
@@ -189,12 +205,22 @@ def _train(supernet: HybridSupernet, config: TrainConfig, out: Path, data, *, sh
     else:
         with finish_on_interrupt("the training step under way") as stop:
             summary = train_supernet(supernet, data, config, checkpoint=checkpoint, resume=resume,
-                                     show_progress=show_progress, stop=stop)
+                                     show_progress=show_progress, stop=stop, on_problem=say)
         stopped = stop()
+    summary["health"] = assess_training(supernet, data, config, summary, standalone=standalone,
+                                        show_progress=show_progress)
+    say_problems(summary["health"], said=said)
     save_supernet(out, supernet, {"train": config.to_dict(), "data": data.describe(), "summary": summary})
     checkpoint.unlink(missing_ok=True)  # the finished supernet supersedes the checkpoints
     remove_checkpoints(out)
     return summary, stopped
+
+
+def _set_threads(threads: int | None) -> None:
+    """--train-threads: torch's CPU threads for training and accuracy evaluation (latency is measured
+    with its own --threads)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 def _can_resume_training(out: Path) -> bool:
@@ -231,6 +257,7 @@ def _check_strategy(config: SearchRunConfig, space: SearchSpace) -> None:
 
 def cmd_train(args: argparse.Namespace, config: RunConfig) -> None:
     device = _device(config.device)
+    _set_threads(config.train_threads)
     train = config.train_config(device)
     dims = get_family(config.space).dims
     data_name = _data_name(config.data, dims)
@@ -250,13 +277,15 @@ def cmd_train(args: argparse.Namespace, config: RunConfig) -> None:
                                          "data": data.describe(), "versions": package_versions(),
                                          "hardware": describe_hardware(device)})
     summary, _ = _train(supernet, train, out, data, show_progress=not args.quiet, resume=args.resume,
-                        workers=workers)  # finished
-    print(f"supernet written to {out / SUPERNET_FILE}: validation accuracy largest "
-          f"{summary['val_acc_largest']:.3f}, smallest {summary['val_acc_smallest']:.3f}")
+                        workers=workers, standalone=not config.no_standalone_check)  # finished
+    health = summary["health"]
+    print(f"supernet written to {out / SUPERNET_FILE}: "
+          + accuracy_text(health, summary["val_acc_largest"], summary["val_acc_smallest"]))
 
 
 def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     device = _device(config.device)
+    _set_threads(config.train_threads)
     budget, limits = config.search_budget(), config.limits()
     source = config.latency_source()
     latency = source.settings
@@ -295,16 +324,29 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
         _zero_shot(evaluator, out, config, device, show_progress=not args.quiet)
         return
     if train is not None:
-        _, stopped = _train(supernet, train, out, data, show_progress=not args.quiet,
-                            resume=args.resume and _can_resume_training(out), workers=workers)
+        trained, stopped = _train(supernet, train, out, data, show_progress=not args.quiet,
+                                  resume=args.resume and _can_resume_training(out), workers=workers,
+                                  standalone=not config.no_standalone_check)
         if stopped:  # the supernet is written: a resume goes straight to the search
             raise KeyboardInterrupt
-    with RayPool(evaluator, workers=workers) if workers else nullcontext() as pool:
-        summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=config.strategy, seed=config.seed,
-                             objective=config.objective, show_progress=not args.quiet, check_limits=False,
-                             resume=args.resume, predictor=config.predictor,
-                             strategy_options=dict(config.strategy_options), pool=pool,
-                             finish=config.finish_config(device), finalists=config.finalists)
+        health = trained["health"]
+    else:
+        health = recorded_health(config.supernet or out)
+        say_problems(health)
+    record = {"path": str(Path(config.supernet or out / SUPERNET_FILE).resolve()),
+              "val_acc_largest": evaluate(supernet, data.val, supernet.space.largest(), device=device),
+              "val_acc_smallest": evaluate(supernet, data.val, supernet.space.smallest(), device=device),
+              "health": health}
+    print("supernet: " + accuracy_text(health, record["val_acc_largest"], record["val_acc_smallest"]))
+    try:
+        with RayPool(evaluator, workers=workers) if workers else nullcontext() as pool:
+            summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=config.strategy,
+                                 seed=config.seed, objective=config.objective, show_progress=not args.quiet,
+                                 check_limits=False, resume=args.resume, predictor=config.predictor,
+                                 strategy_options=dict(config.strategy_options), pool=pool,
+                                 finish=config.finish_config(device), finalists=config.finalists)
+    finally:
+        record_in_search(out, record)  # also when no subnet met the limits
     c = summary["chosen"]
     print(f"{summary['evaluations']} subnets evaluated in {summary['seconds']:.0f} s, {summary['feasible']} within the "
           f"limits, {summary['pareto_size']} on the Pareto front (hypervolume {summary['hypervolume']:.4f})")
@@ -327,6 +369,9 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     for kind, note in (("note", summary["latency"]["note"]), ("warning", check and check["note"])):
         if note:
             print(f"nas: {kind}: {note}", file=sys.stderr)
+
+    if (line := final_line(health)) is not None:
+        print(line)
 
 
 def _zero_shot(evaluator: Evaluator, out: Path, config: SearchRunConfig, device: str, *, show_progress: bool) -> None:

@@ -12,6 +12,7 @@ from nas.finish.finetune import HOW, FinishConfig
 from nas.hardware.profile import ProfileSettings
 from nas.hardware.targets import TARGETS
 from nas.search.strategies import list_strategies, strategies_with_predictor, strategy_options
+from nas.training.config import DEFAULT_EPOCHS, MIN_STEPS
 from nas.training.sampling import SAMPLING_RULES
 from predictors.accuracy import list_predictors
 from predictors.proxies import list_proxies
@@ -55,7 +56,10 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("supernet training")
     _setting(g, "space", help=f"search space: {list_spaces()} or a space .json file, fitted to --data (its channels, "
                               "classes and input size; `nas space show`) (default tiny)")
-    _setting(g, "epochs", type=int, help=f"default {DEFAULT.epochs}")
+    _setting(g, "epochs", type=int,
+             help=f"training length in epochs (default: {DEFAULT_EPOCHS} epochs, but at least {MIN_STEPS} optimizer "
+                  "steps on a small training set); or give --steps")
+    _setting(g, "steps", type=int, help="training length in optimizer steps, instead of --epochs")
     _setting(g, "batch_size", type=int, help=f"default {DEFAULT.batch_size}")
     _setting(g, "lr", type=float, help=f"peak learning rate (default {DEFAULT.lr})")
     _setting(g, "optimizer", choices=["adamw", "sgd"], help=f"default {DEFAULT.optimizer}")
@@ -69,6 +73,10 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     _setting(g, "no_distill", action="store_true",
              help="train every subnet on the labels, not on the largest's predictions")
     _setting(g, "hflip", action="store_true", help="random horizontal flips (natural images, not digits)")
+    _setting(g, "train_threads", type=int, metavar="N",
+             help="CPU threads of torch for training and accuracy evaluation (default: torch's, one per core)")
+    _setting(g, "no_standalone_check", action="store_true",
+             help="skip the health check that trains the smallest subnet alone for a quarter of the budget")
 
 
 def _add_ray(p: argparse.ArgumentParser, workers: str) -> None:

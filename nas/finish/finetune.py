@@ -29,7 +29,7 @@ from typing import Any, Literal
 from nas.data.datasets import TaskData
 from nas.errors import FieldError, UserError, check_field_types
 from nas.evaluation.accuracy import accuracy_and_loss, evaluate
-from nas.training.config import TrainConfig
+from nas.training.config import TrainConfig, training_budget
 from nas.training.train import steps_per_epoch, train_standalone
 from search_spaces import Arch, HybridSupernet, SubnetModel
 from search_spaces.arch import show
@@ -131,9 +131,8 @@ class FinishResult:
 
 
 def scratch_steps(data: TaskData) -> int:
-    """The optimizer steps of training a subnet from scratch with the default recipe."""
-    default = TrainConfig()
-    return default.epochs * steps_per_epoch(data, default)
+    """The optimizer steps of training a subnet from scratch with the default recipe and budget."""
+    return training_budget(TrainConfig(), len(data.train)).steps
 
 
 def recipe(config: FinishConfig) -> TrainConfig:

@@ -181,6 +181,9 @@ def load_supernet(path: str | Path, device: str = "cpu") -> HybridSupernet:
         raise UserError(f"supernet space file {meta_path}: {e}") from None
     check_supernet_fits(space, batch=1, optimizer=None, what=f"loaded from {path}")
     state = load_safetensors(path, "supernet file")
+    if bad := sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())):
+        raise UserError(f"supernet file {path} holds NaN or infinite weights ({len(bad)} tensors, e.g. {bad[0]}): "
+                        "its training diverged; train it again with a lower --lr")
     supernet = HybridSupernet(space)
     load_state(supernet, state, path, f"space {space.config.name!r}")
     return supernet.to(device)

@@ -81,9 +81,10 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def load_checkpoint(path: Path, supernet: HybridSupernet, opt: torch.optim.Optimizer, sampler: Sampler,
-                    gen: torch.Generator, config: TrainConfig) -> tuple[dict[str, Any], Tensor | None]:
+                    gen: torch.Generator, config: TrainConfig, epochs: int) -> tuple[dict[str, Any], Tensor | None]:
     """Restores the state in place; returns the progress (with the partial epoch's keys filled in)
-    and, mid-epoch, the data generator's state at the start of that epoch."""
+    and, mid-epoch, the data generator's state at the start of that epoch. `epochs`: the run's
+    (`training_budget(config, ...).epochs`)."""
     tensors, meta = read_checkpoint(path)
     try:  # parsed, so that a checkpoint written before a field was added (its default) still matches
         recorded_space = SpaceConfig.from_dict(meta["space"])
@@ -115,7 +116,7 @@ def load_checkpoint(path: Path, supernet: HybridSupernet, opt: torch.optim.Optim
         sampler.load_state_dict(meta["sampler"])
         gen.set_state(tensors["rng.generator"])
         torch.set_rng_state(tensors["rng.torch"])
-        progress = _check_progress(meta["progress"], config.epochs)
+        progress = _check_progress(meta["progress"], epochs)
         epoch_gen = tensors["rng.epoch_generator"] if progress["epoch_steps"] else None
     except (AttributeError, IndexError, KeyError, TypeError, ValueError, RuntimeError) as e:
         first_line = str(e).partition("\n")[0]

@@ -1,7 +1,14 @@
-"""The supernet training recipe: one frozen, validated value (a resumed run reads it from JSON)."""
+"""The supernet training recipe: one frozen, validated value (a resumed run reads it from JSON), and
+the training budget it gives on a dataset (`training_budget`).
+
+The budget is set in epochs or in optimizer steps, one of the two; by default it is `DEFAULT_EPOCHS`
+epochs, and at least `MIN_STEPS` steps: on a small training set 40 epochs are a few dozen
+steps, far too few for any subnet to learn (docs/design.md, "Training budget").
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -9,10 +16,14 @@ from nas.errors import FieldError, UserError, check_field_types, named
 from nas.training.sampling import SAMPLING_RULES
 from search_spaces.arch import show
 
+DEFAULT_EPOCHS = 40  # the default budget on a large training set
+MIN_STEPS = 1000  # the default budget's floor in optimizer steps (docs/benchmarks.md, "Training budget")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 40
+    epochs: int | None = None  # the budget in epochs; None with `steps` None: the default (`training_budget`)
+    steps: int | None = None  # the budget in optimizer steps (the last epoch may be cut short)
     batch_size: int = 64
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-3
@@ -32,9 +43,12 @@ class TrainConfig:
         check_field_types(self)  # the types first: a resumed run reads these values from a JSON file
         if not 0 <= self.seed < 2**63:
             raise FieldError("seed", f"must be in [0, 2**63), got {self.seed}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.steps is not None and self.epochs is not None:
+            raise FieldError("steps", f"and epochs are alternatives: give one, not both (got {self.steps} and {self.epochs})")
+        for name in ("epochs", "steps", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise FieldError(name, f"must be >= 1, got {value}")
         if self.optimizer not in ("adamw", "sgd"):
             raise FieldError("optimizer", f"must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.sampling not in SAMPLING_RULES:
@@ -62,3 +76,34 @@ class TrainConfig:
             raise UserError(f"{key}: unknown keys {show(unknown)}; allowed: {sorted(known)}")
         with named(lambda field: f"{key}.{field}"):
             return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """The optimizer steps of a training run on a training set of a given size, in epochs of
+    `steps_per_epoch` batches (the last epoch may be cut short)."""
+
+    steps: int
+    steps_per_epoch: int
+    warmup_steps: int
+
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.steps / self.steps_per_epoch)
+
+    def epoch_steps(self, epoch: int) -> int:
+        """The steps of epoch `epoch` (0-based)."""
+        return min(self.steps_per_epoch, self.steps - epoch * self.steps_per_epoch)
+
+
+def training_budget(config: TrainConfig, train_size: int) -> TrainingBudget:
+    """`config`'s budget on `train_size` training samples: its `steps`, its `epochs`, or the default,
+    `DEFAULT_EPOCHS` epochs but at least `MIN_STEPS` steps, in whole epochs."""
+    per_epoch = math.ceil(train_size / config.batch_size)
+    if config.steps is not None:
+        steps = config.steps
+    elif config.epochs is not None:
+        steps = config.epochs * per_epoch
+    else:
+        steps = max(DEFAULT_EPOCHS, math.ceil(MIN_STEPS / per_epoch)) * per_epoch
+    return TrainingBudget(steps=steps, steps_per_epoch=per_epoch, warmup_steps=config.warmup_epochs * per_epoch)

@@ -2,7 +2,9 @@
 
 Each step draws subnets with a sampling rule (`nas.training.sampling`: uniform single path, sandwich with
 in-place distillation, or complexity-aware) and accumulates their gradients into one optimizer
-update (Yu et al., BigNAS / "Universally Slimmable Networks"; AttentiveNAS; ElasticViT). AdamW or
+update (Yu et al., BigNAS / "Universally Slimmable Networks"; AttentiveNAS; ElasticViT). Students
+distill the teacher only in epochs after one whose teacher loss was below chance
+(`nas.training.health.teacher_learned`); before, they learn from the labels. AdamW or
 SGD, cosine schedule with linear warm-up, label smoothing, light augmentation for small images
 (random translation, optional horizontal flip), bfloat16 autocast on CUDA.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +41,15 @@ from nas.errors import UserError
 from nas.evaluation.accuracy import accuracy_and_loss, evaluate
 from nas.runs.progress import progress_bar
 from nas.training.checkpoint import load_checkpoint, save_checkpoint
-from nas.training.config import TrainConfig
+from nas.training.config import TrainConfig, training_budget
+from nas.training.health import (
+    Problem,
+    chance_accuracy,
+    chance_streaks,
+    check_finite_weights,
+    diverged,
+    teacher_learned,
+)
 from nas.training.parallel import DataParallel, sum_gradients
 from nas.training.sampling import Draw, make_sampler
 from search_spaces import HybridSupernet
@@ -93,13 +104,7 @@ def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> tor
 
 
 def steps_per_epoch(data: TaskData, config: TrainConfig) -> int:
-    return math.ceil(len(data.train) / config.batch_size)
-
-
-def _schedule_steps(data: TaskData, config: TrainConfig) -> tuple[int, int]:
-    """Total and warm-up optimizer steps."""
-    per_epoch = steps_per_epoch(data, config)
-    return per_epoch * config.epochs, per_epoch * config.warmup_epochs
+    return training_budget(config, len(data.train)).steps_per_epoch
 
 
 def _train_batches(data: TaskData, config: TrainConfig, gen: torch.Generator):
@@ -116,9 +121,11 @@ def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 
 
 def _update(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], config: TrainConfig) -> None:
-    """Clip the accumulated gradients, step, and clear them for the next step."""
-    if config.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    """Clip the accumulated gradients, step, and clear them for the next step; non-finite gradients
+    (which clipping would spread to every weight) stop training before they reach the weights."""
+    norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip if config.grad_clip > 0 else math.inf)
+    if not torch.isfinite(norm):
+        raise UserError(diverged(f"the gradient norm is {norm.item()}", config))
     opt.step()
     opt.zero_grad(set_to_none=True)
 
@@ -154,8 +161,8 @@ def train_standalone(model: torch.nn.Module, data: TaskData, config: TrainConfig
     model.to(config.device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, config)
-    total, warmup = _schedule_steps(data, config)
-    total = total if steps is None else steps
+    plan = training_budget(config if steps is None else replace(config, epochs=None, steps=steps), len(data.train))
+    total, warmup = plan.steps, plan.warmup_steps
     validate = select is not None or on_epoch is not None
     best = _BestWeights(model, select, data, config.device) if select is not None else None
     history: list[dict] = []
@@ -168,7 +175,7 @@ def train_standalone(model: torch.nn.Module, data: TaskData, config: TrainConfig
                 with autocast(config.device):
                     loss = F.cross_entropy(model(x).float(), y, label_smoothing=config.label_smoothing)
                 if not torch.isfinite(loss):
-                    raise UserError(f"training diverged: loss is {loss.item()}; lower --lr")
+                    raise UserError(diverged(f"the loss is {loss.item()}", config))
                 loss.backward()
                 _update(opt, params, config)
                 step += 1
@@ -237,8 +244,7 @@ def _step_losses(supernet: HybridSupernet, x: Tensor, y: Tensor, draws: list[Dra
             else:
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
         if not torch.isfinite(loss):
-            raise UserError(f"training diverged: the loss of subnet {draw.arch.id} is {loss.item()}; "
-                            "lower --lr (the last good checkpoint is kept)")
+            raise UserError(diverged(f"the loss of subnet {draw.arch.id} is {loss.item()}", config))
         loss.backward()
         if draw.role == "teacher":
             teacher = F.softmax(logits.detach().float(), dim=1)
@@ -263,16 +269,22 @@ def _parallel_step(supernet: HybridSupernet, x: Tensor, y: Tensor, draws: list[D
 
 def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig, *,
                    checkpoint: Path | None = None, resume: bool = False, show_progress: bool = True,
-                   stop: Callable[[], bool] | None = None, parallel: DataParallel | None = None) -> dict:
-    """Train in place; returns a JSON-able summary (history, time, validation accuracy of the extremes).
+                   stop: Callable[[], bool] | None = None, parallel: DataParallel | None = None,
+                   on_problem: Callable[[Problem], None] | None = None) -> dict:
+    """Train in place; returns a JSON-able summary (history, budget, time, validation accuracy of
+    the extremes, and the problems seen: `nas.training.health`).
 
-    With `checkpoint`, the training state is written there after every epoch; with `resume`, training
-    continues from that file (the config must equal the one it was written with). `stop` (one
-    process only) is polled after every step: when it turns true, the step under way is finished,
-    the state is checkpointed mid-epoch (the epoch's shuffle state and the steps done in it) and
-    `KeyboardInterrupt` is raised; resuming from there ends with the same weights as an
-    uninterrupted run. With `parallel`, this process is one worker of a data-parallel run (see
-    `DataParallel`).
+    The budget is `training_budget(config, len(data.train))`. With `checkpoint`, the training state
+    is written there after every epoch; with `resume`, training continues from that file (the
+    config must equal the one it was written with). `stop` (one process only) is polled after
+    every step: when it turns true, the step under way is finished, the state is checkpointed
+    mid-epoch (the epoch's shuffle state and the steps done in it) and `KeyboardInterrupt` is
+    raised; resuming from there ends with the same weights as an uninterrupted run. With
+    `parallel`, this process is one worker of a data-parallel run (see `DataParallel`).
+
+    A non-finite loss, gradient or weight stops training with a `UserError` before it reaches the
+    weights or a checkpoint; a streak of epochs at chance is reported to `on_problem` when it
+    appears, and every one is in the summary's `problems`.
     """
     if stop is not None and parallel is not None:
         raise ValueError("stop is for one process; a data-parallel run stops through its driver")
@@ -283,7 +295,8 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
     params = [p for p in supernet.parameters() if p.requires_grad]
     opt = make_optimizer(params, config)
     sampler = make_sampler(config.sampling, space, num_random=config.num_random, seed=config.seed)
-    total, warmup = _schedule_steps(data, config)
+    plan = training_budget(config, len(data.train))
+    chance = (space.config.num_classes, chance_accuracy(data.train.y), len(data.train))  # epoch_at_chance's
     largest, smallest = space.largest(), space.smallest()
     state: dict[str, Any] = {"epoch": 0, "step": 0, "seconds": 0.0, "history": [], "epoch_steps": 0,
                              "epoch_losses": [], "epoch_correct": 0}
@@ -291,14 +304,16 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
     if resume:
         if checkpoint is None:
             raise UserError("resume needs a checkpoint path")
-        state, epoch_gen = load_checkpoint(checkpoint, supernet, opt, sampler, gen, config)
+        state, epoch_gen = load_checkpoint(checkpoint, supernet, opt, sampler, gen, config, plan.epochs)
     epoch0, step, history = state["epoch"], state["step"], state["history"]
     start = time.perf_counter() - state["seconds"]
     run_start, seen = time.perf_counter(), 0
-    with progress_bar(total, f"training supernet ({config.sampling})", enabled=show_progress) as bar:
+    reported = len(chance_streaks(history, *chance, plan, config))  # streaks said before an interruption
+    with progress_bar(plan.steps, f"training supernet ({config.sampling})", enabled=show_progress,
+                      completed=step) as bar:
         if step:
-            bar.update(f"resumed at epoch {epoch0 + 1}", advance=step)
-        for epoch in range(epoch0, config.epochs):
+            bar.update(f"resumed at epoch {epoch0 + 1}", advance=0)
+        for epoch in range(epoch0, plan.epochs):
             resumed = epoch == epoch0 and state["epoch_steps"] > 0
             done = state["epoch_steps"] if resumed else 0  # steps of this epoch trained before an interruption
             losses = list(state["epoch_losses"]) if resumed else []
@@ -307,26 +322,32 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
                 assert epoch_gen is not None  # a mid-epoch checkpoint holds it
                 gen.set_state(epoch_gen)  # replay the epoch's shuffle and augmentation draws
             epoch_start_gen = gen.get_state()
+            # students learn from the teacher only while its loss is below chance; a teacher at chance
+            # teaches nothing but a constant output, in which the whole supernet would stay
+            step_config = replace(config, distill=config.distill and teacher_learned(history, chance[0]))
             count = min(done * config.batch_size, len(data.train))
             stopped = False
             for i, (x, y) in enumerate(_train_batches(data, config, gen)):
+                if i >= plan.epoch_steps(epoch):  # the budget ends inside this epoch
+                    break
                 if i < done:
                     continue
-                _set_lr(opt, lr_at(step, total, warmup, config.lr))
+                _set_lr(opt, lr_at(step, plan.steps, plan.warmup_steps, config.lr))
                 draws = sampler.draws()
-                loss, hits = (_step_losses(supernet, x, y, draws, config) if parallel is None
-                              else _parallel_step(supernet, x, y, draws, config, params, parallel))
+                loss, hits = (_step_losses(supernet, x, y, draws, step_config) if parallel is None
+                              else _parallel_step(supernet, x, y, draws, step_config, params, parallel))
                 _update(opt, params, config)
                 step += 1
                 seen += len(y)
                 losses.append(loss)
                 correct, count = correct + hits, count + len(y)
                 rate = seen / (time.perf_counter() - run_start)
-                bar.update(f"epoch {epoch + 1}/{config.epochs} loss {np.mean(losses):.3f} "
+                bar.update(f"epoch {epoch + 1}/{plan.epochs} loss {np.mean(losses):.3f} "
                            f"acc {correct / count:.3f} {rate:.0f} samples/s")
-                if stop is not None and stop() and len(losses) < steps_per_epoch(data, config):
+                if stop is not None and stop() and len(losses) < plan.epoch_steps(epoch):
                     stopped = True
                     break
+            check_finite_weights(params, config)  # before any checkpoint holds them
             if stopped:
                 if checkpoint is not None:
                     save_checkpoint(checkpoint, supernet, opt, sampler, gen, config,
@@ -335,23 +356,30 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
                                      "epoch_correct": correct}, epoch_gen=epoch_start_gen)
                 raise KeyboardInterrupt
             history.append({
-                "epoch": epoch + 1, "loss": float(np.mean(losses)), "train_acc": correct / count,
+                "epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)), "train_acc": correct / count,
+                "distilled": step_config.distill,
                 "val_acc_largest": evaluate(supernet, data.val, largest, device=device),
                 "val_acc_smallest": evaluate(supernet, data.val, smallest, device=device),
                 "seconds": time.perf_counter() - start,
             })
+            streaks = chance_streaks(history, *chance, plan, config)
+            if on_problem is not None and len(streaks) > reported:
+                on_problem(streaks[-1])  # a streak reached its length at this epoch
+            reported = len(streaks)
             if checkpoint is not None and (parallel is None or parallel.rank == 0):
                 save_checkpoint(checkpoint, supernet, opt, sampler, gen, config,
                                 {"epoch": epoch + 1, "step": step, "seconds": time.perf_counter() - start,
                                  "history": history})
             if parallel is not None:
                 parallel.epoch_end(history[-1])
-            if stop is not None and stop() and epoch + 1 < config.epochs:
+            if stop is not None and stop() and epoch + 1 < plan.epochs:
                 raise KeyboardInterrupt
     return {
         "epochs": history,
+        "steps": plan.steps, "steps_per_epoch": plan.steps_per_epoch, "warmup_steps": plan.warmup_steps,
         "seconds": time.perf_counter() - start,
         "samples_per_second": seen / max(time.perf_counter() - run_start, 1e-9) if seen else None,
         "val_acc_largest": history[-1]["val_acc_largest"],  # measured after the last epoch
         "val_acc_smallest": history[-1]["val_acc_smallest"],
+        "problems": [p.to_dict() for p in chance_streaks(history, *chance, plan, config)],
     }

@@ -1,0 +1,80 @@
+"""What `nas train` and `nas search` say about the health of their supernet (`nas.training.health`):
+one line per problem on stderr as it is found, the extremes' validation accuracy and the status in
+the final lines, and the same in the run's JSON.
+
+A run whose supernet training failed (no subnet above chance) still goes to its end with exit code
+0: the model it hands over carries its own validation accuracy, measured after finishing. What can't
+be trusted is the search's ranking, and the final line and search.json say so."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nas.runs.files import SPACE_FILE, SUPERNET_FILE, read_json, write_json
+from nas.training.health import Problem
+
+
+def say_problem(problem: Problem | dict[str, Any]) -> None:
+    """One line on stderr: `nas: warning: ...` or `nas: failed: ...`."""
+    p = problem if isinstance(problem, Problem) else Problem(**problem)
+    print(f"nas: {p.level}: {p.message}", file=sys.stderr)
+
+
+def say_problems(health: dict[str, Any] | None, *, said: Sequence[Problem] = ()) -> None:
+    """Each problem of a health record but those `said` already (during training)."""
+    for problem in (health or {}).get("problems", []):
+        if Problem(**problem) not in said:
+            say_problem(problem)
+
+
+def accuracy_text(health: dict[str, Any] | None, largest: float, smallest: float) -> str:
+    """`validation accuracy largest 0.903, smallest 0.871 (healthy)`, with the status when it is not ok."""
+    text = f"validation accuracy largest {largest:.3f}, smallest {smallest:.3f}"
+    if health is None:
+        return text + " (training health not recorded)"
+    alone = health.get("standalone")
+    if health["status"] == "ok":
+        return text + (f" (healthy; the smallest trained alone: {alone['val_acc']:.3f})" if alone else " (healthy)")
+    return text + f" ({status_text(health)})"
+
+
+def status_text(health: dict[str, Any]) -> str:
+    problems = health["problems"]
+    if health["status"] == "failed":
+        return "SUPERNET TRAINING FAILED: its results can't be trusted (see above)"
+    return f"{len(problems)} training warning{'s' * (len(problems) > 1)} above: its results may not be trustworthy"
+
+
+def final_line(health: dict[str, Any] | None) -> str | None:
+    """The line that ends a search whose supernet is not healthy (None when it is, or unknown): its
+    worst problem, and how many more there are."""
+    if health is None or health["status"] == "ok":
+        return None
+    problems = sorted(health["problems"], key=lambda p: p["level"] != "failed")  # a failure first
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    what = "FAILED" if health["status"] == "failed" else "raised a warning"
+    return f"nas: this run's supernet training {what}: {problems[0]['message']}{more}; recorded in search.json"
+
+
+def recorded_health(supernet: str | Path) -> dict[str, Any] | None:
+    """The health recorded with a trained supernet (a run folder or its .safetensors file), None when
+    it has none (trained before health was recorded, or saved by other means)."""
+    path = Path(supernet)
+    meta = (path if path.is_dir() else path.parent) / SPACE_FILE
+    if (path.is_dir() and not (path / SUPERNET_FILE).is_file()) or not meta.is_file():
+        return None
+    recorded = read_json(meta, "supernet space file")
+    summary = recorded.get("summary") if isinstance(recorded, dict) else None
+    found = summary.get("health") if isinstance(summary, dict) else None
+    return found if isinstance(found, dict) and found.get("status") in ("ok", "warning", "failed") else None
+
+
+def record_in_search(out: Path, record: dict[str, Any]) -> None:
+    """Adds the supernet's record (its extremes' validation accuracy and health) to a written search.json."""
+    path = out / "search.json"
+    if path.is_file():
+        summary = read_json(path, "search summary")
+        write_json(path, {**summary, "supernet": record})
