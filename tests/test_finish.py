@@ -100,7 +100,7 @@ def test_finetune_improves_validation_loss_and_leaves_the_supernet_alone(superne
 
 def test_the_best_epoch_is_kept(supernet, arch, data):
     # a learning rate warming up to a huge peak: the first epochs improve, the later ones get worse
-    result = finish(supernet, arch, data, lr=0.1, epochs=5, warmup_epochs=5, patience=0)
+    result = finish(supernet, arch, data, lr=0.12, epochs=5, warmup_epochs=5, patience=0)
     losses = {h["step"]: h["val_loss"] for h in result.history}
     r = result.record
     assert 0 < r.best_step < r.steps == 15, losses  # the case is what it should be: the best in the middle
@@ -113,7 +113,7 @@ def test_the_best_epoch_is_kept(supernet, arch, data):
             end = step
             break
         best = loss
-    early = finish(supernet, arch, data, lr=0.1, epochs=5, warmup_epochs=5, patience=1)
+    early = finish(supernet, arch, data, lr=0.12, epochs=5, warmup_epochs=5, patience=1)
     assert early.record.steps == end and early.record.val_loss_after == best
 
 

@@ -23,12 +23,13 @@ from nas.cli.config import RUN_CONFIGS, RunConfig, SearchRunConfig, finish_field
 from nas.cli.failures import one_line, report_failure
 from nas.cli.parser import build_parser, flag
 from nas.cli.report import (
+    Said,
     accuracy_text,
     final_line,
     record_in_search,
     recorded_health,
-    say_problem,
     say_problems,
+    supernet_record,
 )
 from nas.cli.spaces import cmd_space, fitted_space
 from nas.cluster.evaluate import RayPool
@@ -60,7 +61,6 @@ from nas.search.zero_shot import run_zero_shot
 from nas.training.assess import assess_training
 from nas.training.checkpoint import CHECKPOINT_FILE
 from nas.training.config import TrainConfig
-from nas.training.health import Problem
 from nas.training.train import train_supernet
 from predictors import LatencyPredictor
 from search_spaces import ArchError, HybridSupernet, SearchSpace, SubnetModel, get_family, get_space
@@ -191,12 +191,7 @@ def _train(supernet: HybridSupernet, config: TrainConfig, out: Path, data, *, sh
     write the supernet; also says whether Ctrl-C came during the last step or the final evaluation
     (training was finished anyway: a search should stop before it starts)."""
     checkpoint = out / CHECKPOINT_FILE
-    stopped, said = False, []  # the problems said during training
-
-    def say(problem: Problem) -> None:
-        said.append(problem)
-        say_problem(problem)
-
+    stopped, said = False, Said()  # says the problems found during training, and keeps them
     if workers:
         if show_progress:
             print(f"training the supernet on {workers} Ray Train workers (no progress display; a checkpoint after "
@@ -205,11 +200,11 @@ def _train(supernet: HybridSupernet, config: TrainConfig, out: Path, data, *, sh
     else:
         with finish_on_interrupt("the training step under way") as stop:
             summary = train_supernet(supernet, data, config, checkpoint=checkpoint, resume=resume,
-                                     show_progress=show_progress, stop=stop, on_problem=say)
+                                     show_progress=show_progress, stop=stop, on_problem=said)
         stopped = stop()
     summary["health"] = assess_training(supernet, data, config, summary, standalone=standalone,
                                         show_progress=show_progress)
-    say_problems(summary["health"], said=said)
+    say_problems(summary["health"], said=said.problems)
     save_supernet(out, supernet, {"train": config.to_dict(), "data": data.describe(), "summary": summary})
     checkpoint.unlink(missing_ok=True)  # the finished supernet supersedes the checkpoints
     remove_checkpoints(out)
@@ -333,10 +328,7 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     else:
         health = recorded_health(config.supernet or out)
         say_problems(health)
-    record = {"path": str(Path(config.supernet or out / SUPERNET_FILE).resolve()),
-              "val_acc_largest": evaluate(supernet, data.val, supernet.space.largest(), device=device),
-              "val_acc_smallest": evaluate(supernet, data.val, supernet.space.smallest(), device=device),
-              "health": health}
+    record = supernet_record(supernet, data, Path(config.supernet or out / SUPERNET_FILE), health, device)
     print("supernet: " + accuracy_text(health, record["val_acc_largest"], record["val_acc_smallest"]))
     try:
         with RayPool(evaluator, workers=workers) if workers else nullcontext() as pool:

@@ -13,14 +13,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nas.data.datasets import TaskData
+from nas.evaluation.accuracy import evaluate
 from nas.runs.files import SPACE_FILE, SUPERNET_FILE, read_json, write_json
 from nas.training.health import Problem
+from search_spaces import HybridSupernet
 
 
 def say_problem(problem: Problem | dict[str, Any]) -> None:
     """One line on stderr: `nas: warning: ...` or `nas: failed: ...`."""
     p = problem if isinstance(problem, Problem) else Problem(**problem)
     print(f"nas: {p.level}: {p.message}", file=sys.stderr)
+
+
+class Said:
+    """`on_problem` of `train_supernet`: says each problem as it is found, and keeps it."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def __call__(self, problem: Problem) -> None:
+        self.problems.append(problem)
+        say_problem(problem)
 
 
 def say_problems(health: dict[str, Any] | None, *, said: Sequence[Problem] = ()) -> None:
@@ -78,3 +92,12 @@ def record_in_search(out: Path, record: dict[str, Any]) -> None:
     if path.is_file():
         summary = read_json(path, "search summary")
         write_json(path, {**summary, "supernet": record})
+
+
+def supernet_record(supernet: HybridSupernet, data: TaskData, path: Path, health: dict[str, Any] | None,
+                    device: str) -> dict[str, Any]:
+    """What search.json records of its supernet: its file, the validation accuracy of its extremes
+    on the search's data, and its training health (None when not recorded)."""
+    space = supernet.space
+    return {"path": str(path.resolve()), "val_acc_largest": evaluate(supernet, data.val, space.largest(), device=device),
+            "val_acc_smallest": evaluate(supernet, data.val, space.smallest(), device=device), "health": health}
