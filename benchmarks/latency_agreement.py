@@ -11,8 +11,10 @@ first, then shuffled), and each pass is summarized twice:
 
 - without re-measurement: the front and the choice from that pass's single readings;
 - with it: after `nas.search.remeasure.remeasure_latency` (the front and the subnets near it and the
-  limit measured again in interleaved rounds, orders drawn from the pass's own seed), as
-  `nas search` does before its choice; the chosen subnet is then re-measured as handed over.
+  limit measured again as deployed in interleaved rounds, orders drawn from the pass's own seed), as
+  `nas search` does before its choice: the resolved front (latencies closer than the machine's
+  resolution are ties) and, beside it, the plain front of the same re-measured latencies; the chosen
+  subnet is then re-measured as handed over.
 
 Accuracies are the same in every pass (the supernet's, measured once), so the fronts differ only by
 latency. Reported per pair of passes: the share of front members they agree on (|A and B| / |A or
@@ -82,14 +84,19 @@ def one_pass(evaluator: Evaluator, table: pd.DataFrame, order: np.ndarray, limit
     again = plain.copy()
     rng = np.random.default_rng(seed)
     done = remeasure_latency(evaluator, again, limits=limits, column="latency_ms", settings=remeasure, rng=rng)
+    resolution = 0.0 if done is None else done.resolution
     raw = again.copy()  # the same rounds without the drift correction: does the reference help?
     if done is not None:
         for i, r in done.session.models.items():
             raw.at[i, "latency_ms"] = float(np.median([x * d for x, d in zip(r.readings_ms, done.session.drift)]))
         raw = with_readings(raw, raw["latency_ms"].tolist(), limits)
-    result = {"pass_seconds": measured, "front_without": [str(plain.at[i, "id"]) for i in feasible_front(plain, "latency_ms")],
-              "front_with": [str(again.at[i, "id"]) for i in feasible_front(again, "latency_ms")],
-              "front_with_uncorrected": [str(raw.at[i, "id"]) for i in feasible_front(raw, "latency_ms")],
+
+    def ids(t: pd.DataFrame, resolution: float = 0.0) -> list[str]:
+        return [str(t.at[i, "id"]) for i in feasible_front(t, "latency_ms", resolution=resolution)]
+
+    result = {"pass_seconds": measured, "resolution": resolution, "front_without": ids(plain),
+              "front_with": ids(again, resolution), "front_with_plain": ids(again),
+              "front_with_uncorrected": ids(raw, resolution),
               "chosen_without": chosen_id(plain), "chosen_with": chosen_id(again),
               "feasible_without": int(plain["feasible"].sum()), "feasible_with": int(again["feasible"].sum()),
               "remeasured": None if done is None else done.record(remeasure)}
@@ -150,19 +157,22 @@ def main() -> None:
         order = np.arange(len(table)) if k == 0 else np.random.default_rng(1000 + k).permutation(len(table))
         passes.append(one_pass(evaluator, table, order, limits, seed=args.seed + k, remeasure=remeasure))
         r = passes[-1]
-        print(f"pass {k}: measured in {r['pass_seconds']:.1f} s; front without {len(r['front_without'])}, with "
+        print(f"pass {k}: measured in {r['pass_seconds']:.1f} s; resolution {r['resolution']:.3f}; front without "
+              f"{len(r['front_without'])}, with "
               f"{len(r['front_with'])}; re-measured {r['remeasured'] and r['remeasured']['subnets']} subnets in "
               f"{r['remeasured'] and r['remeasured']['seconds']:.1f} s; handed over {r.get('handed_over')}", flush=True)
     summary = {"subnets": len(table), "limit_ms": args.max_latency_ms, "rounds": args.rounds, "passes": passes,
                "front_agreement_without": pairs(passes, "front_without"),
                "front_agreement_with": pairs(passes, "front_with"),
+               "front_agreement_with_plain": pairs(passes, "front_with_plain"),
                "front_agreement_with_uncorrected": pairs(passes, "front_with_uncorrected"),
                "same_choice_without": [a["chosen_without"] == b["chosen_without"] for a, b in itertools.combinations(passes, 2)],
                "same_choice_with": [a["chosen_with"] == b["chosen_with"] for a, b in itertools.combinations(passes, 2)]}
     if args.searches:
         summary["searches"] = whole_searches(evaluator, args, limits, remeasure)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    for key in ("front_agreement_without", "front_agreement_with", "front_agreement_with_uncorrected",
+    for key in ("front_agreement_without", "front_agreement_with", "front_agreement_with_plain",
+                "front_agreement_with_uncorrected",
                 "same_choice_without", "same_choice_with"):
         print(f"{key}: {summary[key]}")
     if args.searches:
@@ -179,8 +189,10 @@ def whole_searches(evaluator: Evaluator, args: argparse.Namespace, limits: Limit
                              seed=args.seed, show_progress=False, remeasure=remeasure)
         table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
         search_only = with_readings(table, table["latency_search_ms"].tolist(), limits)
+        resolution = summary["latency"].get("rounds", {}).get("resolution", 0.0)
         runs.append({"front_without": [str(search_only.at[i, "id"]) for i in feasible_front(search_only, "latency_ms")],
-                     "front_with": [str(table.at[i, "id"]) for i in feasible_front(table, "latency_ms")],
+                     "front_with": [str(table.at[i, "id"]) for i in feasible_front(table, "latency_ms", resolution=resolution)],
+                     "resolution": resolution,
                      "chosen": summary["chosen"]["id"], "search_seconds": summary["seconds"],
                      "remeasure_seconds": summary["latency"].get("rounds", {}).get("seconds"),
                      "meets_limit": summary["chosen"]["latency_handed_over"]["meets_limit"]})

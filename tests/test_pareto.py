@@ -13,6 +13,7 @@ from nas.search.pareto import (
     hypervolume_reference,
     non_dominated_sort,
     pareto_indices,
+    resolved_front_indices,
 )
 
 
@@ -83,3 +84,38 @@ def test_hypervolume_improvement_matches_the_hypervolume_difference():
         base = hypervolume_2d(front, ref)
         expected = [hypervolume_2d(np.vstack([front, p]), ref) - base for p in points]
         assert np.allclose(hypervolume_improvement(front, points, ref), expected)
+
+
+def _beaten_by_brute_force(merit, cost, resolution) -> list[int]:
+    scale = 1 + resolution
+    return sorted(i for i in range(len(cost)) if not any(
+        j != i and merit[j] >= merit[i] and cost[j] <= cost[i] * scale and (merit[j] > merit[i] or cost[j] * scale < cost[i])
+        for j in range(len(cost))))
+
+
+def test_resolved_front_treats_costs_within_the_resolution_as_ties():
+    merit = np.array([0.80, 0.81, 0.82, 0.83, 0.90, 0.70])
+    cost = np.array([0.50, 0.51, 0.52, 0.53, 0.80, 0.30])
+    # plain: every point of the cluster is on the front; at 5%, the most accurate of the cluster beats the rest
+    assert resolved_front_indices(merit, cost, 0.0) == [5, 0, 1, 2, 3, 4]
+    assert resolved_front_indices(merit, cost, 0.05) == [5, 3, 4]
+    # at 70% no saving is resolvable (0.30 x 1.7 > 0.50, 0.53 x 1.7 > 0.80): the most accurate beats all
+    assert resolved_front_indices(merit, cost, 0.7) == [4]
+    # equal merit: the cheaper wins only when resolvably cheaper; else both stay
+    assert resolved_front_indices(np.array([0.9, 0.9]), np.array([1.0, 1.03]), 0.05) == [0, 1]
+    assert resolved_front_indices(np.array([0.9, 0.9]), np.array([1.0, 1.10]), 0.05) == [0]
+    with pytest.raises(ValueError, match="resolution"):
+        resolved_front_indices(merit, cost, -0.1)
+    assert resolved_front_indices(np.zeros(0), np.zeros(0), 0.1) == []
+
+
+def test_resolved_front_matches_its_definition_and_contains_the_plain_front():
+    rng = np.random.default_rng(0)
+    for k in range(200):
+        n = int(rng.integers(1, 30))
+        merit, cost = np.round(rng.random(n), 1), np.round(rng.random(n) + 0.1, 2)
+        resolution = (0.0, 0.03, 0.2)[k % 3]
+        front = resolved_front_indices(merit, cost, resolution)
+        assert sorted(front) == _beaten_by_brute_force(merit, cost, resolution) and front
+        if resolution == 0:
+            assert set(pareto_indices(np.column_stack([-merit, cost]))) <= set(front)

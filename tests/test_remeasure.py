@@ -52,18 +52,24 @@ class FakeTimer:
 def fake_timer(true_ms: Callable[[Arch], float], first: Callable[[Arch], float] = lambda a: 1.0,
                deployed: float | None = None) -> Callable[[torch.nn.Module], FakeTimer]:
     """`Evaluator.timer` on a noisy machine: a subnet's first two readings (the search's, warm-up
-    included) are `first(arch)` times its true latency, later ones within 1% of it; a handed-over
-    model (`DeployedModel`) reads `deployed` ms when given."""
+    included) are `first(arch)` times its true latency, later ones within 1% of it. The re-measurement
+    before the choice times a subnet as deployed (a `DeployedModel`, timed once per subnet); a later
+    `DeployedModel` of the same subnet is the handed-over model, and reads `deployed` ms when given."""
     count: dict[str, int] = {}
+    timed_as_deployed: dict[str, int] = {}
     wobble = itertools.cycle([0.99, 1.0, 1.01])
 
     def timer(model: torch.nn.Module) -> FakeTimer:
         arch = model.arch
+        handed_over = False
+        if isinstance(model, DeployedModel):
+            timed_as_deployed[arch.id] = timed_as_deployed.get(arch.id, 0) + 1
+            handed_over = timed_as_deployed[arch.id] > 1
 
         def readings() -> Iterator[float]:
             while True:
                 count[arch.id] = count.get(arch.id, 0) + 1
-                if isinstance(model, DeployedModel) and deployed is not None:
+                if handed_over and deployed is not None:
                     yield deployed * next(wobble)
                 else:
                     yield true_ms(arch) * (first(arch) if count[arch.id] <= 2 else next(wobble))
@@ -152,6 +158,53 @@ def test_rounds_change_a_front_built_on_a_noisy_timer() -> None:
     assert done.record(Remeasure(rounds=3))["reference"] == evaluator.supernet.space.smallest().id
 
 
+class NoisyMachine:
+    """`Evaluator.timer` on a machine whose every reading is its model's true latency times a
+    log-normal factor of `spread` (independent draws from `seed`)."""
+
+    def __init__(self, truth: dict[str, float], spread: float, seed: int):
+        self.truth, self.spread, self.rng = truth, spread, np.random.default_rng(seed)
+
+    def __call__(self, model: torch.nn.Module) -> FakeTimer:
+        ms = self.truth[model.arch.id]
+        return FakeTimer(ms * float(np.exp(self.rng.normal(0, self.spread))) for _ in itertools.count())
+
+
+def test_two_noisy_sessions_agree_on_the_resolved_front_and_keep_room_under_the_limit() -> None:
+    evaluator = _evaluator()
+    # a cluster of equal latencies; a slower, more accurate subnet; one just under the limit
+    true = [(0.80, 0.50), (0.81, 0.50), (0.82, 0.50), (0.83, 0.50), (0.90, 0.80), (0.95, 0.99)]
+    table, archs = _table(evaluator, true)
+    truth = {a.id: ms for a, (_, ms) in zip(archs, true)} | {evaluator.supernet.space.smallest().id: 0.4}
+    limits, plain, resolved = Limits(max_latency_ms=LIMIT), [], []
+    for seed in range(3):
+        session = table.copy()
+        evaluator.timer = NoisyMachine(truth, spread=0.02, seed=seed)  # type: ignore[method-assign]
+        done = remeasure_latency(evaluator, session, limits=limits, column="latency_ms", settings=Remeasure(rounds=5),
+                                 rng=np.random.default_rng(seed))
+        assert done is not None and sorted(done.rows) == list(range(6))
+        assert 0.01 < done.resolution < 0.1 and done.record(Remeasure())["resolution"] == done.resolution
+        # 0.99 ms meets the 1 ms limit by less than the resolution: not feasible
+        assert not session.at[5, "feasible"] and session.at[5, "latency_ms"] * (1 + done.resolution) > LIMIT
+        plain.append(feasible_front(session, "latency_ms"))
+        resolved.append(feasible_front(session, "latency_ms", resolution=done.resolution))
+    assert len({tuple(f) for f in plain}) > 1  # the plain front changes with the noise
+    assert resolved == [[3, 4]] * 3  # the resolved one does not: the most accurate of the cluster, then the slower one
+
+
+def test_the_remeasurement_fits_in_its_time() -> None:
+    evaluator = _evaluator()
+    table, archs = _table(evaluator, [(0.5 + 0.05 * k, 0.5 + 0.01 * k) for k in range(6)])
+    truth = {a.id: 0.5 for a in archs} | {evaluator.supernet.space.smallest().id: 0.4}
+    evaluator.timer = NoisyMachine(truth, spread=0.0, seed=0)  # type: ignore[method-assign]
+    settings = Remeasure(rounds=4, samples=10, warmup=0, max_seconds=0.07)  # 4 x 10 x ~0.5 ms = 0.02 s a subnet
+    assert settings.seconds_for(0.5) == pytest.approx(0.02)
+    done = remeasure_latency(evaluator, table, limits=Limits(max_latency_ms=LIMIT), column="latency_ms",
+                             settings=settings, rng=np.random.default_rng(0))
+    assert done is not None and len(done.rows) == 3 and done.considered == 6
+    assert done.resolution == 0.0  # no spread at all
+
+
 def test_other_objectives_remeasure_only_near_the_latency_limit() -> None:
     table, _ = _table(_evaluator(), [(0.9, 0.5), (0.8, 0.95), (0.7, 1.1), (0.95, 2.0)])
     table["flops"] = [4, 3, 2, 1]
@@ -213,7 +266,8 @@ def test_rounds_zero_measures_once_as_before(tmp_path) -> None:
     assert not set(COLUMNS) & set(table.columns) and (table["latency_ms"] == 0.75).all()
 
 
-@pytest.mark.parametrize("field, value", [("rounds", -1), ("margin", 1.0), ("samples", 0), ("max_subnets", True)])
+@pytest.mark.parametrize("field, value", [("rounds", -1), ("margin", 1.0), ("samples", 0), ("max_subnets", True),
+                                          ("max_seconds", -1.0), ("resolution_iqrs", float("nan"))])
 def test_settings_name_the_bad_field(field, value) -> None:
     with pytest.raises(FieldError, match=f"^{field} must be"):
         Remeasure(**{field: value})
@@ -222,8 +276,8 @@ def test_settings_name_the_bad_field(field, value) -> None:
 def test_cli_says_what_the_handed_over_model_measured_and_that_it_missed(trained_run, tmp_path, monkeypatch,
                                                                         capsys) -> None:
     space = get_space("tiny")
-    monkeypatch.setattr(Evaluator, "timer", lambda self, model: fake_timer(
-        lambda a: space.count_flops(a) / 4e6, deployed=1.5 if isinstance(model, DeployedModel) else None)(model))
+    timer = fake_timer(lambda a: space.count_flops(a) / 4e6, deployed=1.5)
+    monkeypatch.setattr(Evaluator, "timer", lambda self, model: timer(model))
     assert main(["search", "--supernet", str(trained_run), "--budget", "4", "--max-latency-ms", "1", "--finish",
                  "inherit", "--quiet", "--out", str(tmp_path / "run")]) == 0
     out, err = capsys.readouterr()

@@ -393,7 +393,8 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
                                merit=merit)
     feasible = table["feasible"].to_numpy(dtype=bool)
     ok = table[feasible]
-    front_rows = feasible_front(table, column, merit)
+    resolution = rounds.resolution if rounds is not None else 0.0
+    front_rows = feasible_front(table, column, merit, resolution=resolution if column == "latency_ms" else 0.0)
     # the hypervolume is accuracy's whatever the ranking (the reported metric: comparable across runs);
     # reference point: zero accuracy and the objective's limit (or 1.01 x the costliest evaluated subnet)
     ref = hypervolume_reference(limits.limit_of(objective), without_limit=lambda: float(table[column].max()) * 1.01)
@@ -451,7 +452,8 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     costs = evaluator_costs(evaluator, row)
     check = handed_over(evaluator, model, costs, table, chosen, out, limits=limits, column=column, settings=remeasure,
                         rng=rng, rounds=rounds)  # never a silent miss
-    latency["note"] = noise_note(table, front_rows, column=column, limit=limits.max_latency_ms, chosen=chosen)
+    latency["note"] = noise_note(table, front_rows, column=column, limit=limits.max_latency_ms, chosen=chosen,
+                                 resolution=resolution)
     model_dir = save_model_folder(out / "models" / arch.id, model, metrics=info, costs=costs,
                                   data=evaluator.data.describe(), space=evaluator.supernet.space.config.name)
     summary["chosen"] = {"id": arch.id, "path": str(model_dir.relative_to(out)), **info,  # relative to the run folder

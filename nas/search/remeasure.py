@@ -1,16 +1,25 @@
 """Latency that ranks subnets, not noise: the subnets that decide the front or the limit are measured
-again in interleaved rounds before the choice, and the model handed over is re-measured as deployed.
+again in interleaved rounds before the choice, as they are deployed, and the model handed over is
+re-measured the same way.
 
 A search measures each subnet once. On a shared machine one reading can be off by a quarter or more
 (a busy spell, the first measurement of a process), which is more than the differences between
 neighbours on a front. Before the choice, `remeasure_latency` takes the subnets that a reading off
 by `margin` either way could put on the front or on the other side of the latency limit (every
-other subnet is dominated, or over the limit, whatever its latency within the margin), at most
-`max_subnets` of them (those a smaller error could move first), and measures them again in `rounds`
-interleaved rounds beside a reference subnet that corrects for the machine's drift
-(`nas.hardware.rounds`). Their latency becomes the median of the rounds; feasibility and the front
-are recomputed from it, and the rounds' minimum and maximum are recorded beside the search's reading.
-`noise_note` says when the rounds differ more than the latencies that decide the front or the limit.
+other subnet is dominated, or over the limit, whatever its latency within the margin), as many as
+fit in `max_seconds` of measuring (at most `max_subnets`; those a smaller error could move first),
+and measures each as it is deployed (extracted, preprocessing inside, at the input size the costs
+are for) in `rounds` interleaved rounds beside a reference subnet that corrects for the machine's
+drift (`nas.hardware.rounds`). Their latency becomes the median of the rounds, and the rounds'
+minimum and maximum are recorded beside the search's reading.
+
+Repeated rounds still differ, and two sessions differ by about twice the spread of one subnet's
+rounds. That is the machine's **resolution**: `resolution_iqrs` times the median relative
+inter-quartile range of the rounds. Latencies closer than it are ties: the front is the resolved
+front (`nas.search.pareto.resolved_front_indices`: a subnet leaves it only for one at least as
+accurate and not resolvably slower), and a re-measured subnet is feasible only when its latency
+meets the limit with the resolution to spare (latency x (1 + resolution)), so that the model handed
+over meets its limit when measured again. `noise_note` says when the resolution is coarse.
 
 `check_handed_over` measures the model that is handed over (finished, preprocessing inside) as it
 is deployed, on the same target, threads and batch, in the same kind of rounds on the same scale,
@@ -38,7 +47,7 @@ from nas.evaluation.limits import Limits
 from nas.finish.package import DeployedModel
 from nas.hardware.rounds import Interleaved, interleaved_rounds
 from nas.hardware.targets import TargetTimer
-from nas.search.pareto import pareto_indices
+from nas.search.pareto import pareto_indices, resolved_front_indices
 from search_spaces import Arch, SubnetModel
 from search_spaces.static import at_input_size
 
@@ -50,13 +59,18 @@ COLUMNS = ["latency_search_ms", "latency_low_ms", "latency_high_ms", "latency_ro
 @dataclass(frozen=True)
 class Remeasure:
     """How latency is re-measured before the choice (module docstring). `rounds` 0: not at all.
-    A reading is the median of `samples` forward passes after `warmup` passes."""
+    A reading is the median of `samples` forward passes after `warmup` passes. `max_seconds`: the
+    measuring time the subnets may take, estimated from their search readings; `resolution_iqrs`:
+    the machine's resolution in median relative inter-quartile ranges of the rounds (0: none, every
+    difference counts)."""
 
     rounds: int = 5
     margin: float = 0.25
-    max_subnets: int = 40
+    max_subnets: int = 200
     samples: int = 10
     warmup: int = 3
+    max_seconds: float = 30.0
+    resolution_iqrs: float = 2.0
 
     def __post_init__(self) -> None:
         for name, least in (("rounds", 0), ("max_subnets", 1), ("samples", 1), ("warmup", 0)):
@@ -65,6 +79,14 @@ class Remeasure:
                 raise FieldError(name, f"must be an integer >= {least}, got {value!r}")
         if not (isinstance(self.margin, (int, float)) and 0 <= self.margin < 1):
             raise FieldError("margin", f"must be a number in [0, 1), got {self.margin!r}")
+        for name in ("max_seconds", "resolution_iqrs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise FieldError(name, f"must be a finite number >= 0, got {value!r}")
+
+    def seconds_for(self, latency_ms: float) -> float:
+        """Estimated seconds of measuring one subnet of `latency_ms` in every round."""
+        return self.rounds * (self.warmup + self.samples) * latency_ms / 1000.0
 
     def reader(self, timer: TargetTimer) -> Callable[[], float]:
         """One reading of `timer`'s model (ms)."""
@@ -79,15 +101,19 @@ def _merit(table: pd.DataFrame, merit: np.ndarray | None) -> np.ndarray:
     return table["val_acc"].to_numpy(dtype=float) if merit is None else np.asarray(merit, dtype=float)
 
 
-def feasible_front(table: pd.DataFrame, column: str, merit: np.ndarray | None = None) -> list[int]:
+def feasible_front(table: pd.DataFrame, column: str, merit: np.ndarray | None = None, *,
+                   resolution: float = 0.0) -> list[int]:
     """Row labels of the feasible non-dominated subnets (merit, by default accuracy, against
-    `column`), cheapest first."""
+    `column`), cheapest first. `resolution` > 0: the resolved front, costs closer than that
+    (relative) being ties (`resolved_front_indices`)."""
     feasible = table["feasible"].to_numpy(dtype=bool)
     ok = table[feasible]
     if not len(ok):
         return []
-    objectives = np.column_stack([-_merit(table, merit)[feasible], ok[column].to_numpy(dtype=float)])
-    return sorted(ok.index[pareto_indices(objectives)].tolist(), key=lambda i: table.at[i, column])
+    merits, costs = _merit(table, merit)[feasible], ok[column].to_numpy(dtype=float)
+    rows = (resolved_front_indices(merits, costs, resolution) if resolution > 0
+            else pareto_indices(np.column_stack([-merits, costs])))
+    return sorted(ok.index[rows].tolist(), key=lambda i: table.at[i, column])
 
 
 def _may_decide(table: pd.DataFrame, limits: Limits, column: str, margin: float, acc: np.ndarray) -> np.ndarray:
@@ -135,12 +161,45 @@ class Remeasured:
     session: Interleaved[int]
     rows: list[int]
     reference: Arch
-    considered: int  # candidates before `max_subnets` was applied
+    considered: int  # candidates before `max_subnets` and `max_seconds` were applied
+    resolution: float  # relative: latencies closer than this are ties (module docstring)
 
     def record(self, settings: Remeasure) -> dict[str, Any]:
         """For search.json."""
         return {"subnets": len(self.rows), "candidates": self.considered, "margin": settings.margin,
-                "samples": settings.samples, "reference": self.reference.id, **self.session.to_dict()}
+                "samples": settings.samples, "reference": self.reference.id, "resolution": self.resolution,
+                "resolution_iqrs": settings.resolution_iqrs, "how": "as deployed (preprocessing inside)",
+                **self.session.to_dict()}
+
+
+def _within_time(table: pd.DataFrame, rows: list[int], settings: Remeasure) -> list[int]:
+    """The first of `rows` (at least one) whose estimated measuring time fits in `settings.max_seconds`."""
+    spent = np.cumsum([settings.seconds_for(float(table.at[i, "latency_ms"])) for i in rows])
+    return rows[:max(1, int(np.searchsorted(spent, settings.max_seconds, side="right")))]
+
+
+def resolution_of(session: Interleaved[int], iqrs: float) -> float:
+    """The machine's resolution (relative) from a session of rounds: `iqrs` times the median of the
+    models' inter-quartile range over their median; 0 with fewer than 3 rounds (no spread to tell)."""
+    spreads = [r.iqr_ms / r.median_ms for r in session.models.values() if len(r.readings_ms) >= 3 and r.median_ms > 0]
+    return float(iqrs * np.median(spreads)) if spreads else 0.0
+
+
+def deployed_timer(evaluator: Evaluator, arch: Arch) -> TargetTimer:
+    """The subnet `arch` as it would be handed over (extracted from the supernet, the data's
+    preprocessing inside), at the input size the costs are for, prepared for timing."""
+    model = DeployedModel.for_data(evaluator.supernet.extract(arch), evaluator.data)
+    return evaluator.timer(as_deployed(model, evaluator.cost_size))
+
+
+def guarded_feasibility(table: pd.DataFrame, rows: list[int], limits: Limits, resolution: float) -> None:
+    """`violation` and `feasible` of `rows`, their latency taken with the resolution to spare."""
+    for i in rows:
+        costs = {k: float(table.at[i, k]) for k in limits.bounds()}
+        if "latency_ms" in costs:
+            costs["latency_ms"] *= 1.0 + resolution
+        table.at[i, "violation"] = limits.violation(costs)
+        table.at[i, "feasible"] = table.at[i, "violation"] == 0
 
 
 def measures_latency_here(evaluator: Evaluator, limits: Limits, column: str) -> bool:
@@ -152,44 +211,52 @@ def measures_latency_here(evaluator: Evaluator, limits: Limits, column: str) -> 
 
 def remeasure_latency(evaluator: Evaluator, table: pd.DataFrame, *, limits: Limits, column: str,
                       settings: Remeasure, rng: np.random.Generator, merit: np.ndarray | None = None) -> Remeasured | None:
-    """Re-measure the candidates of `table` (a search's evaluations) in interleaved rounds when its
-    latency was measured on this machine and matters; their `latency_ms`, `latency_measured_ms`,
-    `latency_iqr_ms`, `violation` and `feasible` are updated in place, and `COLUMNS` are added.
-    None when there is nothing to do (the table is then unchanged)."""
+    """Re-measure the candidates of `table` (a search's evaluations) as deployed, in interleaved rounds,
+    when its latency was measured on this machine and matters; their `latency_ms`,
+    `latency_measured_ms`, `latency_iqr_ms`, `violation` and `feasible` (with the machine's
+    resolution to spare) are updated in place, and `COLUMNS` are added. None when there is nothing
+    to do (the table is then unchanged)."""
     if (settings.rounds == 0 or evaluator.predictor is not None or not measures_latency_here(evaluator, limits, column)
             or not len(table) or table["latency_ms"].isna().any()):
         return None
     found = candidates(table, limits=limits, column=column, margin=settings.margin, merit=merit)
-    rows = found[:settings.max_subnets]
+    rows = _within_time(table, found[:settings.max_subnets], settings) if found else []
     if not rows:
         return None
     table["latency_search_ms"] = table["latency_ms"]
     table["latency_low_ms"] = table["latency_high_ms"] = np.nan
     table["latency_rounds"] = 0
     reference = evaluator.supernet.space.smallest()
-    readers = {i: settings.reader(evaluator.subnet_timer(Arch.from_json(table.at[i, "arch"]))) for i in rows}
+    readers = {i: settings.reader(deployed_timer(evaluator, Arch.from_json(table.at[i, "arch"]))) for i in rows}
     session = interleaved_rounds(readers, settings.reader(evaluator.subnet_timer(reference)), rounds=settings.rounds,
                                  rng=rng)
     for i, r in session.models.items():
         table.loc[i, ["latency_ms", "latency_measured_ms", "latency_iqr_ms", "latency_low_ms", "latency_high_ms",
                       "latency_rounds"]] = [r.median_ms, r.median_ms, r.iqr_ms, r.low_ms, r.high_ms, len(r.readings_ms)]
-        table.at[i, "violation"] = limits.violation({k: float(table.at[i, k]) for k in limits.bounds()})
-        table.at[i, "feasible"] = table.at[i, "violation"] == 0
-    return Remeasured(session, rows, reference, len(found))
+    resolution = resolution_of(session, settings.resolution_iqrs)
+    guarded_feasibility(table, rows, limits, resolution)
+    return Remeasured(session, rows, reference, len(found), resolution)
+
+
+COARSE = 0.10  # a resolution from which `noise_note` speaks
 
 
 def noise_note(table: pd.DataFrame, front: list[int], *, column: str, limit: float | None,
-               chosen: int | None) -> str | None:
-    """One line when the re-measured rounds of a subnet differ by more than neighbours on the front
-    (the median inter-quartile range of the rounds against the median gap: neighbours that close
-    swap places in many re-measurements), or when the chosen subnet's rounds straddle the latency
-    limit; else None."""
+               chosen: int | None, resolution: float = 0.0) -> str | None:
+    """One line when this machine's `resolution` (relative, `resolution_of`) is `COARSE` or worse;
+    when, without a resolution, the re-measured rounds of a subnet differ by more than neighbours on
+    the front (the median inter-quartile range of the rounds against the median gap: neighbours that
+    close swap places in many re-measurements); or when the chosen subnet's rounds straddle the
+    latency limit. Else None."""
     if "latency_rounds" not in table or not (table["latency_rounds"] > 0).any():
         return None
     measured = table[table["latency_rounds"] > 0]
     spread = float(measured["latency_iqr_ms"].median())
     parts = []
-    if column == "latency_ms" and len(front) >= 2:
+    if resolution >= COARSE:
+        parts.append(f"this machine resolves latency only to {resolution:.0%} ({len(measured)} subnets re-measured): "
+                     "closer latencies are ties on the front, and a subnet needs that much room under a latency limit")
+    elif column == "latency_ms" and len(front) >= 2 and resolution == 0:
         gap = float(np.median(np.diff(np.sort(table.loc[front, "latency_ms"].to_numpy(dtype=float)))))
         if spread > gap:
             parts.append(f"the rounds of a re-measured subnet differ by {spread:.3f} ms (inter-quartile range, median "
