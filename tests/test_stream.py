@@ -18,8 +18,8 @@ from nas.data.datasets import DataError, StreamedSplit, TaskData, iterate_batche
 from nas.data.stream import NpyRows, random_resized_crop
 from nas.training.config import TrainConfig
 from nas.training.train import _train_batches, train_supernet
-from search_spaces import HybridSupernet, SearchSpace, get_family
-from tests.helpers import max_weight_diff
+from search_spaces import HybridSupernet, SearchSpace, SpaceConfig
+from tests.helpers import MICRO_SPACE, max_weight_diff
 
 N = 300  # digits written: 30 per class
 SIDE = 32
@@ -56,8 +56,12 @@ def npz(digits32, tmp_path_factory) -> Path:
 
 
 def _supernet(data: TaskData) -> HybridSupernet:
+    """A supernet of convolutions only, at the data's 32x32: a step in milliseconds."""
     torch.manual_seed(0)
-    return HybridSupernet(SearchSpace(get_family("tiny").fit(data.shape)))
+    stages = [{"depths": [1], "widths": [8], "strides": [2], "block_types": ["conv"]},
+              {"depths": [1], "widths": [8], "strides": [2], "block_types": ["conv"]}]
+    return HybridSupernet(SearchSpace(SpaceConfig.from_dict({**MICRO_SPACE, "input_size": data.input_size,
+                                                             "resolutions": [data.input_size], "stages": stages})))
 
 
 def test_a_streamed_folder_gives_the_batches_and_weights_of_the_same_npz(folder, npz):
@@ -133,27 +137,34 @@ def test_random_resized_crop_is_seeded_and_keeps_the_size():
 
 def test_a_file_truncated_after_listing_is_named_in_one_line(folder, tmp_path, capsys):
     data = load_data(str(folder), stream=True, workers=1)
-    victim = data.train.reader.files[int(data.train.rows[-1])]  # type: ignore[union-attr]
+    victim = data.val.reader.files[int(data.val.rows[-1])]  # type: ignore[union-attr]  # not in the statistics' sample
     copy = tmp_path / "digits"
     import shutil
 
     shutil.copytree(folder, copy)
     bad = copy / victim.relative_to(folder)
-    for _ in range(2):  # at load (headers) and mid-training (a worker): the file named, exit 2
-        code = main(["train", "--data", str(copy), "--stream-data", "--data-workers", "1", "--steps", "2",
-                     "--num-random", "0", "--quiet", "--out", str(tmp_path / "run"), "--force"])
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(_supernet(data).space.config.to_dict()))
+    for _ in range(2):  # whole, then truncated: found by a worker validating after the first epoch
+        code = main(["train", "--data", str(copy), "--space", str(space), "--stream-data", "--data-workers", "1",
+                     "--steps", "2", "--num-random", "0", "--quiet", "--no-standalone-check",
+                     "--out", str(tmp_path / "run"), "--force"])
         err = capsys.readouterr().err
         if bad.stat().st_size > 60:
             assert code == 0, err
             bad.write_bytes(bad.read_bytes()[:60])  # a valid header, truncated pixels: found while training
             continue
         assert code == 2 and err.count("\n") == 1 and err.startswith("nas: error: ") and str(bad) in err
-    with pytest.raises(DataError, match="truncated"):
-        list(iterate_batches(load_data(str(copy), stream=True, workers=1).train, 512, shuffle=False))
+    val = load_data(str(copy), stream=True, workers=1).val  # the header is whole: listed and loaded
+    with pytest.raises(DataError, match="truncated") as raised:  # met by a worker, raised here
+        list(iterate_batches(val, 512, shuffle=False))
+    assert str(raised.value).startswith(f"{bad}: ") and "\n" not in str(raised.value)
 
 
 def test_data_workers_flag_is_recorded(folder, tmp_path):
-    assert main(["train", "--data", str(folder), "--stream-data", "--data-workers", "0", "--steps", "2",
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(_supernet(load_data(str(folder))).space.config.to_dict()))
+    assert main(["train", "--data", str(folder), "--space", str(space), "--stream-data", "--data-workers", "0", "--steps", "2",
                  "--num-random", "0", "--quiet", "--no-standalone-check", "--out", str(tmp_path / "r")]) == 0
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["args"]["data_workers"] == 0 and config["data"]["read"]["streamed"] is True
