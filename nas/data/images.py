@@ -10,7 +10,8 @@ values / 65535. S is the shorter side of the most common image size (ties: the l
 image of another size is resized to S x S here (after turning it as its EXIF orientation says), bilinear with antialiasing (Pillow), stretched when
 it is not square: the only resize on the way in, and recorded. Files with other extensions, hidden
 files and sub-folders of class folders are ignored and counted. The decoded arrays are checked
-against the memory available before any image is decoded.
+against the memory available before any image is decoded; a folder too large for it, or of large
+images, is read image by image instead (`list_image_folder`, `read_pixels`; `nas.data.stream`).
 """
 
 from __future__ import annotations
