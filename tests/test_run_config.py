@@ -290,7 +290,7 @@ def test_resume_refuses_other_flags_by_name(tmp_path, capsys):
                         (["--config", str(settings)], "--config"), (["--force"], "--force"),
                         (["--seq-len", "8", "--max-flops", "5"], "--max-flops, --seq-len")]:
         refused(["search", "--out", str(run), "--resume", *extra], capsys,
-                f"only --device, --quiet, --ray, --ray-address and --workers may be given with it (got {name})")
+                f"only --device, --quiet, --ray, --ray-address, --workers, --data-workers and --stream-data may be given with it (got {name})")
 
 
 def test_predictor_and_strategy_options_reach_the_search_and_are_recorded(tmp_path, capsys):

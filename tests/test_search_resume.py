@@ -115,7 +115,7 @@ def test_resume_refuses_other_settings(trained_run, tmp_path, capsys):
     (run / "search.json").unlink()
     assert main(["search", "--out", str(run), "--resume", "--budget", "400"]) == 2
     err = capsys.readouterr().err
-    assert "only --device, --quiet, --ray, --ray-address and --workers may be given with it (got --budget)" in err
+    assert "only --device, --quiet, --ray, --ray-address, --workers, --data-workers and --stream-data may be given with it (got --budget)" in err
     recorded = json.loads((run / "config.json").read_text())["args"]
     assert Path(recorded["supernet"]).is_absolute()
 

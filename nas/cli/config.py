@@ -60,6 +60,9 @@ class RunConfig:
     hflip: bool = _TRAIN.hflip
     train_threads: int | None = None  # torch's CPU threads for training and evaluation (None: torch's default)
     no_standalone_check: bool = False  # skip the health check that trains the smallest subnet alone
+    # how streamed data are read (`nas.data.stream`): results do not depend on these
+    data_workers: int | None = None  # DataLoader worker processes (None: `default_workers()`; 0: in process)
+    stream_data: bool = False  # read an image folder lazily even when it fits in memory
     # Ray: results do not depend on these (a resumed run may change them)
     ray: bool = False
     ray_address: str | None = None
@@ -71,6 +74,8 @@ class RunConfig:
         for name in ("workers", "train_threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.data_workers is not None and self.data_workers < 0:
+            raise FieldError("data_workers", f"must be >= 0, got {self.data_workers}")
 
     def train_config(self, device: str) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, steps=self.steps, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,

@@ -107,7 +107,7 @@ def _out(args: argparse.Namespace) -> Path:
 
 # ------------------------------------------------------------------------------------- the run config
 PROFILE_FLAGS = {"batch": "--latency-batch", "input_size": "--seq-len"}  # ProfileSettings' fields named otherwise
-RESUME_MAY_CHANGE = ("device", "ray", "ray_address", "workers")  # results do not depend on them
+RESUME_MAY_CHANGE = ("device", "ray", "ray_address", "workers", "data_workers", "stream_data")  # results do not depend on them
 
 
 def _given(args: argparse.Namespace, cls: type[RunConfig]) -> dict[str, Any]:
@@ -159,7 +159,7 @@ def _resumed_config(args: argparse.Namespace, cls: type[RunConfig], given: dict[
     changed += [name for name, value in (("--config", args.config_file), ("--force", args.force)) if value]
     if changed:
         raise UserError(f"--resume continues with the settings recorded in {args.out / 'config.json'}; only --device, "
-                        f"--quiet, --ray, --ray-address and --workers may be given with it (got {', '.join(sorted(changed))})")
+                        f"--quiet, --ray, --ray-address, --workers, --data-workers and --stream-data may be given with it (got {', '.join(sorted(changed))})")
     if command == "train" and (args.out / SUPERNET_FILE).is_file() and not (args.out / CHECKPOINT_FILE).is_file():
         raise UserError(f"{args.out} holds a finished supernet ({SUPERNET_FILE}); nothing to resume")
     if command == "search" and (args.out / "search.json").is_file():
@@ -257,7 +257,7 @@ def cmd_train(args: argparse.Namespace, config: RunConfig) -> None:
     dims = get_family(config.space).dims
     data_name = _data_name(config.data, dims)
     config = replace(config, data=data_name)  # recorded in the run's config.json
-    data = load_data(data_name, dims=dims)
+    data = load_data(data_name, dims=dims, stream=config.stream_data or None, workers=config.data_workers)
     supernet = _new_supernet(config, data)  # fails early when the space's definition contradicts the data
     workers = _ray_workers(config, device)
     if args.resume:
@@ -291,7 +291,7 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     dims = loaded.space.config.dims if loaded is not None else get_family(config.space).dims
     data_name = _data_name(config.data, dims)
     config = replace(config, data=data_name)  # recorded in the run's config.json
-    data = load_data(data_name, dims=dims)
+    data = load_data(data_name, dims=dims, stream=config.stream_data or None, workers=config.data_workers)
     supernet = loaded if loaded is not None else _new_supernet(config, data)
     check_measuring(supernet.space, config.threads if source.profile is None else None, latency.batch_size)
     train = None if loaded is not None or config.zero_shot is not None else config.train_config(device)

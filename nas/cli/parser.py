@@ -40,7 +40,8 @@ def _setting(p: argparse.ArgumentParser | argparse._ArgumentGroup, field: str, *
 def _add_common(p: argparse.ArgumentParser) -> None:
     _setting(p, "data",
              help=f"dataset: a built-in name {list_datasets()}, a .npz file (arrays x, y; images [N, H, W(, C)] or "
-                  "sequences [N, T(, C)] as the space takes) or a CIFAR-10 python batches folder (default: digits "
+                  "sequences [N, T(, C)] as the space takes), a folder of .npy files (x.npy, y.npy, ...; memory-mapped), "
+                  "an image folder (a sub-folder per class) or a CIFAR-10 python batches folder (default: digits "
                   "for image spaces, mnist1d for sequence spaces)")
     _setting(p, "seed", type=int, help="seed for training and search (default 0)")
     _setting(p, "device", help="training/evaluation device: auto, cpu, cuda (default auto)")
@@ -75,6 +76,11 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     _setting(g, "hflip", action="store_true", help="random horizontal flips (natural images, not digits)")
     _setting(g, "train_threads", type=int, metavar="N",
              help="CPU threads of torch for training and accuracy evaluation (default: torch's, one per core)")
+    _setting(g, "data_workers", type=int, metavar="N",
+             help="worker processes reading streamed data (image folders too large for memory or of large images, "
+                  ".npy folders): decoding, resizing, augmenting (default: the CPUs less one, at most 4; 0: in process)")
+    _setting(g, "stream_data", action="store_true",
+             help="read an image folder lazily, image by image, even when it would fit in memory")
     _setting(g, "no_standalone_check", action="store_true",
              help="skip the health check that trains the smallest subnet alone for a quarter of the budget")
 

@@ -31,7 +31,7 @@ def _payload(evaluator: Evaluator) -> dict[str, Any]:
     validation split (training and test splits stay on the driver), latency settings and the input
     size the costs are for."""
     data = evaluator.data
-    empty = Split(data.val.x[:0], data.val.y[:0])
+    empty = Split(torch.empty(0), data.val.y[:0])  # placeholders: an actor reads only the validation split
     return {
         "space": evaluator.supernet.space.config,
         "weights": {k: v.detach().cpu().numpy() for k, v in evaluator.supernet.state_dict().items()},

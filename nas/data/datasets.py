@@ -26,7 +26,7 @@ import pickle
 import random
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -35,7 +35,18 @@ import numpy as np
 import torch
 
 from nas.data.errors import DataError, one_line
-from nas.data.images import is_image_folder, read_image_folder
+from nas.data.images import fits_in_memory, is_image_folder, list_image_folder, read_image_folder
+from nas.data.npy import is_npy_folder, read_npy_folder
+from nas.data.splits import carve, channel_stats
+from nas.data.stream import (
+    LARGE_IMAGE,
+    ImageFiles,
+    ItemReader,
+    StreamedSplit,
+    default_workers,
+    sample_stats,
+    stream_batches,
+)
 from search_spaces.fit import DataShape
 from search_spaces.registry import Registry
 
@@ -54,7 +65,6 @@ ACCEPTED_FORMATS = ("a built-in name (digits, mnist1d), a .npz file with arrays 
 # dims -> (what such data is, what a space of those dims takes), for mismatch messages
 _KINDS = {1: ("a sequence dataset", "sequences (dims=1)"),
           2: ("an image dataset", "images (dims=2)")}
-MIN_SAMPLES = 10
 MAX_CLASSES = 100_000
 _CHANNEL_SIZES = (1, 3, 4)
 _CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -89,6 +99,9 @@ class Split:
         return int(self.y.shape[0])
 
 
+AnySplit = Split | StreamedSplit  # in memory, or read as needed (`nas.data.stream`)
+
+
 @dataclass(frozen=True)
 class TaskData:
     """A dataset with fixed train/val/test splits and its normalization statistics.
@@ -97,9 +110,9 @@ class TaskData:
     """
 
     name: str
-    train: Split
-    val: Split
-    test: Split
+    train: AnySplit
+    val: AnySplit
+    test: AnySplit
     num_classes: int
     in_channels: int
     input_size: int
@@ -109,6 +122,11 @@ class TaskData:
     given: tuple[str, ...] = ()  # the splits that came with the data ("val", "test"); the others are carved
     class_names: tuple[str, ...] = ()  # class i's name, when the data name their classes (image folders)
     origin: dict[str, Any] = field(default_factory=dict)  # how the data were read (image folders), for describe()
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the training split is read as needed (`nas.data.stream`) rather than held in memory."""
+        return isinstance(self.train, StreamedSplit)
 
     @property
     def shape(self) -> DataShape:
@@ -150,7 +168,8 @@ def list_datasets() -> list[str]:
 
 
 def load_data(spec: str, *, dims: int = 2, val_fraction: float = 0.15,
-              test_fraction: float = 0.15, split_seed: int = 0) -> TaskData:
+              test_fraction: float = 0.15, split_seed: int = 0, stream: bool | None = None,
+              workers: int | None = None) -> TaskData:
     """Load ``spec`` (built-in name, ``.npz`` path, CIFAR-10 directory or image folder,
     `nas.data.images`) for a space of ``dims``.
 
@@ -159,6 +178,12 @@ def load_data(spec: str, *, dims: int = 2, val_fraction: float = 0.15,
     others are carved from ``x``: without a given test set, ``test_fraction`` and
     ``val_fraction`` are fractions of all samples; with one, ``val_fraction`` is a fraction of
     the training samples. The split depends only on the data and ``split_seed``.
+
+    A folder of ``.npy`` files (`nas.data.npy`) is always streamed (`nas.data.stream`); an image
+    folder is streamed when ``stream`` is true, or when ``stream`` is None and its images are large
+    (side >= `LARGE_IMAGE`: their augmentation crops the originals) or would take more than half the
+    memory available decoded. A streamed dataset is read by ``workers`` DataLoader processes (None:
+    `default_workers()`; 0: in this process).
     """
     if not (0.0 < val_fraction < 1.0 and 0.0 < test_fraction < 1.0
             and val_fraction + test_fraction < 1.0):
@@ -177,7 +202,21 @@ def load_data(spec: str, *, dims: int = 2, val_fraction: float = 0.15,
     else:
         path = Path(spec)
         name, source = path.name, str(path)
+        workers = default_workers() if workers is None else workers
+        if workers < 0:
+            raise DataError(f"workers must be >= 0, got {workers}")
+        if is_npy_folder(path):
+            arrays = read_npy_folder(path, dims)
+            return _build_streamed(name, source, {k: (rows, y, None) for k, (rows, y) in arrays.items()},
+                                   val_fraction, test_fraction, split_seed, workers)
         if path.is_dir() and dims == 2 and is_image_folder(path):
+            listing = list_image_folder(path)
+            if stream or (stream is None and (listing.side >= LARGE_IMAGE or not fits_in_memory(listing))):
+                given = {split: (ImageFiles(tuple(f for f, _ in pairs), listing.channels),
+                                 np.array([c for _, c in pairs], dtype=np.int64), listing.side)
+                         for split, pairs in listing.files.items()}
+                built = _build_streamed(name, source, given, val_fraction, test_fraction, split_seed, workers)
+                return replace(built, class_names=listing.class_names, origin={**listing.record, **built.origin})
             folder = read_image_folder(path)
             built = _build(name, source, folder.x, folder.y, {"val": folder.val, "test": folder.test},
                            val_fraction, test_fraction, split_seed)
@@ -197,10 +236,11 @@ def load_data(spec: str, *, dims: int = 2, val_fraction: float = 0.15,
     return _build(name, source, x, y, {"val": val, "test": test}, val_fraction, test_fraction, split_seed)
 
 
-def iterate_batches(split: Split, batch_size: int, *, shuffle: bool,
+def iterate_batches(split: AnySplit, batch_size: int, *, shuffle: bool,
                     generator: torch.Generator | None = None,
                     drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(x, y)`` batches; shuffling needs an explicit (seeded) ``generator``."""
+    """Yield ``(x, y)`` batches; shuffling needs an explicit (seeded) ``generator``. A streamed split
+    is read by its DataLoader workers (`nas.data.stream.stream_batches`), without augmentation."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(split)
@@ -208,9 +248,21 @@ def iterate_batches(split: Split, batch_size: int, *, shuffle: bool,
         raise ValueError("shuffle=True needs a torch.Generator (no global RNG is used)")
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
+    if isinstance(split, StreamedSplit):
+        yield from stream_batches(split, batch_size, order[:stop])
+        return
     for start in range(0, stop, batch_size):
         idx = order[start:start + batch_size]
         yield split.x[idx], split.y[idx]
+
+
+def in_memory(split: AnySplit, limit: int, seed: int = 0) -> Split:
+    """`split` itself when in memory; else `limit` of its inputs (drawn with `seed`, all when fewer) read
+    into memory, without augmentation (training-free proxies' batches)."""
+    if isinstance(split, Split):
+        return split
+    positions = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:limit]
+    return Split(*split.rows_in_memory(positions))
 
 
 @builtin_dataset("digits", dims=2)
@@ -417,28 +469,12 @@ def _build(name: str, source: str, x: np.ndarray, y: np.ndarray,
            given: dict[str, tuple[np.ndarray, np.ndarray] | None], val_fraction: float,
            test_fraction: float, seed: int) -> TaskData:
     """TaskData from x, y and the splits the data give (`given`: "val", "test" or None): the
-    splits not given are carved from x (stratified), the rest of x is the train split."""
-    if len(y) < MIN_SAMPLES:
-        raise DataError(f"{source}: too few samples ({len(y)}), need at least {MIN_SAMPLES}")
-    classes = np.unique(y)
-    if len(classes) < 2:
-        raise DataError(f"{source}: fewer than 2 classes (found {len(classes)})")
-    train_idx, carved = np.arange(len(y)), {}
-    if given["test"] is None:  # test_fraction of all samples
-        train_idx, carved["test"] = _stratified(train_idx, y, test_fraction, seed, source)
-    if given["val"] is None:  # val_fraction of all samples, or of the training ones when the test split is given
-        fraction = val_fraction / (1.0 - test_fraction) if given["test"] is None else val_fraction
-        train_idx, carved["val"] = _stratified(train_idx, y[train_idx], fraction, seed, source)
-    for split_name, idx in {"train": train_idx, **carved}.items():
-        absent = np.setdiff1d(classes, y[idx])
-        if len(absent):
-            raise DataError(f"{source}: too few samples for class(es) {absent.tolist()} to appear "
-                            f"in the {split_name} split")
+    splits not given are carved from x (stratified, `nas.data.splits.carve`), the rest of x is the train split."""
+    train_idx, carved = carve(y, {k: v is not None for k, v in given.items()}, val_fraction, test_fraction,
+                              seed, source)
     splits = {k: v if v is not None else (x[carved[k]], y[carved[k]]) for k, v in given.items()}
     x_train = x[train_idx]  # (N, C, H, W) or (N, C, T)
-    mean = x_train.mean(axis=(0, *range(2, x.ndim)), dtype=np.float64)
-    std = np.array([x_train[:, c].std(dtype=np.float64) for c in range(x.shape[1])])
-    std[std == 0.0] = 1.0
+    mean, std = channel_stats(x_train)
     per_channel = (1, x.shape[1]) + (1,) * (x.ndim - 2)
 
     def make(inputs: np.ndarray, labels: np.ndarray) -> Split:
@@ -454,15 +490,33 @@ def _build(name: str, source: str, x: np.ndarray, y: np.ndarray,
                     given=tuple(k for k in ("val", "test") if given[k] is not None))
 
 
-def _stratified(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int,
-                source: str) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified split of ``indices`` into (rest, fraction part), both sorted."""
-    from sklearn.model_selection import train_test_split  # slow to import: only when used
+Streamed = tuple[ItemReader, np.ndarray, int | None]  # a split's reader, labels, and side (images) or None
 
-    try:
-        rest, part = train_test_split(indices, test_size=fraction, stratify=labels,
-                                      random_state=seed)
-    except ValueError as exc:
-        raise DataError(f"{source}: too few samples per class for a stratified split "
-                        f"({one_line(exc)})") from exc
-    return np.sort(rest), np.sort(part)
+
+def _build_streamed(name: str, source: str, given: Mapping[str, Streamed], val_fraction: float,
+                    test_fraction: float, seed: int, workers: int) -> TaskData:
+    """TaskData of streamed splits (`nas.data.stream`): `given["train"]` and the "val"/"test" splits the
+    data give, the others carved from the train one as `_build` carves them; the normalization statistics
+    come from a sample of the training split (`sample_stats`)."""
+    reader, y, side = given["train"]
+    train_idx, carved = carve(y, {k: k in given for k in ("val", "test")}, val_fraction, test_fraction, seed, source)
+    sample, sampled = sample_stats(reader, train_idx, side, seed)
+    mean, std = channel_stats(sample)  # (N, C, ...) float32
+    f32 = (mean.astype(np.float32), std.astype(np.float32))
+
+    def make(split: str) -> StreamedSplit:
+        r, labels, s = (reader, y[carved[split]], side) if split in carved else given[split]
+        rows = carved[split] if split in carved else (train_idx if split == "train" else np.arange(len(labels)))
+        if split == "train":
+            labels = y[train_idx]
+        return StreamedSplit(r, rows.astype(np.int64), torch.from_numpy(np.array(labels, dtype=np.int64)), s, *f32,
+                             workers=workers)
+
+    labels = [given[k][1] for k in given]
+    first = sample[0]
+    return TaskData(name=name, train=make("train"), val=make("val"), test=make("test"),
+                    num_classes=int(max(part.max(initial=0) for part in labels)) + 1,
+                    in_channels=int(first.shape[0]), input_size=int(first.shape[1]), dims=first.ndim - 1,
+                    mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
+                    given=tuple(k for k in ("val", "test") if k in given),
+                    origin={"streamed": True, "stats_sample": sampled, "workers": workers})

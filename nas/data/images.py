@@ -10,7 +10,8 @@ values / 65535. S is the shorter side of the most common image size (ties: the l
 image of another size is resized to S x S here (after turning it as its EXIF orientation says), bilinear with antialiasing (Pillow), stretched when
 it is not square: the only resize on the way in, and recorded. Files with other extensions, hidden
 files and sub-folders of class folders are ignored and counted. The decoded arrays are checked
-against the memory available before any image is decoded.
+against the memory available before any image is decoded; a folder too large for it, or of large
+images, is read image by image instead (`list_image_folder`, `read_pixels`; `nas.data.stream`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 from nas.data.errors import DataError, one_line
 from nas.errors import UserError
-from nas.runs.resources import check_memory, gib
+from nas.runs.resources import available_memory, check_memory, gib
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 SPLITS = ("train", "val", "test")
@@ -51,8 +52,25 @@ def is_image_folder(path: Path) -> bool:
     return path.is_dir() and not (path / "data_batch_1").exists() and bool(_subfolders(path))
 
 
-def read_image_folder(path: Path) -> ImageFolder:
-    """Read the image folder `path` (module docstring); `DataError` naming the file or folder at fault."""
+@dataclass(frozen=True)
+class FolderListing:
+    """An image folder listed from the file headers alone (nothing decoded): each split's (file, class
+    index) pairs, the class names, the channels and side S the images are read at, and `record`."""
+
+    files: dict[str, list[tuple[Path, int]]]
+    class_names: tuple[str, ...]
+    channels: int
+    side: int
+    record: dict[str, Any]
+
+    def decoded_bytes(self) -> int:
+        """The bytes of every image decoded as float32 (C, S, S)."""
+        return sum(map(len, self.files.values())) * self.channels * self.side * self.side * 4
+
+
+def list_image_folder(path: Path) -> FolderListing:
+    """List the image folder `path` (module docstring) and read every file's header; `DataError`
+    naming the file or folder at fault."""
     roots = _split_roots(path)
     classes = _subfolders(roots["train"])
     if len(classes) < 2:
@@ -65,20 +83,35 @@ def read_image_folder(path: Path) -> ImageFolder:
     sizes, modes = _headers(every)
     side = _side(sizes)
     channels = 1 if all(m in _GRAY for m in modes) else 3
-    try:
-        check_memory(_COPIES * len(every) * channels * side * side * 4,
-                     f"{path}: {len(every):,} images read as {channels}x{side}x{side} float32 "
-                     f"({gib(len(every) * channels * side * side * 4)}, and its standardized copies)")
-    except UserError as exc:
-        raise DataError(str(exc)) from None
-    arrays = {split: _decode(pairs, channels, side) for split, pairs in files.items()}
     resized = sum(size != (side, side) for size in sizes)
-    record = {"format": "image folder", "layout": "class folders" if roots["train"] == path else "train/val/test folders", "images": len(every), "mode": "L" if channels == 1 else "RGB",
+    record = {"format": "image folder", "layout": "class folders" if roots["train"] == path else "train/val/test folders",
+              "images": len(every), "mode": "L" if channels == 1 else "RGB",
               "size": [side, side], "resized": resized,
               "resize": f"bilinear, antialiased (Pillow), to {side}x{side}" if resized else None,
               "ignored_files": sum(ignored.values())}
+    return FolderListing(files, names, channels, side, record)
+
+
+def read_image_folder(path: Path) -> ImageFolder:
+    """Read the image folder `path` (module docstring) into memory; `DataError` naming the file or folder at fault."""
+    listing = list_image_folder(path)
+    n, channels, side = listing.record["images"], listing.channels, listing.side
+    try:
+        check_memory(_COPIES * listing.decoded_bytes(),
+                     f"{path}: {n:,} images read as {channels}x{side}x{side} float32 "
+                     f"({gib(listing.decoded_bytes())}, and its standardized copies)")
+    except UserError as exc:
+        raise DataError(str(exc)) from None
+    arrays = {split: _decode(pairs, channels, side) for split, pairs in listing.files.items()}
     x, y = arrays["train"]
-    return ImageFolder(x, y, arrays.get("val"), arrays.get("test"), names, record)
+    return ImageFolder(x, y, arrays.get("val"), arrays.get("test"), listing.class_names, listing.record)
+
+
+def fits_in_memory(listing: FolderListing) -> bool:
+    """Whether the folder decoded up front (and its standardized copies) takes at most half the memory
+    available now; a larger folder is streamed (`nas.data.stream`)."""
+    have = available_memory()
+    return have is None or _COPIES * listing.decoded_bytes() <= have // 2
 
 
 def _split_roots(path: Path) -> dict[str, Path]:
@@ -151,12 +184,12 @@ def _decode(pairs: list[tuple[Path, int]], channels: int, side: int) -> tuple[np
     """(x (N, channels, side, side) float32 in [0, 1], y (N,) int64) of the images in `pairs`."""
     x = np.empty((len(pairs), channels, side, side), dtype=np.float32)
     for i, (f, _) in enumerate(pairs):
-        x[i] = _pixels(f, channels, side)
+        x[i] = read_pixels(f, channels, side)
     return x, np.array([label for _, label in pairs], dtype=np.int64)
 
 
-def _pixels(f: Path, channels: int, side: int) -> np.ndarray:
-    """One image as float32 (channels, side, side) in [0, 1]."""
+def read_pixels(f: Path, channels: int, side: int | None) -> np.ndarray:
+    """One image as float32 (channels, side, side) in [0, 1] (`side` None: at its own size, (channels, H, W))."""
     from PIL import Image, ImageOps
 
     try:
@@ -168,13 +201,13 @@ def _pixels(f: Path, channels: int, side: int) -> np.ndarray:
             else:
                 scale = np.float32(255)
                 img = img.convert("L" if channels == 1 else "RGB")
-            if img.size != (side, side):
+            if side is not None and img.size != (side, side):
                 img = img.resize((side, side), Image.Resampling.BILINEAR)  # antialiased when shrinking
             arr = np.asarray(img, dtype=np.float32)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{f}: unreadable or truncated image ({one_line(exc)})") from exc
-    if arr.ndim == 2:  # (S, S)
+    if arr.ndim == 2:  # (H, W)
         arr = np.repeat(arr[None], channels, axis=0)
-    else:  # (S, S, 3) -> (3, S, S)
+    else:  # (H, W, 3) -> (3, H, W)
         arr = arr.transpose(2, 0, 1)
     return arr / scale

@@ -6,17 +6,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nas.data.datasets import Split, iterate_batches
+from nas.data.datasets import AnySplit, iterate_batches
 from search_spaces import Arch
 
 
-def evaluate(model: torch.nn.Module, split: Split, arch: Arch | None = None, *, batch_size: int = 1024,
+def evaluate(model: torch.nn.Module, split: AnySplit, arch: Arch | None = None, *, batch_size: int = 1024,
              device: str = "cpu") -> float:
     """Top-1 accuracy on a split; `arch` selects a subnet when `model` is a supernet (inherited weights)."""
     return accuracy_and_loss(model, split, arch, batch_size=batch_size, device=device)[0]
 
 
-def accuracy_and_loss(model: torch.nn.Module, split: Split, arch: Arch | None = None, *, batch_size: int = 1024,
+def accuracy_and_loss(model: torch.nn.Module, split: AnySplit, arch: Arch | None = None, *, batch_size: int = 1024,
                       device: str = "cpu") -> tuple[float, float]:
     """Top-1 accuracy and mean cross-entropy on a split (`arch`: as in `evaluate`)."""
     was_training = model.training

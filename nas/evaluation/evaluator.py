@@ -17,7 +17,7 @@ from typing import cast
 import numpy as np
 from torch import nn
 
-from nas.data.datasets import TaskData
+from nas.data.datasets import TaskData, in_memory
 from nas.errors import FieldError, UserError
 from nas.evaluation.accuracy import accuracy_and_loss, evaluate
 from nas.evaluation.limits import Limits
@@ -135,7 +135,7 @@ class Evaluator:
         """Training-free proxies (`predictors.proxies`) of each subnet at its initialisation (seeded),
         on `PROXY_BATCHES` batches of the training split, the same rows for every subnet:
         (len(archs), len(names)). Runs on the CPU; no supernet weight plays a part."""
-        train = self.data.train
+        train = in_memory(self.data.train, PROXY_BATCHES * PROXY_BATCH_SIZE, seed)
         batches = draw_batches(train.x.cpu(), train.y.cpu(), batches=PROXY_BATCHES, batch_size=PROXY_BATCH_SIZE)
         return proxy_scores(self.supernet.spec, archs, batches, names, seed=seed)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nas.data.datasets import TaskData, iterate_batches
+from nas.data.stream import LARGE_IMAGE, PipelineRate, StreamedSplit, stream_batches
 from nas.errors import UserError
 from nas.evaluation.accuracy import accuracy_and_loss, evaluate
 from nas.runs.progress import progress_bar
@@ -107,12 +108,49 @@ def steps_per_epoch(data: TaskData, config: TrainConfig) -> int:
     return training_budget(config, len(data.train)).steps_per_epoch
 
 
-def _train_batches(data: TaskData, config: TrainConfig, gen: torch.Generator):
-    """One epoch of shuffled, augmented batches on the training device."""
-    shift = config.max_shift if config.max_shift >= 0 else max(1, data.input_size // 8)
-    for x, y in iterate_batches(data.train, config.batch_size, shuffle=True, generator=gen):
+def _train_batches(data: TaskData, config: TrainConfig, gen: torch.Generator, *, skip: int = 0,
+                   rate: PipelineRate | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    """One epoch of shuffled, augmented batches on the training device, from batch `skip` on (the
+    generator draws of the batches skipped are made all the same, so the batches after them do not
+    change). A streamed training split is read by its workers (`_streamed_batches`)."""
+    if isinstance(data.train, StreamedSplit):
+        yield from _streamed_batches(data.train, data, config, gen, skip, rate)
+        return
+    shift = _shift(data, config)
+    for i, (x, y) in enumerate(iterate_batches(data.train, config.batch_size, shuffle=True, generator=gen)):
         x = augment(x, shift, config.hflip, gen)
+        if i >= skip:
+            yield x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
+
+
+def _shift(data: TaskData, config: TrainConfig) -> int:
+    return config.max_shift if config.max_shift >= 0 else max(1, data.input_size // 8)
+
+
+def _streamed_batches(split: StreamedSplit, data: TaskData, config: TrainConfig, gen: torch.Generator, skip: int,
+                      rate: PipelineRate | None) -> Iterator[tuple[Tensor, Tensor]]:
+    """`_train_batches` of a streamed split: the same shuffle as in memory; large images cropped in the
+    workers with one seed per batch drawn here, smaller inputs augmented here as in memory (a skipped
+    batch's draws are made on zeros of its shape)."""
+    order = torch.randperm(len(split), generator=gen)
+    bs, n = config.batch_size, len(split)
+    crops = data.dims == 2 and data.input_size >= LARGE_IMAGE
+    seeds = torch.randint(0, 2**62, (math.ceil(n / bs),), generator=gen) if crops else None
+    shift = _shift(data, config)
+    if not crops:
+        shape = (data.in_channels, data.input_size) if data.dims == 1 else (data.in_channels,) + (data.input_size,) * 2
+        for i in range(skip):
+            augment(torch.zeros(min(bs, n - i * bs), *shape), shift, config.hflip, gen)
+    for x, y in stream_batches(split, bs, order, seeds=seeds, hflip=config.hflip, skip=skip, rate=rate):
+        if not crops:
+            x = augment(x, shift, config.hflip, gen)
         yield x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
+
+
+def _pipeline_text(pipeline: PipelineRate | None) -> str:
+    """The streamed data pipeline's capacity, beside the training's samples/s: the smaller one limits."""
+    rate = pipeline.images_per_second() if pipeline is not None else None
+    return f", data {rate:.0f} img/s ({pipeline.workers} workers)" if pipeline is not None and rate else ""
 
 
 def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
@@ -308,6 +346,7 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
     epoch0, step, history = state["epoch"], state["step"], state["history"]
     start = time.perf_counter() - state["seconds"]
     run_start, seen = time.perf_counter(), 0
+    pipeline = PipelineRate() if data.streamed else None  # what the streamed data's workers can deliver
     reported = len(chance_streaks(history, *chance, plan, config))  # streaks said before an interruption
     with progress_bar(plan.steps, f"training supernet ({config.sampling})", enabled=show_progress,
                       completed=step) as bar:
@@ -327,11 +366,9 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
             step_config = replace(config, distill=config.distill and teacher_learned(history, chance[0]))
             count = min(done * config.batch_size, len(data.train))
             stopped = False
-            for i, (x, y) in enumerate(_train_batches(data, config, gen)):
+            for i, (x, y) in enumerate(_train_batches(data, config, gen, skip=done, rate=pipeline), start=done):
                 if i >= plan.epoch_steps(epoch):  # the budget ends inside this epoch
                     break
-                if i < done:
-                    continue
                 _set_lr(opt, lr_at(step, plan.steps, plan.warmup_steps, config.lr))
                 draws = sampler.draws()
                 loss, hits = (_step_losses(supernet, x, y, draws, step_config) if parallel is None
@@ -343,7 +380,7 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
                 correct, count = correct + hits, count + len(y)
                 rate = seen / (time.perf_counter() - run_start)
                 bar.update(f"epoch {epoch + 1}/{plan.epochs} loss {np.mean(losses):.3f} "
-                           f"acc {correct / count:.3f} {rate:.0f} samples/s")
+                           f"acc {correct / count:.3f} {rate:.0f} samples/s" + _pipeline_text(pipeline))
                 if stop is not None and stop() and len(losses) < plan.epoch_steps(epoch):
                     stopped = True
                     break
@@ -379,6 +416,7 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
         "steps": plan.steps, "steps_per_epoch": plan.steps_per_epoch, "warmup_steps": plan.warmup_steps,
         "seconds": time.perf_counter() - start,
         "samples_per_second": seen / max(time.perf_counter() - run_start, 1e-9) if seen else None,
+        "data_images_per_second": pipeline.images_per_second() if pipeline is not None else None,
         "val_acc_largest": history[-1]["val_acc_largest"],  # measured after the last epoch
         "val_acc_smallest": history[-1]["val_acc_smallest"],
         "problems": [p.to_dict() for p in chance_streaks(history, *chance, plan, config)],
