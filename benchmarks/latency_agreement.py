@@ -44,6 +44,7 @@ from nas.finish.package import DeployedModel
 from nas.hardware.measure import LatencySettings
 from nas.runs.files import load_supernet, save_supernet
 from nas.search.loop import Budget, run_search
+from nas.search.pareto import resolved_front_indices
 from nas.search.remeasure import COLUMNS as REMEASURE_COLUMNS
 from nas.search.remeasure import REMEASURE, Remeasure, check_handed_over, feasible_front, remeasure_latency
 from nas.training.config import TrainConfig
@@ -107,6 +108,19 @@ def one_pass(evaluator: Evaluator, table: pd.DataFrame, order: np.ndarray, limit
                                   baseline_ms=None if done is None else done.session.baseline_ms)
         result["handed_over"] = {k: check[k] for k in ("median_ms", "low_ms", "high_ms", "meets_limit", "seconds")}
     return result
+
+
+def consistency(a: pd.DataFrame, b: pd.DataFrame, resolution: float) -> float:
+    """Whole searches evaluate different subnets, so their fronts can share few members and still
+    trace the same trade-off: the share of `a`'s front (rows with `val_acc`, `latency_ms`) that
+    would stay on the resolved front if added to `b`'s, averaged with the same the other way."""
+    def kept(x: pd.DataFrame, y: pd.DataFrame) -> float:
+        if x.empty:
+            return 1.0
+        both = pd.concat([y, x], ignore_index=True)
+        front = set(resolved_front_indices(both["val_acc"].to_numpy(float), both["latency_ms"].to_numpy(float), resolution))
+        return float(np.mean([len(y) + k in front for k in range(len(x))]))
+    return (kept(a, b) + kept(b, a)) / 2
 
 
 def pairs(runs: list[dict], key: str) -> list[float]:
@@ -177,11 +191,13 @@ def main() -> None:
         print(f"{key}: {summary[key]}")
     if args.searches:
         print("whole searches:", {k: v for k, v in summary["searches"].items() if k != "runs"})
+        print("  (fronts of different evaluated sets share few members; front_consistency: the share of one search's "
+              "front that stays on the other's resolved front)")
 
 
 def whole_searches(evaluator: Evaluator, args: argparse.Namespace, limits: Limits, remeasure: Remeasure) -> dict:
     """`--runs` searches with the same seed; their fronts from the search's readings and re-measured."""
-    runs = []
+    runs, fronts = [], []
     for k in range(args.runs):
         out = args.out / f"search_{k}"
         out.mkdir(parents=True, exist_ok=True)
@@ -192,12 +208,18 @@ def whole_searches(evaluator: Evaluator, args: argparse.Namespace, limits: Limit
         resolution = summary["latency"].get("rounds", {}).get("resolution", 0.0)
         runs.append({"front_without": [str(search_only.at[i, "id"]) for i in feasible_front(search_only, "latency_ms")],
                      "front_with": [str(table.at[i, "id"]) for i in feasible_front(table, "latency_ms", resolution=resolution)],
-                     "resolution": resolution,
+                     "resolution": resolution, "evaluated": table["id"].tolist(),
+                     "chosen_val_acc": summary["chosen"]["val_acc"],
                      "chosen": summary["chosen"]["id"], "search_seconds": summary["seconds"],
                      "remeasure_seconds": summary["latency"].get("rounds", {}).get("seconds"),
                      "meets_limit": summary["chosen"]["latency_handed_over"]["meets_limit"]})
+        rows = feasible_front(table, "latency_ms", resolution=resolution)
+        fronts.append((table.loc[rows, ["val_acc", "latency_ms"]], resolution))
     return {"runs": runs, "front_agreement_without": pairs(runs, "front_without"),
             "front_agreement_with": pairs(runs, "front_with"),
+            "evaluated_overlap": pairs(runs, "evaluated"),
+            "front_consistency": [consistency(a, b, max(ra, rb)) for (a, ra), (b, rb) in itertools.combinations(fronts, 2)],
+            "chosen_val_acc": [r["chosen_val_acc"] for r in runs],
             "same_choice": [a["chosen"] == b["chosen"] for a, b in itertools.combinations(runs, 2)]}
 
 
