@@ -296,7 +296,8 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     check_measuring(supernet.space, config.threads if source.profile is None else None, latency.batch_size)
     train = None if loaded is not None or config.zero_shot is not None else config.train_config(device)
     evaluator = Evaluator(supernet, data, latency, device=device, predictor=source.predictor,
-                          remeasure=source.mismatch is None, cost_size=_seq_len(config.seq_len, supernet.space))
+                          remeasure=source.mismatch is None, cost_size=_seq_len(config.seq_len, supernet.space),
+                          precision=config.precision, limits=limits, objective=config.objective)
     with named(flag):
         evaluator.check_feasible(limits)  # weights play no part: fail before training
     if config.zero_shot is None:

@@ -10,6 +10,7 @@ from nas.data.datasets import list_datasets
 from nas.evaluation.limits import OBJECTIVES
 from nas.finish.finetune import HOW, FinishConfig
 from nas.hardware.profile import ProfileSettings
+from nas.hardware.quantize import PRECISION_MODES
 from nas.hardware.targets import TARGETS
 from nas.search.strategies import list_strategies, strategies_with_predictor, strategy_options
 from nas.training.config import DEFAULT_EPOCHS, MIN_STEPS
@@ -134,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "target",
              help=f"where latency comes from: measured here on {', '.join(TARGETS)}, or predicted from a latency "
                   "profile PROFILE.json written by `nas profile` on any device (default cpu)")
+    _setting(p, "precision", choices=PRECISION_MODES,
+             help="precision of the candidates: fp32, int8 (quantized by ONNX Runtime, calibrated on the training "
+                  "split; accuracy, latency and bytes measured on the int8 model) or search (each subnet in both, "
+                  "standing at the one that serves it best); int8 and search need --target onnxruntime (default fp32)")
     _setting(p, "threads", type=int, help="CPU threads while measuring latency (default 1; a profile has its own)")
     _setting(p, "latency_batch", type=int,
              help="batch size while measuring latency (default 1; a profile has its own)")
