@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "target",
              help=f"where latency comes from: measured here on {', '.join(TARGETS)}, or predicted from a latency "
                   "profile PROFILE.json written by `nas profile` on any device (default cpu)")
-    _setting(p, "precision", choices=PRECISION_MODES,
+    _setting(p, "precision", metavar="{" + ",".join(PRECISION_MODES) + "}",
              help="precision of the candidates: fp32, int8 (quantized by ONNX Runtime, calibrated on the training "
                   "split; accuracy, latency and bytes measured on the int8 model) or search (each subnet in both, "
                   "standing at the one that serves it best); int8 and search need --target onnxruntime (default fp32)")

@@ -249,9 +249,9 @@ class Evaluator:
 
 def choose_precision(rows: dict[Precision, dict[str, Any]], limits: Limits, column: str = "latency_ms") -> Precision:
     """The precision a subnet stands at, of its evaluated `rows`: the one that meets `limits` (or
-    misses them least); of two that meet them, int8 when it costs no more on the objective `column`
-    and loses at most `INT8_TOLERANCE` of validation accuracy, else the more accurate (int8 on a tie:
-    it is smaller). Int8 can be slower than fp32 (small layers: the quantize/dequantize steps cost more
+    misses them least); of two that meet them and whose validation accuracies are within
+    `INT8_TOLERANCE`, the one that costs less on the objective `column` (int8 on a tie: it is
+    smaller), else the more accurate. Int8 can be slower than fp32 (small layers: the quantize/dequantize steps cost more
     than the integer arithmetic saves); then fp32 stands for the subnet when latency is the objective."""
     if len(rows) == 1:
         return next(iter(rows))
@@ -259,8 +259,8 @@ def choose_precision(rows: dict[Precision, dict[str, Any]], limits: Limits, colu
     miss = {p: limits.violation(r) for p, r in rows.items()}
     if miss["fp32"] != miss["int8"] and max(miss.values()) > 0:
         return "fp32" if miss["fp32"] < miss["int8"] else "int8"
-    if int8[column] <= fp32[column] and int8["val_acc"] >= fp32["val_acc"] - INT8_TOLERANCE:
-        return "int8"
+    if abs(int8["val_acc"] - fp32["val_acc"]) <= INT8_TOLERANCE:  # as accurate: the cheaper
+        return "int8" if int8[column] <= fp32[column] else "fp32"
     return "fp32" if fp32["val_acc"] > int8["val_acc"] else "int8"
 
 

@@ -301,8 +301,8 @@ def save_model_folder(folder: Path, model: DeployedModel, *, metrics: Mapping[st
     description["onnx"] = {"file": ONNX_FILE, "opset": OPSET, "input": "input", "output": "output",
                            "dynamic_axes": {"input": [0], "output": [0]},
                            "checked": f"ONNX Runtime against torch on a random input, within {ATOL:g} + {RTOL:g} x max |output|"}
-    description["precision"] = "fp32" if int8 is None else "int8"
     if int8 is not None:
+        description["precision"] = "int8"
         if task is None:
             raise ValueError("an int8 model is checked on the task's data: give task")
         description["int8"] = _write_int8(folder, int8, task)
@@ -332,6 +332,7 @@ def describe_model(model: DeployedModel, *, metrics: Mapping[str, Any], costs: M
                           "mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist(),
                           "where": "inside the model (torch and ONNX): pass the data as stored"},
         "data": dict(data), "metrics": dict(metrics), "costs": dict(costs),
+        "precision": "fp32",  # int8: also quantized (`save_model_folder`'s `int8`)
         "files": {"weights": MODEL_FILE, "description": MODEL_META, "onnx": ONNX_FILE, "card": CARD_FILE},
         "versions": package_versions(),
     }
