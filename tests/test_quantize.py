@@ -154,3 +154,19 @@ def test_a_block_type_onnx_runtime_cannot_quantize_is_refused_in_one_line(traine
     assert _search(trained_run, tmp_path / "r", "search") == 2
     err = _one_line(capsys)
     assert "block type 'window'" in err and "no integer kernel" in err and not (tmp_path / "r").exists()
+
+
+def test_the_feasibility_check_before_training_leaves_no_stale_int8_model():
+    from nas.evaluation.evaluator import Evaluator
+    from nas.hardware.measure import LatencySettings
+
+    supernet, data = tiny_supernet(2), few_digits(16)
+    evaluator = Evaluator(supernet, data, LatencySettings(device="onnxruntime", max_seconds=0.05), precision="int8")
+    evaluator.check_feasible(Limits(max_latency_ms=100.0))  # quantizes the smallest subnets, untrained
+    with torch.no_grad():  # "training"
+        for p in supernet.parameters():
+            p.mul_(0.5)
+    arch = min(supernet.space.smallest_variants(), key=supernet.space.count_flops)
+    fresh = quantize_model(supernet.extract(arch), (1, 8, 8), data.train.x, batch=1)
+    x = data.val.x[:8]
+    np.testing.assert_array_equal(evaluator.int8_model(arch).logits(x), fresh.logits(x))

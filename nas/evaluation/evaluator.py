@@ -105,7 +105,9 @@ class Evaluator:
         """The subnet quantized to int8 (calibrated on the training split's first `CALIBRATION_SAMPLES`
         rows), its batch fixed to the latency settings' as it is timed, in an ONNX Runtime session
         with their threads (accuracy runs it batch by batch); the last `INT8_CACHE`
-        are kept, so re-measuring or scoring a subnet again does not quantize it again."""
+        are kept, so re-measuring or scoring a subnet again does not quantize it again. The cache
+        holds while the supernet's weights do not change: `check_feasible`, run before training,
+        leaves it empty."""
         if arch in self._int8:
             self._int8.move_to_end(arch)
             return self._int8[arch]
@@ -238,14 +240,15 @@ class Evaluator:
             ("max_latency_ms", limits.max_latency_ms, "latency_ms", 1, "{:.3f} ms " + where, 1.05),
             ("max_memory_mb", limits.max_memory_mb, "memory_bytes", 2**20, "{:.3f} MiB (estimated)", 1.0),
         )
-        for field, limit, key, unit, fmt, slack in checks:
-            if limit is None or any(costs(a)[key] <= limit * unit * slack for a in variants):
-                continue
-            best = min(costs(a)[key] for a in variants)
-            if best > limit * unit * slack:
+        try:
+            for field, limit, key, unit, fmt, slack in checks:
+                if limit is None or any(costs(a)[key] <= limit * unit * slack for a in variants):
+                    continue
+                best = min(costs(a)[key] for a in variants)
                 raise FieldError(field, f"{limit:g} cannot be met by any subnet of space {space.config.name!r}: "
                                         f"the smallest achievable is {fmt.format(best / unit)}")
-
+        finally:
+            self._int8.clear()  # quantized with the weights of now: training comes after
 
 def choose_precision(rows: dict[Precision, dict[str, Any]], limits: Limits, column: str = "latency_ms") -> Precision:
     """The precision a subnet stands at, of its evaluated `rows`: the one that meets `limits` (or
