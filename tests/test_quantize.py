@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from nas.cli.main import main
@@ -170,3 +171,32 @@ def test_the_feasibility_check_before_training_leaves_no_stale_int8_model():
     fresh = quantize_model(supernet.extract(arch), (1, 8, 8), data.train.x, batch=1)
     x = data.val.x[:8]
     np.testing.assert_array_equal(evaluator.int8_model(arch).logits(x), fresh.logits(x))
+
+
+def test_an_int8_profile_predicts_int8_latency_and_is_refused_for_fp32():
+    from nas.errors import FieldError
+    from nas.evaluation.evaluator import Evaluator
+    from nas.hardware.measure import LatencySettings
+    from nas.hardware.profile import ProfileSettings, build_profile
+    from predictors import LatencyPredictor
+    from search_spaces import HybridSupernet, SearchSpace, SpaceConfig
+    from tests.helpers import MICRO_SPACE
+
+    space = SearchSpace(SpaceConfig.from_dict(MICRO_SPACE))
+    fast = ProfileSettings(target="onnxruntime", precision="int8", subnets=4, passes=1, warmup=1, min_repeats=2,
+                           max_repeats=4, max_seconds=0.01)
+    profile = build_profile(space, fast, show_progress=False)
+    assert profile["settings"]["precision"] == "int8"
+    fp32_profile = {**profile, "settings": {**profile["settings"], "precision": "fp32"}}  # as an fp32 one reads
+    torch.manual_seed(0)
+    supernet, data = HybridSupernet(space), few_digits(32)
+    settings = LatencySettings(device="onnxruntime")
+    evaluator = Evaluator(supernet, data, settings, predictor=LatencyPredictor.fit(profile), precision="int8")
+    row = evaluator.evaluate(space.smallest(), latency=True)
+    assert row["precision"] == "int8" and row["latency_ms"] == row["latency_predicted_ms"] > 0
+    with pytest.raises(FieldError, match="timed in int8"):
+        Evaluator(supernet, data, settings, predictor=LatencyPredictor.fit(profile))  # fp32 from an int8 profile
+    with pytest.raises(FieldError, match="profile with --precision int8"):
+        Evaluator(supernet, data, settings, predictor=LatencyPredictor.fit(fp32_profile), precision="int8")
+    with pytest.raises(FieldError, match="onnxruntime"):
+        ProfileSettings(target="cpu", precision="int8")

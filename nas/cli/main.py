@@ -386,7 +386,8 @@ def cmd_profile(args: argparse.Namespace) -> None:
     with named(lambda field: PROFILE_FLAGS.get(field, flag(field))):
         settings = ProfileSettings(target=args.target, threads=args.threads, batch=args.latency_batch,
                                    subnets=args.subnets, seed=args.seed, passes=args.passes, max_units=args.max_units,
-                                   max_seconds=args.max_seconds, input_size=_seq_len(args.seq_len, space) or 0)
+                                   max_seconds=args.max_seconds, input_size=_seq_len(args.seq_len, space) or 0,
+                                   precision=args.precision)
     check_measuring(space, args.threads, args.latency_batch)
     out = args.out or Path("runs") / f"profile-{space.config.name}-{args.target}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     if out.exists() and not args.force:

@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="cpu", choices=TARGETS, help="where to measure (default cpu)")
     p.add_argument("--threads", type=int, default=DEFAULT_PROFILE.threads, help="CPU threads (default 1)")
     p.add_argument("--latency-batch", type=int, default=DEFAULT_PROFILE.batch, help="batch size (default 1)")
+    p.add_argument("--precision", default=DEFAULT_PROFILE.precision, metavar="{fp32,int8}",
+                   help="time the units and subnets in float32, or quantized to int8 by ONNX Runtime (needs --target "
+                        "onnxruntime), for `nas search --precision int8 --target PROFILE.json` (default fp32)")
     p.add_argument("--space", default="tiny", help=f"search space: {list_spaces()} or a space .json file (default tiny)")
     p.add_argument("--data", default=None,
                    help="the space fitted to this dataset, as `nas search --data` fits it (default: the space as written)")

@@ -69,8 +69,7 @@ class Evaluator:
         self._int8: OrderedDict[Arch, Int8Model] = OrderedDict()  # the last INT8_CACHE quantized subnets
         if precision not in PRECISION_MODES:
             raise FieldError("precision", f"must be one of {', '.join(PRECISION_MODES)}, got {precision!r}")
-        if precision != "fp32":
-            _check_int8(supernet, latency, predictor, cost_size)
+        _check_precision(precision, supernet, latency, predictor, cost_size)
         spec = supernet.spec
         if ((data.dims, data.in_channels, data.input_size) != (spec.dims, spec.in_channels, spec.input_size)
                 or data.num_classes > spec.num_classes):
@@ -176,6 +175,10 @@ class Evaluator:
         if precision == "int8":
             weights = float(self.int8_model(arch).weight_bytes())
             costs |= {"model_bytes": weights, "memory_bytes": costs["memory_bytes"] - 4.0 * costs["params"] + weights}
+            if latency and self.predictor is not None:  # an int8 profile's prediction
+                predicted = self.predict_latency(arch)
+                return costs | {"latency_ms": predicted, "latency_iqr_ms": float("nan"),
+                                "latency_predicted_ms": predicted}
             if latency:
                 lat = self.measure(arch, "int8")
                 return costs | {"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms,
@@ -267,13 +270,25 @@ def choose_precision(rows: dict[Precision, dict[str, Any]], limits: Limits, colu
     return "fp32" if fp32["val_acc"] > int8["val_acc"] else "int8"
 
 
-def _check_int8(supernet: HybridSupernet, latency: LatencySettings, predictor: LatencyPredictor | None,
-                cost_size: int | None) -> None:
-    """Int8 is run and timed on ONNX Runtime, here, at the data's input size: refuse what is not."""
-    if predictor is not None:
-        raise FieldError("precision", "int8 latency is measured here on ONNX Runtime, not predicted from a profile: "
-                                      "give --target onnxruntime")
-    if latency.device != "onnxruntime":
+def profile_precision(predictor: LatencyPredictor) -> str:
+    """The precision a latency profile was timed in (fp32 for profiles written before precision was)."""
+    return str(predictor.meta.get("settings", {}).get("precision", "fp32"))
+
+
+def _check_precision(precision: PrecisionMode, supernet: HybridSupernet, latency: LatencySettings,
+                     predictor: LatencyPredictor | None, cost_size: int | None) -> None:
+    """Int8 is run and timed on ONNX Runtime (here, or predicted from an int8 profile), at the data's
+    input size: refuse what is not."""
+    timed = "fp32" if predictor is None else profile_precision(predictor)
+    if predictor is not None and timed != ("fp32" if precision == "fp32" else "int8"):
+        raise FieldError("precision", f"{precision} cannot be predicted from a latency profile timed in {timed}: "
+                                      + ("profile with --precision int8 --target onnxruntime" if precision == "int8"
+                                         else "use --precision " + timed))
+    if precision == "search" and predictor is not None:
+        raise FieldError("precision", "search compares fp32 and int8 measured here: give --target onnxruntime")
+    if precision == "fp32":
+        return
+    if predictor is None and latency.device != "onnxruntime":
         raise FieldError("precision", f"int8 runs on ONNX Runtime: measure latency there too, --target onnxruntime "
                                       f"(not {latency.device!r}), so fp32 and int8 are timed on the same runtime")
     if cost_size is not None and cost_size != supernet.spec.input_size:

@@ -71,10 +71,11 @@ class _Calibration:
 
 def _quantize_bytes(fp32: bytes, calibration: np.ndarray, batch: int) -> bytes:
     """The QDQ int8 rewrite of the ONNX model `fp32` (input "input"), calibrated on `calibration`."""
-    _require("onnxruntime")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    ort = _require("onnxruntime")
+    ort.set_default_logger_severity(3)  # the quantizer's own sessions: errors only (ours set it per session)
     quiet = logging.getLogger()  # the quantizer logs notes on the root logger
     level = quiet.level
     quiet.setLevel(logging.ERROR)

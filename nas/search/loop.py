@@ -414,7 +414,8 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
                   and bool(table["latency_ms"].notna().any()))
     if remeasured:  # predicted latency: measure the front here too, side by side
         for i in front_rows:
-            table.at[i, "latency_measured_ms"] = evaluator.measure(Arch.from_json(table.at[i, "arch"])).median_ms
+            arch = Arch.from_json(table.at[i, "arch"])
+            table.at[i, "latency_measured_ms"] = evaluator.measure(arch, precision_of(table, i)).median_ms
         write_text(out / "evaluations.csv", table.to_csv(index=False))
     pareto = table.loc[front_rows].copy()
     pareto["test_acc"] = [evaluator.accuracy(Arch.from_json(pareto.at[i, "arch"]), "test", precision_of(pareto, i))
