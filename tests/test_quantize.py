@@ -102,7 +102,7 @@ def _search(trained_run: Path, out: Path, precision: str, budget: int = 3) -> in
 def test_int8_search_hands_over_a_checked_model_int8_onnx(trained_run, tmp_path):
     out = tmp_path / "run"
     assert _search(trained_run, out, "int8") == 0
-    table = pd.read_csv(out / "evaluations.csv")
+    table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
     assert set(table["precision"]) == {"int8"} and table["other_val_acc"].isna().all()
     assert (table["model_bytes"] < 4 * table["params"]).all()
     assert set(pd.read_csv(out / "pareto.csv")["precision"]) == {"int8"}
@@ -119,12 +119,15 @@ def test_int8_search_hands_over_a_checked_model_int8_onnx(trained_run, tmp_path)
         assert written.accuracy_and_loss(part.x, part.y)[0] == meta["int8"][f"{split}_acc"]
     card = (folder / "README.md").read_text()
     assert "## Precision\n\nint8: handed over quantized as `model.int8.onnx`" in card
+    other = table["id"][table["id"] != summary["chosen"]["id"]].iloc[0]  # an int8 row exported later: int8 too
+    assert main(["export", str(out), "--arch", str(other)]) == 0
+    assert json.loads((out / "models" / str(other) / "model.json").read_text())["int8"]["file"] == "model.int8.onnx"
 
 
 def test_searched_precision_records_each_subnets_precision_and_the_others_figures(trained_run, tmp_path):
     out = tmp_path / "run"
     assert _search(trained_run, out, "search", budget=2) == 0
-    table = pd.read_csv(out / "evaluations.csv")
+    table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
     assert set(table["precision"]) <= {"fp32", "int8"} and table["other_val_acc"].notna().all()
     assert all(math.isfinite(v) and v > 0 for v in table["other_latency_ms"])
     config = json.loads((out / "config.json").read_text())

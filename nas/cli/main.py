@@ -39,7 +39,7 @@ from nas.errors import FieldError, UserError, named
 from nas.evaluation.accuracy import evaluate
 from nas.evaluation.evaluator import Evaluator
 from nas.finish.finetune import FinishConfig, choose_after_finishing, finish_subnet, finished_metrics
-from nas.finish.package import DeployedModel, run_costs, save_model_folder
+from nas.finish.package import DeployedModel, quantize_deployed, run_costs, save_model_folder
 from nas.hardware.measure import describe_hardware
 from nas.hardware.profile import ProfileSettings, build_profile
 from nas.runs.files import (
@@ -436,10 +436,14 @@ def _model_folder(out: Path | None, run: Path, arch_id: str, force: bool) -> Pat
 
 def _save(folder: Path, model: SubnetModel, data: TaskData, supernet: HybridSupernet, config: dict, row: pd.Series,
           metrics: dict) -> None:
-    metrics = {k: plain_value(row[k]) for k in ("latency_ms", "flops", "params", "memory_bytes")} | metrics
+    metrics = {k: plain_value(row[k]) for k in ("latency_ms", "flops", "params", "memory_bytes", "model_bytes")
+               if k in row} | metrics
     metrics["cost_input_size"] = config["args"].get("seq_len") or supernet.spec.input_size  # what the costs are for
-    save_model_folder(folder, DeployedModel.for_data(model, data), metrics=metrics, data=data.describe(),
-                      costs=run_costs(config, row, supernet.spec), space=supernet.space.config.name)
+    metrics["precision"] = precision = "int8" if row.get("precision") == "int8" else "fp32"
+    deployed = DeployedModel.for_data(model, data)
+    int8 = quantize_deployed(deployed, data) if precision == "int8" else None  # its costs are the int8 model's
+    save_model_folder(folder, deployed, metrics=metrics, data=data.describe(), costs=run_costs(config, row, supernet.spec),
+                      space=supernet.space.config.name, int8=int8, task=data)
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
