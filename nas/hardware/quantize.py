@@ -2,8 +2,8 @@
 run as it will be deployed: accuracy, latency and size all measured on the quantized graph.
 
 The quantization is ONNX Runtime's (`onnxruntime.quantization.quantize_static`; no kernel of ours):
-the subnet is exported to ONNX (float32, opset `OPSET`, dynamic batch), calibrated on a slice of the
-training split (`CALIBRATION_SAMPLES` rows, min-max ranges), and rewritten in QDQ format with int8
+the subnet is exported to ONNX (float32, opset `OPSET`; the batch fixed, as the search times it, or
+free, as the file handed over), calibrated on a slice of the training split (`CALIBRATION_SAMPLES` rows, min-max ranges), and rewritten in QDQ format with int8
 weights per output channel and int8 activations. ONNX Runtime's CPU provider then fuses the QDQ
 pairs into integer kernels (QLinearConv, QLinearMatMul, ...). Why ONNX Runtime and not torch.ao or
 NNCF: docs/quantization.md.
@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -69,33 +70,36 @@ class _Calibration:
         return next(self._batches, None)
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """ONNX Runtime's quantizer without its notes: its sessions log errors only (a process-wide
+    setting; ours set it per session anyway), and it logs on the root logger, raised to errors here."""
+    _require("onnxruntime").set_default_logger_severity(3)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def _quantize_bytes(fp32: bytes, calibration: np.ndarray, batch: int) -> bytes:
-    """The QDQ int8 rewrite of the ONNX model `fp32` (input "input"), calibrated on `calibration`."""
+    """The QDQ int8 rewrite of the ONNX model `fp32` (input "input"), calibrated on `calibration` in
+    batches of `batch` rows."""
+    _require("onnxruntime")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    ort = _require("onnxruntime")
-    ort.set_default_logger_severity(3)  # the quantizer's own sessions: errors only (ours set it per session)
-    quiet = logging.getLogger()  # the quantizer logs notes on the root logger
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        return _quantize_files(fp32, calibration, batch, quantize_static, quant_pre_process,
-                               dict(quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
-                                    activation_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                                    op_types_to_quantize=list(QUANTIZED_OPS),
-                                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True}))
-    finally:
-        quiet.setLevel(level)
-
-
-def _quantize_files(fp32: bytes, calibration: np.ndarray, batch: int, quantize_static: Any, pre_process: Any,
-                    options: dict[str, Any]) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="nas-int8-") as tmp:  # quantize_static reads and writes files
+    reader = _Calibration("input", calibration.astype(np.float32, copy=False), batch)
+    with _quiet(), tempfile.TemporaryDirectory(prefix="nas-int8-") as tmp:  # quantize_static works on files
         src, pre, dst = (Path(tmp) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         src.write_bytes(fp32)
-        pre_process(str(src), str(pre), skip_symbolic_shape=True)  # shapes and folding, as ORT advises
-        quantize_static(str(pre), str(dst), _Calibration("input", calibration.astype(np.float32, copy=False), batch), **options)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)  # shapes and folding, as ORT advises
+        quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANTIZED_OPS),
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         return dst.read_bytes()
 
 
