@@ -91,10 +91,11 @@ def plot(fronts: dict[str, dict[str, pd.DataFrame]], path: Path, limit: float) -
     for ax, (axis, column) in zip(axes, AXES.items()):
         for arm in ARMS:
             f = fronts[arm][axis].sort_values(column)
-            ax.step(f[column], f["val_acc"], where="post", marker="o", label=arm)
+            x = f[column] / (1 if axis == "latency" else 1024)
+            ax.step(x, f["val_acc"], where="post", marker="o", label=arm, alpha=0.8)
         if axis == "latency":
             ax.axvline(limit, color="grey", linestyle=":", label=f"{limit:g} ms limit")
-        ax.set_xlabel("measured latency (ms, ONNX Runtime)" if axis == "latency" else "weight bytes")
+        ax.set_xlabel("measured latency (ms, ONNX Runtime)" if axis == "latency" else "weights (KiB)")
         ax.set_ylabel("validation accuracy")
         ax.legend()
     fig.tight_layout()
