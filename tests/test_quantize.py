@@ -101,7 +101,7 @@ def _search(trained_run: Path, out: Path, precision: str, budget: int = 3) -> in
 
 def test_int8_search_hands_over_a_checked_model_int8_onnx(trained_run, tmp_path):
     out = tmp_path / "run"
-    assert _search(trained_run, out, "int8") == 0
+    assert _search(trained_run, out, "int8", budget=2) == 0
     table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
     assert set(table["precision"]) == {"int8"} and table["other_val_acc"].isna().all()
     assert (table["model_bytes"] < 4 * table["params"]).all()
