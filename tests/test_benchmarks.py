@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from benchmarks.common import median_flops
+from benchmarks.quantization import covers, front
 from benchmarks.ranking_fidelity import over_ceiling
 from benchmarks.search_value import another_fits, feasibility, last_true, verdict
 from nas.data.datasets import load_data
@@ -66,3 +68,14 @@ def test_feasibility_uses_the_searchs_cost_functions_and_limits():
     rng = np.random.default_rng(0)
     for arch in (space.sample(rng) for _ in range(50)):  # exactly the analytic FLOPs against the limit
         assert ok(arch) == (space.count_flops(arch) <= limit)
+
+
+def test_the_searched_front_covers_the_fp32_one_within_half_a_point_and_no_costlier():
+    table = pd.DataFrame({"val_acc": [0.90, 0.95, 0.80, 0.99], "latency_ms": [0.5, 0.8, 0.6, 2.0],
+                          "feasible": [True, True, True, False]})
+    fp32 = front(table, "latency_ms")
+    assert sorted(fp32["val_acc"]) == [0.90, 0.95]  # 0.80 dominated, 0.99 over the limit
+    searched = pd.DataFrame({"val_acc": [0.896, 0.946], "latency_ms": [0.3, 0.8]})
+    assert covers(searched, fp32, "latency_ms")  # 0.4 points less accurate, no slower: covered
+    assert not covers(searched.assign(val_acc=[0.89, 0.95]), fp32, "latency_ms")  # 1 point less: not
+    assert not covers(searched.assign(latency_ms=[0.3, 0.9]), fp32, "latency_ms")  # slower: not

@@ -25,6 +25,7 @@ from nas.evaluation.limits import OBJECTIVES, Limits
 from nas.finish.finetune import FinishConfig
 from nas.hardware.measure import LatencySettings
 from nas.hardware.profile import SearchLatency, search_latency
+from nas.hardware.quantize import PRECISION_MODES, PrecisionMode
 from nas.search.loop import Budget
 from nas.search.strategies import check_options, list_strategies, strategies_with_predictor
 from nas.training.config import TrainConfig
@@ -126,6 +127,8 @@ class SearchRunConfig(RunConfig):
     finish: Literal["inherit", "finetune", "scratch"] = "finetune"
     finish_budget: float = FinishConfig().budget
     finalists: int = 1
+    # the precision candidates are evaluated in: fp32, int8 (ONNX Runtime) or both (docs/quantization.md)
+    precision: PrecisionMode = "fp32"
 
     def __post_init__(self) -> None:
         if type(self.budget) is int:  # a count in a JSON file
@@ -154,6 +157,26 @@ class SearchRunConfig(RunConfig):
             raise FieldError("finalists", f"must be >= 1, got {self.finalists}")
         if self.zero_shot is not None:
             self._check_zero_shot()
+        self._check_precision()
+
+    def _check_precision(self) -> None:
+        """Int8 is quantized, run and timed in this process on ONNX Runtime (`nas.hardware.quantize`)."""
+        if self.precision not in PRECISION_MODES:
+            raise FieldError("precision", f"must be one of {', '.join(PRECISION_MODES)}, got {self.precision!r}")
+        if self.precision == "fp32":
+            return
+        if self.target != "onnxruntime" and not (self.precision == "int8" and self.target.endswith(".json")):
+            raise FieldError("precision", f"{self.precision} needs latency measured on ONNX Runtime, where int8 runs: "
+                                          f"give --target onnxruntime (not {self.target!r}), so fp32 and int8 are timed "
+                                          "on the same runtime" + (", or an int8 latency profile .json"
+                                                                   if self.precision == "int8" else ""))
+        unused = (("zero_shot", self.zero_shot is not None), ("ray", self.ray),
+                  ("ray_address", self.ray_address is not None), ("workers", self.workers is not None),
+                  ("seq_len", self.seq_len is not None), ("stream_data", self.stream_data))
+        for name, given in unused:
+            if given:
+                raise FieldError(name, f"is not supported with --precision {self.precision} (int8 is quantized and "
+                                       "measured in this process, at the data's input size)")
 
     def _check_zero_shot(self) -> None:
         """A zero-shot search trains no supernet and runs no strategy: what needs either is refused."""

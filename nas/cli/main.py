@@ -39,7 +39,7 @@ from nas.errors import FieldError, UserError, named
 from nas.evaluation.accuracy import evaluate
 from nas.evaluation.evaluator import Evaluator
 from nas.finish.finetune import FinishConfig, choose_after_finishing, finish_subnet, finished_metrics
-from nas.finish.package import DeployedModel, run_costs, save_model_folder
+from nas.finish.package import DeployedModel, quantize_deployed, run_costs, save_model_folder
 from nas.hardware.measure import describe_hardware
 from nas.hardware.profile import ProfileSettings, build_profile
 from nas.runs.files import (
@@ -296,7 +296,8 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     check_measuring(supernet.space, config.threads if source.profile is None else None, latency.batch_size)
     train = None if loaded is not None or config.zero_shot is not None else config.train_config(device)
     evaluator = Evaluator(supernet, data, latency, device=device, predictor=source.predictor,
-                          remeasure=source.mismatch is None, cost_size=_seq_len(config.seq_len, supernet.space))
+                          remeasure=source.mismatch is None, cost_size=_seq_len(config.seq_len, supernet.space),
+                          precision=config.precision, limits=limits, objective=config.objective)
     with named(flag):
         evaluator.check_feasible(limits)  # weights play no part: fail before training
     if config.zero_shot is None:
@@ -385,7 +386,8 @@ def cmd_profile(args: argparse.Namespace) -> None:
     with named(lambda field: PROFILE_FLAGS.get(field, flag(field))):
         settings = ProfileSettings(target=args.target, threads=args.threads, batch=args.latency_batch,
                                    subnets=args.subnets, seed=args.seed, passes=args.passes, max_units=args.max_units,
-                                   max_seconds=args.max_seconds, input_size=_seq_len(args.seq_len, space) or 0)
+                                   max_seconds=args.max_seconds, input_size=_seq_len(args.seq_len, space) or 0,
+                                   precision=args.precision)
     check_measuring(space, args.threads, args.latency_batch)
     out = args.out or Path("runs") / f"profile-{space.config.name}-{args.target}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     if out.exists() and not args.force:
@@ -434,10 +436,14 @@ def _model_folder(out: Path | None, run: Path, arch_id: str, force: bool) -> Pat
 
 def _save(folder: Path, model: SubnetModel, data: TaskData, supernet: HybridSupernet, config: dict, row: pd.Series,
           metrics: dict) -> None:
-    metrics = {k: plain_value(row[k]) for k in ("latency_ms", "flops", "params", "memory_bytes")} | metrics
+    metrics = {k: plain_value(row[k]) for k in ("latency_ms", "flops", "params", "memory_bytes", "model_bytes")
+               if k in row} | metrics
     metrics["cost_input_size"] = config["args"].get("seq_len") or supernet.spec.input_size  # what the costs are for
-    save_model_folder(folder, DeployedModel.for_data(model, data), metrics=metrics, data=data.describe(),
-                      costs=run_costs(config, row, supernet.spec), space=supernet.space.config.name)
+    metrics["precision"] = precision = "int8" if row.get("precision") == "int8" else "fp32"
+    deployed = DeployedModel.for_data(model, data)
+    int8 = quantize_deployed(deployed, data) if precision == "int8" else None  # its costs are the int8 model's
+    save_model_folder(folder, deployed, metrics=metrics, data=data.describe(), costs=run_costs(config, row, supernet.spec),
+                      space=supernet.space.config.name, int8=int8, task=data)
 
 
 def cmd_extract(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from nas.data.datasets import list_datasets
 from nas.evaluation.limits import OBJECTIVES
 from nas.finish.finetune import HOW, FinishConfig
 from nas.hardware.profile import ProfileSettings
+from nas.hardware.quantize import PRECISION_MODES
 from nas.hardware.targets import TARGETS
 from nas.search.strategies import list_strategies, strategies_with_predictor, strategy_options
 from nas.training.config import DEFAULT_EPOCHS, MIN_STEPS
@@ -140,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "target",
              help=f"where latency comes from: measured here on {', '.join(TARGETS)}, or predicted from a latency "
                   "profile PROFILE.json written by `nas profile` on any device (default cpu)")
+    _setting(p, "precision", metavar="{" + ",".join(PRECISION_MODES) + "}",
+             help="precision of the candidates: fp32, int8 (quantized by ONNX Runtime, calibrated on the training "
+                  "split; accuracy, latency and bytes measured on the int8 model) or search (each subnet in both, "
+                  "standing at the one that serves it best); int8 and search need --target onnxruntime (default fp32)")
     _setting(p, "threads", type=int, help="CPU threads while measuring latency (default 1; a profile has its own)")
     _setting(p, "latency_batch", type=int,
              help="batch size while measuring latency (default 1; a profile has its own)")
@@ -168,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="cpu", choices=TARGETS, help="where to measure (default cpu)")
     p.add_argument("--threads", type=int, default=DEFAULT_PROFILE.threads, help="CPU threads (default 1)")
     p.add_argument("--latency-batch", type=int, default=DEFAULT_PROFILE.batch, help="batch size (default 1)")
+    p.add_argument("--precision", default=DEFAULT_PROFILE.precision, metavar="{fp32,int8}",
+                   help="time the units and subnets in float32, or quantized to int8 by ONNX Runtime (needs --target "
+                        "onnxruntime), for `nas search --precision int8 --target PROFILE.json` (default fp32)")
     p.add_argument("--space", default="tiny", help=f"search space: {list_spaces()} or a space .json file (default tiny)")
     p.add_argument("--data", default=None,
                    help="the space fitted to this dataset, as `nas search --data` fits it (default: the space as written)")

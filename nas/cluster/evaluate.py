@@ -64,7 +64,7 @@ class EvaluationActor:
                                    predictor=payload["predictor"], remeasure=payload["remeasure"],
                                    cost_size=payload["cost_size"])
 
-    def evaluate(self, arch: Arch, latency: bool, payload_ref: list[Any]) -> dict[str, float]:
+    def evaluate(self, arch: Arch, latency: bool, payload_ref: list[Any]) -> dict[str, Any]:
         self.load(payload_ref)
         assert self.evaluator is not None  # built by `load`
         return self.evaluator.evaluate(arch, latency=latency)
@@ -120,7 +120,7 @@ class RayPool:
         ready, _ = ray.wait(list(self._busy) if any_slot else [handle], num_returns=1)
         return handle in ready or bool(ray.wait([handle], timeout=0)[0])
 
-    def result(self, handle: Any) -> dict[str, float]:
+    def result(self, handle: Any) -> dict[str, Any]:
         row = self._get(handle)
         if handle in self._busy:
             self._idle.append(self._busy.pop(handle))

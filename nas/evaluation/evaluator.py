@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from torch import nn
@@ -20,14 +21,27 @@ from torch import nn
 from nas.data.datasets import TaskData, in_memory
 from nas.errors import FieldError, UserError
 from nas.evaluation.accuracy import accuracy_and_loss, evaluate
-from nas.evaluation.limits import Limits
+from nas.evaluation.limits import OBJECTIVES, Limits
 from nas.hardware.measure import Latency, LatencySettings
+from nas.hardware.quantize import (
+    CALIBRATION_SAMPLES,
+    PRECISION_MODES,
+    Int8Model,
+    Precision,
+    PrecisionMode,
+    check_quantizable,
+    quantize_model,
+)
 from nas.hardware.targets import Target, TargetTimer
 from predictors import LatencyPredictor, MissingBlockError
 from predictors.proxies import draw_batches, proxy_scores
 from search_spaces import Arch, HybridSupernet
 
 PROXY_BATCHES, PROXY_BATCH_SIZE = 1, 64  # what training-free proxies see of the training split
+INT8_CACHE = 64  # quantized subnets kept (export + quantization + session: the int8 work of one subnet)
+# --precision search: int8 stands for a subnet when it meets the limits and loses at most this much
+# validation accuracy against fp32 (a few validation samples: quantization noise, not a loss)
+INT8_TOLERANCE = 0.005
 
 
 class Evaluator:
@@ -38,13 +52,24 @@ class Evaluator:
     `cost_size`: the input size the hardware costs are for, when it is not the data's (a sequence
     length at deployment: attention, linear attention, windows and convolutions grow differently
     with it); accuracy is always measured on the data.
+
+    `precision` (docs/quantization.md): "fp32" evaluates the float model; "int8" the subnet quantized
+    by ONNX Runtime (`nas.hardware.quantize`), its accuracy, latency and bytes measured on the
+    quantized model; "search" both, each row standing at the precision `choose_precision` picks under
+    `limits` and the search's `objective`. Int8 needs latency measured here on ONNX Runtime, so fp32 and int8 share a runtime.
     """
 
     def __init__(self, supernet: HybridSupernet, data: TaskData, latency: LatencySettings, *, device: str = "cpu",
-                 predictor: LatencyPredictor | None = None, remeasure: bool = True, cost_size: int | None = None):
+                 predictor: LatencyPredictor | None = None, remeasure: bool = True, cost_size: int | None = None,
+                 precision: PrecisionMode = "fp32", limits: Limits | None = None, objective: str = "latency"):
         self.supernet, self.data, self.latency, self.device = supernet, data, latency, device
         self.predictor, self.remeasure, self.cost_size = predictor, remeasure, cost_size
+        self.precision, self.limits, self.objective = precision, limits or Limits(), OBJECTIVES[objective]
         self._warmed_up = False  # `measure`
+        self._int8: OrderedDict[Arch, Int8Model] = OrderedDict()  # the last INT8_CACHE quantized subnets
+        if precision not in PRECISION_MODES:
+            raise FieldError("precision", f"must be one of {', '.join(PRECISION_MODES)}, got {precision!r}")
+        _check_precision(precision, supernet, latency, predictor, cost_size)
         spec = supernet.spec
         if ((data.dims, data.in_channels, data.input_size) != (spec.dims, spec.in_channels, spec.input_size)
                 or data.num_classes > spec.num_classes):
@@ -64,8 +89,36 @@ class Evaluator:
     def input_shape(self, batch: int) -> tuple[int, ...]:
         return self.supernet.spec.input_shape(batch, self.cost_size)
 
-    def accuracy(self, arch: Arch, split: str = "val") -> float:
-        return evaluate(self.supernet, getattr(self.data, split), arch, device=self.device)
+    @property
+    def precisions(self) -> tuple[Precision, ...]:
+        """The precisions each subnet is evaluated in."""
+        return ("fp32", "int8") if self.precision == "search" else (self.precision,)
+
+    def accuracy(self, arch: Arch, split: str = "val", precision: Precision = "fp32") -> float:
+        part = getattr(self.data, split)
+        if precision == "int8":
+            rows = in_memory(part, len(part))
+            return self.int8_model(arch).accuracy_and_loss(rows.x, rows.y)[0]
+        return evaluate(self.supernet, part, arch, device=self.device)
+
+    def int8_model(self, arch: Arch) -> Int8Model:
+        """The subnet quantized to int8 (calibrated on the training split's first `CALIBRATION_SAMPLES`
+        rows), its batch fixed to the latency settings' as it is timed, in an ONNX Runtime session
+        with their threads (accuracy runs it batch by batch); the last `INT8_CACHE`
+        are kept, so re-measuring or scoring a subnet again does not quantize it again. The cache
+        holds while the supernet's weights do not change: `check_feasible`, run before training,
+        leaves it empty."""
+        if arch in self._int8:
+            self._int8.move_to_end(arch)
+            return self._int8[arch]
+        model = quantize_model(self.supernet.extract(arch), self.input_shape(1)[1:],
+                               in_memory(self.data.train, CALIBRATION_SAMPLES).x[:CALIBRATION_SAMPLES],
+                               batch=self.latency.batch_size,
+                               threads=self.latency.threads)
+        self._int8[arch] = model
+        if len(self._int8) > INT8_CACHE:
+            self._int8.popitem(last=False)
+        return model
 
     def timer(self, model: nn.Module) -> TargetTimer:
         """`model` prepared for timing on this machine's target, at the latency settings' threads and
@@ -78,15 +131,17 @@ class Evaluator:
         return TargetTimer(model, self.input_shape(self.latency.batch_size), target=cast(Target, self.latency.device),
                            threads=self.latency.threads)
 
-    def subnet_timer(self, arch: Arch) -> TargetTimer:
+    def subnet_timer(self, arch: Arch, precision: Precision = "fp32") -> TargetTimer:
         """The extracted subnet (at the input size the costs are for) prepared for timing."""
+        if precision == "int8":
+            return self.int8_model(arch).timer(self.input_shape(self.latency.batch_size))
         return self.timer(self.supernet.extract(arch, input_size=self.cost_size))
 
-    def measure(self, arch: Arch) -> Latency:
+    def measure(self, arch: Arch, precision: Precision = "fp32") -> Latency:
         """Latency of the extracted subnet, measured on this machine's target. The first measurement
         of a process is taken twice and the first reading dropped: it pays for cold caches and lazy
         set-up, and would read high (the first subnet of a search is often the smallest)."""
-        timer = self.subnet_timer(arch)
+        timer = self.subnet_timer(arch, precision)
         if not self._warmed_up:
             timer.measure(max_seconds=self.latency.max_seconds)
             self._warmed_up = True
@@ -110,11 +165,26 @@ class Evaluator:
         except MissingBlockError as e:
             raise UserError(str(e)) from None
 
-    def costs(self, arch: Arch, *, latency: bool = True) -> dict[str, float]:
+    def costs(self, arch: Arch, *, latency: bool = True, precision: Precision = "fp32") -> dict[str, float]:
         """Analytic costs and latency: `latency_ms` is the measured or the predicted value (the
         one limits and the search use), also recorded as `latency_measured_ms` or `latency_predicted_ms`.
-        `latency=False` skips latency (NaN) when neither the objective nor a limit needs it."""
+        `latency=False` skips latency (NaN) when neither the objective nor a limit needs it.
+        `model_bytes`: the weights' bytes (4 per parameter in fp32; in int8 the quantized graph's
+        initializers, scales and int32 biases included); int8's `memory_bytes` counts those weight
+        bytes instead of the float ones (activations stay counted in float32: an upper bound)."""
         costs = self.analytic_costs(arch)
+        costs["model_bytes"] = 4.0 * costs["params"]
+        if precision == "int8":
+            weights = float(self.int8_model(arch).weight_bytes())
+            costs |= {"model_bytes": weights, "memory_bytes": costs["memory_bytes"] - 4.0 * costs["params"] + weights}
+            if latency and self.predictor is not None:  # an int8 profile's prediction
+                predicted = self.predict_latency(arch)
+                return costs | {"latency_ms": predicted, "latency_iqr_ms": float("nan"),
+                                "latency_predicted_ms": predicted}
+            if latency:
+                lat = self.measure(arch, "int8")
+                return costs | {"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms,
+                                "latency_measured_ms": lat.median_ms}
         if not latency:
             return costs | {"latency_ms": float("nan"), "latency_iqr_ms": float("nan")}
         if self.predictor is not None:
@@ -123,13 +193,26 @@ class Evaluator:
         lat = self.measure(arch)
         return costs | {"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms, "latency_measured_ms": lat.median_ms}
 
-    def evaluate(self, arch: Arch, *, latency: bool) -> dict[str, float]:
-        """Validation accuracy and loss (mean cross-entropy), costs (`costs`) and the seconds they
-        took: one row of a search."""
+    def evaluate(self, arch: Arch, *, latency: bool) -> dict[str, Any]:
+        """Validation accuracy and loss (mean cross-entropy), costs (`costs`), the precision and the
+        seconds they took: one row of a search. With precision "search", the row of the precision
+        `choose_precision` picks (the other's accuracy and latency beside it)."""
         start = time.perf_counter()
-        acc, loss = accuracy_and_loss(self.supernet, self.data.val, arch, device=self.device)
-        row = {"val_acc": acc, "val_loss": loss, **self.costs(arch, latency=latency)}
+        rows = {p: self._evaluate_at(arch, p, latency=latency) for p in self.precisions}
+        row = rows[choose_precision(rows, self.limits, self.objective)]
+        if self.precision == "search":
+            other = rows["int8" if row["precision"] == "fp32" else "fp32"]
+            row |= {"other_val_acc": other["val_acc"], "other_latency_ms": other["latency_ms"]}
         return row | {"seconds": time.perf_counter() - start}
+
+    def _evaluate_at(self, arch: Arch, precision: Precision, *, latency: bool) -> dict[str, Any]:
+        if precision == "int8":
+            val = in_memory(self.data.val, len(self.data.val))
+            acc, loss = self.int8_model(arch).accuracy_and_loss(val.x, val.y)
+        else:
+            acc, loss = accuracy_and_loss(self.supernet, self.data.val, arch, device=self.device)
+        return {"val_acc": acc, "val_loss": loss, "precision": precision,
+                **self.costs(arch, latency=latency, precision=precision)}
 
     def proxies(self, archs: Sequence[Arch], names: Sequence[str], *, seed: int = 0) -> np.ndarray:
         """Training-free proxies (`predictors.proxies`) of each subnet at its initialisation (seeded),
@@ -149,9 +232,11 @@ class Evaluator:
         measure = limits.max_latency_ms is not None  # else analytic only: nothing to measure
         cache: dict[Arch, dict[str, float]] = {}
 
-        def costs(arch: Arch) -> dict[str, float]:
+        def costs(arch: Arch) -> dict[str, float]:  # the cheapest precision's, of each cost
             if arch not in cache:
-                cache[arch] = self.costs(arch) if measure else self.analytic_costs(arch)
+                each = [self.costs(arch, precision=p) if measure else self.costs(arch, latency=False, precision=p)
+                        for p in self.precisions]
+                cache[arch] = {k: min(c[k] for c in each) for k in each[0]}
             return cache[arch]
 
         where = "predicted" if self.predictor is not None else "on " + self.latency.device
@@ -161,13 +246,59 @@ class Evaluator:
             ("max_latency_ms", limits.max_latency_ms, "latency_ms", 1, "{:.3f} ms " + where, 1.05),
             ("max_memory_mb", limits.max_memory_mb, "memory_bytes", 2**20, "{:.3f} MiB (estimated)", 1.0),
         )
-        for field, limit, key, unit, fmt, slack in checks:
-            if limit is None or any(costs(a)[key] <= limit * unit * slack for a in variants):
-                continue
-            best = min(costs(a)[key] for a in variants)
-            if best > limit * unit * slack:
+        try:
+            for field, limit, key, unit, fmt, slack in checks:
+                if limit is None or any(costs(a)[key] <= limit * unit * slack for a in variants):
+                    continue
+                best = min(costs(a)[key] for a in variants)
                 raise FieldError(field, f"{limit:g} cannot be met by any subnet of space {space.config.name!r}: "
                                         f"the smallest achievable is {fmt.format(best / unit)}")
+        finally:
+            self._int8.clear()  # quantized with the weights of now: training comes after
+
+def choose_precision(rows: dict[Precision, dict[str, Any]], limits: Limits, column: str = "latency_ms") -> Precision:
+    """The precision a subnet stands at, of its evaluated `rows`: the one that meets `limits` (or
+    misses them least); of two that meet them and whose validation accuracies are within
+    `INT8_TOLERANCE`, the one that costs less on the objective `column` (int8 on a tie: it is
+    smaller), else the more accurate. Int8 can be slower than fp32 (small layers: the quantize/dequantize steps cost more
+    than the integer arithmetic saves); then fp32 stands for the subnet when latency is the objective."""
+    if len(rows) == 1:
+        return next(iter(rows))
+    fp32, int8 = rows["fp32"], rows["int8"]
+    miss = {p: limits.violation(r) for p, r in rows.items()}
+    if miss["fp32"] != miss["int8"] and max(miss.values()) > 0:
+        return "fp32" if miss["fp32"] < miss["int8"] else "int8"
+    if abs(int8["val_acc"] - fp32["val_acc"]) <= INT8_TOLERANCE:  # as accurate: the cheaper
+        return "int8" if int8[column] <= fp32[column] else "fp32"
+    return "fp32" if fp32["val_acc"] > int8["val_acc"] else "int8"
+
+
+def profile_precision(predictor: LatencyPredictor) -> str:
+    """The precision a latency profile was timed in (fp32 for profiles written before precision was)."""
+    return str(predictor.meta.get("settings", {}).get("precision", "fp32"))
+
+
+def _check_precision(precision: PrecisionMode, supernet: HybridSupernet, latency: LatencySettings,
+                     predictor: LatencyPredictor | None, cost_size: int | None) -> None:
+    """Int8 is run and timed on ONNX Runtime (here, or predicted from an int8 profile), at the data's
+    input size: refuse what is not."""
+    timed = "fp32" if predictor is None else profile_precision(predictor)
+    if predictor is not None and timed != ("fp32" if precision == "fp32" else "int8"):
+        raise FieldError("precision", f"{precision} cannot be predicted from a latency profile timed in {timed}: "
+                                      + ("profile with --precision int8 --target onnxruntime" if precision == "int8"
+                                         else "use --precision " + timed))
+    if precision == "search" and predictor is not None:
+        raise FieldError("precision", "search compares fp32 and int8 measured here: give --target onnxruntime")
+    if precision == "fp32":
+        return
+    if predictor is None and latency.device != "onnxruntime":
+        raise FieldError("precision", f"int8 runs on ONNX Runtime: measure latency there too, --target onnxruntime "
+                                      f"(not {latency.device!r}), so fp32 and int8 are timed on the same runtime")
+    if cost_size is not None and cost_size != supernet.spec.input_size:
+        raise FieldError("precision", "int8 is measured at the data's input size: drop --seq-len")
+    config = supernet.space.config
+    kinds = {kind for stage in config.stages for kind in stage.block_types}
+    check_quantizable(sorted(kinds) + (list(config.mixers) if "attn" in kinds else []))
 
 
 def _shape(channels: int, size: int, dims: int) -> str:

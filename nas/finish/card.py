@@ -12,8 +12,8 @@ _SPLITS = ("train", "val", "test")  # the order the card lists them in (model.js
 
 def render_card(meta: Mapping[str, Any]) -> str:
     """Markdown of the card for a model described by `meta` (`model.json`)."""
-    sections = [_summary(meta), _io(meta), _metrics(meta["metrics"]), _costs(meta["costs"]), _data(meta),
-                _usage(meta), _files()]
+    sections = [_summary(meta), _io(meta), _metrics(meta["metrics"]), _precision(meta), _costs(meta["costs"]),
+                _data(meta), _usage(meta), _files()]
     return "\n\n".join(s.strip("\n") for s in sections) + "\n"
 
 
@@ -112,6 +112,28 @@ def _metrics(metrics: Mapping[str, Any]) -> str:
 |---|---|---|
 {table}
 {how}"""
+
+
+def _precision(meta: Mapping[str, Any]) -> str:
+    int8 = meta.get("int8")
+    if not isinstance(int8, Mapping):
+        return f"""
+## Precision
+
+{meta.get("precision", "fp32")}: the weights and `model.onnx` are float32.
+"""
+    return f"""
+## Precision
+
+int8: handed over quantized as `{int8['file']}` ({int8['weight_bytes']:,} bytes of weights), run with
+{int8['runtime']}; its costs below are the int8 model's. How: {int8['how']}.
+
+| model | validation accuracy | test accuracy |
+|---|---|---|
+| int8 (`{int8['file']}`, {int8['checked']}) | {_acc(int8, 'val_acc')} | {_acc(int8, 'test_acc')} |
+
+`model.safetensors` and `model.onnx` hold the float32 model it was quantized from.
+"""
 
 
 def _acc(metrics: Mapping[str, Any], key: str) -> str:
@@ -238,5 +260,6 @@ def _files() -> str:
 - `model.safetensors`: the weights (no pickle).
 - `model.json`: architecture, model spec, input, labels, preprocessing, data, metrics and costs.
 - `model.onnx`: the model with its preprocessing, batch size free; checked against torch with ONNX Runtime when written.
+- `model.int8.onnx` (an int8 model only): the model quantized to int8, preprocessing inside, batch size free.
 - `README.md`: this card.
 """

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from nas.data.datasets import TaskData
+from nas.data.datasets import TaskData, in_memory
 from nas.errors import UserError
 from nas.finish.card import render_card
 from nas.runs.files import (
@@ -48,8 +48,10 @@ from search_spaces.arch import show
 if TYPE_CHECKING:
     from nas.evaluation.evaluator import Evaluator
     from nas.hardware.measure import LatencySettings
+    from nas.hardware.quantize import Int8Model
 
 MODEL_FILE, MODEL_META, ONNX_FILE, CARD_FILE = "model.safetensors", "model.json", "model.onnx", "README.md"
+INT8_FILE = "model.int8.onnx"  # the model quantized to int8 (ONNX Runtime, QDQ), when it is handed over in int8
 FORMAT_VERSION = "2"
 LEGACY_VERSION = "1"  # without preprocessing, input description, ONNX or card
 # the optional latency figures of a search's row (absent or NaN: not known)
@@ -235,16 +237,62 @@ def _number(value: Any) -> float | int | None:
     return value
 
 
+# ----------------------------------------------------------------------------------- int8
+def stored(data: TaskData, split: str) -> Tensor:
+    """A split's inputs as stored (the standardisation `load_data` applied undone): what a
+    `DeployedModel` takes."""
+    split_data = getattr(data, split)
+    part = in_memory(split_data, len(split_data)).x.cpu()
+    shape = (1, -1) + (1,) * (part.dim() - 2)
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(shape) for v in (data.mean, data.std))
+    return part * std + mean
+
+
+def quantize_deployed(model: DeployedModel, data: TaskData, *, batch: int | None = None, threads: int = 1) -> Int8Model:
+    """`model` (preprocessing inside) quantized to int8 by ONNX Runtime, calibrated on the first rows
+    of the training split as stored (`nas.hardware.quantize`); `batch`: fixed (to time it), or free."""
+    from nas.hardware.quantize import CALIBRATION_SAMPLES, quantize_model
+
+    return quantize_model(model, model.input_shape, stored(data, "train")[:CALIBRATION_SAMPLES], batch=batch,
+                          threads=threads)
+
+
+def _write_int8(folder: Path, int8: Int8Model, data: TaskData) -> dict[str, Any]:
+    """Write `int8` as `INT8_FILE`, load the written file and measure its validation and test accuracy
+    with ONNX Runtime; they must equal the in-memory model's (else `UserError`). model.json's entry."""
+    from nas.hardware.quantize import CALIBRATION_SAMPLES, QUANTIZED_OPS, Int8Model
+
+    write_atomically(folder / INT8_FILE, lambda tmp: tmp.write_bytes(int8.onnx_bytes))
+    written = Int8Model.load(folder / INT8_FILE)
+    acc = {}
+    for split in ("val", "test"):
+        x, y = stored(data, split), in_memory(getattr(data, split), len(getattr(data, split))).y
+        acc[split] = written.accuracy_and_loss(x, y)[0]
+        if acc[split] != int8.accuracy_and_loss(x, y)[0]:
+            raise UserError(f"{folder / INT8_FILE}: the written int8 model's {split} accuracy differs from the "
+                            "quantized model's")
+    return {"file": INT8_FILE, "val_acc": acc["val"], "test_acc": acc["test"], "weight_bytes": written.weight_bytes(),
+            "file_bytes": len(int8.onnx_bytes), "runtime": "onnxruntime (CPUExecutionProvider)",
+            "how": f"post-training static quantization (onnxruntime.quantization.quantize_static): QDQ, int8 weights "
+                   f"per output channel, int8 activations calibrated (min-max) on the first {CALIBRATION_SAMPLES} rows "
+                   f"of the training split, after finishing (no quantization-aware training); {', '.join(QUANTIZED_OPS)} "
+                   "quantized, the rest float",
+            "checked": "accuracy re-measured with ONNX Runtime from the written file"}
+
+
 # ----------------------------------------------------------------------------------- the folder
 def save_model_folder(folder: Path, model: DeployedModel, *, metrics: Mapping[str, Any], costs: Mapping[str, Any],
-                      data: Mapping[str, Any], space: str) -> Path:
+                      data: Mapping[str, Any], space: str, int8: Int8Model | None = None,
+                      task: TaskData | None = None) -> Path:
     """Write the model folder (module docstring) and return it.
 
     `metrics`: JSON-able figures, with `val_acc` and `test_acc` of this model; a finished model adds
     `before_finishing` ({"val_acc", "test_acc"} with the inherited weights) and `finishing` (how:
     method, epochs, seconds, ...), which the card shows. `costs`: `cost_record`'s. `data`:
     `TaskData.describe()` of the data it was trained on. The ONNX export is checked against torch
-    with ONNX Runtime before anything is written (`UserError` if they differ)."""
+    with ONNX Runtime before anything is written (`UserError` if they differ). `int8`: the model is
+    handed over quantized (`quantize_deployed`), written as `INT8_FILE` with its accuracy on `task`'s
+    validation and test splits re-measured from the file (model.json's `int8`, the card's precision)."""
     from nas.hardware.targets import ATOL, OPSET, RTOL, export_onnx
 
     folder = Path(folder)
@@ -254,6 +302,12 @@ def save_model_folder(folder: Path, model: DeployedModel, *, metrics: Mapping[st
     description["onnx"] = {"file": ONNX_FILE, "opset": OPSET, "input": "input", "output": "output",
                            "dynamic_axes": {"input": [0], "output": [0]},
                            "checked": f"ONNX Runtime against torch on a random input, within {ATOL:g} + {RTOL:g} x max |output|"}
+    if int8 is not None:
+        description["precision"] = "int8"
+        if task is None:
+            raise ValueError("an int8 model is checked on the task's data: give task")
+        description["int8"] = _write_int8(folder, int8, task)
+        description["files"]["int8"] = INT8_FILE
     save_tensors(folder / MODEL_FILE, model.subnet.state_dict(), {
         "format": "nas-model", "format_version": FORMAT_VERSION, "arch": model.arch.to_json(),
         "spec": json.dumps(model.spec.to_dict()), "preprocessing": json.dumps(description["preprocessing"]),
@@ -279,6 +333,7 @@ def describe_model(model: DeployedModel, *, metrics: Mapping[str, Any], costs: M
                           "mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist(),
                           "where": "inside the model (torch and ONNX): pass the data as stored"},
         "data": dict(data), "metrics": dict(metrics), "costs": dict(costs),
+        "precision": "fp32",  # int8: also quantized (`save_model_folder`'s `int8`)
         "files": {"weights": MODEL_FILE, "description": MODEL_META, "onnx": ONNX_FILE, "card": CARD_FILE},
         "versions": package_versions(),
     }
@@ -325,5 +380,5 @@ def _legacy(subnet: SubnetModel, meta: dict[str, Any], folder: Path) -> Deployed
     return DeployedModel(subnet, mean=None, std=None, labels=range(classes))
 
 
-__all__ = ["CARD_FILE", "MODEL_FILE", "MODEL_META", "ONNX_FILE", "DeployedModel", "InputError", "LegacyModelWarning",
-           "cost_record", "evaluator_costs", "load_model", "run_costs", "save_model_folder"]
+__all__ = ["CARD_FILE", "INT8_FILE", "MODEL_FILE", "MODEL_META", "ONNX_FILE", "DeployedModel", "InputError", "LegacyModelWarning",
+           "cost_record", "evaluator_costs", "load_model", "quantize_deployed", "run_costs", "save_model_folder", "stored"]

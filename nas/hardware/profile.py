@@ -27,7 +27,8 @@ from torch import nn
 
 from nas.errors import FieldError, UserError
 from nas.hardware.measure import Latency, LatencySettings, describe_hardware
-from nas.hardware.targets import TARGETS, Target, measure_on_target
+from nas.hardware.quantize import PRECISIONS, quantize_model
+from nas.hardware.targets import TARGETS, Target, TargetTimer, measure_on_target
 from nas.runs.files import read_json
 from nas.runs.progress import progress_bar
 from predictors import LatencyPredictor
@@ -37,6 +38,7 @@ from search_spaces.blocks import BlockSpec, block_input_shape, block_specs, buil
 from search_spaces.static import at_input_size
 
 PROFILE_FORMAT, PROFILE_VERSION = "nas-latency-profile", "1"
+INT8_CALIBRATION = 16  # random inputs an int8 profile calibrates each unit and subnet on
 PROFILE_KEYS = ("format", "format_version", "device", "settings", "space", "units", "lut", "subnets")
 # what must be equal for a profile to describe this machine; CUDA adds the device and runtime
 HOST_KEYS = ("machine", "processor", "logical_cores", "torch_version")
@@ -61,10 +63,16 @@ class ProfileSettings:
     max_seconds: float = 0.25
     passes: int = 3
     input_size: int = 0  # the input size (sequence length) to time at; 0: the space's own
+    precision: str = "fp32"  # int8: each unit and subnet quantized by ONNX Runtime and timed so (nas.hardware.quantize)
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise FieldError("target", f"must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if self.precision not in PRECISIONS:
+            raise FieldError("precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "int8" and self.target != "onnxruntime":
+            raise FieldError("precision", f"int8 runs on ONNX Runtime: profile it with --target onnxruntime, "
+                                          f"not {self.target!r}")
         for name in ("threads", "batch", "max_units", "sample_subnets", "min_repeats", "max_repeats", "passes"):
             if getattr(self, name) < 1:
                 raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
@@ -84,8 +92,20 @@ class ProfileSettings:
         return asdict(self)
 
 
-def measure(model: nn.Module, input_shape: tuple[int, ...], settings: ProfileSettings) -> Latency:
-    """Latency of `model` on the profile's target with the profile's timing settings."""
+def int8_timer(model: nn.Module, input_shape: tuple[int, ...], settings: ProfileSettings) -> TargetTimer:
+    """`model` quantized to int8 by ONNX Runtime, prepared for timing on inputs of `input_shape`. The
+    activation ranges come from seeded random inputs: a unit alone has no data, and the ranges set
+    scales, not the kernels that run, so the timing does not depend on them."""
+    calibration = torch.randn((INT8_CALIBRATION, *input_shape[1:]), generator=torch.Generator().manual_seed(0))
+    return quantize_model(model, input_shape[1:], calibration, batch=input_shape[0],
+                          threads=settings.threads).timer(input_shape)
+
+
+def measure(model: nn.Module | TargetTimer, input_shape: tuple[int, ...], settings: ProfileSettings) -> Latency:
+    """Latency of `model` (or of a prepared int8 timer) on the profile's target with its timing settings."""
+    if isinstance(model, TargetTimer):
+        return model.measure(warmup=settings.warmup, min_repeats=settings.min_repeats,
+                             max_repeats=settings.max_repeats, max_seconds=settings.max_seconds)
     return measure_on_target(
         model, input_shape, target=settings.target, threads=settings.threads, warmup=settings.warmup,
         min_repeats=settings.min_repeats, max_repeats=settings.max_repeats, max_seconds=settings.max_seconds,
@@ -124,15 +144,22 @@ def build_profile(space: SearchSpace, settings: ProfileSettings, *, show_progres
     shape = spec.input_shape(settings.batch, size)
     torch.manual_seed(settings.seed)
     start = time.perf_counter()
+
+    def build(item: BlockSpec | Arch) -> nn.Module:
+        return build_block(item) if isinstance(item, BlockSpec) else SubnetModel(*at_input_size(spec, item, size))
+
+    shapes = [block_input_shape(i, settings.batch) if isinstance(i, BlockSpec) else shape for i in items]
+    int8: list[TargetTimer] = []
+    if settings.precision == "int8":  # quantized once, timed in every pass
+        with progress_bar(len(items), "quantizing to int8", enabled=show_progress) as bar:
+            for item, item_shape in zip(items, shapes):
+                int8.append(int8_timer(build(item), item_shape, settings))
+                bar.update()
     with progress_bar(settings.passes * len(items), f"profiling {space.config.name} on {settings.target}",
                       enabled=show_progress) as bar:
         for p in range(settings.passes):
             for i in rng.permutation(len(items)):
-                item = items[i]
-                if isinstance(item, BlockSpec):
-                    lat = measure(build_block(item), block_input_shape(item, settings.batch), settings)
-                else:
-                    lat = measure(SubnetModel(*at_input_size(spec, item, size)), shape, settings)
+                lat = measure(int8[i] if int8 else build(items[i]), shapes[i], settings)
                 if best[i] is None or lat.median_ms < best[i].median_ms:
                     best[i] = lat
                 bar.update(f"pass {p + 1}/{settings.passes}")
@@ -213,6 +240,8 @@ def _check_settings(settings: Any) -> None:
         value = settings[name]
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**31:
             raise ValueError(f"settings.{name} must be a positive integer, got {show(value)}")
+    if settings.get("precision", "fp32") not in PRECISIONS:  # profiles written before precision: fp32
+        raise ValueError(f"settings.precision must be one of {list(PRECISIONS)}, got {show(settings['precision'])}")
     value = settings.get("input_size", 0)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31:
         raise ValueError(f"settings.input_size must be a positive integer (or 0), got {show(value)}")

@@ -151,12 +151,22 @@ class TargetTimer:
             raise UserError("target 'cuda' requested but CUDA is not available (torch.cuda.is_available() is False)")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
-        self.model, self.input_shape, self.target, self.threads = model, tuple(input_shape), target, threads
+        self.model: nn.Module | None = model
+        self.input_shape, self.target, self.threads = tuple(input_shape), target, threads
         self._session: Any = None
         if target == "onnxruntime":
             net = _cpu_float_copy(model)
             self._session = _session(_export_bytes(net, self.input_shape, opset=OPSET, dynamic_batch=False), threads)
             _check_against_torch(self._session, net, self.input_shape, ATOL, RTOL)
+
+    @classmethod
+    def for_session(cls, session: Any, input_shape: tuple[int, ...], *, threads: int) -> TargetTimer:
+        """A timer of an ONNX Runtime CPU session already loaded (an int8 model: `nas.hardware.quantize`),
+        timed as the ``"onnxruntime"`` target times an export."""
+        timer = cls.__new__(cls)
+        timer.model, timer.input_shape, timer.target, timer.threads = None, tuple(input_shape), "onnxruntime", threads
+        timer._session = session
+        return timer
 
     def measure(self, *, warmup: int = 5, min_repeats: int = 10, max_repeats: int = 200, max_seconds: float = 2.0,
                 rel_tol: float = 0.02) -> Latency:
@@ -167,6 +177,7 @@ class TargetTimer:
         stopping: _Stopping = {"min_repeats": min_repeats, "max_repeats": max_repeats, "max_seconds": max_seconds,
                                "rel_tol": rel_tol}
         if self._session is None:
+            assert self.model is not None, "a timer without a session times its model"
             return measure_latency(self.model, self.input_shape, device=self.target, threads=self.threads,
                                    warmup=warmup, **stopping)
         feed = {self._session.get_inputs()[0].name: np.zeros(self.input_shape, dtype=np.float32)}

@@ -29,22 +29,33 @@ from nas.errors import FieldError, UserError, retries_exhausted
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import OBJECTIVE_LABELS, OBJECTIVES, Limits
 from nas.finish.finetune import FinishConfig, FinishResult, choose_after_finishing, finish_subnet, finished_metrics
-from nas.finish.package import DeployedModel, evaluator_costs, save_model_folder
-from nas.runs.files import check_regular, open_run_file, write_json, write_text
+from nas.finish.package import MODEL_META, DeployedModel, evaluator_costs, quantize_deployed, save_model_folder
+from nas.runs.files import check_regular, open_run_file, read_json, write_json, write_text
 from nas.runs.interrupt import finish_on_interrupt
 from nas.runs.progress import progress_bar
 from nas.search.pareto import front_hypervolume, hypervolume_reference, plot_front
 from nas.search.ranking import Ranking, search_ranking
 from nas.search.remeasure import COLUMNS as REMEASURE_COLUMNS
-from nas.search.remeasure import REMEASURE, Remeasure, feasible_front, handed_over, noise_note, remeasure_latency
+from nas.search.remeasure import (
+    REMEASURE,
+    Remeasure,
+    feasible_front,
+    handed_over,
+    noise_note,
+    precision_of,
+    remeasure_latency,
+)
 from nas.search.strategies import Surrogate, make_strategy
 from search_spaces import Arch
 from search_spaces.arch import is_finite_number
 
+# precision: the one the row was evaluated in (fp32, int8); other_*: with --precision search, the other's figures
 COLUMNS = ["index", "id", "strategy", "val_acc", "val_loss", "latency_ms", "latency_iqr_ms", "latency_predicted_ms",
-           "latency_measured_ms", "flops", "params", "memory_bytes", "feasible", "violation", "acc_predicted",
-           "cost_predicted", "seconds", "time", "arch"]
-LEGACY_COLUMNS = [c for c in COLUMNS if c != "val_loss"]  # searches recorded before the loss was: resumed as they are
+           "latency_measured_ms", "flops", "params", "memory_bytes", "model_bytes", "precision", "other_val_acc",
+           "other_latency_ms", "feasible", "violation", "acc_predicted", "cost_predicted", "seconds", "time", "arch"]
+# searches recorded before the precision (and before the loss) was: resumed as they are, in fp32
+FP32_COLUMNS = [c for c in COLUMNS if c not in ("model_bytes", "precision", "other_val_acc", "other_latency_ms")]
+LEGACY_COLUMNS = [c for c in FP32_COLUMNS if c != "val_loss"]
 MAX_REPEATS = 500  # consecutive already-evaluated proposals before the space is taken as exhausted
 MAX_EVALUATIONS, MAX_SECONDS = 10**7, 366 * 86400.0  # a budget beyond is a typo (a year of search)
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -122,7 +133,7 @@ class EvaluationPool(Protocol):
     def wait(self, handle: Any, *, any_slot: bool) -> bool:
         """Block until `handle` is done (True) or, with `any_slot`, another evaluation frees a slot first (False)."""
 
-    def result(self, handle: Any) -> dict[str, float]:
+    def result(self, handle: Any) -> dict[str, Any]:
         """`Evaluator.evaluate`'s row for `handle` (blocks until it is done)."""
 
     def describe(self) -> dict[str, Any]:
@@ -148,7 +159,7 @@ class LocalPool:
     def wait(self, handle: Arch, *, any_slot: bool) -> bool:
         return True
 
-    def result(self, handle: Arch) -> dict[str, float]:
+    def result(self, handle: Arch) -> dict[str, Any]:
         assert self._pending is not None, "result() before submit()"
         arch, latency = self._pending
         self._pending = None
@@ -328,7 +339,8 @@ def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
         return []
     reader = csv.DictReader(lines)
     header = reader.fieldnames or []
-    if header not in (COLUMNS, LEGACY_COLUMNS, COLUMNS + REMEASURE_COLUMNS):  # the last: re-measured before the choice
+    known = (COLUMNS, FP32_COLUMNS, LEGACY_COLUMNS)
+    if header not in [*known, *(c + REMEASURE_COLUMNS for c in known[:2])]:  # re-measured before the choice
         raise UserError(f"{path}: the header is not that of a search's evaluations (expected {','.join(COLUMNS)})")
     numbers = [k for k in ("val_acc", "val_loss", "latency_ms", "flops", "params", "memory_bytes", "violation",
                            "seconds", "time") if k in header]
@@ -403,10 +415,12 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
                   and bool(table["latency_ms"].notna().any()))
     if remeasured:  # predicted latency: measure the front here too, side by side
         for i in front_rows:
-            table.at[i, "latency_measured_ms"] = evaluator.measure(Arch.from_json(table.at[i, "arch"])).median_ms
+            arch = Arch.from_json(table.at[i, "arch"])
+            table.at[i, "latency_measured_ms"] = evaluator.measure(arch, precision_of(table, i)).median_ms
         write_text(out / "evaluations.csv", table.to_csv(index=False))
     pareto = table.loc[front_rows].copy()
-    pareto["test_acc"] = [evaluator.accuracy(Arch.from_json(a), "test") for a in pareto["arch"]]
+    pareto["test_acc"] = [evaluator.accuracy(Arch.from_json(pareto.at[i, "arch"]), "test", precision_of(pareto, i))
+                          for i in pareto.index]
     write_text(out / "pareto.csv", pareto.to_csv(index=False))
     chosen = None
     if len(ok):
@@ -427,7 +441,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
         "limits": {k: v for k, v in vars(limits).items()}, "feasible": int(feasible.sum()),
         "hypervolume": hv, "hypervolume_reference": {"accuracy": ref[0], column: ref[1]},
         "pareto_size": len(front_rows), "ranking": ranking.describe(table), "chosen": None, "retries_exhausted": exhausted,
-        "latency": latency,
+        "latency": latency, "precision": evaluator.precision,
     }
     if chosen is None:
         _write_summary(out, summary, table if rounds is not None else None)
@@ -441,7 +455,8 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     row = table.loc[chosen]
     arch = Arch.from_json(row["arch"])
     info = {k: plain_value(row[k]) for k in ("val_acc", "latency_ms", "latency_predicted_ms", "latency_measured_ms", "flops",
-                                        "params", "memory_bytes", *REMEASURE_COLUMNS) if k in row}
+                                        "params", "memory_bytes", "model_bytes", *REMEASURE_COLUMNS) if k in row}
+    info["precision"] = precision = precision_of(table, chosen)
     info["test_acc"] = float(pareto.at[chosen, "test_acc"])  # the chosen subnet is on the front: measured above
     info["cost_input_size"] = evaluator.cost_size or evaluator.supernet.spec.input_size  # what the costs are for
     subnet = evaluator.supernet.extract(arch)
@@ -449,15 +464,22 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
         info |= finished_metrics(finished.record)
         subnet = finished.model.cpu()
     model = DeployedModel.for_data(subnet, evaluator.data)
+    int8 = quantize_deployed(model, evaluator.data) if precision == "int8" else None  # the file handed over
+    timed = None if int8 is None else quantize_deployed(model, evaluator.data, batch=evaluator.latency.batch_size,
+                                                         threads=evaluator.latency.threads)  # as the search timed
     costs = evaluator_costs(evaluator, row)
     check = handed_over(evaluator, model, costs, table, chosen, out, limits=limits, column=column, settings=remeasure,
-                        rng=rng, rounds=rounds)  # never a silent miss
+                        rng=rng, rounds=rounds, int8=timed)  # never a silent miss
     latency["note"] = noise_note(table, front_rows, column=column, limit=limits.max_latency_ms, chosen=chosen,
                                  resolution=resolution)
     model_dir = save_model_folder(out / "models" / arch.id, model, metrics=info, costs=costs,
-                                  data=evaluator.data.describe(), space=evaluator.supernet.space.config.name)
-    summary["chosen"] = {"id": arch.id, "path": str(model_dir.relative_to(out)), **info,  # relative to the run folder
-                         "latency_handed_over": check}
+                                  data=evaluator.data.describe(), space=evaluator.supernet.space.config.name,
+                                  int8=int8, task=evaluator.data)
+    chosen_record = {"id": arch.id, "path": str(model_dir.relative_to(out)), **info,  # relative to the run folder
+                     "latency_handed_over": check}
+    if int8 is not None:  # the int8 model's accuracy, re-measured from the written file
+        chosen_record["int8"] = read_json(model_dir / MODEL_META, "model description")["int8"]
+    summary["chosen"] = chosen_record
     _write_summary(out, summary, table if rounds is not None else None)
     return summary
 

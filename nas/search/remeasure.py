@@ -45,6 +45,7 @@ from nas.errors import FieldError
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
 from nas.finish.package import DeployedModel
+from nas.hardware.quantize import Int8Model, Precision
 from nas.hardware.rounds import Interleaved, interleaved_rounds
 from nas.hardware.targets import TargetTimer
 from nas.search.pareto import pareto_indices, resolved_front_indices
@@ -94,6 +95,13 @@ class Remeasure:
 
 
 REMEASURE = Remeasure()  # the default settings
+
+
+def precision_of(table: pd.DataFrame, row: Any) -> Precision:
+    """The precision `row` of a search's evaluations was evaluated in (fp32 in tables recorded before
+    precision was)."""
+    value = table.at[row, "precision"] if "precision" in table else "fp32"
+    return "int8" if value == "int8" else "fp32"
 
 
 def _merit(table: pd.DataFrame, merit: np.ndarray | None) -> np.ndarray:
@@ -185,9 +193,13 @@ def resolution_of(session: Interleaved[int], iqrs: float) -> float:
     return float(iqrs * np.median(spreads)) if spreads else 0.0
 
 
-def deployed_timer(evaluator: Evaluator, arch: Arch) -> TargetTimer:
+def deployed_timer(evaluator: Evaluator, arch: Arch, precision: Precision = "fp32") -> TargetTimer:
     """The subnet `arch` as it would be handed over (extracted from the supernet, the data's
-    preprocessing inside), at the input size the costs are for, prepared for timing."""
+    preprocessing inside), at the input size the costs are for, prepared for timing. In int8, the
+    quantized subnet the search measured (cached: quantized once), without the two elementwise
+    operations of the preprocessing."""
+    if precision == "int8":
+        return evaluator.subnet_timer(arch, "int8")
     model = DeployedModel.for_data(evaluator.supernet.extract(arch), evaluator.data)
     return evaluator.timer(as_deployed(model, evaluator.cost_size))
 
@@ -227,7 +239,8 @@ def remeasure_latency(evaluator: Evaluator, table: pd.DataFrame, *, limits: Limi
     table["latency_low_ms"] = table["latency_high_ms"] = np.nan
     table["latency_rounds"] = 0
     reference = evaluator.supernet.space.smallest()
-    readers = {i: settings.reader(deployed_timer(evaluator, Arch.from_json(table.at[i, "arch"]))) for i in rows}
+    readers = {i: settings.reader(deployed_timer(evaluator, Arch.from_json(table.at[i, "arch"]), precision_of(table, i)))
+               for i in rows}
     session = interleaved_rounds(readers, settings.reader(evaluator.subnet_timer(reference)), rounds=settings.rounds,
                                  rng=rng)
     for i, r in session.models.items():
@@ -283,12 +296,16 @@ def as_deployed(model: DeployedModel, size: int | None) -> nn.Module:
 
 
 def check_handed_over(evaluator: Evaluator, model: DeployedModel, *, limit: float | None, settings: Remeasure,
-                      rng: np.random.Generator, baseline_ms: float | None) -> dict[str, Any]:
+                      rng: np.random.Generator, baseline_ms: float | None, int8: Int8Model | None = None) -> dict[str, Any]:
     """The handed-over `model` re-measured as deployed, in `settings.rounds` interleaved rounds (at
     least 3) beside the reference subnet, on the scale of the re-measurement before the choice
-    (`baseline_ms`: its reference's median; None: this check's own); whether it meets `limit`."""
+    (`baseline_ms`: its reference's median; None: this check's own); whether it meets `limit`.
+    `int8`: the model is handed over quantized, and this is what is timed."""
     reference = evaluator.supernet.space.smallest()
-    timer = evaluator.timer(as_deployed(model, evaluator.cost_size))
+    if int8 is not None:
+        timer = int8.timer(evaluator.input_shape(evaluator.latency.batch_size))
+    else:
+        timer = evaluator.timer(as_deployed(model, evaluator.cost_size))
     session = interleaved_rounds({0: settings.reader(timer)}, settings.reader(evaluator.subnet_timer(reference)),
                                  rounds=max(3, settings.rounds), rng=rng, baseline_ms=baseline_ms)
     r = session.models[0]
@@ -297,19 +314,20 @@ def check_handed_over(evaluator: Evaluator, model: DeployedModel, *, limit: floa
             "limit_ms": limit, "meets_limit": None if limit is None else r.median_ms <= limit,
             "target": s.device, "threads": s.threads, "batch": s.batch_size, "reference": reference.id,
             "drift": list(session.drift), "seconds": session.seconds,
+            "precision": "fp32" if int8 is None else "int8",
             "how": "the model as handed over (preprocessing inside), median of interleaved rounds beside the "
                    "reference subnet, corrected for the machine's drift"}
 
 
 def handed_over(evaluator: Evaluator, model: DeployedModel, costs: dict[str, Any], table: pd.DataFrame, chosen: int,
                 run: Path, *, limits: Limits, column: str, settings: Remeasure, rng: np.random.Generator,
-                rounds: Remeasured | None) -> dict[str, Any] | None:
+                rounds: Remeasured | None, int8: Int8Model | None = None) -> dict[str, Any] | None:
     """`check_handed_over` with its `miss_note`, also put into `costs` (`cost_record`'s, for model.json)
     as `latency_ms.handed_over`, when latency matters and this machine measures it; else None."""
     if not settings.rounds or not measures_latency_here(evaluator, limits, column):
         return None
     check = check_handed_over(evaluator, model, limit=limits.max_latency_ms, settings=settings, rng=rng,
-                              baseline_ms=rounds.session.baseline_ms if rounds is not None else None)
+                              baseline_ms=rounds.session.baseline_ms if rounds is not None else None, int8=int8)
     costs["latency_ms"]["handed_over"] = check = check | {"note": miss_note(check, table, chosen, run)}
     return check
 

@@ -1,0 +1,182 @@
+"""Post-training static int8 quantization of extracted subnets with ONNX Runtime, and the int8 model
+run as it will be deployed: accuracy, latency and size all measured on the quantized graph.
+
+The quantization is ONNX Runtime's (`onnxruntime.quantization.quantize_static`; no kernel of ours):
+the subnet is exported to ONNX (float32, opset `OPSET`; the batch fixed, as the search times it, or
+free, as the file handed over), calibrated on a slice of the training split (`CALIBRATION_SAMPLES` rows, min-max ranges), and rewritten in QDQ format with int8
+weights per output channel and int8 activations. ONNX Runtime's CPU provider then fuses the QDQ
+pairs into integer kernels (QLinearConv, QLinearMatMul, ...). Why ONNX Runtime and not torch.ao or
+NNCF: docs/quantization.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+from torch import nn
+
+from nas.errors import UserError
+from nas.hardware.measure import Latency
+from nas.hardware.targets import OPSET, TargetTimer, _cpu_float_copy, _export_bytes, _require, _session
+
+__all__ = [
+    "CALIBRATION_SAMPLES",
+    "PRECISIONS",
+    "PRECISION_MODES",
+    "UNQUANTIZABLE",
+    "Int8Model",
+    "Precision",
+    "PrecisionMode",
+    "check_quantizable",
+    "quantize_model",
+]
+
+Precision = Literal["fp32", "int8"]
+PrecisionMode = Literal["fp32", "int8", "search"]  # `search`: each candidate evaluated in both
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+PRECISION_MODES: tuple[str, ...] = get_args(PrecisionMode)
+CALIBRATION_SAMPLES = 256  # rows of the training split the activation ranges are calibrated on
+ACCURACY_BATCH = 256
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")  # the compute; the rest (norms, softmax, activations) stays float
+# block types and token mixers ONNX Runtime cannot quantize, with why: refused before anything runs. Empty
+# while every built-in one quantizes (tests/test_quantize.py runs each); an entry names one that does not.
+UNQUANTIZABLE: dict[str, str] = {}
+
+
+def check_quantizable(kinds: Iterable[str]) -> None:
+    """`UserError` naming the first block type or token mixer in `kinds` that ONNX Runtime cannot
+    quantize (`UNQUANTIZABLE`)."""
+    for kind in kinds:
+        if kind in UNQUANTIZABLE:
+            raise UserError(f"--precision int8: ONNX Runtime cannot quantize block type {kind!r} "
+                            f"({UNQUANTIZABLE[kind]}); search a space without it, or use --precision fp32")
+
+
+class _Calibration:
+    """`onnxruntime.quantization.CalibrationDataReader`: the calibration rows, in batches."""
+
+    def __init__(self, name: str, x: np.ndarray, batch: int = 64):
+        self._batches = iter([{name: x[i:i + batch]} for i in range(0, len(x), batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """ONNX Runtime's quantizer without its notes: its sessions log errors only (a process-wide
+    setting; ours set it per session anyway), and it logs on the root logger, raised to errors here."""
+    _require("onnxruntime").set_default_logger_severity(3)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _quantize_bytes(fp32: bytes, calibration: np.ndarray, batch: int) -> bytes:
+    """The QDQ int8 rewrite of the ONNX model `fp32` (input "input"), calibrated on `calibration` in
+    batches of `batch` rows."""
+    _require("onnxruntime")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    reader = _Calibration("input", calibration.astype(np.float32, copy=False), batch)
+    with _quiet(), tempfile.TemporaryDirectory(prefix="nas-int8-") as tmp:  # quantize_static works on files
+        src, pre, dst = (Path(tmp) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        src.write_bytes(fp32)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)  # shapes and folding, as ORT advises
+        quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANTIZED_OPS),
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        return dst.read_bytes()
+
+
+class Int8Model:
+    """A quantized ONNX model loaded in an ONNX Runtime CPU session (`threads` intra-op threads,
+    sequential, as `TargetTimer` times ONNX Runtime): logits, accuracy, latency and its bytes."""
+
+    def __init__(self, onnx_bytes: bytes, *, threads: int = 1, seconds: float = 0.0):
+        self.onnx_bytes, self.threads, self.seconds = onnx_bytes, threads, seconds
+        self.session = _session(onnx_bytes, threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    @classmethod
+    def load(cls, path: str | Path, *, threads: int = 1) -> Int8Model:
+        return cls(Path(path).read_bytes(), threads=threads)
+
+    @property
+    def batch(self) -> int | None:
+        """The batch size the graph is fixed to (None: free)."""
+        size = self.session.get_inputs()[0].shape[0]
+        return size if isinstance(size, int) else None
+
+    def logits(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        """(N, num_outputs) float32 logits of `x` (N, ...): in batches of `ACCURACY_BATCH`, or of the
+        graph's fixed batch size (the last one padded with zeros, whose logits are dropped)."""
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        x = x.astype(np.float32, copy=False)
+        step = self.batch or ACCURACY_BATCH
+        out = []
+        for i in range(0, len(x), step):
+            chunk = x[i:i + step]
+            if self.batch is not None and len(chunk) < step:
+                chunk = np.concatenate([chunk, np.zeros((step - len(chunk), *chunk.shape[1:]), np.float32)])
+            out.append(self.session.run(None, {self.input_name: chunk})[0][:len(x) - i])
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def accuracy_and_loss(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> tuple[float, float]:
+        """Top-1 accuracy and mean cross-entropy of the quantized model on (x, y)."""
+        labels = torch.as_tensor(np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y), dtype=torch.long)
+        logits = torch.from_numpy(self.logits(x))
+        acc = float((logits.argmax(1) == labels).float().mean()) if len(labels) else float("nan")
+        return acc, float(nn.functional.cross_entropy(logits, labels)) if len(labels) else float("nan")
+
+    def weight_bytes(self) -> int:
+        """Bytes of the graph's initializers (int8 weights, their scales and zero points, int32 biases)."""
+        onnx = _require("onnx")
+        from onnx import numpy_helper
+
+        model = onnx.load_from_string(self.onnx_bytes)
+        return int(sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer))
+
+    def timer(self, input_shape: tuple[int, ...]) -> TargetTimer:
+        """This model's session prepared for timing on an input of `input_shape` (ONNX Runtime, CPU)."""
+        return TargetTimer.for_session(self.session, input_shape, threads=self.threads)
+
+    def measure(self, input_shape: tuple[int, ...], *, max_seconds: float = 2.0) -> Latency:
+        return self.timer(input_shape).measure(max_seconds=max_seconds)
+
+
+def quantize_model(model: nn.Module, sample_shape: tuple[int, ...], calibration: torch.Tensor | np.ndarray, *,
+                   batch: int | None = None, threads: int = 1) -> Int8Model:
+    """`model` (not changed) exported for inputs of one sample's shape `sample_shape`, with the batch
+    size fixed to `batch` (as `TargetTimer` times ONNX Runtime: what the search measures) or free
+    (None: the file handed over), quantized to int8 calibrated on `calibration` (N, *sample_shape),
+    and loaded. Both calibrate on the same rows (min-max), so they hold the same int8 weights and scales."""
+    start = time.perf_counter()
+    net = _cpu_float_copy(model)
+    fp32 = _export_bytes(net, (batch or 1, *sample_shape), opset=OPSET, dynamic_batch=batch is None)
+    x = calibration.detach().cpu().numpy() if isinstance(calibration, torch.Tensor) else np.asarray(calibration)
+    x = x[:CALIBRATION_SAMPLES]
+    if batch is not None:
+        x = x[:len(x) // batch * batch]  # whole batches only
+    if not len(x):
+        raise UserError(f"int8 quantization needs calibration data: at least {batch or 1} training rows")
+    try:
+        int8 = _quantize_bytes(fp32, x, batch or 64)
+    except Exception as e:  # ONNX Runtime's quantizer raises plain exceptions of many kinds
+        raise UserError(f"ONNX Runtime could not quantize the subnet to int8: {type(e).__name__}: {e}") from None
+    return Int8Model(int8, threads=threads, seconds=time.perf_counter() - start)
+
