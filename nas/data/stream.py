@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from nas.data.errors import DataError
 from nas.data.images import read_pixels
-from nas.runs.resources import cpus
+from nas.runs.resources import cpus, within_half_memory
 
 LARGE_IMAGE = 64  # images with at least this side are augmented by random resized crops in the workers
 CROP_SCALE = (0.08, 1.0)  # the area of a random resized crop, as a fraction of the image's (Inception / ImageNet)
@@ -228,6 +228,15 @@ def stream_batches(split: StreamedSplit, batch_size: int, order: Tensor, *, seed
         if rate is not None:
             rate.items, rate.seconds = rate.items + len(y), rate.seconds + seconds
         yield x, y
+
+
+def read_whole(split: StreamedSplit, batch_size: int = 1024) -> tuple[Tensor, Tensor] | None:
+    """All of `split`'s inputs (standardized, not augmented; read by its workers) and its labels, when
+    the inputs take at most half the memory available now (`within_half_memory`); else None."""
+    if not len(split) or not within_half_memory(len(split) * split.item(0).nbytes):
+        return None
+    xs, ys = zip(*stream_batches(split, batch_size, torch.arange(len(split))), strict=True)
+    return torch.cat(xs), torch.cat(ys)
 
 
 def sample_stats(reader: ItemReader, rows: np.ndarray, side: int | None, seed: int) -> tuple[np.ndarray, int]:

@@ -17,7 +17,7 @@ from typing import cast
 import numpy as np
 from torch import nn
 
-from nas.data.datasets import TaskData, in_memory
+from nas.data.datasets import AnySplit, TaskData, held_in_memory, in_memory
 from nas.errors import FieldError, UserError
 from nas.evaluation.accuracy import accuracy_and_loss, evaluate
 from nas.evaluation.limits import Limits
@@ -45,6 +45,7 @@ class Evaluator:
         self.supernet, self.data, self.latency, self.device = supernet, data, latency, device
         self.predictor, self.remeasure, self.cost_size = predictor, remeasure, cost_size
         self._warmed_up = False  # `measure`
+        self._val: AnySplit | None = None  # `validation`
         spec = supernet.spec
         if ((data.dims, data.in_channels, data.input_size) != (spec.dims, spec.in_channels, spec.input_size)
                 or data.num_classes > spec.num_classes):
@@ -64,8 +65,18 @@ class Evaluator:
     def input_shape(self, batch: int) -> tuple[int, ...]:
         return self.supernet.spec.input_shape(batch, self.cost_size)
 
+    def validation(self) -> AnySplit:
+        """The validation split every subnet is evaluated on, read once: a streamed one is held in
+        memory when it fits (`held_in_memory`), so that an evaluation neither starts DataLoader workers
+        nor decodes anything; one too large to hold is read again by each evaluation, whose reading
+        then outweighs the workers' start-up."""
+        if self._val is None:
+            self._val = held_in_memory(self.data.val)
+        return self._val
+
     def accuracy(self, arch: Arch, split: str = "val") -> float:
-        return evaluate(self.supernet, getattr(self.data, split), arch, device=self.device)
+        return evaluate(self.supernet, self.validation() if split == "val" else getattr(self.data, split), arch,
+                        device=self.device)
 
     def timer(self, model: nn.Module) -> TargetTimer:
         """`model` prepared for timing on this machine's target, at the latency settings' threads and
@@ -127,7 +138,7 @@ class Evaluator:
         """Validation accuracy and loss (mean cross-entropy), costs (`costs`) and the seconds they
         took: one row of a search."""
         start = time.perf_counter()
-        acc, loss = accuracy_and_loss(self.supernet, self.data.val, arch, device=self.device)
+        acc, loss = accuracy_and_loss(self.supernet, self.validation(), arch, device=self.device)
         row = {"val_acc": acc, "val_loss": loss, **self.costs(arch, latency=latency)}
         return row | {"seconds": time.perf_counter() - start}
 
