@@ -32,10 +32,10 @@ def augment(x: Tensor, max_shift: int, hflip: bool, gen: torch.Generator, *, bat
     (B, C, T), with zero padding; optional horizontal flip (time reversal for sequences). With
     `batch`, `x` holds rows `rows` of a batch of `batch` inputs: the draws are the whole batch's."""
     vertical = x.dim() == 4
-    draws = _draw(len(x) if batch is None else batch, max_shift, hflip, gen, vertical=vertical)
-    mine = tuple(d[rows] if d is not None else None for d in draws)
+    dy, dx, flip = _draw(len(x) if batch is None else batch, max_shift, hflip, gen, vertical=vertical)
+    mine = (_of(dy, rows), _of(dx, rows), _of(flip, rows))
     grid = x if vertical else x.unsqueeze(2)  # a sequence is a grid of height 1, shifted in time only
-    out = _apply(grid, max_shift, mine, vertical=vertical)  # type: ignore[arg-type]  # three entries, as `draws`
+    out = _apply(grid, max_shift, mine, vertical=vertical)
     return out if vertical else out.squeeze(2)
 
 
@@ -49,6 +49,10 @@ def _draw(b: int, max_shift: int, hflip: bool, gen: torch.Generator, *, vertical
     if hflip:
         flip = torch.rand(b, generator=gen) < 0.5
     return dy, dx, flip
+
+
+def _of(draw: Tensor | None, rows: slice) -> Tensor | None:
+    return None if draw is None else draw[rows]
 
 
 def _apply(x: Tensor, max_shift: int, draws: Draws, *, vertical: bool) -> Tensor:
