@@ -22,9 +22,10 @@ import torch
 from PIL import Image
 
 from nas.data.datasets import load_data
+from nas.training.batches import train_batches
 from nas.training.config import TrainConfig
 from nas.training.sampling import make_sampler
-from nas.training.train import _step_losses, _train_batches, _update, make_optimizer
+from nas.training.train import _step_losses, _update, make_optimizer
 from search_spaces import HybridSupernet, SearchSpace, get_family
 
 
@@ -47,7 +48,7 @@ def pipeline_rate(folder: Path, workers: int, config: TrainConfig, batches: int)
     data = load_data(str(folder), stream=True, workers=workers)
     gen, seen, start = torch.Generator().manual_seed(0), 0, time.perf_counter()
     while seen < batches * config.batch_size:
-        for _, y in _train_batches(data, config, gen):
+        for _, y in train_batches(data, config, gen):
             seen += len(y)
             if seen >= batches * config.batch_size:
                 break
@@ -60,7 +61,7 @@ def step_rate(folder: Path, space: str, config: TrainConfig, steps: int) -> floa
     params = [p for p in supernet.parameters() if p.requires_grad]
     opt, sampler = make_optimizer(params, config), make_sampler("uniform", supernet.space, num_random=1, seed=0)
     gen, seen, start = torch.Generator().manual_seed(0), 0, 0.0
-    for i, (x, y) in enumerate(_train_batches(data, config, gen)):
+    for i, (x, y) in enumerate(train_batches(data, config, gen)):
         if i == 1:  # the first step warms up
             start, seen = time.perf_counter(), 0
         _step_losses(supernet, x, y, sampler.draws(), config)

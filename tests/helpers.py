@@ -104,6 +104,20 @@ def few_digits(n: int):
     return dataclasses.replace(data, train=Split(data.train.x[:n], data.train.y[:n]))
 
 
+def npy_digits(folder: Path, n: int) -> Path:
+    """A `.npy` folder (`nas.data.npy`) of the digits as uint8 8x8 images: `n` training rows, then 40
+    validation and 40 test rows given; streamed by `load_data`."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = (digits.images * 15).astype(np.uint8), digits.target.astype(np.int64)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, part in (("", slice(0, n)), ("_val", slice(n, n + 40)), ("_test", slice(n + 40, n + 80))):
+        np.save(folder / f"x{name}.npy", x[part])
+        np.save(folder / f"y{name}.npy", y[part])
+    return folder
+
+
 def stored_digits(data, split: str):
     """A split of the digits task (`load_data("digits")`, or `few_digits`) as scikit-learn stores the
     images (pixels / 16, not standardised): load_data's standardisation undone exactly, since every

@@ -3,6 +3,7 @@ training equals one process; Ray is imported only when asked for. One local Ray 
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -20,8 +21,10 @@ from nas.evaluation.limits import Limits
 from nas.hardware.measure import LatencySettings
 from nas.runs.files import load_supernet, save_supernet
 from nas.search.loop import Budget, run_search
+from nas.training.config import TrainConfig
+from nas.training.train import train_supernet
 from search_spaces import HybridSupernet, get_space
-from tests.helpers import QUICK_FINISH, evaluations
+from tests.helpers import QUICK_FINISH, evaluations, npy_digits
 
 pytestmark = [pytest.mark.ray,
               pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]  # Ray Train imports Ray Data
@@ -103,6 +106,26 @@ def test_two_worker_training_through_the_cli_equals_one_process(local_ray, tmp_p
     assert [e["loss"] for e in history[1]] == pytest.approx([e["loss"] for e in history[0]], rel=1e-5)
     assert json.loads((tmp_path / "two" / "config.json").read_text())["args"]["workers"] == 2
     assert not (tmp_path / "two" / "ray-train").exists() and not (tmp_path / "two" / "checkpoint.safetensors").exists()
+
+
+@pytest.mark.slow  # Ray Train's start-up: about 30 s on the 2-core machine
+def test_two_ray_workers_reading_their_rows_of_a_streamed_npy_folder_equal_one_process(local_ray, tmp_path):
+    """Each Ray Train worker reads its rows of every batch in its own DataLoader process (`--data-workers 1`):
+    batches of 63, 63 and 1 rows (a worker without rows in the last), one epoch."""
+    from nas.cluster.train import train_distributed
+
+    data = load_data(str(npy_digits(tmp_path / "npy", 127)), workers=1)
+    assert data.streamed
+    config = TrainConfig(epochs=1, batch_size=63, optimizer="sgd", warmup_epochs=0, num_random=1)
+    torch.manual_seed(0)
+    one = HybridSupernet(get_space("tiny"))
+    two = copy.deepcopy(one)
+    summary = train_supernet(one, data, config, show_progress=False)
+    (tmp_path / "run").mkdir()
+    distributed = train_distributed(two, data, config, workers=2, run=tmp_path / "run")
+    for key, value in one.state_dict().items():
+        torch.testing.assert_close(two.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+    assert [e["loss"] for e in distributed["epochs"]] == pytest.approx([e["loss"] for e in summary["epochs"]], rel=1e-5)
 
 
 def test_search_resumed_with_another_worker_count_ends_as_the_uninterrupted_one(local_ray, evaluator, tmp_path):

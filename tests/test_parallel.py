@@ -1,4 +1,5 @@
-"""Data-parallel gradients (`nas.training.parallel`): N workers sum to one process's update."""
+"""Data-parallel gradients (`nas.training.parallel`): N workers sum to one process's update, also on a
+streamed split, of which each worker reads only its rows."""
 
 from __future__ import annotations
 
@@ -6,16 +7,38 @@ import threading
 
 import torch
 
+from nas.data.datasets import StreamedSplit, load_data
 from nas.training.config import TrainConfig
 from nas.training.parallel import DataParallel
 from nas.training.train import train_supernet
 from search_spaces import HybridSupernet, get_space
-from tests.helpers import few_digits
+from tests.helpers import few_digits, npy_digits
 
 
 def test_gradient_sum_makes_three_workers_one_process():
     """Batches of 7 and 2 rows: slices of 3, 2, 2 then 1, 1, 0 (a worker without rows)."""
-    data = few_digits(9)
+    _assert_three_workers_make_one_process(few_digits(9))
+
+
+def test_three_workers_read_only_their_rows_of_a_streamed_split_and_make_one_process(tmp_path, monkeypatch):
+    """A .npy folder of 16 training rows: batches of 7, 7 and 2 rows, every input read once, by its worker."""
+    data = load_data(str(npy_digits(tmp_path, 16)), workers=0)
+    reads: dict[str, list[int]] = {}
+    item = StreamedSplit.item
+
+    def counted(split: StreamedSplit, k: int, *args, **kwargs):
+        if split is data.train:
+            reads.setdefault(threading.current_thread().name, []).append(k)
+        return item(split, k, *args, **kwargs)
+
+    monkeypatch.setattr(StreamedSplit, "item", counted)
+    _assert_three_workers_make_one_process(data)
+    one, workers = reads["MainThread"], [reads[f"rank{rank}"] for rank in range(3)]
+    assert sorted(one) == list(range(16)) and [len(r) for r in workers] == [3 + 3 + 1, 2 + 2 + 1, 2 + 2]
+    assert sorted(k for r in workers for k in r) == sorted(one)
+
+
+def _assert_three_workers_make_one_process(data) -> None:
     config = TrainConfig(epochs=1, batch_size=7, optimizer="sgd", lr=0.05, warmup_epochs=0, num_random=1)
     torch.manual_seed(0)
     initial = HybridSupernet(get_space("tiny")).state_dict()
@@ -29,7 +52,7 @@ def test_gradient_sum_makes_three_workers_one_process():
         parallel = DataParallel(rank=rank, world=3, all_reduce=summed.for_rank(rank), epoch_end=lambda entry: None)
         summaries[rank] = train_supernet(models[rank + 1], data, config, show_progress=False, parallel=parallel)
 
-    threads = [threading.Thread(target=worker, args=(rank,)) for rank in range(3)]
+    threads = [threading.Thread(target=worker, args=(rank,), name=f"rank{rank}") for rank in range(3)]
     for t in threads:
         t.start()
     for t in threads:

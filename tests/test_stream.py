@@ -1,6 +1,7 @@
 """Streamed data (`nas.data.stream`): image folders read lazily and `.npy` folders memory-mapped give the
 same batches, hence the same weights, as the same data in memory; resuming mid-epoch is exact; a file
-that turns out unreadable in a worker is named in one line; the pipeline's rate is reported."""
+that turns out unreadable in a worker is named in one line; the pipeline's rate is reported; a search's
+validation split is read once when it fits in memory."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ from PIL import Image
 from nas.cli.main import main
 from nas.data.datasets import DataError, StreamedSplit, TaskData, iterate_batches, load_data
 from nas.data.stream import NpyRows, random_resized_crop
+from nas.evaluation.accuracy import accuracy_and_loss
+from nas.evaluation.evaluator import Evaluator
+from nas.hardware.measure import LatencySettings
+from nas.training.batches import train_batches
 from nas.training.config import TrainConfig
-from nas.training.train import _train_batches, train_supernet
+from nas.training.train import train_supernet
 from search_spaces import HybridSupernet, SearchSpace, SpaceConfig
 from tests.helpers import MICRO_SPACE, max_weight_diff
 
@@ -75,7 +80,7 @@ def test_a_streamed_folder_gives_the_batches_and_weights_of_the_same_npz(folder,
         (xa, _), = iterate_batches(a, 1000, shuffle=False)
         assert torch.equal(xa, b.x)
     gens = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    for (xa, ya), (xb, yb) in zip(_train_batches(streamed, CONFIG, gens[0]), _train_batches(in_memory, CONFIG, gens[1]),
+    for (xa, ya), (xb, yb) in zip(train_batches(streamed, CONFIG, gens[0]), train_batches(in_memory, CONFIG, gens[1]),
                                   strict=True):  # the same shuffle and light augmentation
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     nets = _supernet(streamed), _supernet(in_memory)
@@ -112,7 +117,7 @@ def test_resume_mid_epoch_on_streamed_data_is_exact(folder, tmp_path):
     assert max_weight_diff(straight, resumed) == 0.0
 
 
-def test_large_images_are_cropped_in_the_workers_the_same_whatever_their_number(digits32, tmp_path):
+def test_large_images_are_cropped_in_the_workers_the_same_whatever_their_number_or_shard(digits32, tmp_path):
     root = tmp_path / "large"
     for i, (img, label) in enumerate(zip(*digits32, strict=True)):
         if i % 3 == 0:  # 100 images, mixed sizes
@@ -123,9 +128,27 @@ def test_large_images_are_cropped_in_the_workers_the_same_whatever_their_number(
     for workers in (0, 2):
         data = load_data(str(root), workers=workers)  # side 64: streamed without asking
         assert data.streamed and data.input_size == 64
-        batches.append(list(_train_batches(data, CONFIG, torch.Generator().manual_seed(1))))
-    for (xa, ya), (xb, yb) in zip(*batches, strict=True):
+        batches.append(list(train_batches(data, CONFIG, torch.Generator().manual_seed(1))))
+    shard = train_batches(data, CONFIG, torch.Generator().manual_seed(1), rows=slice(1, None, 2))  # a worker's rows
+    for (xa, ya), (xb, yb), (xs, ys) in zip(*batches, shard, strict=True):
         assert xa.shape[1:] == (1, 64, 64) and torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert torch.equal(xs, xa[1::2]) and torch.equal(ys, ya[1::2])  # read alone, cropped as in the whole batch
+
+
+@pytest.mark.parametrize("fits", [True, False])
+def test_a_streamed_validation_split_is_read_once_for_all_the_subnets_evaluated_when_it_fits(folder, fits, monkeypatch):
+    data = load_data(str(folder), stream=True, workers=0)
+    net = _supernet(data)
+    archs = [net.space.largest(), net.space.smallest(), net.space.largest()]
+    expected = [accuracy_and_loss(net, data.val, arch) for arch in archs]  # read again by every evaluation
+    reads: list[int] = []
+    item = StreamedSplit.item
+    monkeypatch.setattr(StreamedSplit, "item", lambda split, k, *a, **kw: reads.append(k) or item(split, k, *a, **kw))
+    monkeypatch.setattr("nas.data.stream.within_half_memory", lambda need: fits and need == len(data.val) * 4 * SIDE**2)
+    evaluator = Evaluator(net, data, LatencySettings())
+    rows = [evaluator.evaluate(arch, latency=False) for arch in archs]
+    assert [(row["val_acc"], row["val_loss"]) for row in rows] == expected
+    assert len(reads) == 1 + len(data.val) * (1 if fits else len(archs))  # one input to size the split, then all
 
 
 def test_random_resized_crop_is_seeded_and_keeps_the_size():

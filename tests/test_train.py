@@ -18,10 +18,11 @@ from nas.errors import RetryWarning, UserError
 from nas.evaluation.accuracy import evaluate
 from nas.runs.files import load_supernet
 from nas.training import train as train_mod
+from nas.training.batches import augment
 from nas.training.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from nas.training.config import TrainConfig
 from nas.training.sampling import ComplexitySampler, SandwichSampler, UniformSampler, make_sampler
-from nas.training.train import augment, lr_at, train_standalone, train_supernet
+from nas.training.train import lr_at, train_standalone, train_supernet
 from search_spaces import HybridSupernet, get_space
 from tests.helpers import (
     TRAIN_ARGS,
@@ -288,7 +289,7 @@ def test_sequence_augmentation_shifts_in_time_with_zero_padding():
 @pytest.mark.parametrize("shape", [(4, 1, 8, 8), (4, 3, 8, 8), (4, 1, 40), (4, 2, 40)])
 def test_augment_gives_one_memory_layout_whether_or_not_it_changes_the_batch(shape):
     x, gen = torch.randn(*shape), torch.Generator().manual_seed(0)
-    plain, shifted, flipped = train_mod.augment(x, 0, False, gen), train_mod.augment(x, 1, False, gen), \
-        train_mod.augment(x, 0, True, gen)
+    plain, shifted, flipped = augment(x, 0, False, gen), augment(x, 1, False, gen), \
+        augment(x, 0, True, gen)
     assert torch.equal(plain, x)
     assert plain.stride() == shifted.stride() == flipped.stride()  # the same convolution kernels: the same speed

@@ -1,9 +1,13 @@
 """Data-parallel supernet training with Ray Train (`TorchTrainer`; gloo on CPU, NCCL on GPU).
 
 Every worker runs `nas.training.train.train_supernet` with the same seed from the same initial weights
-(the driver's, through the object store), computes its rows of every batch, and the gradients are
-summed over the workers (`nas.training.parallel`): the run equals a one-process run up to float rounding,
-whatever the number of workers. Each worker uses one CPU thread (`resources_per_worker` 1 CPU).
+(the driver's, through the object store), reads and computes only its rows of every batch
+(`nas.training.batches`), and the gradients are summed over the workers (`nas.training.parallel`): the
+run equals a one-process run up to float rounding, whatever the number of workers. Each worker uses
+one CPU thread (`resources_per_worker` 1 CPU). Streamed data (`nas.data.stream`) travel as what
+describes them (files or `.npy` paths, rows, labels, statistics), never as inputs: each worker reads
+its rows from the files in its own DataLoader processes (`--data-workers`, not counted by Ray), so
+on a multi-node cluster the data, like the run folder, must be at the same path on every node.
 
 After every epoch rank 0 reports its `checkpoint.safetensors` to Ray Train, which keeps the latest
 in `RUN/ray-train/`: a failed worker makes Ray Train restart the workers from it (up to

@@ -44,6 +44,7 @@ from nas.data.stream import (
     ItemReader,
     StreamedSplit,
     default_workers,
+    read_whole,
     sample_stats,
     stream_batches,
 )
@@ -263,6 +264,14 @@ def in_memory(split: AnySplit, limit: int, seed: int = 0) -> Split:
         return split
     positions = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:limit]
     return Split(*split.rows_in_memory(positions))
+
+
+def held_in_memory(split: AnySplit) -> AnySplit:
+    """`split` with its inputs in memory, for splits read again and again (the validation split of a
+    search): itself when in memory; a streamed split read once when it fits (`nas.data.stream.read_whole`),
+    else itself (every pass reads it again)."""
+    whole = read_whole(split) if isinstance(split, StreamedSplit) else None
+    return split if whole is None else Split(*whole)
 
 
 @builtin_dataset("digits", dims=2)

@@ -25,7 +25,7 @@ import numpy as np
 
 from nas.data.errors import DataError, one_line
 from nas.errors import UserError
-from nas.runs.resources import available_memory, check_memory, gib
+from nas.runs.resources import check_memory, gib, within_half_memory
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 SPLITS = ("train", "val", "test")
@@ -110,8 +110,7 @@ def read_image_folder(path: Path) -> ImageFolder:
 def fits_in_memory(listing: FolderListing) -> bool:
     """Whether the folder decoded up front (and its standardized copies) takes at most half the memory
     available now; a larger folder is streamed (`nas.data.stream`)."""
-    have = available_memory()
-    return have is None or _COPIES * listing.decoded_bytes() <= have // 2
+    return within_half_memory(_COPIES * listing.decoded_bytes())
 
 
 def _split_roots(path: Path) -> dict[str, Path]:

@@ -4,9 +4,11 @@ A `StreamedSplit` holds its labels and a reader (`ImageFiles`: an image folder d
 Pillow; `NpyRows`: a memory-mapped `.npy` array); the inputs are read, resized to the split's size,
 augmented and standardized in `DataLoader` worker processes (`workers`; 0: in this process).
 
-Every batch is one job, (positions, seed), drawn in the main process from the training generator,
+Every batch is one job, (positions, seeds), drawn in the main process from the training generator,
 so the batches depend on the seed alone, never on the number of workers or on their timing, and a
-resumed epoch restarts at its first untrained batch without reading the batches before it. The
+resumed epoch restarts at its first untrained batch without reading the batches before it. Input j
+of a batch with seed s is cropped with seed s + j: a data-parallel worker (`rows`) reads only its
+rows of every batch and gets the crops they have in the whole batch. The
 augmentation of large images (side >= `LARGE_IMAGE`) is the ImageNet recipe, done in the workers
 from the original image: a random resized crop (area `CROP_SCALE` of the image, aspect ratio
 `CROP_RATIO`) resized to S x S, and a horizontal flip when the recipe has one (`--hflip`). Smaller
@@ -34,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from nas.data.errors import DataError
 from nas.data.images import read_pixels
-from nas.runs.resources import cpus
+from nas.runs.resources import cpus, within_half_memory
 
 LARGE_IMAGE = 64  # images with at least this side are augmented by random resized crops in the workers
 CROP_SCALE = (0.08, 1.0)  # the area of a random resized crop, as a fraction of the image's (Inception / ImageNet)
@@ -163,7 +165,7 @@ def random_resized_crop(x: np.ndarray, side: int, gen: torch.Generator, hflip: b
     return out.contiguous().numpy()
 
 
-Job = tuple[Tensor, int | None]  # positions in the split, and the seed of the batch's crops (None: no crops)
+Job = tuple[Tensor, Tensor | None]  # positions in the split, and the seed of each one's crop (None: no crops)
 
 
 class _Jobs(Dataset):
@@ -177,13 +179,14 @@ class _Jobs(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor, float] | str:
         start = time.perf_counter()
-        positions, seed = self.jobs[i]
-        gen = None if seed is None else torch.Generator().manual_seed(seed)
+        positions, seeds = self.jobs[i]
+        gens = [None] * len(positions) if seeds is None else [torch.Generator().manual_seed(int(s)) for s in seeds]
         try:
-            x = np.stack([self.split.item(int(k), gen, self.hflip) for k in positions])
+            items = [self.split.item(int(k), gen, self.hflip) for k, gen in zip(positions, gens, strict=True)]
         except DataError as e:  # its message, raised by the main process: one line naming the file
             return str(e)
-        return torch.from_numpy(x), self.split.y[positions], time.perf_counter() - start
+        x = torch.from_numpy(np.stack(items)) if items else torch.zeros(0)  # no rows: the caller knows the shape
+        return x, self.split.y[positions], time.perf_counter() - start
 
 
 @dataclass
@@ -200,13 +203,16 @@ class PipelineRate:
 
 
 def stream_batches(split: StreamedSplit, batch_size: int, order: Tensor, *, seeds: Tensor | None = None,
-                   hflip: bool = False, skip: int = 0,
-                   rate: PipelineRate | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-    """Batches of `split` in `order` (positions), from batch `skip` on; `seeds` (one per batch):
-    random resized crops (`random_resized_crop`, flipped when `hflip`) seeded by them. Raises the
-    `DataError` a worker met."""
+                   hflip: bool = False, skip: int = 0, rate: PipelineRate | None = None,
+                   rows: slice = slice(None)) -> Iterator[tuple[Tensor, Tensor]]:
+    """Batches of `split` in `order` (positions), from batch `skip` on, of each only rows `rows`
+    (read and yielded; none: an empty x); `seeds` (one per batch): random resized crops
+    (`random_resized_crop`, flipped when `hflip`), input j of a batch seeded by its seed + j. Raises
+    the `DataError` a worker met."""
     starts = range(0, len(order), batch_size)
-    jobs = [(order[s:s + batch_size], None if seeds is None else int(seeds[i])) for i, s in enumerate(starts)][skip:]
+    jobs = [(order[s:s + batch_size][rows],
+             None if seeds is None else (int(seeds[i]) + torch.arange(len(order[s:s + batch_size])))[rows])
+            for i, s in enumerate(starts)][skip:]
     if not jobs:
         return
     workers = min(split.workers, len(jobs))
@@ -222,6 +228,15 @@ def stream_batches(split: StreamedSplit, batch_size: int, order: Tensor, *, seed
         if rate is not None:
             rate.items, rate.seconds = rate.items + len(y), rate.seconds + seconds
         yield x, y
+
+
+def read_whole(split: StreamedSplit, batch_size: int = 1024) -> tuple[Tensor, Tensor] | None:
+    """All of `split`'s inputs (standardized, not augmented; read by its workers) and its labels, when
+    the inputs take at most half the memory available now (`within_half_memory`); else None."""
+    if not len(split) or not within_half_memory(len(split) * split.item(0).nbytes):
+        return None
+    xs, ys = zip(*stream_batches(split, batch_size, torch.arange(len(split))), strict=True)
+    return torch.cat(xs), torch.cat(ys)
 
 
 def sample_stats(reader: ItemReader, rows: np.ndarray, side: int | None, seed: int) -> tuple[np.ndarray, int]:

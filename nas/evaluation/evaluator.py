@@ -18,7 +18,7 @@ from typing import Any, cast
 import numpy as np
 from torch import nn
 
-from nas.data.datasets import TaskData, in_memory
+from nas.data.datasets import AnySplit, TaskData, held_in_memory, in_memory
 from nas.errors import FieldError, UserError
 from nas.evaluation.accuracy import accuracy_and_loss, evaluate
 from nas.evaluation.limits import OBJECTIVES, Limits
@@ -67,6 +67,7 @@ class Evaluator:
         self.precision, self.limits, self.objective = precision, limits or Limits(), OBJECTIVES[objective]
         self._warmed_up = False  # `measure`
         self._int8: OrderedDict[Arch, Int8Model] = OrderedDict()  # the last INT8_CACHE quantized subnets
+        self._val: AnySplit | None = None  # `validation`
         if precision not in PRECISION_MODES:
             raise FieldError("precision", f"must be one of {', '.join(PRECISION_MODES)}, got {precision!r}")
         _check_precision(precision, supernet, latency, predictor, cost_size)
@@ -95,7 +96,7 @@ class Evaluator:
         return ("fp32", "int8") if self.precision == "search" else (self.precision,)
 
     def accuracy(self, arch: Arch, split: str = "val", precision: Precision = "fp32") -> float:
-        part = getattr(self.data, split)
+        part = self.validation() if split == "val" else getattr(self.data, split)
         if precision == "int8":
             rows = in_memory(part, len(part))
             return self.int8_model(arch).accuracy_and_loss(rows.x, rows.y)[0]
@@ -119,6 +120,15 @@ class Evaluator:
         if len(self._int8) > INT8_CACHE:
             self._int8.popitem(last=False)
         return model
+
+    def validation(self) -> AnySplit:
+        """The validation split every subnet is evaluated on, read once: a streamed one is held in
+        memory when it fits (`held_in_memory`), so that an evaluation neither starts DataLoader workers
+        nor decodes anything; one too large to hold is read again by each evaluation, whose reading
+        then outweighs the workers' start-up."""
+        if self._val is None:
+            self._val = held_in_memory(self.data.val)
+        return self._val
 
     def timer(self, model: nn.Module) -> TargetTimer:
         """`model` prepared for timing on this machine's target, at the latency settings' threads and
@@ -207,10 +217,10 @@ class Evaluator:
 
     def _evaluate_at(self, arch: Arch, precision: Precision, *, latency: bool) -> dict[str, Any]:
         if precision == "int8":
-            val = in_memory(self.data.val, len(self.data.val))
+            val = in_memory(self.validation(), len(self.data.val))
             acc, loss = self.int8_model(arch).accuracy_and_loss(val.x, val.y)
         else:
-            acc, loss = accuracy_and_loss(self.supernet, self.data.val, arch, device=self.device)
+            acc, loss = accuracy_and_loss(self.supernet, self.validation(), arch, device=self.device)
         return {"val_acc": acc, "val_loss": loss, "precision": precision,
                 **self.costs(arch, latency=latency, precision=precision)}
 

@@ -47,6 +47,13 @@ def gib(n: float) -> str:
     return f"{n / 2**30:,.1f} GiB" if n >= 2**30 / 10 else f"{n / 2**20:,.1f} MiB"
 
 
+def within_half_memory(need: int) -> bool:
+    """Whether `need` bytes take at most half the memory available now (yes when unknown): the rule
+    for holding data decoded in memory rather than reading it again when it is needed."""
+    have = available_memory()
+    return have is None or need <= have // 2
+
+
 def check_memory(need: int, what: str) -> None:
     """`UserError` when `need` bytes exceed the memory available now; `what` says what needs them."""
     have = available_memory()

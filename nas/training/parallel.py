@@ -1,7 +1,7 @@
 """Data-parallel supernet training: what one worker needs to know, and the gradient sum.
 
 Every worker runs `nas.training.train.train_supernet` with the same seed, so all draw the same batches,
-augmentation and subnets; each computes the rows `rank::world` of every batch, and
+augmentation and subnets; each reads and computes only the rows `rank::world` of every batch, and
 `sum_gradients` turns the slices' gradients into those of the whole batch. The losses are means
 over a slice and every layer is per sample (GroupNorm, LayerNorm: no batch statistics), so the
 whole batch's gradient is the sum of the slices' gradients weighted by their share of the batch:
@@ -30,6 +30,11 @@ class DataParallel:
     world: int
     all_reduce: Callable[[Tensor], None]
     epoch_end: Callable[[dict[str, Any]], None]
+
+    @property
+    def rows(self) -> slice:
+        """This worker's rows of every batch (`nas.training.batches.train_batches` reads only those)."""
+        return slice(self.rank, None, self.world)
 
 
 def sum_gradients(params: list[torch.nn.Parameter], parallel: DataParallel, *, share: float, loss: float, hits: int,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -36,11 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nas.data.datasets import TaskData, iterate_batches
-from nas.data.stream import LARGE_IMAGE, PipelineRate, StreamedSplit, stream_batches
+from nas.data.datasets import TaskData
+from nas.data.stream import PipelineRate
 from nas.errors import UserError
 from nas.evaluation.accuracy import accuracy_and_loss, evaluate
 from nas.runs.progress import progress_bar
+from nas.training.batches import ALL, train_batches
 from nas.training.checkpoint import load_checkpoint, save_checkpoint
 from nas.training.config import TrainConfig, training_budget
 from nas.training.health import (
@@ -54,33 +55,6 @@ from nas.training.health import (
 from nas.training.parallel import DataParallel, sum_gradients
 from nas.training.sampling import Draw, make_sampler
 from search_spaces import HybridSupernet
-
-
-def augment(x: Tensor, max_shift: int, hflip: bool, gen: torch.Generator) -> Tensor:
-    """Per-sample random translation by up to `max_shift` pixels, or time steps for sequences
-    (B, C, T), with zero padding; optional horizontal flip (time reversal for sequences)."""
-    if x.dim() == 3:  # a sequence is a grid of height 1, shifted in time only
-        return _augment_grid(x.unsqueeze(2), max_shift, hflip, gen, vertical=False).squeeze(2)
-    return _augment_grid(x, max_shift, hflip, gen, vertical=True)
-
-
-def _augment_grid(x: Tensor, max_shift: int, hflip: bool, gen: torch.Generator, *, vertical: bool) -> Tensor:
-    b, _, h, w = x.shape
-    if max_shift > 0:
-        p = max_shift
-        padded = F.pad(x, (p, p, p, p) if vertical else (p, p, 0, 0))
-        dy = torch.randint(0, 2 * p + 1, (b, 1, 1), generator=gen) if vertical else torch.zeros(b, 1, 1, dtype=torch.long)
-        dx = torch.randint(0, 2 * p + 1, (b, 1, 1), generator=gen)
-        rows = dy + torch.arange(h).view(1, h, 1)  # (B, H, 1)
-        cols = dx + torch.arange(w).view(1, 1, w)  # (B, 1, W)
-        x = padded.permute(0, 2, 3, 1)[torch.arange(b).view(b, 1, 1), rows, cols].permute(0, 3, 1, 2)
-    if hflip:
-        flip = torch.rand(b, generator=gen) < 0.5
-        x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
-    # the layout of a shifted batch whatever was applied (gathered channels-last, then made contiguous:
-    # NCHW, or for one channel strides that send convolutions to their channels-last kernels), so that
-    # a recipe without augmentation trains at the same speed per step
-    return x.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format).permute(0, 3, 1, 2).contiguous()
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -106,45 +80,6 @@ def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> tor
 
 def steps_per_epoch(data: TaskData, config: TrainConfig) -> int:
     return training_budget(config, len(data.train)).steps_per_epoch
-
-
-def _train_batches(data: TaskData, config: TrainConfig, gen: torch.Generator, *, skip: int = 0,
-                   rate: PipelineRate | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-    """One epoch of shuffled, augmented batches on the training device, from batch `skip` on (the
-    generator draws of the batches skipped are made all the same, so the batches after them do not
-    change). A streamed training split is read by its workers (`_streamed_batches`)."""
-    if isinstance(data.train, StreamedSplit):
-        yield from _streamed_batches(data.train, data, config, gen, skip, rate)
-        return
-    shift = _shift(data, config)
-    for i, (x, y) in enumerate(iterate_batches(data.train, config.batch_size, shuffle=True, generator=gen)):
-        x = augment(x, shift, config.hflip, gen)
-        if i >= skip:
-            yield x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
-
-
-def _shift(data: TaskData, config: TrainConfig) -> int:
-    return config.max_shift if config.max_shift >= 0 else max(1, data.input_size // 8)
-
-
-def _streamed_batches(split: StreamedSplit, data: TaskData, config: TrainConfig, gen: torch.Generator, skip: int,
-                      rate: PipelineRate | None) -> Iterator[tuple[Tensor, Tensor]]:
-    """`_train_batches` of a streamed split: the same shuffle as in memory; large images cropped in the
-    workers with one seed per batch drawn here, smaller inputs augmented here as in memory (a skipped
-    batch's draws are made on zeros of its shape)."""
-    order = torch.randperm(len(split), generator=gen)
-    bs, n = config.batch_size, len(split)
-    crops = data.dims == 2 and data.input_size >= LARGE_IMAGE
-    seeds = torch.randint(0, 2**62, (math.ceil(n / bs),), generator=gen) if crops else None
-    shift = _shift(data, config)
-    if not crops:
-        shape = (data.in_channels, data.input_size) if data.dims == 1 else (data.in_channels,) + (data.input_size,) * 2
-        for i in range(skip):
-            augment(torch.zeros(min(bs, n - i * bs), *shape), shift, config.hflip, gen)
-    for x, y in stream_batches(split, bs, order, seeds=seeds, hflip=config.hflip, skip=skip, rate=rate):
-        if not crops:
-            x = augment(x, shift, config.hflip, gen)
-        yield x.to(config.device, non_blocking=True), y.to(config.device, non_blocking=True)
 
 
 def _pipeline_text(pipeline: PipelineRate | None) -> str:
@@ -208,7 +143,7 @@ def train_standalone(model: torch.nn.Module, data: TaskData, config: TrainConfig
     with progress_bar(total, description, enabled=show_progress) as bar:
         while step < total and not stopped and not (patience and waited >= patience):
             losses = []
-            for x, y in _train_batches(data, config, gen):
+            for x, y in train_batches(data, config, gen):
                 _set_lr(opt, lr_at(step, total, warmup, config.lr))
                 with autocast(config.device):
                     loss = F.cross_entropy(model(x).float(), y, label_smoothing=config.label_smoothing)
@@ -291,18 +226,17 @@ def _step_losses(supernet: HybridSupernet, x: Tensor, y: Tensor, draws: list[Dra
     return first_loss, first_hits
 
 
-def _parallel_step(supernet: HybridSupernet, x: Tensor, y: Tensor, draws: list[Draw], config: TrainConfig,
+def _parallel_step(supernet: HybridSupernet, xs: Tensor, ys: Tensor, batch: int, draws: list[Draw], config: TrainConfig,
                    params: list[torch.nn.Parameter], parallel: DataParallel) -> tuple[float, int]:
-    """`_step_losses` on this worker's rows of the batch, then the whole batch's gradients, first loss
-    and hits on every worker (`nas.training.parallel.sum_gradients`)."""
-    xs, ys = x[parallel.rank::parallel.world], y[parallel.rank::parallel.world]
+    """`_step_losses` on this worker's rows `xs`, `ys` of a batch of `batch` rows, then the whole batch's
+    gradients, first loss and hits on every worker (`nas.training.parallel.sum_gradients`)."""
     loss, hits, error = 0.0, 0, ""
     if len(ys):  # a short last batch leaves some workers without rows
         try:
             loss, hits = _step_losses(supernet, xs, ys, draws, config)
         except UserError as e:  # raised on every worker alike by sum_gradients
             error = str(e)
-    return sum_gradients(params, parallel, share=len(ys) / len(y), loss=loss, hits=hits, error=error)
+    return sum_gradients(params, parallel, share=len(ys) / batch, loss=loss, hits=hits, error=error)
 
 
 def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig, *,
@@ -366,18 +300,20 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
             step_config = replace(config, distill=config.distill and teacher_learned(history, chance[0]))
             count = min(done * config.batch_size, len(data.train))
             stopped = False
-            for i, (x, y) in enumerate(_train_batches(data, config, gen, skip=done, rate=pipeline), start=done):
+            rows = ALL if parallel is None else parallel.rows  # of every batch: this worker's only
+            for i, (x, y) in enumerate(train_batches(data, config, gen, skip=done, rate=pipeline, rows=rows), start=done):
                 if i >= plan.epoch_steps(epoch):  # the budget ends inside this epoch
                     break
                 _set_lr(opt, lr_at(step, plan.steps, plan.warmup_steps, config.lr))
                 draws = sampler.draws()
+                batch = min(config.batch_size, len(data.train) - i * config.batch_size)  # rows of all workers
                 loss, hits = (_step_losses(supernet, x, y, draws, step_config) if parallel is None
-                              else _parallel_step(supernet, x, y, draws, step_config, params, parallel))
+                              else _parallel_step(supernet, x, y, batch, draws, step_config, params, parallel))
                 _update(opt, params, config)
                 step += 1
-                seen += len(y)
+                seen += batch
                 losses.append(loss)
-                correct, count = correct + hits, count + len(y)
+                correct, count = correct + hits, count + batch
                 rate = seen / (time.perf_counter() - run_start)
                 bar.update(f"epoch {epoch + 1}/{plan.epochs} loss {np.mean(losses):.3f} "
                            f"acc {correct / count:.3f} {rate:.0f} samples/s" + _pipeline_text(pipeline))
