@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` from the repository root
 
 from benchmarks.common import run_search
 from nas.data.datasets import load_data
