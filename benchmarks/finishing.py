@@ -10,8 +10,10 @@ For each seed:
    mid-sized subnet.
 2. The subnet the search chose, on the run's split: test accuracy with its inherited weights,
    after finishing (`nas.finish.finetune.finish_subnet`, default `FinishConfig`, with this seed),
-   and trained from scratch with the default recipe and budget (`how="scratch", select="last"`:
-   `TrainConfig`'s recipe, as `train_standalone` runs it, the last epoch kept).
+   after the fine-tune (`how="finetune"`) when that is not the finishing, and trained from scratch
+   with the default recipe and budget (`how="scratch", select="last"`: `TrainConfig`'s recipe, as
+   `train_standalone` runs it, the last epoch kept; when the finishing is that very training, it
+   is trained once and both rows show it).
 3. scikit-learn on the same split and the same standardised inputs, flattened: logistic
    regression, an RBF SVC, an MLP, and 1-nearest-neighbour for sequences.
 The wall time of each: the search (supernet training included), the finishing, the training from
@@ -34,7 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -49,7 +51,7 @@ from nas.runs.files import load_supernet, read_json
 from search_spaces import ArchError, get_space
 
 DEFAULT_BUDGET = "200"  # the default job: nas search --budget 200 --max-latency-ms 1.0 (digits)
-NAS_METHODS = ("inherited", "finished", "scratch")
+NAS_METHODS = ("inherited", "finished", "finetuned", "scratch")
 
 
 def search_args(args: argparse.Namespace, seed: int, run: Path) -> list[str]:
@@ -83,11 +85,16 @@ def run_seed(args: argparse.Namespace, seed: int, finish: dict, device: str) -> 
     arch = supernet.space.parse(table.loc[table["id"] == chosen["id"], "arch"].iloc[0])
     rows = [nas_row("inherited", finish_subnet(supernet, arch, data, FinishConfig(how="inherit", device=device)),
                     search_seconds)]
-    finished = finish_subnet(supernet, arch, data, FinishConfig(**{"seed": seed, "device": device, **finish}),
-                             show_progress=not args.quiet)
+    config = FinishConfig(**{"seed": seed, "device": device, **finish})
+    reference = FinishConfig(how="scratch", select="last", seed=seed, device=device)
+    finished = finish_subnet(supernet, arch, data, config, show_progress=not args.quiet)
     rows.append(nas_row("finished", finished, search_seconds))
-    scratch = finish_subnet(supernet, arch, data, FinishConfig(how="scratch", select="last", seed=seed, device=device),
-                            show_progress=not args.quiet)
+    if config.how != "finetune":  # the fine-tune beside the default, at its default settings
+        rows.append(nas_row("finetuned", finish_subnet(supernet, arch, data, replace(config, how="finetune", select="auto"),
+                                                       show_progress=not args.quiet), search_seconds))
+    # the reference: trained once when the finishing is the very same training
+    same = replace(config, select=config.selection) == reference
+    scratch = finished if same else finish_subnet(supernet, arch, data, reference, show_progress=not args.quiet)
     rows.append(nas_row("scratch", scratch, search_seconds))
     rows += baselines(data, seed)
     for row in rows:
@@ -100,7 +107,7 @@ def run_seed(args: argparse.Namespace, seed: int, finish: dict, device: str) -> 
 def check_targets(summary: pd.DataFrame, test_size: int) -> list[tuple[str, bool]]:
     mean = summary.set_index("method")
     finished, scratch = mean.loc["finished"], mean.loc["scratch"]
-    others = mean.drop(index=list(NAS_METHODS))
+    others = mean.drop(index=[m for m in NAS_METHODS if m in mean.index])
     best = others["test_acc_mean"].idxmax()
     return [
         (f"finished {finished.test_acc_mean:.4f} >= from scratch {scratch.test_acc_mean:.4f} within one test sample "

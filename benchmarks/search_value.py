@@ -89,7 +89,7 @@ def search_args(args: argparse.Namespace, seed: int, run: Path, max_flops: int |
     if args.epochs is not None:
         argv += ["--epochs", str(args.epochs)]
     if args.finish_budget is not None:
-        argv += ["--finish-budget", str(args.finish_budget)]
+        argv += ["--finish", "finetune", "--finish-budget", str(args.finish_budget)]  # a fine-tune's budget
     if args.max_latency_ms is not None:
         return argv + ["--max-latency-ms", str(args.max_latency_ms)]
     return argv + ["--objective", "flops", "--max-flops", str(max_flops)]
@@ -246,7 +246,8 @@ def main() -> None:
     ap.add_argument("--budget-by", choices=["seconds", "steps"], default="seconds",
                     help="random search's budget: the pipeline's wall seconds, or its subnet steps (load-independent)")
     ap.add_argument("--finish-budget", type=float, default=None,
-                    help="the search's --finish-budget (default: nas search's; less only for a quick check)")
+                    help="finish by a fine-tune of this --finish-budget (default: nas search's finishing; for a quick "
+                         "check)")
     ap.add_argument("--scratch-epochs", type=int, default=None,
                     help="from-scratch epochs (default: the default recipe's; fewer only for a quick check)")
     ap.add_argument("--sample", type=int, default=20_000, help="random subnets the biggest that fits is chosen from")

@@ -28,9 +28,9 @@ FAST = ("--epochs", "1", "--num-random", "0", "--quiet")
 # the shared run folder (conftest's `trained_run`): `nas train` on digits, space tiny, with these
 # TrainConfig fields (the others default), given as the flags TRAIN_ARGS
 TRAIN_SETTINGS = {"epochs": 2, "num_random": 0, "batch_size": 256}
-# `nas search` flags for a short finishing stage (a twentieth of the from-scratch steps), for the tests
-# whose subject is not the finished model's accuracy
-QUICK_FINISH = ("--finish-budget", "0.05")
+# `nas search` flags for a short finishing stage (a fine-tune of a twentieth of the from-scratch steps),
+# for the tests whose subject is not the finished model's accuracy
+QUICK_FINISH = ("--finish", "finetune", "--finish-budget", "0.05")
 TRAIN_ARGS = (*(a for k, v in TRAIN_SETTINGS.items() for a in ("--" + k.replace("_", "-"), str(v))), "--quiet")
 
 # a search space of 27 units (`SpaceConfig.from_dict(MICRO_SPACE)`): profiles in about a second

@@ -39,7 +39,8 @@ def arch(supernet):
 
 
 def finish(supernet, arch, data, **config):
-    return finish_subnet(supernet, arch, data, FinishConfig(**config), show_progress=False)
+    """`finish_subnet`, fine-tuning unless `how` says otherwise."""
+    return finish_subnet(supernet, arch, data, FinishConfig(**{"how": "finetune", **config}), show_progress=False)
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -71,9 +72,9 @@ def test_config_round_trips_and_refuses_unknown_keys():
 
 def test_budget_is_a_fraction_of_the_from_scratch_steps(data):
     assert scratch_steps(data) == 334 * 3  # the default budget: 40 epochs, at least 1,000 steps in whole epochs
-    assert finish_steps(FinishConfig(), data) == 501
-    assert finish_steps(FinishConfig(how="scratch"), data) == 1002
-    assert finish_steps(FinishConfig(budget=0.001), data) == 1
+    assert finish_steps(FinishConfig(how="finetune"), data) == 501
+    assert finish_steps(FinishConfig(), data) == 1002  # from scratch: the whole default budget
+    assert finish_steps(FinishConfig(how="finetune", budget=0.001), data) == 1
     assert finish_steps(FinishConfig(epochs=2), data) == 6
     assert finish_steps(FinishConfig(steps=7), data) == 7
 
@@ -123,8 +124,13 @@ def test_select_last_keeps_the_last_epoch(supernet, arch, data):
     assert "val_loss" not in result.history[-1]  # no validation during training
 
 
+def test_the_default_finishing_is_the_default_recipe_from_scratch_its_last_epoch_kept():
+    assert (FinishConfig().how, FinishConfig().selection) == ("scratch", "last")
+    assert FinishConfig(how="finetune").selection == "val_loss" and FinishConfig(select="val_acc").selection == "val_acc"
+
+
 def test_scratch_is_the_default_recipe_from_a_seeded_initialisation(supernet, arch, data):
-    result = finish(supernet, arch, data, how="scratch", select="last", steps=6, seed=3)
+    result = finish(supernet, arch, data, how="scratch", steps=6, seed=3)  # select "auto": the last epoch
     torch.manual_seed(3)
     model = SubnetModel(supernet.spec, arch)
     train_standalone(model, data, TrainConfig(seed=3), steps=6)

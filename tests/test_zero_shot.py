@@ -30,7 +30,7 @@ def quick_scratch(monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a zero-shot search trained a supernet")
 
-    monkeypatch.setattr("nas.cli.main.load_data", lambda name, dims: few_digits(64))
+    monkeypatch.setattr("nas.cli.main.load_data", lambda name, dims, **reading: few_digits(64))
     monkeypatch.setattr("nas.finish.finetune.scratch_steps", lambda data: 2)
     monkeypatch.setattr("nas.cli.main.train_supernet", no_training)
     monkeypatch.setattr("nas.cli.main._train", no_training)

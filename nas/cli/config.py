@@ -124,7 +124,7 @@ class SearchRunConfig(RunConfig):
     zero_shot: str | None = None  # a training-free proxy: rank subnets by it, train no supernet (nas.search.zero_shot)
     # how the chosen subnet is finished before it is handed over (FinishConfig; resumed runs recorded
     # before these existed are finished too), and how many of the front's best are finished
-    finish: Literal["inherit", "finetune", "scratch"] = "finetune"
+    finish: Literal["inherit", "finetune", "scratch"] = FinishConfig().how
     finish_budget: float = FinishConfig().budget
     finalists: int = 1
     # the precision candidates are evaluated in: fp32, int8 (ONNX Runtime) or both (docs/quantization.md)

@@ -102,8 +102,9 @@ def _strategies_help() -> str:
 def _add_finish(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("finishing the chosen subnet (nas.finish)")
     _setting(g, "finish", choices=list(HOW),
-             help="finetune (default): its inherited weights trained further, the best epoch by validation kept; "
-                  "scratch: trained from its initialisation with the default recipe; inherit: as extracted")
+             help="scratch (default): trained from its initialisation with the default recipe, as the reference "
+                  "it must match; finetune: its inherited weights trained further (about a third of the cost), "
+                  "the best epoch by validation kept; inherit: as extracted")
     _setting(g, "finish_budget", type=float, metavar="FRACTION",
              help=f"fine-tuning steps as a fraction of training from scratch (default {FinishConfig().budget})")
     _setting(g, "finalists", type=int, metavar="K",
@@ -224,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", action="append", metavar="ID", help="a subnet id of evaluations.csv (repeatable)")
     p.add_argument("--finalists", type=int, default=1, metavar="K",
                    help="without --arch: the search's choice and the next most accurate of the front, K in all")
-    p.add_argument("--finish", choices=list(HOW), default=FinishConfig().how, help="how (default finetune)")
+    p.add_argument("--finish", choices=list(HOW), default="finetune",
+                   help="how (default finetune, as the command says; nas search finishes from scratch by default)")
     p.add_argument("--finish-budget", type=float, default=FinishConfig().budget, metavar="FRACTION",
                    help=f"fine-tuning steps as a fraction of training from scratch (default {FinishConfig().budget})")
     p.add_argument("--out", type=Path, default=None, help="folder of the model folders (default RUN/models)")
