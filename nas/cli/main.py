@@ -341,8 +341,10 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     finally:
         record_in_search(out, record)  # also when no subnet met the limits
     c = summary["chosen"]
+    resolution = summary["latency"].get("rounds", {}).get("resolution")
+    resolved = f"; latencies within {resolution:.1%} are ties" if resolution else ""
     print(f"{summary['evaluations']} subnets evaluated in {summary['seconds']:.0f} s, {summary['feasible']} within the "
-          f"limits, {summary['pareto_size']} on the Pareto front (hypervolume {summary['hypervolume']:.4f})")
+          f"limits, {summary['pareto_size']} on the Pareto front (hypervolume {summary['hypervolume']:.4f}{resolved})")
     latency_text = "not measured" if c["latency_ms"] is None else f"{c['latency_ms']:.3f} ms"
     if source.predictor is not None and c["latency_ms"] is not None:
         measured = c["latency_measured_ms"]
