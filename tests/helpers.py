@@ -162,3 +162,14 @@ def rewrite_checkpoint_metadata(checkpoint: Path, edit: Callable[[dict], object]
     edit(meta)
     raw = {k: json.dumps(v) for k, v in meta.items()} | {"format": "nas-checkpoint", "format_version": CHECKPOINT_FORMAT}
     save_file(tensors, str(checkpoint), metadata=raw)
+
+
+def write_folder(root: Path, images: np.ndarray, labels: np.ndarray, fmt: str = "png") -> Path:
+    """An image folder of `images` (uint8, (N, H, W) or (N, H, W, C)): one sub-folder per label."""
+    from PIL import Image
+
+    for i, (img, label) in enumerate(zip(images, labels, strict=True)):
+        f = root / f"c{label}" / f"{i:04d}.{fmt}"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(f)
+    return root

@@ -17,7 +17,7 @@ from nas.data.datasets import DataError, load_data
 from nas.data.images import read_image_folder
 from nas.finish.package import DeployedModel, describe_model
 from nas.runs import resources
-from tests.helpers import FAST, tiny_supernet
+from tests.helpers import FAST, tiny_supernet, write_folder
 
 N = 300  # digits per folder: 30 per class
 
@@ -31,14 +31,6 @@ def digits8() -> tuple[np.ndarray, np.ndarray]:
     images = np.round(d.images[:N] * 255 / 16).astype(np.uint8)
     order = np.argsort(d.target[:N], kind="stable")
     return images[order], d.target[:N][order].astype(np.int64)
-
-
-def write_folder(root: Path, images: np.ndarray, labels: np.ndarray, fmt: str = "png") -> Path:
-    for i, (img, label) in enumerate(zip(images, labels, strict=True)):
-        f = root / f"c{label}" / f"{i:04d}.{fmt}"
-        f.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(f)
-    return root
 
 
 @pytest.fixture(scope="module")

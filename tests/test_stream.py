@@ -24,7 +24,7 @@ from nas.training.batches import train_batches
 from nas.training.config import TrainConfig
 from nas.training.train import train_supernet
 from search_spaces import HybridSupernet, SearchSpace, SpaceConfig
-from tests.helpers import MICRO_SPACE, max_weight_diff
+from tests.helpers import MICRO_SPACE, max_weight_diff, write_folder
 
 N = 300  # digits written: 30 per class
 SIDE = 32
@@ -45,12 +45,7 @@ def digits32() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def folder(digits32, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("stream") / "digits"
-    for i, (img, label) in enumerate(zip(*digits32, strict=True)):
-        f = root / f"c{label}" / f"{i:04d}.png"
-        f.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(f)
-    return root
+    return write_folder(tmp_path_factory.mktemp("stream") / "digits", *digits32)
 
 
 @pytest.fixture(scope="module")
