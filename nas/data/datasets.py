@@ -258,11 +258,12 @@ def iterate_batches(split: AnySplit, batch_size: int, *, shuffle: bool,
 
 
 def in_memory(split: AnySplit, limit: int, seed: int = 0) -> Split:
-    """`split` itself when in memory; else `limit` of its inputs (drawn with `seed`, all when fewer) read
-    into memory, without augmentation (training-free proxies' batches)."""
+    """`split` itself when in memory; else `limit` of its inputs (drawn with `seed`; all, in order, when
+    there are no more) read into memory, without augmentation (training-free proxies' batches)."""
     if isinstance(split, Split):
         return split
-    positions = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:limit]
+    positions = (torch.arange(len(split)) if limit >= len(split)
+                 else torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:limit])
     return Split(*split.rows_in_memory(positions))
 
 

@@ -238,14 +238,20 @@ def _number(value: Any) -> float | int | None:
 
 
 # ----------------------------------------------------------------------------------- int8
-def stored(data: TaskData, split: str) -> Tensor:
-    """A split's inputs as stored (the standardisation `load_data` applied undone): what a
-    `DeployedModel` takes."""
+def stored_rows(data: TaskData, split: str, limit: int | None = None) -> tuple[Tensor, Tensor]:
+    """A split's inputs as stored (the standardisation `load_data` applied undone: what a
+    `DeployedModel` takes) and its labels; with `limit`, only that many rows are read."""
     split_data = getattr(data, split)
-    part = in_memory(split_data, len(split_data)).x.cpu()
+    rows = in_memory(split_data, len(split_data) if limit is None else limit)
+    part = rows.x.cpu() if limit is None else rows.x[:limit].cpu()
     shape = (1, -1) + (1,) * (part.dim() - 2)
     mean, std = (torch.tensor(v, dtype=torch.float32).view(shape) for v in (data.mean, data.std))
-    return part * std + mean
+    return part * std + mean, rows.y if limit is None else rows.y[:limit]
+
+
+def stored(data: TaskData, split: str) -> Tensor:
+    """A split's inputs as stored (`stored_rows`)."""
+    return stored_rows(data, split)[0]
 
 
 def quantize_deployed(model: DeployedModel, data: TaskData, *, batch: int | None = None, threads: int = 1) -> Int8Model:
@@ -253,7 +259,7 @@ def quantize_deployed(model: DeployedModel, data: TaskData, *, batch: int | None
     of the training split as stored (`nas.hardware.quantize`); `batch`: fixed (to time it), or free."""
     from nas.hardware.quantize import CALIBRATION_SAMPLES, quantize_model
 
-    return quantize_model(model, model.input_shape, stored(data, "train")[:CALIBRATION_SAMPLES], batch=batch,
+    return quantize_model(model, model.input_shape, stored_rows(data, "train", CALIBRATION_SAMPLES)[0], batch=batch,
                           threads=threads)
 
 
@@ -266,7 +272,7 @@ def _write_int8(folder: Path, int8: Int8Model, data: TaskData) -> dict[str, Any]
     written = Int8Model.load(folder / INT8_FILE)
     acc = {}
     for split in ("val", "test"):
-        x, y = stored(data, split), in_memory(getattr(data, split), len(getattr(data, split))).y
+        x, y = stored_rows(data, split)
         acc[split] = written.accuracy_and_loss(x, y)[0]
         if acc[split] != int8.accuracy_and_loss(x, y)[0]:
             raise UserError(f"{folder / INT8_FILE}: the written int8 model's {split} accuracy differs from the "
