@@ -6,6 +6,8 @@ A user's own space is the same data in a JSON file (docs/search-spaces.md).
 
 from __future__ import annotations
 
+import math
+
 from search_spaces.config import SpaceConfig, StageSpace
 
 TINY = SpaceConfig(
@@ -88,3 +90,12 @@ SEQ = SpaceConfig(  # sequence classification: efficient-attention transformers 
     window=8,
     layout="free",  # each layer picks its token mixer: a depthwise convolution or one of the attentions
 )
+
+
+def space_for(dims: int, size: int) -> str:
+    """The built-in space for data of `dims` (1: sequences, 2: images) and `size` (the sequence
+    length or the image side): `seq` for sequences; for images, the space whose reference input
+    size is nearest on a log scale (tiny up to 16 pixels, cifar up to 84, imagenet above)."""
+    if dims == 1:
+        return SEQ.name
+    return min((TINY, CIFAR, IMAGENET), key=lambda space: abs(math.log(max(size, 1) / space.input_size))).name

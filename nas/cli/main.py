@@ -35,6 +35,7 @@ from nas.cli.spaces import cmd_space, fitted_space
 from nas.cluster.evaluate import RayPool
 from nas.cluster.train import RAY_TRAIN_DIR, has_checkpoint, remove_checkpoints, train_distributed
 from nas.data.datasets import DataError, TaskData, load_data
+from nas.data.kind import data_kind
 from nas.errors import FieldError, UserError, named
 from nas.evaluation.accuracy import evaluate
 from nas.evaluation.evaluator import Evaluator
@@ -65,6 +66,7 @@ from nas.training.train import train_supernet
 from predictors import LatencyPredictor
 from search_spaces import ArchError, HybridSupernet, SearchSpace, SubnetModel, get_family, get_space
 from search_spaces.arch import show
+from search_spaces.presets import space_for
 
 DEVICES = ("cpu", "cuda", "mps")
 
@@ -144,10 +146,26 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
     data = {} if args.config_file is None else read_json(args.config_file, "run config")
     if not isinstance(data, dict):
         raise UserError(f"--config {args.config_file} must hold a JSON object of settings, got {show(data)}")
-    config = _merged(cls, given, data, args.config_file)
+    picked = _space_for_data(given, data)
+    config = _merged(cls, given | picked, data, args.config_file)
     with named(lambda field: flag(field) if field in given else f"{args.config_file}: {field}"):
         without_effect(config, given.keys() | data.keys())
     return config
+
+
+def _space_for_data(given: dict[str, Any], file: dict[str, Any]) -> dict[str, str]:
+    """Without --space (or a supernet, which has one): {"space": the built-in space for the data's
+    kind and size}, said in one line; {} when the data do not tell (loading them then says why)."""
+    settings = {**file, **given}
+    spec = settings.get("data")
+    if "space" in settings or settings.get("supernet") is not None or not isinstance(spec, str):
+        return {}
+    kind = data_kind(spec)
+    if kind is None:
+        return {}
+    space = space_for(kind.dims, kind.size)
+    print(f"space {space}: the built-in space for {kind.describe()} (--space to choose another)", flush=True)
+    return {"space": space}
 
 
 def _resumed_config(args: argparse.Namespace, cls: type[RunConfig], given: dict[str, Any]) -> RunConfig:

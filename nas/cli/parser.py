@@ -57,7 +57,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _add_train(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("supernet training")
     _setting(g, "space", help=f"search space: {list_spaces()} or a space .json file, fitted to --data (its channels, "
-                              "classes and input size; `nas space show`) (default tiny)")
+                              "classes and input size; `nas space show`) (default: the built-in space for the data's kind and "
+                              "size: seq for sequences, tiny/cifar/imagenet by the image side; tiny without --data)")
     _setting(g, "epochs", type=int,
              help=f"training length in epochs (default: {DEFAULT_EPOCHS} epochs, but at least {MIN_STEPS} optimizer "
                   "steps on a small training set); or give --steps")

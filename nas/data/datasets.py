@@ -149,16 +149,18 @@ Arrays = tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]  # 
 @dataclass(frozen=True)
 class BuiltinDataset:
     dims: Literal[1, 2]  # 2: images, 1: sequences
+    input_size: int  # the image side or the sequence length
     load: Callable[[], Arrays]
 
 
 DATASETS: Registry[BuiltinDataset] = Registry("dataset", DataError)
 
 
-def builtin_dataset(name: str, *, dims: Literal[1, 2]) -> Callable[[Callable[[], Arrays]], Callable[[], Arrays]]:
+def builtin_dataset(name: str, *, dims: Literal[1, 2],
+                    input_size: int) -> Callable[[Callable[[], Arrays]], Callable[[], Arrays]]:
     """Decorator: registers a function returning (x, y, test or None) as the built-in dataset `name`."""
     def register(load: Callable[[], Arrays]) -> Callable[[], Arrays]:
-        DATASETS.add(name, BuiltinDataset(dims, load))
+        DATASETS.add(name, BuiltinDataset(dims, input_size, load))
         return load
     return register
 
@@ -275,7 +277,7 @@ def held_in_memory(split: AnySplit) -> AnySplit:
     return split if whole is None else Split(*whole)
 
 
-@builtin_dataset("digits", dims=2)
+@builtin_dataset("digits", dims=2, input_size=8)
 def _load_digits() -> Arrays:
     """scikit-learn's 1,797 handwritten digits, 8x8, scaled to [0, 1]; shipped with scikit-learn."""
     from sklearn.datasets import load_digits  # scikit-learn takes seconds to import: only when used
@@ -313,7 +315,7 @@ def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return arrays
 
 
-@builtin_dataset("mnist1d", dims=1)
+@builtin_dataset("mnist1d", dims=1, input_size=40)
 def _load_mnist1d() -> Arrays:
     """MNIST-1D (Greydanus, 2020), generated locally with its default arguments."""
     x, y, x_test, y_test = _mnist1d_arrays()
