@@ -299,8 +299,8 @@ FAILURES = {  # what fails (patched in) -> (command, words of the message)
                                         "extract", "a safetensors file could not be read or written"),
     "permission denied": ("nas.finish.package.write_json", PermissionError(errno.EACCES, "Permission denied", "m.json"),
                           "extract", "Permission denied: m.json (check the permissions)"),
-    "out of memory": ("nas.cli.main.evaluate", MemoryError(), "extract", "out of memory"),
-    "out of device memory": ("nas.cli.main.evaluate", torch.OutOfMemoryError("CUDA out of memory.\nTried"), "extract",
+    "out of memory": ("nas.cli.models.evaluate", MemoryError(), "extract", "out of memory"),
+    "out of device memory": ("nas.cli.models.evaluate", torch.OutOfMemoryError("CUDA out of memory.\nTried"), "extract",
                              "out of device memory: CUDA out of memory. Tried"),
 }
 

@@ -14,8 +14,9 @@ import pytest
 
 from nas.ablate.config import AblationConfig
 from nas.cli.config import RunConfig, SearchRunConfig
-from nas.cli.main import _run_config, main
+from nas.cli.main import main
 from nas.cli.parser import build_parser, flag
+from nas.cli.run_config import run_config as _run_config
 from nas.errors import FieldError, UserError
 from nas.evaluation.limits import Limits
 from nas.hardware.measure import LatencySettings

@@ -147,8 +147,8 @@ def test_proxy_options_are_checked():
 
 
 def test_zero_shot_implies_a_from_scratch_finish_in_a_config_file_too(tmp_path):
-    from nas.cli.main import _run_config
     from nas.cli.parser import build_parser
+    from nas.cli.run_config import run_config as _run_config
 
     path = tmp_path / "settings.json"
     path.write_text(json.dumps({"zero_shot": "synflow", "finalists": 3}))

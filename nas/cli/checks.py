@@ -1,5 +1,5 @@
-"""Checks of the `nas` command line that look at more than one setting: flags that would have no
-effect together, requests beyond what the machine has, and the recorded config of a search run read
+"""Checks of the `nas` command line: the device asked for, flags that would have no effect
+together, requests beyond what the machine has, and the recorded config of a search run read
 back by `nas extract` and `nas finetune` (a file, so checked like user input)."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from nas.cli.config import RunConfig, SearchRunConfig
 from nas.errors import FieldError, UserError, named
@@ -16,6 +18,7 @@ from nas.runs.resources import check_subnet_fits, check_threads
 from search_spaces import SearchSpace
 from search_spaces.arch import show
 
+DEVICES = ("cpu", "cuda", "mps")
 # invocation flags that runs recorded in config.json before the run config was typed: not settings
 RECORDED_INVOCATION = ("command", "out", "resume", "force", "quiet")
 # the settings of supernet training: without effect when a trained supernet is reused
@@ -63,3 +66,20 @@ def recorded_search(run: Path) -> dict[str, Any]:
         if not isinstance(config.get(key), str):
             raise UserError(f"{path}: {key} must be a string (a path or a dataset's name), got {show(config.get(key))}")
     return config
+
+
+def device_of(name: str) -> str:
+    """--device checked against this machine; "auto": CUDA when available, else the CPU."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(name).type
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind not in DEVICES:
+        raise UserError(f"--device {name!r} is not a device nas runs on: auto, cpu, cuda, cuda:N or mps")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name}: MPS is not available on this machine")
+    return name

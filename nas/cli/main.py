@@ -1,4 +1,5 @@
-"""`nas` command line: train a supernet, search it under hardware limits, extract subnets."""
+"""`nas` command line: `nas train`, `nas search`, `nas profile` and `nas ablate`, and the dispatch of every
+command (`nas extract` and `nas finetune`: `nas.cli.models`; the run config: `nas.cli.run_config`)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,20 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
 from nas import cluster
 from nas.ablate.config import load_config
 from nas.ablate.report import format_summary
 from nas.ablate.run import run_ablation
-from nas.cli.checks import RECORDED_INVOCATION, check_measuring, recorded_search, without_effect
-from nas.cli.config import RUN_CONFIGS, RunConfig, SearchRunConfig, finish_field, parse_option
+from nas.cli.checks import check_measuring, device_of
+from nas.cli.config import RunConfig, SearchRunConfig
 from nas.cli.failures import one_line, report_failure
+from nas.cli.models import cmd_extract, cmd_finetune
 from nas.cli.parser import build_parser, flag
 from nas.cli.report import (
     Said,
@@ -31,16 +32,13 @@ from nas.cli.report import (
     say_problems,
     supernet_record,
 )
+from nas.cli.run_config import run_config
 from nas.cli.spaces import cmd_space, fitted_space
 from nas.cluster.evaluate import RayPool
 from nas.cluster.train import RAY_TRAIN_DIR, has_checkpoint, remove_checkpoints, train_distributed
 from nas.data.datasets import DataError, TaskData, load_data
-from nas.data.kind import data_kind
-from nas.errors import FieldError, UserError, named
-from nas.evaluation.accuracy import evaluate
+from nas.errors import UserError, named
 from nas.evaluation.evaluator import Evaluator
-from nas.finish.finetune import FinishConfig, choose_after_finishing, finish_subnet, finished_metrics
-from nas.finish.package import DeployedModel, quantize_deployed, run_costs, save_model_folder
 from nas.hardware.measure import describe_hardware
 from nas.hardware.profile import ProfileSettings, build_profile
 from nas.runs.files import (
@@ -48,15 +46,13 @@ from nas.runs.files import (
     load_supernet,
     package_versions,
     prepare_run_dir,
-    read_json,
     save_supernet,
     write_json,
 )
 from nas.runs.interrupt import finish_on_interrupt
 from nas.runs.lock import command_scope, hold
 from nas.runs.resources import check_supernet_fits
-from nas.search.loop import plain_value, read_evaluations, run_search
-from nas.search.ranking import search_ranking
+from nas.search.loop import run_search
 from nas.search.strategies import make_strategy
 from nas.search.zero_shot import run_zero_shot
 from nas.training.assess import assess_training
@@ -64,28 +60,7 @@ from nas.training.checkpoint import CHECKPOINT_FILE
 from nas.training.config import TrainConfig
 from nas.training.train import train_supernet
 from predictors import LatencyPredictor
-from search_spaces import ArchError, HybridSupernet, SearchSpace, SubnetModel, get_family, get_space
-from search_spaces.arch import show
-from search_spaces.presets import space_for
-
-DEVICES = ("cpu", "cuda", "mps")
-
-
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        kind = torch.device(name).type
-    except (RuntimeError, ValueError):
-        kind = None
-    if kind not in DEVICES:
-        raise UserError(f"--device {name!r} is not a device nas runs on: auto, cpu, cuda, cuda:N or mps")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {name}: MPS is not available on this machine")
-    return name
-
+from search_spaces import ArchError, HybridSupernet, SearchSpace, get_family, get_space
 
 DEFAULT_DATA = {2: "digits", 1: "mnist1d"}  # the built-in dataset of image and of sequence spaces
 
@@ -107,90 +82,7 @@ def _out(args: argparse.Namespace) -> Path:
     return args.out or Path("runs") / f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-# ------------------------------------------------------------------------------------- the run config
 PROFILE_FLAGS = {"batch": "--latency-batch", "input_size": "--seq-len"}  # ProfileSettings' fields named otherwise
-RESUME_MAY_CHANGE = ("device", "ray", "ray_address", "workers", "data_workers", "stream_data")  # results do not depend on them
-
-
-def _given(args: argparse.Namespace, cls: type[RunConfig]) -> dict[str, Any]:
-    """The run-config fields set by flags given on this command line (the parser sets no defaults)."""
-    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-    if "strategy_options" in given:
-        pairs = [parse_option(text) for text in given["strategy_options"]]
-        if len({key for key, _ in pairs}) != len(pairs):
-            raise FieldError("strategy_options", f"gives an option twice: {given['strategy_options']}")
-        given["strategy_options"] = dict(pairs)
-    return given
-
-
-def _merged(cls: type[RunConfig], given: dict[str, Any], base: dict[str, Any], source: Path | None) -> RunConfig:
-    """The config of `base` (read from the file `source`) with the flags `given` over it. An error
-    names a field as the flag that set it, or as the key of `source`."""
-    values = {**base, **given}
-    if values.get("zero_shot") is not None and "finish" not in values:
-        values["finish"] = "scratch"  # a zero-shot search has no trained weights to fine-tune
-    if "strategy_options" in base and "strategy_options" in given and isinstance(base["strategy_options"], dict):
-        values["strategy_options"] = {**base["strategy_options"], **given["strategy_options"]}
-    with named(lambda field: flag(field) if field.split(".")[0] in given or source is None else f"{source}: {field}"):
-        return cls.from_dict(values)
-
-
-def _run_config(args: argparse.Namespace) -> RunConfig:
-    """The run config of `nas train` or `nas search`, merged once: the defaults, a --config file, the
-    flags given; with --resume, the one recorded in --out, with the flags that may change."""
-    cls = RUN_CONFIGS[args.command]
-    with named(flag):
-        given = _given(args, cls)
-    if args.resume:
-        return _resumed_config(args, cls, given)
-    data = {} if args.config_file is None else read_json(args.config_file, "run config")
-    if not isinstance(data, dict):
-        raise UserError(f"--config {args.config_file} must hold a JSON object of settings, got {show(data)}")
-    picked = _space_for_data(given, data)
-    config = _merged(cls, given | picked, data, args.config_file)
-    with named(lambda field: flag(field) if field in given else f"{args.config_file}: {field}"):
-        without_effect(config, given.keys() | data.keys())
-    return config
-
-
-def _space_for_data(given: dict[str, Any], file: dict[str, Any]) -> dict[str, str]:
-    """Without --space (or a supernet, which has one): {"space": the built-in space for the data's
-    kind and size}, said in one line; {} when the data do not tell (loading them then says why)."""
-    settings = {**file, **given}
-    spec = settings.get("data")
-    if "space" in settings or settings.get("supernet") is not None or not isinstance(spec, str):
-        return {}
-    kind = data_kind(spec)
-    if kind is None:
-        return {}
-    space = space_for(kind.dims, kind.size)
-    print(f"space {space}: the built-in space for {kind.describe()} (--space to choose another)", flush=True)
-    return {"space": space}
-
-
-def _resumed_config(args: argparse.Namespace, cls: type[RunConfig], given: dict[str, Any]) -> RunConfig:
-    """The config recorded in --out; only --device, --quiet and the Ray flags may be given with it."""
-    command = args.command
-    if args.out is None:
-        raise UserError(f"--resume needs --out RUN, the folder of the interrupted {command}")
-    changed = [flag(k) for k in given if k not in RESUME_MAY_CHANGE]
-    changed += [name for name, value in (("--config", args.config_file), ("--force", args.force)) if value]
-    if changed:
-        raise UserError(f"--resume continues with the settings recorded in {args.out / 'config.json'}; only --device, "
-                        f"--quiet, --ray, --ray-address, --workers, --data-workers and --stream-data may be given with it (got {', '.join(sorted(changed))})")
-    if command == "train" and (args.out / SUPERNET_FILE).is_file() and not (args.out / CHECKPOINT_FILE).is_file():
-        raise UserError(f"{args.out} holds a finished supernet ({SUPERNET_FILE}); nothing to resume")
-    if command == "search" and (args.out / "search.json").is_file():
-        raise UserError(f"{args.out} holds a finished search (search.json); nothing to resume")
-    path = args.out / "config.json"
-    recorded = read_json(path, "run config")
-    if not isinstance(recorded, dict) or recorded.get("command") != command or not isinstance(recorded.get("args"), dict):
-        raise UserError(f"{path} is not the config of a `nas {command}` run")
-    base = {k: v for k, v in recorded["args"].items() if k not in RECORDED_INVOCATION}
-    base["device"] = "auto"  # this machine's, unless --device is given
-    if "data_spec" in recorded:
-        base["data"] = recorded["data_spec"]  # absolute when it is a path
-    return _merged(cls, given, base, path)
 
 
 # ------------------------------------------------------------------------------------- the commands
@@ -269,7 +161,7 @@ def _check_strategy(config: SearchRunConfig, space: SearchSpace) -> None:
 
 
 def cmd_train(args: argparse.Namespace, config: RunConfig) -> None:
-    device = _device(config.device)
+    device = device_of(config.device)
     _set_threads(config.train_threads)
     train = config.train_config(device)
     dims = get_family(config.space).dims
@@ -297,7 +189,7 @@ def cmd_train(args: argparse.Namespace, config: RunConfig) -> None:
 
 
 def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
-    device = _device(config.device)
+    device = device_of(config.device)
     _set_threads(config.train_threads)
     budget, limits = config.search_budget(), config.limits()
     source = config.latency_source()
@@ -424,92 +316,6 @@ def cmd_profile(args: argparse.Namespace) -> None:
           + (f", cross-validated error {error:.1%}" if error is not None else ""))
 
 
-def _searched_run(run: Path, device: str) -> tuple[dict, pd.DataFrame, HybridSupernet, TaskData]:
-    """A search run's recorded config, its evaluations, its supernet and its data."""
-    config = recorded_search(run)
-    table_path = run / "evaluations.csv"
-    if not table_path.is_file():
-        raise UserError(f"{run} is not a search run: {table_path} does not exist")
-    local = run / SUPERNET_FILE  # the run's own supernet, or the one it reused
-    supernet = load_supernet(local if local.is_file() else config["supernet"], device)
-    read_evaluations(table_path, supernet.space)  # checked like user input
-    table = pd.read_csv(table_path, dtype={"id": str})
-    data = load_data(config["data_spec"], dims=supernet.space.config.dims)
-    return config, table, supernet, data
-
-
-def _row(table: pd.DataFrame, arch_id: str, run: Path) -> pd.Series:
-    rows = table[table["id"] == arch_id]
-    if rows.empty:
-        raise UserError(f"no subnet with id {arch_id!r} in {run / 'evaluations.csv'} ({len(table)} subnets evaluated)")
-    return rows.iloc[0]
-
-
-def _model_folder(out: Path | None, run: Path, arch_id: str, force: bool) -> Path:
-    folder = out or run / "models" / arch_id
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise UserError(f"{'--out ' if out else ''}{folder} exists and is not a folder (nas never writes through links)")
-    if folder.exists() and any(folder.iterdir()) and not force:
-        raise UserError(f"{folder} already exists; pass --force to overwrite it")
-    return folder
-
-
-def _save(folder: Path, model: SubnetModel, data: TaskData, supernet: HybridSupernet, config: dict, row: pd.Series,
-          metrics: dict) -> None:
-    metrics = {k: plain_value(row[k]) for k in ("latency_ms", "flops", "params", "memory_bytes", "model_bytes")
-               if k in row} | metrics
-    metrics["cost_input_size"] = config["args"].get("seq_len") or supernet.spec.input_size  # what the costs are for
-    metrics["precision"] = precision = "int8" if row.get("precision") == "int8" else "fp32"
-    deployed = DeployedModel.for_data(model, data)
-    int8 = quantize_deployed(deployed, data) if precision == "int8" else None  # its costs are the int8 model's
-    save_model_folder(folder, deployed, metrics=metrics, data=data.describe(), costs=run_costs(config, row, supernet.spec),
-                      space=supernet.space.config.name, int8=int8, task=data)
-
-
-def cmd_extract(args: argparse.Namespace) -> None:
-    device = _device(args.device)
-    hold(args.run)  # its model folders are written into it
-    config, table, supernet, data = _searched_run(args.run, device)
-    row = _row(table, args.arch, args.run)
-    folder = _model_folder(args.out, args.run, args.arch, args.force)
-    arch = supernet.space.parse(row["arch"])
-    metrics = {"val_acc": plain_value(row["val_acc"]), "test_acc": evaluate(supernet, data.test, arch, device=device)}
-    _save(folder, supernet.extract(arch), data, supernet, config, row, metrics)
-    print(f"subnet {arch.id} written to {folder} (inherited weights; test acc {metrics['test_acc']:.4f})")
-
-
-def cmd_finetune(args: argparse.Namespace) -> None:
-    device = _device(args.device)
-    if args.finalists < 1:
-        raise UserError(f"--finalists must be >= 1, got {args.finalists}")
-    hold(args.run)  # its model folders are written into it
-    config, table, supernet, data = _searched_run(args.run, device)
-    ranking = search_ranking(len(data.val), loss_recorded="val_loss" in table.columns)  # the search's
-    if args.arch:
-        ids = list(dict.fromkeys(args.arch))
-    else:  # the search's choice, then the best others of the front
-        pareto = pd.read_csv(args.run / "pareto.csv", dtype={"id": str}) if (args.run / "pareto.csv").is_file() else None
-        if pareto is None or pareto.empty:
-            raise UserError(f"{args.run} has no Pareto front (pareto.csv): name the subnets with --arch ID")
-        chosen = read_json(args.run / "search.json", "search summary").get("chosen") or {}
-        ranked = pareto.assign(rank=ranking.scores(pareto)).sort_values("rank", kind="stable")["id"].tolist()
-        ids = list(dict.fromkeys([chosen["id"]] * ("id" in chosen) + ranked))[:args.finalists]
-    with named(lambda field: flag(finish_field(field))):
-        finish = FinishConfig(how=args.finish, budget=args.finish_budget, seed=config["args"].get("seed", 0),
-                              device=device)
-    rows = [_row(table, i, args.run) for i in ids]
-    folders = [_model_folder(args.out / i if args.out else None, args.run, i, args.force) for i in ids]
-    results = [finish_subnet(supernet, supernet.space.parse(row["arch"]), data, finish, show_progress=not args.quiet)
-               for row in rows]
-    best = choose_after_finishing(results, by=ranking.column)
-    for k, (row, folder, result) in enumerate(zip(rows, folders, results)):
-        r = result.record
-        _save(folder, result.model.cpu(), data, supernet, config, row, finished_metrics(r))
-        print(f"subnet {r.id} ({r.how} in {r.seconds:.0f} s, {r.steps} steps): val acc {r.val_acc_before:.4f} -> "
-              f"{r.val_acc_after:.4f}, test acc {r.test_acc_before:.4f} -> {r.test_acc_after:.4f} -> {folder}"
-              + ("  [best by validation]" if k == best and len(results) > 1 else ""))
-
-
 def cmd_ablate(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     out = args.out or Path("runs") / config.name
@@ -543,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command in RUNS:
                 if args.resume and args.out is not None:
                     hold(args.out)  # one writer: before anything in the run is read or written
-                RUNS[args.command](args, _run_config(args))
+                RUNS[args.command](args, run_config(args))
             else:
                 COMMANDS[args.command](args)
     except (UserError, DataError, ArchError) as e:
