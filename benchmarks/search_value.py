@@ -58,8 +58,19 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import TASKS, baselines, median_flops, plot_methods, resolve_device, run_search, summarize
-from benchmarks.search_value_rows import (BIGGEST, METHODS, PIPELINE, RANDOM, ZERO_SHOT, finalists, merge,
-                                          previous_results, seconds_per_step, zero_shot_method, zero_shot_row)
+from benchmarks.search_value_rows import (
+    BIGGEST,
+    METHODS,
+    PIPELINE,
+    RANDOM,
+    ZERO_SHOT,
+    finalists,
+    merge,
+    previous_results,
+    seconds_per_step,
+    zero_shot_method,
+    zero_shot_row,
+)
 from nas.cli.config import SearchRunConfig
 from nas.data.datasets import DataError, TaskData, load_data
 from nas.errors import UserError
@@ -252,7 +263,7 @@ def plot(results: pd.DataFrame, summary: pd.DataFrame, path: Path, title: str) -
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     plot_methods(ax, results, summary, "seconds")
-    ax.set_xlabel("compute spent (wall seconds: supernet training, search, finishing; training from scratch)")
+    ax.set_xlabel("compute spent (wall seconds: supernet training, search, finishing; proxy scoring; training from scratch)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -313,7 +324,7 @@ def main() -> None:
     limit = f"latency <= {args.max_latency_ms} ms" if max_flops is None else f"FLOPs <= {max_flops:,}"
     title = (f"{args.task_name}, {limit}: {len(args.seeds)} seed(s), search budget {args.budget}, "
              f"{args.epochs or 'default'} supernet epochs,\nfrom scratch {args.scratch_epochs or 'default'} epochs, "
-             f"random search for the pipeline's {args.budget_by}")
+             f"random search{' and zero-shot' * ('zero-shot' in args.methods)} for the pipeline's {args.budget_by}")
     plot(results, summary, args.out / "search_value.png", title)
     print("\n" + title.replace("\n", " "))
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

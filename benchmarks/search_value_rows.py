@@ -87,11 +87,13 @@ def merge(previous: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     and `method_rank` (the zero-shot rows in the order they first came)."""
     if previous.empty:
         return new.reset_index(drop=True)
-    replaced = set(zip(new["seed"], new["method"]))
-    kept = previous[[(s, m) not in replaced for s, m in zip(previous["seed"], previous["method"])]]
-    rows = pd.concat([kept, new], ignore_index=True)
-    order = sorted(range(len(rows)), key=lambda i: (rows["seed"].iloc[i], method_rank(rows["method"].iloc[i])))
-    return rows.iloc[order].reset_index(drop=True)
+    records = previous.to_dict("records")
+    where = {(r["seed"], r["method"]): i for i, r in enumerate(records)}
+    for row in new.to_dict("records"):
+        i = where.setdefault((row["seed"], row["method"]), len(records))
+        records[i:i + 1] = [row]  # in place of the earlier row, or appended
+    records.sort(key=lambda r: (r["seed"], method_rank(r["method"])))  # stable: the zero-shot rows keep their order
+    return pd.DataFrame(records)
 
 
 def previous_results(args: argparse.Namespace) -> pd.DataFrame:

@@ -16,8 +16,8 @@ from benchmarks.quantization import covers, front
 from benchmarks.ranking_fidelity import over_ceiling
 from benchmarks.search_value import another_fits, feasibility, last_true, search_args, targets, verdict
 from benchmarks.search_value_rows import finalists, merge, zero_shot_args, zero_shot_row
-from nas.errors import UserError
 from nas.data.datasets import load_data
+from nas.errors import UserError
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
 from nas.hardware.measure import LatencySettings
@@ -108,11 +108,12 @@ def test_the_zero_shot_command_keeps_the_pipelines_data_limit_seed_and_budget():
 def test_a_rerun_replaces_only_the_rows_it_computes_and_keeps_the_order():
     old = pd.DataFrame({"seed": [0, 0, 0, 1], "method": ["nas search", "zero-shot params", "MLP", "nas search"],
                         "test_acc": [0.9, 0.8, 0.7, 0.6]})
-    new = pd.DataFrame({"seed": [0, 0], "method": ["nas search", "zero-shot naswot"], "test_acc": [0.95, 0.85]})
+    new = pd.DataFrame({"seed": [0, 0, 0], "method": ["nas search", "zero-shot naswot", "zero-shot params"],
+                        "test_acc": [0.95, 0.85, 0.75]})
     got = merge(old, new)
     assert list(zip(got["seed"], got["method"], got["test_acc"])) == [
-        (0, "nas search", 0.95), (0, "zero-shot params", 0.8), (0, "zero-shot naswot", 0.85), (0, "MLP", 0.7),
-        (1, "nas search", 0.6)]
+        (0, "nas search", 0.95), (0, "zero-shot params", 0.75), (0, "zero-shot naswot", 0.85), (0, "MLP", 0.7),
+        (1, "nas search", 0.6)]  # a row recomputed keeps its place
     assert merge(pd.DataFrame(), new).equals(new)
 
 
