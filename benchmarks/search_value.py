@@ -16,7 +16,11 @@ load; `--max-latency-ms` for a latency limit instead):
 3. The biggest that fits: the costliest feasible subnet by FLOPs among `--sample` random subnets
    and the space's smallest and largest (`last_true`: bisection over the FLOPs order), trained
    from scratch once.
-4. scikit-learn baselines on the same split (`benchmarks/common.py`).
+4. Zero-shot search, a row per proxy of `--zero-shot` (default `params`, the baseline a proxy
+   must beat, and `synflow`): the real `nas search --zero-shot PROXY` under the same data, space,
+   limit, seed and search budget, with `--finalists K`, K as many from-scratch trainings as random
+   search's budget allows (`search_value_rows.py`): random search ordered by the proxy.
+5. scikit-learn baselines on the same split (`benchmarks/common.py`).
 Compute spent by each: seconds (choosing and training; for the baselines, fitting), optimizer
 steps, and subnet steps (a supernet step trains several subnets: steps x subnets per step).
 
@@ -25,11 +29,18 @@ steps, and subnet steps (a supernet step trains several subnets: steps x subnets
     .venv/bin/python benchmarks/search_value.py --data my.npz --space seq --seeds 0 1 2
     .venv/bin/python benchmarks/search_value.py --seeds 0 --epochs 1 --budget 10 --finish-budget 0.05 \
         --scratch-epochs 1 --sample 2000   # a quick check of the script, not a measurement
+    .venv/bin/python benchmarks/search_value.py --task digits --methods zero-shot --zero-shot naswot  # add rows
+
+`--methods` chooses the rows computed (the pipeline always runs, reused from its folder: its
+compute is the others' budget); a rerun with the same settings keeps the other rows of results.csv.
+(`--scratch-epochs` does not reach the zero-shot command: it trains with the default recipe.)
 
 Writes under OUT/TASK: s<seed>/ (the search run; reused when rerun with the same settings),
+s<seed>-zero-shot-<proxy>/ (the zero-shot runs, reused likewise), settings.json,
 results.csv (a row per seed and method), summary.csv (mean and std over seeds), search_value.png
-(test accuracy against seconds spent), and prints PASS/FAIL/TIE for: the pipeline >= random search
-and >= the biggest that fits (mean over seeds; within one test sample or the seeds' std: a tie).
+(test accuracy against seconds spent), and prints PASS/FAIL/TIE for: the pipeline >= random search,
+>= the biggest that fits and >= each zero-shot row, and each proxy >= `params` (mean over seeds;
+within one test sample or the seeds' std: a tie).
 """
 
 from __future__ import annotations
@@ -47,6 +58,19 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import TASKS, baselines, median_flops, plot_methods, resolve_device, run_search, summarize
+from benchmarks.search_value_rows import (
+    BIGGEST,
+    METHODS,
+    PIPELINE,
+    RANDOM,
+    ZERO_SHOT,
+    finalists,
+    merge,
+    previous_results,
+    seconds_per_step,
+    zero_shot_method,
+    zero_shot_row,
+)
 from nas.cli.config import SearchRunConfig
 from nas.data.datasets import DataError, TaskData, load_data
 from nas.errors import UserError
@@ -56,9 +80,9 @@ from nas.finish.finetune import FinishConfig, FinishResult, choose_after_finishi
 from nas.runs.files import load_supernet, read_json
 from nas.training.config import training_budget
 from nas.training.sampling import make_sampler
+from predictors.proxies import list_proxies
 from search_spaces import Arch, ArchError, HybridSupernet, get_family, get_space
 
-PIPELINE, RANDOM, BIGGEST = "nas search", "random search", "biggest that fits"
 MAX_DRAWS = 10_000  # random draws for one feasible subnet before giving up
 
 
@@ -181,7 +205,8 @@ def pipeline_row(run: Path, seconds: float, data: TaskData) -> dict:
             "subnet_steps": supernet_steps * per_step + finishing, "subnets": 1, "flops": chosen["flops"]}
 
 
-def run_seed(args: argparse.Namespace, seed: int, max_flops: int | None) -> list[dict]:
+def run_seed(args: argparse.Namespace, seed: int, max_flops: int | None, previous: pd.DataFrame) -> list[dict]:
+    """The rows of `args.methods` for `seed` (the pipeline's always); `previous`: the earlier rows."""
     run = args.out / f"s{seed}"
     argv = search_args(args, seed, run, max_flops)
     print(f"seed {seed}: nas {' '.join(argv)}", flush=True)
@@ -194,8 +219,17 @@ def run_seed(args: argparse.Namespace, seed: int, max_flops: int | None) -> list
     ok = feasibility(evaluator, search.limits())
     pipeline = pipeline_row(run, seconds, data)
     budget = args.budget_seconds or (seconds if args.budget_by == "seconds" else pipeline["subnet_steps"])
-    rows = [pipeline, random_search(supernet, data, ok, budget, seed, args),
-            biggest_that_fits(supernet, data, ok, seed, args), *baselines(data, seed)]
+    rows = [pipeline]
+    if "random" in args.methods:
+        rows.append(random_search(supernet, data, ok, budget, seed, args))
+    if "biggest" in args.methods:
+        rows.append(biggest_that_fits(supernet, data, ok, seed, args))
+    if "zero-shot" in args.methods:
+        per_step = seconds_per_step(merge(previous, pd.DataFrame(rows).assign(seed=seed)), seed)
+        k = finalists(budget, args.budget_by, data, per_step)
+        rows += [zero_shot_row(argv, proxy, k, args.out / f"s{seed}-zero-shot-{proxy}") for proxy in args.zero_shot]
+    if "baselines" in args.methods:
+        rows += baselines(data, seed)
     for row in rows:
         row.update(task=args.task_name, seed=seed, test_size=len(data.test))
         print(f"  {row['method']:>20}: test {row['test_acc']:.4f}  val {row['val_acc']:.4f}  {row['seconds']:7.1f} s"
@@ -204,15 +238,20 @@ def run_seed(args: argparse.Namespace, seed: int, max_flops: int | None) -> list
 
 
 def targets(summary: pd.DataFrame, test_size: int) -> list[tuple[str, str]]:
-    """(PASS/FAIL/TIE, text): the pipeline against random search and against the biggest that fits."""
+    """(PASS/FAIL/TIE, text): the pipeline against random search, the biggest that fits and each
+    zero-shot row; each zero-shot proxy against zero-shot `params` (the rows there are)."""
     mean = summary.set_index("method")
-    p = mean.loc[PIPELINE]
+    zero_shot = [m for m in mean.index if m.startswith(ZERO_SHOT)]
+    pairs = [(PIPELINE, other) for other in (RANDOM, BIGGEST, *zero_shot)]
+    pairs += [(m, zero_shot_method("params")) for m in zero_shot if m != zero_shot_method("params")]
     out = []
-    for other in (RANDOM, BIGGEST):
-        o = mean.loc[other]
-        word, why = verdict(p.test_acc_mean, p.test_acc_std, o.test_acc_mean, o.test_acc_std, test_size)
-        out.append((word, f"{PIPELINE} {p.test_acc_mean:.4f} ({p.seconds_mean:.0f} s) >= {other} "
-                          f"{o.test_acc_mean:.4f} ({o.seconds_mean:.0f} s): {why}"))
+    for one, other in pairs:
+        if one not in mean.index or other not in mean.index:
+            continue
+        a, b = mean.loc[one], mean.loc[other]
+        word, why = verdict(a.test_acc_mean, a.test_acc_std, b.test_acc_mean, b.test_acc_std, test_size)
+        out.append((word, f"{one} {a.test_acc_mean:.4f} ({a.seconds_mean:.0f} s) >= {other} "
+                          f"{b.test_acc_mean:.4f} ({b.seconds_mean:.0f} s): {why}"))
     return out
 
 
@@ -224,7 +263,7 @@ def plot(results: pd.DataFrame, summary: pd.DataFrame, path: Path, title: str) -
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     plot_methods(ax, results, summary, "seconds")
-    ax.set_xlabel("compute spent (wall seconds: supernet training, search, finishing; training from scratch)")
+    ax.set_xlabel("compute spent (wall seconds: supernet training, search, finishing; proxy scoring; training from scratch)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -251,6 +290,11 @@ def main() -> None:
     ap.add_argument("--scratch-epochs", type=int, default=None,
                     help="from-scratch epochs (default: the default recipe's; fewer only for a quick check)")
     ap.add_argument("--sample", type=int, default=20_000, help="random subnets the biggest that fits is chosen from")
+    ap.add_argument("--zero-shot", nargs="+", choices=list_proxies(), default=["params", "synflow"], metavar="PROXY",
+                    help=f"a zero-shot row per proxy ({', '.join(list_proxies())}; default: params synflow)")
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                    help="the rows to compute (default all; the pipeline always runs, reused from its folder); "
+                         "a rerun with the same settings keeps the others' rows")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=Path("runs/benchmarks/search_value"))
     ap.add_argument("--quiet", action="store_true", help="no progress bars while training from scratch")
@@ -269,16 +313,18 @@ def main() -> None:
         data = load_data(args.data_name, dims=get_family(args.space_name).dims)
         max_flops = median_flops(get_space(args.space_name, data.shape))
     args.out.mkdir(parents=True, exist_ok=True)
-    results = pd.DataFrame()
+    args.max_flops = max_flops
+    results = previous_results(args)
     for seed in args.seeds:
-        results = pd.concat([results, pd.DataFrame(run_seed(args, seed, max_flops))], ignore_index=True)
+        results = merge(results, pd.DataFrame(run_seed(args, seed, max_flops, results)))
         results.to_csv(args.out / "results.csv", index=False)
+    results = results[results["seed"].isin(args.seeds)]  # the summary: these seeds' rows
     summary = summarize(results, ["val_acc", "test_acc", "seconds", "steps", "subnet_steps", "subnets"])
     summary.to_csv(args.out / "summary.csv", index=False)
     limit = f"latency <= {args.max_latency_ms} ms" if max_flops is None else f"FLOPs <= {max_flops:,}"
     title = (f"{args.task_name}, {limit}: {len(args.seeds)} seed(s), search budget {args.budget}, "
              f"{args.epochs or 'default'} supernet epochs,\nfrom scratch {args.scratch_epochs or 'default'} epochs, "
-             f"random search for the pipeline's {args.budget_by}")
+             f"random search{' and zero-shot' * ('zero-shot' in args.methods)} for the pipeline's {args.budget_by}")
     plot(results, summary, args.out / "search_value.png", title)
     print("\n" + title.replace("\n", " "))
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

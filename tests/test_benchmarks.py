@@ -3,7 +3,9 @@ ratio to the noise ceiling, and the feasibility test the random baselines share 
 
 from __future__ import annotations
 
+import argparse
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,12 +14,14 @@ import pytest
 from benchmarks.common import median_flops
 from benchmarks.quantization import covers, front
 from benchmarks.ranking_fidelity import over_ceiling
-from benchmarks.search_value import another_fits, feasibility, last_true, verdict
+from benchmarks.search_value import another_fits, feasibility, last_true, search_args, targets, verdict
+from benchmarks.search_value_rows import finalists, merge, zero_shot_args, zero_shot_row
 from nas.data.datasets import load_data
+from nas.errors import UserError
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
 from nas.hardware.measure import LatencySettings
-from tests.helpers import tiny_supernet
+from tests.helpers import few_digits, tiny_supernet
 
 
 def test_another_run_starts_only_while_the_mean_run_still_fits():
@@ -79,3 +83,58 @@ def test_the_searched_front_covers_the_fp32_one_within_half_a_point_and_no_costl
     assert covers(searched, fp32, "latency_ms")  # 0.4 points less accurate, no slower: covered
     assert not covers(searched.assign(val_acc=[0.89, 0.95]), fp32, "latency_ms")  # 1 point less: not
     assert not covers(searched.assign(latency_ms=[0.3, 0.9]), fp32, "latency_ms")  # slower: not
+
+
+def test_zero_shot_gets_as_many_from_scratch_trainings_as_random_search():
+    data = load_data("digits")  # 1,000 steps from scratch
+    assert finalists(4327, "steps", data) == 4 and finalists(4000, "steps", data) == 4
+    assert finalists(120, "steps", data) == 1  # the first always runs
+    assert finalists(35.0, "seconds", data, seconds_per_step=0.01) == 3  # 10 s each
+    with pytest.raises(UserError, match="random-search row"):
+        finalists(35.0, "seconds", data)
+
+
+def test_the_zero_shot_command_keeps_the_pipelines_data_limit_seed_and_budget():
+    args = argparse.Namespace(space_name="tiny", data_name="digits", budget="200", device="cpu", epochs=1,
+                              finish_budget=0.05, max_latency_ms=None)
+    argv = zero_shot_args(search_args(args, 3, Path("out/s3"), 2500), "synflow", 4, Path("out/z"))
+    assert argv == ["search", "--zero-shot", "synflow", "--finalists", "4", "--space", "tiny", "--data", "digits",
+                    "--seed", "3", "--budget", "200", "--device", "cpu", "--out", "out/z", "--objective", "flops",
+                    "--max-flops", "2500"]  # no supernet epochs, no fine-tune: it trains from scratch
+    args.max_latency_ms = 1.5
+    assert zero_shot_args(search_args(args, 3, Path("s3"), None), "params", 1, Path("z"))[-2:] == ["--max-latency-ms", "1.5"]
+
+
+def test_a_rerun_replaces_only_the_rows_it_computes_and_keeps_the_order():
+    old = pd.DataFrame({"seed": [0, 0, 0, 1], "method": ["nas search", "zero-shot params", "MLP", "nas search"],
+                        "test_acc": [0.9, 0.8, 0.7, 0.6]})
+    new = pd.DataFrame({"seed": [0, 0, 0], "method": ["nas search", "zero-shot naswot", "zero-shot params"],
+                        "test_acc": [0.95, 0.85, 0.75]})
+    got = merge(old, new)
+    assert list(zip(got["seed"], got["method"], got["test_acc"])) == [
+        (0, "nas search", 0.95), (0, "zero-shot params", 0.75), (0, "zero-shot naswot", 0.85), (0, "MLP", 0.7),
+        (1, "nas search", 0.6)]  # a row recomputed keeps its place
+    assert merge(pd.DataFrame(), new).equals(new)
+
+
+def test_targets_compare_the_pipeline_with_each_zero_shot_row_and_each_proxy_with_params():
+    summary = pd.DataFrame({"method": ["nas search", "zero-shot params", "zero-shot synflow"],
+                            "test_acc_mean": [0.95, 0.90, 0.99], "test_acc_std": [0.0, 0.0, 0.0],
+                            "seconds_mean": [100.0, 50.0, 60.0]})
+    got = [(word, text.split(":")[0]) for word, text in targets(summary, test_size=1000)]
+    assert got == [("PASS", "nas search 0.9500 (100 s) >= zero-shot params 0.9000 (50 s)"),
+                   ("FAIL", "nas search 0.9500 (100 s) >= zero-shot synflow 0.9900 (60 s)"),
+                   ("PASS", "zero-shot synflow 0.9900 (60 s) >= zero-shot params 0.9000 (50 s)")]
+
+
+def test_the_zero_shot_row_runs_the_cli_counts_its_compute_and_is_reused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("nas.cli.main.load_data", lambda name, dims, **reading: few_digits(64))
+    monkeypatch.setattr("nas.finish.finetune.scratch_steps", lambda data: 2)
+    pipeline = ["search", "--space", "tiny", "--data", "digits", "--seed", "0", "--budget", "3", "--device", "cpu",
+                "--out", str(tmp_path / "s0"), "--epochs", "1", "--objective", "flops", "--max-flops", "2500632"]
+    row = zero_shot_row(pipeline, "params", 2, tmp_path / "s0-zero-shot-params")
+    assert (row["method"], row["subnets"], row["steps"], row["subnet_steps"]) == ("zero-shot params", 2, 4, 4)
+    assert row["flops"] <= 2500632 and 0 <= row["test_acc"] <= 1 and row["seconds"] >= row["scoring_seconds"] > 0
+    assert not (tmp_path / "s0").exists()  # the pipeline's folder is not the zero-shot run's
+    assert zero_shot_row(pipeline, "params", 2, tmp_path / "s0-zero-shot-params") == row  # reused, not rerun
+    assert "reusing the search" in capsys.readouterr().out
