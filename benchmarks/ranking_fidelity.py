@@ -6,7 +6,10 @@
    same epochs, batch size, optimizer, schedule, augmentation), `--standalone-seeds` seeds each.
 3. For each sampling rule, train one supernet with the default recipe and take every chosen
    subnet's accuracy with inherited weights. A rule may carry recipe changes for an ablation:
-   `uniform:num_random=4`, `sandwich:distill=false:lr=0.003` (any `TrainConfig` field).
+   `uniform:num_random=4`, `sandwich:distill=false:lr=0.003` (any `TrainConfig` field). The rule
+   `fewshot` trains a few-shot supernet (`nas.training.fewshot`: the uniform rule for a fraction of
+   the budget, then one copy per choice of one decision, each subnet evaluated on its copy), with
+   `FewShotConfig` fields too: `fewshot:split=0.5:by=mixer0:compute=equal:num_random=4:lr=0.003`.
 4. Kendall tau and Spearman rho between inherited and from-scratch accuracy (both on the held-out
    images: validation + test split, never used for training or selection); the gap of the largest
    and smallest subnets; supernet training throughput against the same subnet steps run standalone.
@@ -51,6 +54,7 @@ from nas.data.datasets import DataError, Split, load_data
 from nas.errors import UserError
 from nas.evaluation.accuracy import evaluate
 from nas.training.config import DEFAULT_EPOCHS, TrainConfig
+from nas.training.fewshot import FewShotConfig, train_fewshot
 from nas.training.sampling import make_sampler
 from nas.training.train import make_optimizer, train_standalone, train_supernet
 from predictors.proxies import list_proxies
@@ -69,28 +73,48 @@ def choose_subnets(space, n: int, seed: int) -> list:
     return sorted(unique, key=space.count_flops)
 
 
-def parse_rule(item: str, base: TrainConfig, uniform_random: int) -> TrainConfig:
-    """`rule[:field=value]...` -> the recipe of that supernet (values read as JSON, else as text)."""
+def parse_rule(item: str, base: TrainConfig, uniform_random: int) -> tuple[TrainConfig, FewShotConfig | None]:
+    """`rule[:field=value]...` -> the recipe of that supernet (values read as JSON, else as text), and
+    for the rule `fewshot` (a few-shot supernet on the uniform rule) its `FewShotConfig` fields too."""
     rule, *changes = item.split(":")
     known = {f.name for f in fields(TrainConfig)} - {"sampling"}
+    split = {f.name for f in fields(FewShotConfig)} if rule == "fewshot" else set()
+    sampling = "uniform" if rule == "fewshot" else rule
     try:
-        config = replace(base, sampling=rule, num_random=uniform_random if rule == "uniform" else base.num_random)
+        config = replace(base, sampling=sampling, num_random=uniform_random if sampling == "uniform" else base.num_random)
+        fewshot: dict = {}
         for change in changes:
             key, sep, text = change.partition("=")
-            if not sep or key not in known:
-                raise UserError(f"{change!r} is not FIELD=VALUE with a TrainConfig field ({', '.join(sorted(known))})")
+            if not sep or key not in known | split:
+                raise UserError(f"{change!r} is not FIELD=VALUE with a TrainConfig field ({', '.join(sorted(known))})"
+                                + (f" or a FewShotConfig field ({', '.join(sorted(split))})" if split else ""))
             if key == "seed":
                 raise UserError("the seeds are --seed and --supernet-seeds, not a rule's")
             try:
                 value = json.loads(text)
             except json.JSONDecodeError:
                 value = text
+            if key in split:
+                fewshot[key] = value
+                continue
             if isinstance(getattr(base, key), float) and type(value) is int:
                 value = float(value)
             config = replace(config, **{key: value})
+        return config, FewShotConfig(**fewshot) if rule == "fewshot" else None
     except UserError as e:
         sys.exit(f"--rules {item}: {e}")
-    return config
+
+
+def train_rule(space, data, config: TrainConfig, fewshot: FewShotConfig | None, subnets_per_step: int) -> tuple:
+    """One supernet of a rule (`fewshot`: a few-shot one), its training seconds and subnet steps."""
+    supernet = HybridSupernet(space)
+    if fewshot is not None:
+        model, summary = train_fewshot(supernet, data, config, fewshot)
+        print(f"few-shot: {summary['base_steps']} steps, then {summary['copy_steps']} (shares {summary['shares']})",
+              flush=True)
+    else:
+        model, summary = supernet, train_supernet(supernet, data, config, show_progress=False)
+    return model, summary["seconds"], summary["steps"] * subnets_per_step
 
 
 def seed_agreement(per_seed: np.ndarray) -> float:
@@ -216,7 +240,8 @@ def main() -> None:
         return
 
     rules = [r.strip() for item in args.rules for r in item.split(",") if r.strip()]
-    configs = {rule: parse_rule(rule, base, args.uniform_random) for rule in rules}  # every error before any training
+    parsed = {rule: parse_rule(rule, base, args.uniform_random) for rule in rules}  # every error before any training
+    configs, fewshots = {r: c for r, (c, _) in parsed.items()}, {r: f for r, (_, f) in parsed.items()}
     summaries = []
     for rule, config in configs.items():
         per_seed = []  # (inherited accuracies, inherited losses) of each supernet seed
@@ -224,8 +249,8 @@ def main() -> None:
         for k in range(args.supernet_seeds):
             seed = args.seed + 1000 * k
             torch.manual_seed(seed)
-            supernet = HybridSupernet(space)
-            summary = train_supernet(supernet, data, replace(config, seed=seed), show_progress=False)
+            supernet, seconds, subnet_steps = train_rule(space, data, replace(config, seed=seed), fewshots[rule],
+                                                         speed["subnets_per_step"])
             inherited = [evaluate(supernet, held_out, a) for a in subnets]
             inherited_loss = [held_out_loss(supernet, held_out, a) for a in subnets]
             per_seed.append((inherited, inherited_loss))
@@ -243,7 +268,9 @@ def main() -> None:
                 "kendall_tau": tau, "spearman_rho": rho, "kendall_tau_loss": tau_loss,
                 "largest_inherited": inherited[-1], "largest_scratch": scratch[-1], "largest_gap": inherited[-1] - scratch[-1],
                 "smallest_inherited": inherited[0], "smallest_scratch": scratch[0], "smallest_gap": inherited[0] - scratch[0],
-                "train_seconds": summary["seconds"], **{key: v for key, v in speed.items() if key != "subnets_per_step"},
+                "inherited_min": min(inherited), "inherited_median": float(np.median(inherited)),
+                "inherited_max": max(inherited), "train_seconds": seconds, "subnet_steps": subnet_steps,
+                **{key: v for key, v in speed.items() if key != "subnets_per_step"},
             })
             print(json.dumps(summaries[-1]), flush=True)
             pd.DataFrame(rows).to_csv(args.out / "subnets.csv", index=False)
@@ -282,7 +309,7 @@ def main() -> None:
         ratios = ["tau_over_ceiling", "tau_loss_over_ceiling"] if "seed_to_seed_tau" in summary else []
         print(pd.DataFrame(summaries)[[
             "rule", "subnets_per_step", "kendall_tau", "spearman_rho", "kendall_tau_loss", *ratios, "largest_gap",
-            "smallest_gap", "train_seconds", "supernet_samples_per_s", "supernet_over_standalone_time"]].to_string(index=False))
+            "smallest_gap", "train_seconds", "subnet_steps", "supernet_samples_per_s", "supernet_over_standalone_time"]].to_string(index=False))
         plot(rows, summaries, args.out / "ranking.png")
 
 
