@@ -26,9 +26,12 @@
 
     .venv/bin/python benchmarks/ranking_fidelity.py --out runs/benchmarks/ranking
 
-Writes subnets.csv (one row per subnet), rules.csv (one row per rule), summary.json (the subnets'
-FLOPs range, from-scratch spread and noise ceiling), ranking.png; proxies.csv (one row per proxy
-and weights) and proxies.json.
+Writes subnets.csv (one row per subnet), rules.csv (one row per rule and supernet seed, with its
+subnet steps and the spread of its inherited accuracies), summary.json (the subnets' FLOPs range,
+from-scratch spread and noise ceiling), ranking.png; proxies.csv (one row per proxy and weights)
+and proxies.json. From-scratch runs are kept in standalone.csv, supernets in supernets.csv (the
+inherited accuracy and loss of each subnet): a rerun in the same --out skips both.
+`--supernets-only` trains the supernets of --rules alone (while the reference trains elsewhere).
 """
 
 from __future__ import annotations
@@ -44,19 +47,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from scipy.stats import kendalltau, spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import proxy_ranking
+from benchmarks.ranking_supernets import held_out_loss, supernet_results, throughput
 from nas.data.datasets import DataError, Split, load_data
 from nas.errors import UserError
 from nas.evaluation.accuracy import evaluate
 from nas.training.config import DEFAULT_EPOCHS, TrainConfig
-from nas.training.fewshot import FewShotConfig, train_fewshot
+from nas.training.fewshot import FewShotConfig
 from nas.training.sampling import make_sampler
-from nas.training.train import make_optimizer, train_standalone, train_supernet
+from nas.training.train import train_standalone
 from predictors.proxies import list_proxies
 from search_spaces import ArchError, HybridSupernet, ModelSpec, get_family, get_space
 
@@ -105,18 +108,6 @@ def parse_rule(item: str, base: TrainConfig, uniform_random: int) -> tuple[Train
         sys.exit(f"--rules {item}: {e}")
 
 
-def train_rule(space, data, config: TrainConfig, fewshot: FewShotConfig | None, subnets_per_step: int) -> tuple:
-    """One supernet of a rule (`fewshot`: a few-shot one), its training seconds and subnet steps."""
-    supernet = HybridSupernet(space)
-    if fewshot is not None:
-        model, summary = train_fewshot(supernet, data, config, fewshot)
-        print(f"few-shot: {summary['base_steps']} steps, then {summary['copy_steps']} (shares {summary['shares']})",
-              flush=True)
-    else:
-        model, summary = supernet, train_supernet(supernet, data, config, show_progress=False)
-    return model, summary["seconds"], summary["steps"] * subnets_per_step
-
-
 def seed_agreement(per_seed: np.ndarray) -> float:
     """Mean Kendall tau over every pair of seeds (columns): how well the reference agrees with itself."""
     pairs = itertools.combinations(range(per_seed.shape[1]), 2)
@@ -128,45 +119,6 @@ def over_ceiling(tau: float, ceiling: float) -> float:
     1 ranks the subnets as well as the reference agrees with itself. NaN where the ceiling is not
     positive (the reference does not rank the subnets at all) or either value is NaN."""
     return tau / ceiling if ceiling > 0 else float("nan")
-
-
-@torch.inference_mode()
-def held_out_loss(model, split: Split, arch=None) -> float:
-    """Mean cross-entropy on a split: a finer ranking signal than accuracy when accuracies saturate."""
-    model.eval()
-    logits = model(split.x, arch) if arch is not None else model(split.x)
-    return float(F.cross_entropy(logits, split.y))
-
-
-def throughput(space, data, config: TrainConfig, steps: int = 20) -> dict:
-    """Samples/s of supernet steps (every drawn subnet, one update) against the same subnets trained
-    as static models (one update each); every model is warmed up before it is timed."""
-    supernet = HybridSupernet(space)
-    sampler = make_sampler(config.sampling, space, num_random=config.num_random, seed=config.seed)
-    draws = [sampler.draws() for _ in range(steps + 1)]
-    x, y = data.train.x[: config.batch_size], data.train.y[: config.batch_size]
-
-    def step(models_and_archs, opt) -> float:
-        t0 = time.perf_counter()
-        for model, arch in models_and_archs:
-            F.cross_entropy(model(x, arch) if arch is not None else model(x), y).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return time.perf_counter() - t0
-
-    opt = make_optimizer(list(supernet.parameters()), config)
-    step([(supernet, d.arch) for d in draws[0]], opt)  # warm-up
-    t_super = sum(step([(supernet, d.arch) for d in sd], opt) for sd in draws[1:])
-    t_static = 0.0
-    for sd in draws[1:]:
-        for d in sd:
-            model = supernet.extract(d.arch)
-            mopt = make_optimizer(list(model.parameters()), config)
-            step([(model, None)], mopt)  # warm-up
-            t_static += step([(model, None)], mopt)
-    n = steps * config.batch_size
-    return {"supernet_samples_per_s": n / t_super, "standalone_samples_per_s": n / t_static,
-            "supernet_over_standalone_time": t_super / t_static, "subnets_per_step": len(draws[0])}
 
 
 def main() -> None:
@@ -186,6 +138,9 @@ def main() -> None:
     ap.add_argument("--proxy-seeds", type=int, default=3, help="initialisations each proxy is averaged over")
     ap.add_argument("--proxies-only", action="store_true",
                     help="train nothing: the proxies against standalone.csv and subnets.csv of an earlier run in --out")
+    ap.add_argument("--supernets-only", action="store_true",
+                    help="train the supernets of --rules into supernets.csv in --out, without the from-scratch "
+                         "reference: a later run without it reads them (and finished reference runs) from there")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/benchmarks/ranking"))
@@ -200,6 +155,16 @@ def main() -> None:
     rows = [{"id": a.id, "flops": space.count_flops(a), "params": space.count_params(a), "arch": a.to_json()} for a in subnets]
     print(f"{len(subnets)} subnets, {rows[0]['flops']:,} to {rows[-1]['flops']:,} MACs", flush=True)
 
+    rules = [r.strip() for item in args.rules for r in item.split(",") if r.strip()]
+    parsed = {rule: parse_rule(rule, base, args.uniform_random) for rule in rules}  # every error before any training
+    configs, fewshots = {r: c for r, (c, _) in parsed.items()}, {r: f for r, (_, f) in parsed.items()}
+    per_step = {r: len(make_sampler(c.sampling, space, num_random=c.num_random, seed=0).draws()) for r, c in configs.items()}
+    if args.supernets_only:  # the supernets now, into supernets.csv; a later run reads them with the reference
+        for rule, config in configs.items():
+            for k in range(args.supernet_seeds):
+                supernet_results(args, rule, config, fewshots[rule], args.seed + 1000 * k, data, held_out, subnets,
+                                 per_step[rule])
+        return
     cache_path = args.out / "standalone.csv"  # finished from-scratch runs are kept: a rerun skips them
     cache = pd.read_csv(cache_path, dtype={"id": str}) if cache_path.is_file() else pd.DataFrame()
     if args.proxies_only:
@@ -239,27 +204,23 @@ def main() -> None:
         write_proxies(args, rows, rules, seed_tau)
         return
 
-    rules = [r.strip() for item in args.rules for r in item.split(",") if r.strip()]
-    parsed = {rule: parse_rule(rule, base, args.uniform_random) for rule in rules}  # every error before any training
-    configs, fewshots = {r: c for r, (c, _) in parsed.items()}, {r: f for r, (_, f) in parsed.items()}
     summaries = []
     for rule, config in configs.items():
         per_seed = []  # (inherited accuracies, inherited losses) of each supernet seed
         speed = throughput(space, data, config)  # timed once per rule
         for k in range(args.supernet_seeds):
             seed = args.seed + 1000 * k
-            torch.manual_seed(seed)
-            supernet, seconds, subnet_steps = train_rule(space, data, replace(config, seed=seed), fewshots[rule],
-                                                         speed["subnets_per_step"])
-            inherited = [evaluate(supernet, held_out, a) for a in subnets]
-            inherited_loss = [held_out_loss(supernet, held_out, a) for a in subnets]
+            result, supernet = supernet_results(args, rule, config, fewshots[rule], seed, data, held_out, subnets,
+                                                per_step[rule])
+            inherited, inherited_loss, seconds, subnet_steps = result
             per_seed.append((inherited, inherited_loss))
             name = rule if k == 0 else f"{rule}@{seed}"
             for row, acc, loss in zip(rows, inherited, inherited_loss):
                 row[f"inherited_{name}"], row[f"inherited_loss_{name}"] = acc, loss
-            inherited_scores = proxy_ranking.of_models([supernet.extract(a) for a in subnets], batches, args.proxies)
-            for i, row in enumerate(rows):
-                row.update({f"proxy_{n}@{name}": v[i] for n, v in inherited_scores.items()})
+            if supernet is not None:  # a supernet read from supernets.csv has no weights to score
+                inherited_scores = proxy_ranking.of_models([supernet.extract(a) for a in subnets], batches, args.proxies)
+                for i, row in enumerate(rows):
+                    row.update({f"proxy_{n}@{name}": v[i] for n, v in inherited_scores.items()})
             scratch = [r["standalone_acc"] for r in rows]
             tau, rho = kendalltau(inherited, scratch).statistic, spearmanr(inherited, scratch).statistic
             tau_loss = kendalltau(inherited_loss, [r["standalone_loss"] for r in rows]).statistic

@@ -3,6 +3,7 @@ ratio to the noise ceiling, and the feasibility test the random baselines share 
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import numpy as np
@@ -12,11 +13,14 @@ import pytest
 from benchmarks.common import median_flops
 from benchmarks.quantization import covers, front
 from benchmarks.ranking_fidelity import over_ceiling
+from benchmarks.ranking_supernets import supernet_results
 from benchmarks.search_value import another_fits, feasibility, last_true, verdict
 from nas.data.datasets import load_data
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
 from nas.hardware.measure import LatencySettings
+from nas.training.config import TrainConfig
+from search_spaces import get_space
 from tests.helpers import tiny_supernet
 
 
@@ -79,3 +83,14 @@ def test_the_searched_front_covers_the_fp32_one_within_half_a_point_and_no_costl
     assert covers(searched, fp32, "latency_ms")  # 0.4 points less accurate, no slower: covered
     assert not covers(searched.assign(val_acc=[0.89, 0.95]), fp32, "latency_ms")  # 1 point less: not
     assert not covers(searched.assign(latency_ms=[0.3, 0.9]), fp32, "latency_ms")  # slower: not
+
+
+def test_a_supernet_in_supernets_csv_is_read_not_trained(tmp_path):
+    space = get_space("tiny")
+    subnets = [space.smallest(), space.largest()]
+    pd.DataFrame([{"rule": "uniform", "seed": 0, "epochs": 3, "id": a.id, "acc": acc, "loss": loss,
+                   "train_seconds": 7.0, "subnet_steps": 99} for a, acc, loss in zip(subnets, [0.5, 0.6], [1.0, 0.9])]
+                 ).to_csv(tmp_path / "supernets.csv", index=False)
+    args = argparse.Namespace(out=tmp_path, epochs=3, space="tiny")
+    result, supernet = supernet_results(args, "uniform", TrainConfig(), None, 0, None, None, subnets, 1)
+    assert supernet is None and result == ([0.5, 0.6], [1.0, 0.9], 7.0, 99)
