@@ -6,7 +6,10 @@
    same epochs, batch size, optimizer, schedule, augmentation), `--standalone-seeds` seeds each.
 3. For each sampling rule, train one supernet with the default recipe and take every chosen
    subnet's accuracy with inherited weights. A rule may carry recipe changes for an ablation:
-   `uniform:num_random=4`, `sandwich:distill=false:lr=0.003` (any `TrainConfig` field).
+   `uniform:num_random=4`, `sandwich:distill=false:lr=0.003` (any `TrainConfig` field). The rule
+   `fewshot` trains a few-shot supernet (`nas.training.fewshot`: the uniform rule for a fraction of
+   the budget, then one copy per choice of one decision, each subnet evaluated on its copy), with
+   `FewShotConfig` fields too: `fewshot:split=0.5:by=mixer0:compute=equal:num_random=4:lr=0.003`.
 4. Kendall tau and Spearman rho between inherited and from-scratch accuracy (both on the held-out
    images: validation + test split, never used for training or selection); the gap of the largest
    and smallest subnets; supernet training throughput against the same subnet steps run standalone.
@@ -23,9 +26,12 @@
 
     .venv/bin/python benchmarks/ranking_fidelity.py --out runs/benchmarks/ranking
 
-Writes subnets.csv (one row per subnet), rules.csv (one row per rule), summary.json (the subnets'
-FLOPs range, from-scratch spread and noise ceiling), ranking.png; proxies.csv (one row per proxy
-and weights) and proxies.json.
+Writes subnets.csv (one row per subnet), rules.csv (one row per rule and supernet seed, with its
+subnet steps and the spread of its inherited accuracies), summary.json (the subnets' FLOPs range,
+from-scratch spread and noise ceiling), ranking.png; proxies.csv (one row per proxy and weights)
+and proxies.json. From-scratch runs are kept in standalone.csv, supernets in supernets.csv (the
+inherited accuracy and loss of each subnet): a rerun in the same --out skips both.
+`--supernets-only` trains the supernets of --rules alone (while the reference trains elsewhere).
 """
 
 from __future__ import annotations
@@ -41,18 +47,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from scipy.stats import kendalltau, spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import proxy_ranking
+from benchmarks.ranking_supernets import held_out_loss, supernet_results, throughput
 from nas.data.datasets import DataError, Split, load_data
 from nas.errors import UserError
 from nas.evaluation.accuracy import evaluate
 from nas.training.config import DEFAULT_EPOCHS, TrainConfig
+from nas.training.fewshot import FewShotConfig
 from nas.training.sampling import make_sampler
-from nas.training.train import make_optimizer, train_standalone, train_supernet
+from nas.training.train import train_standalone
 from predictors.proxies import list_proxies
 from search_spaces import ArchError, HybridSupernet, ModelSpec, get_family, get_space
 
@@ -69,28 +76,36 @@ def choose_subnets(space, n: int, seed: int) -> list:
     return sorted(unique, key=space.count_flops)
 
 
-def parse_rule(item: str, base: TrainConfig, uniform_random: int) -> TrainConfig:
-    """`rule[:field=value]...` -> the recipe of that supernet (values read as JSON, else as text)."""
+def parse_rule(item: str, base: TrainConfig, uniform_random: int) -> tuple[TrainConfig, FewShotConfig | None]:
+    """`rule[:field=value]...` -> the recipe of that supernet (values read as JSON, else as text), and
+    for the rule `fewshot` (a few-shot supernet on the uniform rule) its `FewShotConfig` fields too."""
     rule, *changes = item.split(":")
     known = {f.name for f in fields(TrainConfig)} - {"sampling"}
+    split = {f.name for f in fields(FewShotConfig)} if rule == "fewshot" else set()
+    sampling = "uniform" if rule == "fewshot" else rule
     try:
-        config = replace(base, sampling=rule, num_random=uniform_random if rule == "uniform" else base.num_random)
+        config = replace(base, sampling=sampling, num_random=uniform_random if sampling == "uniform" else base.num_random)
+        fewshot: dict = {}
         for change in changes:
             key, sep, text = change.partition("=")
-            if not sep or key not in known:
-                raise UserError(f"{change!r} is not FIELD=VALUE with a TrainConfig field ({', '.join(sorted(known))})")
+            if not sep or key not in known | split:
+                raise UserError(f"{change!r} is not FIELD=VALUE with a TrainConfig field ({', '.join(sorted(known))})"
+                                + (f" or a FewShotConfig field ({', '.join(sorted(split))})" if split else ""))
             if key == "seed":
                 raise UserError("the seeds are --seed and --supernet-seeds, not a rule's")
             try:
                 value = json.loads(text)
             except json.JSONDecodeError:
                 value = text
+            if key in split:
+                fewshot[key] = value
+                continue
             if isinstance(getattr(base, key), float) and type(value) is int:
                 value = float(value)
             config = replace(config, **{key: value})
+        return config, FewShotConfig(**fewshot) if rule == "fewshot" else None
     except UserError as e:
         sys.exit(f"--rules {item}: {e}")
-    return config
 
 
 def seed_agreement(per_seed: np.ndarray) -> float:
@@ -104,45 +119,6 @@ def over_ceiling(tau: float, ceiling: float) -> float:
     1 ranks the subnets as well as the reference agrees with itself. NaN where the ceiling is not
     positive (the reference does not rank the subnets at all) or either value is NaN."""
     return tau / ceiling if ceiling > 0 else float("nan")
-
-
-@torch.inference_mode()
-def held_out_loss(model, split: Split, arch=None) -> float:
-    """Mean cross-entropy on a split: a finer ranking signal than accuracy when accuracies saturate."""
-    model.eval()
-    logits = model(split.x, arch) if arch is not None else model(split.x)
-    return float(F.cross_entropy(logits, split.y))
-
-
-def throughput(space, data, config: TrainConfig, steps: int = 20) -> dict:
-    """Samples/s of supernet steps (every drawn subnet, one update) against the same subnets trained
-    as static models (one update each); every model is warmed up before it is timed."""
-    supernet = HybridSupernet(space)
-    sampler = make_sampler(config.sampling, space, num_random=config.num_random, seed=config.seed)
-    draws = [sampler.draws() for _ in range(steps + 1)]
-    x, y = data.train.x[: config.batch_size], data.train.y[: config.batch_size]
-
-    def step(models_and_archs, opt) -> float:
-        t0 = time.perf_counter()
-        for model, arch in models_and_archs:
-            F.cross_entropy(model(x, arch) if arch is not None else model(x), y).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return time.perf_counter() - t0
-
-    opt = make_optimizer(list(supernet.parameters()), config)
-    step([(supernet, d.arch) for d in draws[0]], opt)  # warm-up
-    t_super = sum(step([(supernet, d.arch) for d in sd], opt) for sd in draws[1:])
-    t_static = 0.0
-    for sd in draws[1:]:
-        for d in sd:
-            model = supernet.extract(d.arch)
-            mopt = make_optimizer(list(model.parameters()), config)
-            step([(model, None)], mopt)  # warm-up
-            t_static += step([(model, None)], mopt)
-    n = steps * config.batch_size
-    return {"supernet_samples_per_s": n / t_super, "standalone_samples_per_s": n / t_static,
-            "supernet_over_standalone_time": t_super / t_static, "subnets_per_step": len(draws[0])}
 
 
 def main() -> None:
@@ -162,6 +138,9 @@ def main() -> None:
     ap.add_argument("--proxy-seeds", type=int, default=3, help="initialisations each proxy is averaged over")
     ap.add_argument("--proxies-only", action="store_true",
                     help="train nothing: the proxies against standalone.csv and subnets.csv of an earlier run in --out")
+    ap.add_argument("--supernets-only", action="store_true",
+                    help="train the supernets of --rules into supernets.csv in --out, without the from-scratch "
+                         "reference: a later run without it reads them (and finished reference runs) from there")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/benchmarks/ranking"))
@@ -176,6 +155,16 @@ def main() -> None:
     rows = [{"id": a.id, "flops": space.count_flops(a), "params": space.count_params(a), "arch": a.to_json()} for a in subnets]
     print(f"{len(subnets)} subnets, {rows[0]['flops']:,} to {rows[-1]['flops']:,} MACs", flush=True)
 
+    rules = [r.strip() for item in args.rules for r in item.split(",") if r.strip()]
+    parsed = {rule: parse_rule(rule, base, args.uniform_random) for rule in rules}  # every error before any training
+    configs, fewshots = {r: c for r, (c, _) in parsed.items()}, {r: f for r, (_, f) in parsed.items()}
+    per_step = {r: len(make_sampler(c.sampling, space, num_random=c.num_random, seed=0).draws()) for r, c in configs.items()}
+    if args.supernets_only:  # the supernets now, into supernets.csv; a later run reads them with the reference
+        for rule, config in configs.items():
+            for k in range(args.supernet_seeds):
+                supernet_results(args, rule, config, fewshots[rule], args.seed + 1000 * k, data, held_out, subnets,
+                                 per_step[rule])
+        return
     cache_path = args.out / "standalone.csv"  # finished from-scratch runs are kept: a rerun skips them
     cache = pd.read_csv(cache_path, dtype={"id": str}) if cache_path.is_file() else pd.DataFrame()
     if args.proxies_only:
@@ -215,26 +204,23 @@ def main() -> None:
         write_proxies(args, rows, rules, seed_tau)
         return
 
-    rules = [r.strip() for item in args.rules for r in item.split(",") if r.strip()]
-    configs = {rule: parse_rule(rule, base, args.uniform_random) for rule in rules}  # every error before any training
     summaries = []
     for rule, config in configs.items():
         per_seed = []  # (inherited accuracies, inherited losses) of each supernet seed
         speed = throughput(space, data, config)  # timed once per rule
         for k in range(args.supernet_seeds):
             seed = args.seed + 1000 * k
-            torch.manual_seed(seed)
-            supernet = HybridSupernet(space)
-            summary = train_supernet(supernet, data, replace(config, seed=seed), show_progress=False)
-            inherited = [evaluate(supernet, held_out, a) for a in subnets]
-            inherited_loss = [held_out_loss(supernet, held_out, a) for a in subnets]
+            result, supernet = supernet_results(args, rule, config, fewshots[rule], seed, data, held_out, subnets,
+                                                per_step[rule])
+            inherited, inherited_loss, seconds, subnet_steps = result
             per_seed.append((inherited, inherited_loss))
             name = rule if k == 0 else f"{rule}@{seed}"
             for row, acc, loss in zip(rows, inherited, inherited_loss):
                 row[f"inherited_{name}"], row[f"inherited_loss_{name}"] = acc, loss
-            inherited_scores = proxy_ranking.of_models([supernet.extract(a) for a in subnets], batches, args.proxies)
-            for i, row in enumerate(rows):
-                row.update({f"proxy_{n}@{name}": v[i] for n, v in inherited_scores.items()})
+            if supernet is not None:  # a supernet read from supernets.csv has no weights to score
+                inherited_scores = proxy_ranking.of_models([supernet.extract(a) for a in subnets], batches, args.proxies)
+                for i, row in enumerate(rows):
+                    row.update({f"proxy_{n}@{name}": v[i] for n, v in inherited_scores.items()})
             scratch = [r["standalone_acc"] for r in rows]
             tau, rho = kendalltau(inherited, scratch).statistic, spearmanr(inherited, scratch).statistic
             tau_loss = kendalltau(inherited_loss, [r["standalone_loss"] for r in rows]).statistic
@@ -243,7 +229,9 @@ def main() -> None:
                 "kendall_tau": tau, "spearman_rho": rho, "kendall_tau_loss": tau_loss,
                 "largest_inherited": inherited[-1], "largest_scratch": scratch[-1], "largest_gap": inherited[-1] - scratch[-1],
                 "smallest_inherited": inherited[0], "smallest_scratch": scratch[0], "smallest_gap": inherited[0] - scratch[0],
-                "train_seconds": summary["seconds"], **{key: v for key, v in speed.items() if key != "subnets_per_step"},
+                "inherited_min": min(inherited), "inherited_median": float(np.median(inherited)),
+                "inherited_max": max(inherited), "train_seconds": seconds, "subnet_steps": subnet_steps,
+                **{key: v for key, v in speed.items() if key != "subnets_per_step"},
             })
             print(json.dumps(summaries[-1]), flush=True)
             pd.DataFrame(rows).to_csv(args.out / "subnets.csv", index=False)
@@ -282,7 +270,7 @@ def main() -> None:
         ratios = ["tau_over_ceiling", "tau_loss_over_ceiling"] if "seed_to_seed_tau" in summary else []
         print(pd.DataFrame(summaries)[[
             "rule", "subnets_per_step", "kendall_tau", "spearman_rho", "kendall_tau_loss", *ratios, "largest_gap",
-            "smallest_gap", "train_seconds", "supernet_samples_per_s", "supernet_over_standalone_time"]].to_string(index=False))
+            "smallest_gap", "train_seconds", "subnet_steps", "supernet_samples_per_s", "supernet_over_standalone_time"]].to_string(index=False))
         plot(rows, summaries, args.out / "ranking.png")
 
 

@@ -14,6 +14,7 @@ import pytest
 from benchmarks.common import median_flops
 from benchmarks.quantization import covers, front
 from benchmarks.ranking_fidelity import over_ceiling
+from benchmarks.ranking_supernets import supernet_results
 from benchmarks.search_value import another_fits, feasibility, last_true, search_args, targets, verdict
 from benchmarks.search_value_rows import finalists, merge, zero_shot_args, zero_shot_row
 from nas.data.datasets import load_data
@@ -21,6 +22,8 @@ from nas.errors import UserError
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
 from nas.hardware.measure import LatencySettings
+from nas.training.config import TrainConfig
+from search_spaces import get_space
 from tests.helpers import few_digits, tiny_supernet
 
 
@@ -138,3 +141,14 @@ def test_the_zero_shot_row_runs_the_cli_counts_its_compute_and_is_reused(tmp_pat
     assert not (tmp_path / "s0").exists()  # the pipeline's folder is not the zero-shot run's
     assert zero_shot_row(pipeline, "params", 2, tmp_path / "s0-zero-shot-params") == row  # reused, not rerun
     assert "reusing the search" in capsys.readouterr().out
+
+
+def test_a_supernet_in_supernets_csv_is_read_not_trained(tmp_path):
+    space = get_space("tiny")
+    subnets = [space.smallest(), space.largest()]
+    pd.DataFrame([{"rule": "uniform", "seed": 0, "epochs": 3, "id": a.id, "acc": acc, "loss": loss,
+                   "train_seconds": 7.0, "subnet_steps": 99} for a, acc, loss in zip(subnets, [0.5, 0.6], [1.0, 0.9])]
+                 ).to_csv(tmp_path / "supernets.csv", index=False)
+    args = argparse.Namespace(out=tmp_path, epochs=3, space="tiny")
+    result, supernet = supernet_results(args, "uniform", TrainConfig(), None, 0, None, None, subnets, 1)
+    assert supernet is None and result == ([0.5, 0.6], [1.0, 0.9], 7.0, 99)

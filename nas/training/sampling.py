@@ -1,7 +1,8 @@
 """Sampling rules: which subnets one supernet training step runs, and how each is trained.
 
 - ``uniform``: ``num_random`` subnets drawn uniformly from the space, each trained on the labels
-  (single-path one-shot, Guo et al. 2020, when ``num_random`` is 1).
+  (single-path one-shot, Guo et al. 2020, when ``num_random`` is 1); with ``within``, uniformly
+  from one sub-space (`nas.training.subspace`: a copy of a few-shot supernet).
 - ``sandwich``: the largest subnet on the labels, the smallest and ``num_random`` random subnets
   distilled from the largest one's predictions (BigNAS, Yu et al. 2020; AttentiveNAS).
 - ``complexity``: complexity-aware sampling (ElasticViT, Tang et al. 2023): the largest subnet as
@@ -24,6 +25,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from nas.errors import UserError, draw_bounded
+from nas.training.subspace import Subspace
 from search_spaces import Arch, SearchSpace
 from search_spaces.registry import Registry
 
@@ -62,13 +64,27 @@ SAMPLERS: Registry[type[Sampler]] = Registry("sampling rule", UserError)
 
 @SAMPLERS.register
 class UniformSampler(Sampler):
+    """`within`: draws from that sub-space only, by bounded rejection (`tries` draws of the space
+    each; a sub-space that rare warns and trains the last draw, which lies outside it)."""
+
     name = "uniform"
 
-    def __init__(self, space: SearchSpace, *, num_random: int, seed: int):
+    def __init__(self, space: SearchSpace, *, num_random: int, seed: int, within: Subspace | None = None,
+                 tries: int = 1000):
         super().__init__(space, num_random=max(1, num_random), seed=seed)
+        self.within, self.tries = within, tries
+
+    def _draw(self) -> Arch:
+        within = self.within
+        if within is None:
+            return self.space.sample(self.rng)
+        arch, _ = draw_bounded(lambda: self.space.sample(self.rng), lambda a: 0.0 if within.contains(a) else 1.0,
+                               tries=self.tries, what="a subnet of a sub-space", constraint=f"had {within}",
+                               fallback="training the last draw instead")
+        return arch
 
     def draws(self) -> list[Draw]:
-        return [Draw(self.space.sample(self.rng), "label") for _ in range(self.num_random)]
+        return [Draw(self._draw(), "label") for _ in range(self.num_random)]
 
 
 @SAMPLERS.register
@@ -141,5 +157,11 @@ class ComplexitySampler(Sampler):
 SAMPLING_RULES: tuple[str, ...] = tuple(SAMPLERS.names())
 
 
-def make_sampler(rule: str, space: SearchSpace, *, num_random: int, seed: int) -> Sampler:
-    return SAMPLERS.get(rule)(space, num_random=num_random, seed=seed)
+def make_sampler(rule: str, space: SearchSpace, *, num_random: int, seed: int, within: Subspace | None = None) -> Sampler:
+    """`within` (the uniform rule only): draw from that sub-space of `space`."""
+    if within is None:
+        return SAMPLERS.get(rule)(space, num_random=num_random, seed=seed)
+    if rule != UniformSampler.name:
+        raise UserError(f"sampling within a sub-space ({within}) is for the uniform rule, not {rule!r}: "
+                        "the largest and smallest subnets of the others lie in one sub-space only")
+    return UniformSampler(space, num_random=num_random, seed=seed, within=within)

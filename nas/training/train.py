@@ -54,6 +54,7 @@ from nas.training.health import (
 )
 from nas.training.parallel import DataParallel, sum_gradients
 from nas.training.sampling import Draw, make_sampler
+from nas.training.subspace import Subspace
 from search_spaces import HybridSupernet
 
 
@@ -242,7 +243,7 @@ def _parallel_step(supernet: HybridSupernet, xs: Tensor, ys: Tensor, batch: int,
 def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig, *,
                    checkpoint: Path | None = None, resume: bool = False, show_progress: bool = True,
                    stop: Callable[[], bool] | None = None, parallel: DataParallel | None = None,
-                   on_problem: Callable[[Problem], None] | None = None) -> dict:
+                   on_problem: Callable[[Problem], None] | None = None, within: Subspace | None = None) -> dict:
     """Train in place; returns a JSON-able summary (history, budget, time, validation accuracy of
     the extremes, and the problems seen: `nas.training.health`).
 
@@ -252,7 +253,9 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
     every step: when it turns true, the step under way is finished, the state is checkpointed
     mid-epoch (the epoch's shuffle state and the steps done in it) and `KeyboardInterrupt` is
     raised; resuming from there ends with the same weights as an uninterrupted run. With
-    `parallel`, this process is one worker of a data-parallel run (see `DataParallel`).
+    `parallel`, this process is one worker of a data-parallel run (see `DataParallel`). `within`
+    (the uniform rule only): every step's subnets are drawn from that sub-space (a copy of a
+    few-shot supernet, `nas.training.fewshot`).
 
     A non-finite loss, gradient or weight stops training with a `UserError` before it reaches the
     weights or a checkpoint; a streak of epochs at chance is reported to `on_problem` when it
@@ -266,7 +269,7 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
     supernet.to(device).train()
     params = [p for p in supernet.parameters() if p.requires_grad]
     opt = make_optimizer(params, config)
-    sampler = make_sampler(config.sampling, space, num_random=config.num_random, seed=config.seed)
+    sampler = make_sampler(config.sampling, space, num_random=config.num_random, seed=config.seed, within=within)
     plan = training_budget(config, len(data.train))
     chance = (space.config.num_classes, chance_accuracy(data.train.y), len(data.train))  # epoch_at_chance's
     largest, smallest = space.largest(), space.smallest()
