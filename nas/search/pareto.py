@@ -146,33 +146,28 @@ def pareto_indices(objectives: np.ndarray) -> list[int]:
 
 
 def resolved_front_indices(merit: np.ndarray, cost: np.ndarray, resolution: float) -> list[int]:
-    """Indices of the points (merit maximized, cost minimized) that stand for every resolvable
-    trade-off when costs closer than `resolution` (relative) are ties. Point j *beats* i when j's
-    merit is at least i's, j's cost is not resolvably higher (cost_j <= cost_i * (1 + resolution)),
-    and j is better in one of the two: more merit, or a resolvably lower cost
-    (cost_j * (1 + resolution) < cost_i). The front is the kernel of that relation: no member beats
-    another, and every other point is beaten by a member. Beating has no cycles, so the kernel is
-    unique; it is built in order of merit (cost breaking ties), a point joining unless a member
-    already beats it. So a chain of subnets, each within the resolution of the next, keeps the
-    most accurate and then each one resolvably cheaper than the last kept, not the most accurate
-    alone. Costs within the resolution are ties, so the front does not change with noise below it;
-    at resolution 0 this is the plain front (`pareto_indices`, duplicates kept). Sorted by cost.
-    O(n log n)."""
+    """Indices of the points (merit maximized, cost minimized) that no other point beats at a cost
+    `resolution` (relative) can resolve: point j beats i when j's merit is at least i's, j's cost is
+    not resolvably higher (cost_j <= cost_i * (1 + resolution)), and j is better in one of the two:
+    more merit, or a resolvably lower cost (cost_j * (1 + resolution) < cost_i). Costs within the
+    resolution are ties, so the front does not change with noise below it; at resolution 0 this is
+    the plain front (`pareto_indices`, duplicates kept). The relation has no cycles, so a non-empty
+    set has a non-empty front. Sorted by cost. O(n log n)."""
     merit, cost = np.asarray(merit, dtype=float), np.asarray(cost, dtype=float)
     if not resolution >= 0:
         raise ValueError(f"resolution must be >= 0, got {resolution!r}")
+    if len(cost) == 0:
+        return []
+    order = np.argsort(cost, kind="stable")
+    sorted_cost, best = cost[order], np.maximum.accumulate(merit[order])  # best merit among the k cheapest
     scale = 1.0 + resolution
-    front: list[int] = []
-    above = np.inf  # the lowest cost of a member with more merit than the points at hand
-    level, level_merit = np.inf, np.nan  # the lowest cost of a member with the merit at hand
-    for i in np.lexsort((cost, -merit)):
-        if merit[i] != level_merit:
-            above, level, level_merit = min(above, level), np.inf, merit[i]
-        if above <= cost[i] * scale or level * scale < cost[i]:
-            continue
-        front.append(int(i))
-        level = min(level, float(cost[i]))
-    return sorted(front, key=lambda i: (cost[i], -merit[i]))
+    # more merit at a cost not resolvably higher
+    within = np.searchsorted(sorted_cost, cost * scale, side="right")
+    beaten = best[within - 1] > merit
+    # as much merit at a resolvably lower cost
+    cheaper = np.searchsorted(sorted_cost * scale, cost, side="left")  # those with cost_j * scale < cost_i
+    beaten |= (cheaper > 0) & (best[np.maximum(cheaper, 1) - 1] >= merit)
+    return sorted(np.flatnonzero(~beaten).tolist(), key=lambda i: (cost[i], -merit[i]))
 
 
 def hypervolume_2d(objectives: np.ndarray, reference: np.ndarray) -> float:

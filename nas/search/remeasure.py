@@ -16,8 +16,8 @@ minimum and maximum are recorded beside the search's reading.
 Repeated rounds still differ, and two sessions differ by about twice the spread of one subnet's
 rounds. That is the machine's **resolution**: `resolution_iqrs` times the median relative
 inter-quartile range of the rounds. Latencies closer than it are ties: the front is the resolved
-front (`nas.search.pareto.resolved_front_indices`: a subnet leaves it only for a member at least
-as accurate and not resolvably slower), and a re-measured subnet is feasible only when its latency
+front (`nas.search.pareto.resolved_front_indices`: a subnet leaves it only for one at least as
+accurate and not resolvably slower), and a re-measured subnet is feasible only when its latency
 meets the limit with the resolution to spare (latency x (1 + resolution)), so that the model handed
 over meets its limit when measured again. `noise_note` says when the resolution is coarse.
 
