@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from nas.cli.main import main as nas_main
 from nas.data.datasets import TaskData
@@ -19,11 +18,6 @@ from nas.runs.files import read_json, write_json
 from search_spaces import SearchSpace
 
 TASKS = {"digits": ("tiny", "digits"), "mnist1d": ("seq", "mnist1d")}  # task -> (space, data)
-
-
-def resolve_device(name: str) -> str:
-    """`auto` -> cuda where there is one, else cpu."""
-    return "cuda" if name == "auto" and torch.cuda.is_available() else name.replace("auto", "cpu")
 
 
 def median_flops(space: SearchSpace, n: int = 2000, seed: int = 0) -> int:

@@ -43,7 +43,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import TASKS, baselines, median_flops, plot_methods, resolve_device, run_search, summarize
+from benchmarks.common import TASKS, baselines, median_flops, plot_methods, run_search, summarize
+from nas.cli.checks import device_of
 from nas.data.datasets import DataError, load_data
 from nas.errors import UserError
 from nas.finish.finetune import FinishConfig, FinishResult, finish_subnet
@@ -174,7 +175,7 @@ def main() -> None:
         raise UserError("--space goes with --data (a task has its own space)")
     args.task_name = Path(args.data).stem if args.data else args.task
     args.out = args.out / args.task_name
-    device = resolve_device(args.device)
+    device = device_of(args.device)
     finish = parse_finish(args.finish)
     args.out.mkdir(parents=True, exist_ok=True)
     results = pd.DataFrame()

@@ -57,7 +57,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import TASKS, baselines, median_flops, plot_methods, resolve_device, run_search, summarize
+from benchmarks.common import TASKS, baselines, median_flops, plot_methods, run_search, summarize
 from benchmarks.search_value_rows import (
     BIGGEST,
     METHODS,
@@ -71,6 +71,7 @@ from benchmarks.search_value_rows import (
     zero_shot_method,
     zero_shot_row,
 )
+from nas.cli.checks import device_of
 from nas.cli.config import SearchRunConfig
 from nas.data.datasets import DataError, TaskData, load_data
 from nas.errors import UserError
@@ -307,7 +308,7 @@ def main() -> None:
         raise UserError("--max-flops and --max-latency-ms are alternatives: give one")
     args.space_name, args.data_name = (args.space or TASKS[args.task][0], args.data or TASKS[args.task][1])
     args.task_name = Path(args.data).stem if args.data else args.task
-    args.out, args.device_name = args.out / args.task_name, resolve_device(args.device)
+    args.out, args.device_name = args.out / args.task_name, device_of(args.device)
     max_flops = args.max_flops
     if args.max_latency_ms is None and max_flops is None:  # on the space as the search fits it to the data
         data = load_data(args.data_name, dims=get_family(args.space_name).dims)
