@@ -36,7 +36,7 @@ import torch
 
 from nas.data.errors import DataError, one_line
 from nas.data.images import fits_in_memory, is_image_folder, list_image_folder, read_image_folder
-from nas.data.npy import is_npy_folder, read_npy_folder
+from nas.data.npy import CHANNEL_SIZES, channels_last, is_npy_folder, read_npy_folder
 from nas.data.splits import carve, channel_stats
 from nas.data.stream import (
     LARGE_IMAGE,
@@ -67,7 +67,6 @@ ACCEPTED_FORMATS = ("a built-in name (digits, mnist1d), a .npz file with arrays 
 _KINDS = {1: ("a sequence dataset", "sequences (dims=1)"),
           2: ("an image dataset", "images (dims=2)")}
 MAX_CLASSES = 100_000
-_CHANNEL_SIZES = (1, 3, 4)
 _CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_TEST_FILE = "test_batch"
 _CIFAR_ROW = 3 * 32 * 32
@@ -424,9 +423,9 @@ def _images(arr: np.ndarray, where: str) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[:, None, :, :]
     elif arr.ndim == 4:
-        if arr.shape[3] in _CHANNEL_SIZES and arr.shape[1] not in _CHANNEL_SIZES:
+        if channels_last(arr.shape):
             arr = arr.transpose(0, 3, 1, 2)
-        elif arr.shape[1] not in _CHANNEL_SIZES:
+        elif arr.shape[1] not in CHANNEL_SIZES:
             raise DataError(f"{where}: no channel axis of size 1, 3 or 4 in shape {arr.shape}")
     else:
         raise DataError(f"{where}: images must have 3 dims (N,H,W) or 4 dims (N,C,H,W)/(N,H,W,C), "

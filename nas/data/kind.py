@@ -18,9 +18,7 @@ import numpy as np
 
 from nas.data.datasets import DATASETS
 from nas.data.images import IMAGE_EXTENSIONS, is_image_folder
-from nas.data.npy import is_npy_folder
-
-_CHANNEL_SIZES = (1, 3, 4)
+from nas.data.npy import channels_last, is_npy_folder
 
 
 class DataKind(NamedTuple):
@@ -55,7 +53,7 @@ def _of_shape(shape: tuple[int, ...]) -> DataKind | None:
     if len(shape) == 3:
         return DataKind(2, shape[1]) if shape[1] == shape[2] else DataKind(1, shape[1])
     if len(shape) == 4:  # [N, C, H, W] or [N, H, W, C]
-        return DataKind(2, shape[1] if shape[3] in _CHANNEL_SIZES and shape[1] not in _CHANNEL_SIZES else shape[2])
+        return DataKind(2, shape[1] if channels_last(shape) else shape[2])
     return None
 
 

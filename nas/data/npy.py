@@ -16,8 +16,14 @@ import numpy as np
 from nas.data.errors import DataError, one_line
 from nas.data.stream import NpyRows
 
-_CHANNEL_SIZES = (1, 3, 4)
+CHANNEL_SIZES = (1, 3, 4)  # the sizes an image array's channel axis may have
 _READ_ERRORS = (OSError, ValueError, EOFError, MemoryError)
+
+
+def channels_last(shape: tuple[int, ...]) -> bool:
+    """Whether an image array of `shape` is [N, H, W, C]: 4-D, its last axis a channel axis and its
+    second not (else [N, C, H, W])."""
+    return len(shape) == 4 and shape[3] in CHANNEL_SIZES and shape[1] not in CHANNEL_SIZES
 
 
 def is_npy_folder(path: Path) -> bool:
@@ -73,9 +79,9 @@ def _layout(x: np.ndarray, dims: int, where: Path) -> str:
         return "t" if x.ndim == 2 else "tc"
     if x.ndim == 3:
         layout, (h, w) = "hw", x.shape[1:]
-    elif x.ndim == 4 and x.shape[3] in _CHANNEL_SIZES and x.shape[1] not in _CHANNEL_SIZES:
+    elif channels_last(x.shape):
         layout, (h, w) = "hwc", x.shape[1:3]
-    elif x.ndim == 4 and x.shape[1] in _CHANNEL_SIZES:
+    elif x.ndim == 4 and x.shape[1] in CHANNEL_SIZES:
         layout, (h, w) = "chw", x.shape[2:]
     else:
         raise DataError(f"{where}: images must have shape [N, H, W], [N, C, H, W] or [N, H, W, C] "
