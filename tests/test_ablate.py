@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 
-from nas.ablate.config import Grid, load_config
+from nas.ablate.config import AblationConfig, Grid, load_config
 from nas.ablate.report import format_summary, summarize
 from nas.ablate.run import (
     ATTEMPTS_FILE,
@@ -337,3 +337,9 @@ def test_run_trials_retries_then_reports_each_failure_on_one_line(local_ray, tmp
                          max_concurrent=None, max_failures=1)
     assert outcome.errors == {"broken": "KeyError: 'metrics'"} and not outcome.interrupted
     assert (tmp_path / "toy" / "broken" / "error.txt").is_file()
+
+
+def test_a_config_without_space_takes_the_one_for_its_data():
+    assert AblationConfig.from_dict({"name": "s", "data": "mnist1d"}).space == "seq"
+    assert AblationConfig.from_dict({"name": "d"}).space == "tiny"  # digits, the default data
+    assert AblationConfig.from_dict({"name": "g", "data": "mnist1d", "space": "tiny"}).space == "tiny"  # as given

@@ -62,3 +62,20 @@ def test_a_run_without_space_takes_the_one_for_its_data_and_says_so(tmp_path, ca
     assert main(["train", "--space", "tiny", "--data", str(tmp_path / "seqs.npz"), "--epochs", "1",
                  "--out", str(tmp_path / "bad"), "--quiet"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_profile_without_space_takes_the_one_for_its_data(tmp_path, capsys, monkeypatch):
+    spaces = []
+
+    def build_profile(space, settings, show_progress):
+        spaces.append(space)
+        raise KeyboardInterrupt  # the space is what this test is about; nothing is timed
+
+    monkeypatch.setattr("nas.cli.main.build_profile", build_profile)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "seqs.npz", x=rng.normal(size=(16, 24)).astype(np.float32), y=np.arange(16) % 2)
+    main(["profile", "--data", str(tmp_path / "seqs.npz"), "--out", str(tmp_path / "p.json"), "--quiet"])
+    assert "space seq: the built-in space for sequences of 24 steps" in capsys.readouterr().out
+    main(["profile", "--out", str(tmp_path / "q.json"), "--quiet"])  # neither --space nor --data: tiny, as written
+    assert [s.config.name for s in spaces] == ["seq", "tiny"] and spaces[0].config.input_size == 24
+    assert not (tmp_path / "p.json").exists()

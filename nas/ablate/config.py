@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from nas.data.kind import space_for_data
 from nas.errors import UserError, named
 from nas.evaluation.limits import OBJECTIVES, Limits
 from nas.runs.files import read_json
@@ -150,7 +151,7 @@ class Resources:
 @dataclass(frozen=True)
 class AblationConfig:
     name: str
-    space: str = "tiny"
+    space: str = "tiny"  # absent from a config with `data`: the built-in space for the data (`space_for_data`)
     data: str = "digits"
     train: TrainConfig = field(default_factory=TrainConfig)  # the recipe; sampling and seed come from the grid
     search: SearchSettings = field(default_factory=SearchSettings)
@@ -176,6 +177,9 @@ class AblationConfig:
                     "grid": _grid(data.get("grid", {})),
                     "resources": Resources(**_object(data.get("resources", {}), "resources", _names(Resources)))}
         top = {k: _local_path(v) if k in ("space", "data") else v for k, v in data.items() if k not in sections}
+        picked = space_for_data(top["data"]) if "space" not in top and isinstance(top.get("data"), str) else None
+        if picked is not None:
+            top["space"] = picked[0]
         config = cls(**top, **sections)  # type: ignore[arg-type]  # the keys are checked by _object, the types by __post_init__
         try:
             space = SearchSpace(get_family(config.space).example)  # the options do not depend on the data

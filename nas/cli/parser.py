@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=DEFAULT_PROFILE.precision, metavar="{fp32,int8}",
                    help="time the units and subnets in float32, or quantized to int8 by ONNX Runtime (needs --target "
                         "onnxruntime), for `nas search --precision int8 --target PROFILE.json` (default fp32)")
-    p.add_argument("--space", default="tiny", help=f"search space: {list_spaces()} or a space .json file (default tiny)")
+    p.add_argument("--space", default=None, help=f"search space: {list_spaces()} or a space .json file (default: the "
+                                                 "built-in space for --data's kind and size, as `nas search`; else tiny)")
     p.add_argument("--data", default=None,
                    help="the space fitted to this dataset, as `nas search --data` fits it (default: the space as written)")
     p.add_argument("--subnets", type=int, default=DEFAULT_PROFILE.subnets,

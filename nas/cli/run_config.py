@@ -13,12 +13,11 @@ from typing import Any
 from nas.cli.checks import RECORDED_INVOCATION, without_effect
 from nas.cli.config import RUN_CONFIGS, RunConfig, parse_option
 from nas.cli.parser import flag
-from nas.data.kind import data_kind
+from nas.cli.spaces import picked_space
 from nas.errors import FieldError, UserError, named
 from nas.runs.files import SUPERNET_FILE, read_json
 from nas.training.checkpoint import CHECKPOINT_FILE
 from search_spaces.arch import show
-from search_spaces.presets import space_for
 
 RESUME_MAY_CHANGE = ("device", "ray", "ray_address", "workers", "data_workers", "stream_data")  # results do not depend on them
 
@@ -71,12 +70,8 @@ def _space_for_data(given: dict[str, Any], file: dict[str, Any]) -> dict[str, st
     spec = settings.get("data")
     if "space" in settings or settings.get("supernet") is not None or not isinstance(spec, str):
         return {}
-    kind = data_kind(spec)
-    if kind is None:
-        return {}
-    space = space_for(kind.dims, kind.size)
-    print(f"space {space}: the built-in space for {kind.describe()} (--space to choose another)", flush=True)
-    return {"space": space}
+    space = picked_space(spec)
+    return {} if space is None else {"space": space}
 
 
 def _resumed_config(args: argparse.Namespace, cls: type[RunConfig], given: dict[str, Any]) -> RunConfig:

@@ -7,11 +7,28 @@ import json
 from typing import Any
 
 from nas.data.datasets import load_data
+from nas.data.kind import space_for_data
 from search_spaces import SearchSpace, get_family, get_space
 
+DEFAULT_SPACE = "tiny"  # of `nas profile` without --space or --data
 
-def fitted_space(space: str, data: str | None) -> SearchSpace:
-    """`--space` fitted to `--data` (`search_spaces.fit`); without data, as written."""
+
+def picked_space(spec: str) -> str | None:
+    """The built-in space for the data `spec` (`nas.data.kind.space_for_data`), said in one line;
+    None when the data do not tell (loading them then says why)."""
+    picked = space_for_data(spec)
+    if picked is None:
+        return None
+    space, kind = picked
+    print(f"space {space}: the built-in space for {kind.describe()} (--space to choose another)", flush=True)
+    return space
+
+
+def fitted_space(space: str | None, data: str | None) -> SearchSpace:
+    """`--space` fitted to `--data` (`search_spaces.fit`); without data, as written. Without `--space`:
+    the built-in space for the data (`picked_space`), without either `DEFAULT_SPACE`."""
+    if space is None:
+        space = (picked_space(data) if data is not None else None) or DEFAULT_SPACE
     if data is None:
         return get_space(space)
     family = get_family(space)

@@ -19,6 +19,7 @@ import numpy as np
 from nas.data.datasets import DATASETS
 from nas.data.images import IMAGE_EXTENSIONS, is_image_folder
 from nas.data.npy import channels_last, is_npy_folder
+from search_spaces.presets import space_for
 
 
 class DataKind(NamedTuple):
@@ -27,6 +28,13 @@ class DataKind(NamedTuple):
 
     def describe(self) -> str:
         return f"{self.size}x{self.size} images" if self.dims == 2 else f"sequences of {self.size} steps"
+
+
+def space_for_data(spec: str) -> tuple[str, DataKind] | None:
+    """The built-in space for the data `spec`'s kind and size, and that kind; None when the data do
+    not tell."""
+    kind = data_kind(spec)
+    return None if kind is None else (space_for(kind.dims, kind.size), kind)
 
 
 def data_kind(spec: str) -> DataKind | None:
