@@ -331,3 +331,22 @@ def test_a_search_stopped_before_its_summary_resumes_from_its_own_readings(tmp_p
     table = pd.read_csv(tmp_path / "evaluations.csv")
     assert (table["latency_search_ms"] == 0.75).all() and (table["latency_rounds"] == 5).all()
     assert table["latency_ms"].to_numpy() == pytest.approx(0.5, rel=0.03)
+
+
+def test_a_subnet_left_without_rounds_also_needs_the_resolution_to_spare() -> None:
+    """The time allows rounds for the first candidates only; the machine turns out coarser than the
+    margin the candidates were chosen with: a subnet read once just under the limit is not feasible
+    (the default job on a noisy machine handed over such a one, 0.90 ms read once, 1.41 re-measured)."""
+    evaluator = _evaluator()
+    #       re-measured: near the limit, the most accurate     never re-measured: read once at 0.9 ms
+    rows = [(0.95, 0.97), (0.94, 0.96), (0.93, 0.95), (0.50, 0.90), (0.40, 0.30)]
+    table, archs = _table(evaluator, rows)
+    truth = {a.id: ms for a, (_, ms) in zip(archs, rows)} | {evaluator.supernet.space.smallest().id: 0.4}
+    evaluator.timer = NoisyMachine(truth, spread=0.3, seed=0)  # type: ignore[method-assign]
+    settings = Remeasure(rounds=5, samples=10, warmup=0, max_seconds=0.15, margin=0.05)  # ~0.05 s a subnet
+    done = remeasure_latency(evaluator, table, limits=Limits(max_latency_ms=LIMIT), column="latency_ms",
+                             settings=settings, rng=np.random.default_rng(0))
+    assert done is not None and 3 not in done.rows and table.at[3, "latency_rounds"] == 0
+    assert done.resolution > 0.12  # 0.9 ms x (1 + resolution) > 1 ms
+    assert table.at[3, "latency_ms"] == 0.90 and not table.at[3, "feasible"] and table.at[3, "violation"] > 0
+    assert table.at[4, "feasible"]  # far under the limit: feasible, re-measured or not

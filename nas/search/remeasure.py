@@ -17,9 +17,12 @@ Repeated rounds still differ, and two sessions differ by about twice the spread 
 rounds. That is the machine's **resolution**: `resolution_iqrs` times the median relative
 inter-quartile range of the rounds. Latencies closer than it are ties: the front is the resolved
 front (`nas.search.pareto.resolved_front_indices`: a subnet leaves it only for one at least as
-accurate and not resolvably slower), and a re-measured subnet is feasible only when its latency
-meets the limit with the resolution to spare (latency x (1 + resolution)), so that the model handed
-over meets its limit when measured again. `noise_note` says when the resolution is coarse.
+accurate and not resolvably slower), and a subnet is feasible only when its latency meets the limit
+with the resolution to spare (latency x (1 + resolution)), so that the model handed over meets its
+limit when measured again. That holds for every subnet, re-measured or not: one the time allowed
+no rounds for keeps its single reading, no more certain than a median of rounds, and on a machine
+whose resolution exceeds `margin` it may lie nearer the limit than the candidates were chosen for.
+`noise_note` says when the resolution is coarse.
 
 `check_handed_over` measures the model that is handed over (finished, preprocessing inside) as it
 is deployed, on the same target, threads and batch, in the same kind of rounds on the same scale,
@@ -225,8 +228,8 @@ def remeasure_latency(evaluator: Evaluator, table: pd.DataFrame, *, limits: Limi
                       settings: Remeasure, rng: np.random.Generator, merit: np.ndarray | None = None) -> Remeasured | None:
     """Re-measure the candidates of `table` (a search's evaluations) as deployed, in interleaved rounds,
     when its latency was measured on this machine and matters; their `latency_ms`,
-    `latency_measured_ms`, `latency_iqr_ms`, `violation` and `feasible` (with the machine's
-    resolution to spare) are updated in place, and `COLUMNS` are added. None when there is nothing
+    `latency_measured_ms` and `latency_iqr_ms`, and every row's `violation` and `feasible` (with the
+    machine's resolution to spare) are updated in place, and `COLUMNS` are added. None when there is nothing
     to do (the table is then unchanged)."""
     if (settings.rounds == 0 or evaluator.predictor is not None or not measures_latency_here(evaluator, limits, column)
             or not len(table) or table["latency_ms"].isna().any()):
@@ -247,7 +250,7 @@ def remeasure_latency(evaluator: Evaluator, table: pd.DataFrame, *, limits: Limi
         table.loc[i, ["latency_ms", "latency_measured_ms", "latency_iqr_ms", "latency_low_ms", "latency_high_ms",
                       "latency_rounds"]] = [r.median_ms, r.median_ms, r.iqr_ms, r.low_ms, r.high_ms, len(r.readings_ms)]
     resolution = resolution_of(session, settings.resolution_iqrs)
-    guarded_feasibility(table, rows, limits, resolution)
+    guarded_feasibility(table, list(table.index), limits, resolution)  # re-measured or not (module docstring)
     return Remeasured(session, rows, reference, len(found), resolution)
 
 
