@@ -221,12 +221,9 @@ def _best_candidate(supernet: HybridSupernet, x: Tensor, y: Tensor, draw: Draw, 
     """Best-of-k: the slot with its candidate of the lowest loss on this batch (a non-finite loss
     counts as the worst), the one to train. Judged in train mode, which has no side effect here: no
     layer keeps batch statistics or drops units (`search_spaces/layers.py`, `ElasticNorm`)."""
-    losses = []
-    for arch in draw.candidates:
-        with autocast(config.device):
-            loss = _slot_loss(supernet(x, arch), y, draw, teacher, config).item()
-        losses.append(loss if math.isfinite(loss) else math.inf)
-    return Draw(draw.candidates[int(np.argmin(losses))], draw.role)
+    with autocast(config.device):
+        losses = torch.stack([_slot_loss(supernet(x, arch), y, draw, teacher, config) for arch in draw.candidates])
+    return Draw(draw.candidates[int(torch.nan_to_num(losses, nan=math.inf).argmin())], draw.role)
 
 
 def _step_losses(supernet: HybridSupernet, x: Tensor, y: Tensor, draws: list[Draw], config: TrainConfig) -> tuple[float, int]:
