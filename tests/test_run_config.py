@@ -69,6 +69,7 @@ def test_each_component_gets_its_own_part():
     assert config.search_budget() == Budget(evaluations=30)
     assert config.latency_source().settings == LatencySettings(device="cpu", threads=2, batch_size=4)
     assert SearchRunConfig().train_config("cpu") == TrainConfig()  # the same defaults
+    assert _config(["train", "--best-of", "3", "--num-random", "4"]).train_config("cpu").best_of == 3
 
 
 @pytest.mark.parametrize("values, message", [
@@ -153,6 +154,8 @@ def test_flag_names_agree_across_commands():
     (["train", "--epochs", "0"], "--epochs must be >= 1, got 0"),
     (["train", "--seed", "-1"], "--seed must be in [0, 2**63), got -1"),
     (["train", "--num-random", "-1"], "--num-random must be >= 0, got -1"),
+    (["train", "--best-of", "0"], "--best-of must be >= 1, got 0"),
+    (["train", "--best-of", "2", "--workers", "2"], "--best-of must be 1 in data-parallel training (got 2)"),
     (["search", "--strategy", "evolution", "--predictor", "gp"], "--predictor applies only to the strategies"),
     (["search", "--strategy-option", "initial"], "--strategy-option takes KEY=VALUE, got 'initial'"),
     (["search", "--strategy-option", "initial=4", "--strategy-option", "initial=5"], "--strategy-option gives an option twice"),

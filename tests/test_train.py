@@ -146,11 +146,15 @@ def test_stop_mid_epoch_finishes_the_step_and_resumes_exactly(rule, small_data, 
     assert drop(again["epochs"]) == drop(summary["epochs"])
 
 
-def test_a_checkpoint_written_before_space_dims_existed_resumes(small_data, tmp_path):
+def test_a_checkpoint_written_before_space_dims_and_best_of_existed_resumes(small_data, tmp_path):
     config = TrainConfig(epochs=2, batch_size=64, num_random=0)
     ckpt = tmp_path / CHECKPOINT_FILE
     stop_training_after(1, small_data, config, ckpt)
-    rewrite_checkpoint_metadata(ckpt, lambda meta: meta["space"].pop("dims"))  # a space recorded before the field existed
+    def before_the_fields(meta: dict) -> None:  # a space and a config recorded before these fields existed
+        meta["space"].pop("dims")
+        meta["config"].pop("best_of")
+
+    rewrite_checkpoint_metadata(ckpt, before_the_fields)
     summary = train_supernet(tiny_supernet(), small_data, config, checkpoint=ckpt, resume=True, show_progress=False)
     assert len(summary["epochs"]) == 2
 

@@ -23,7 +23,7 @@ DEVICES = ("cpu", "cuda", "mps")
 RECORDED_INVOCATION = ("command", "out", "resume", "force", "quiet")
 # the settings of supernet training: without effect when a trained supernet is reused
 TRAINING = ("space", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "warmup_epochs", "sampling",
-            "num_random", "no_distill", "hflip")
+            "num_random", "best_of", "no_distill", "hflip")
 # how latency is measured here: a profile brings its own
 MEASURING = ("threads", "latency_batch")
 

@@ -29,6 +29,7 @@ from nas.hardware.quantize import PRECISION_MODES, PrecisionMode
 from nas.search.loop import Budget
 from nas.search.strategies import check_options, list_strategies, strategies_with_predictor
 from nas.training.config import TrainConfig
+from nas.training.parallel import check_parallel
 from predictors.proxies import list_proxies
 from search_spaces.arch import is_finite_number, show
 
@@ -57,6 +58,7 @@ class RunConfig:
     warmup_epochs: int = _TRAIN.warmup_epochs
     sampling: Literal["uniform", "sandwich", "complexity"] = _TRAIN.sampling
     num_random: int = _TRAIN.num_random
+    best_of: int = _TRAIN.best_of
     no_distill: bool = not _TRAIN.distill
     hflip: bool = _TRAIN.hflip
     train_threads: int | None = None  # torch's CPU threads for training and evaluation (None: torch's default)
@@ -71,7 +73,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self, skip=("strategy_options",))  # `_check_options`
-        self.train_config("cpu")
+        train = self.train_config("cpu")
+        if self.ray or self.ray_address is not None or self.workers is not None:  # data-parallel training
+            check_parallel(train)
         for name in ("workers", "train_threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
@@ -81,8 +85,8 @@ class RunConfig:
     def train_config(self, device: str) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, steps=self.steps, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
                            weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs, sampling=self.sampling,
-                           num_random=self.num_random, distill=not self.no_distill, hflip=self.hflip, seed=self.seed,
-                           device=device)
+                           num_random=self.num_random, best_of=self.best_of, distill=not self.no_distill, hflip=self.hflip,
+                           seed=self.seed, device=device)
 
     @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:

@@ -73,6 +73,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
              help="subnets per step: uniform (random only), sandwich (largest + smallest + random, distilled), "
                   f"complexity (largest + random from a moving FLOPs band); default {DEFAULT.sampling}")
     _setting(g, "num_random", type=int, help=f"random subnets per step (default {DEFAULT.num_random})")
+    _setting(g, "best_of", type=int, metavar="K",
+             help="candidates per random subnet: each is judged on the step's batch without gradients and the one "
+                  f"with the lowest loss is trained (AttentiveNAS's BestUp; default {DEFAULT.best_of}: off)")
     _setting(g, "no_distill", action="store_true",
              help="train every subnet on the labels, not on the largest's predictions")
     _setting(g, "hflip", action="store_true", help="random horizontal flips (natural images, not digits)")

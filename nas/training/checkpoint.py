@@ -92,7 +92,8 @@ def load_checkpoint(path: Path, supernet: HybridSupernet, opt: torch.optim.Optim
         raise UserError(f"checkpoint {path} is corrupt: {e}") from None
     if recorded_space != supernet.space.config:
         raise UserError(f"checkpoint {path} belongs to another search space ({meta['space'].get('name')!r})")
-    recorded = {k: v for k, v in meta["config"].items() if k != "device"}
+    # a setting added after the checkpoint was written has its default there (best_of: 1, no change)
+    recorded = {k: v for k, v in {**TrainConfig().to_dict(), **meta["config"]}.items() if k != "device"}
     wanted = {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k != "device"}
     changed = sorted(k for k in wanted if recorded.get(k) != wanted[k])
     if changed:

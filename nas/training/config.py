@@ -32,6 +32,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     sampling: Literal["uniform", "sandwich", "complexity"] = "sandwich"
     num_random: int = 2
+    best_of: int = 1  # candidates per random slot, the one with the lowest batch loss trained (1: off; `sampling`)
     distill: bool = True
     grad_clip: float = 5.0
     max_shift: int = -1  # random translation in pixels; -1: input_size // 8 (at least 1)
@@ -45,7 +46,7 @@ class TrainConfig:
             raise FieldError("seed", f"must be in [0, 2**63), got {self.seed}")
         if self.steps is not None and self.epochs is not None:
             raise FieldError("steps", f"and epochs are alternatives: give one, not both (got {self.steps} and {self.epochs})")
-        for name in ("epochs", "steps", "batch_size"):
+        for name in ("epochs", "steps", "batch_size", "best_of"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise FieldError(name, f"must be >= 1, got {value}")

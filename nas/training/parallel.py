@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nas.errors import UserError
+from nas.errors import FieldError, UserError
+from nas.training.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,14 @@ class DataParallel:
     def rows(self) -> slice:
         """This worker's rows of every batch (`nas.training.batches.train_batches` reads only those)."""
         return slice(self.rank, None, self.world)
+
+
+def check_parallel(config: TrainConfig) -> None:
+    """What data-parallel training refuses: best-of-k sampling, whose workers would each judge the
+    candidates on their own rows and train different subnets."""
+    if config.best_of > 1:
+        raise FieldError("best_of", f"must be 1 in data-parallel training (got {config.best_of}): each worker "
+                                    "would choose among the candidates on its own rows; train in one process")
 
 
 def sum_gradients(params: list[torch.nn.Parameter], parallel: DataParallel, *, share: float, loss: float, hits: int,

@@ -11,6 +11,12 @@
   so consecutive updates come from subnets of similar size, while over the run every band of the
   range is visited.
 
+Best-of-k (``best_of`` k > 1; AttentiveNAS's "BestUp", Wang et al. 2021, as a form of ElasticViT's
+performance-aware sampling): each random slot of a rule (uniform's draws, sandwich's random students,
+complexity's in-band students; never the largest or the smallest) draws k candidates, and the
+training step trains the one with the lowest loss on its batch (`nas.training.train`). The sampler
+only draws them: it never sees the supernet.
+
 A sampler is a small value-like object: ``draws()`` gives the step's subnets with their roles,
 ``state_dict()``/``load_state_dict()`` make a resumed run draw exactly what the uninterrupted run
 would have drawn. Each sampler owns its ``np.random.Generator``; nothing global is touched.
@@ -34,21 +40,34 @@ Role = Literal["teacher", "student", "label"]  # teacher: labels, and teaches st
 
 @dataclass(frozen=True)
 class Draw:
+    """One slot of a step: `arch` trained in `role`; with `rivals` (best-of-k), `arch` and its rivals
+    are the slot's candidates, of which the step trains the one with the lowest loss on its batch."""
+
     arch: Arch
     role: Role
+    rivals: tuple[Arch, ...] = ()
+
+    @property
+    def candidates(self) -> tuple[Arch, ...]:
+        return (self.arch, *self.rivals)
 
 
 class Sampler:
     name: ClassVar[str]
 
-    def __init__(self, space: SearchSpace, *, num_random: int, seed: int):
-        if num_random < 0:
-            raise UserError(f"num_random must be >= 0, got {num_random}")
-        self.space, self.num_random = space, num_random
+    def __init__(self, space: SearchSpace, *, num_random: int, seed: int, best_of: int = 1):
+        if num_random < 0 or best_of < 1:
+            raise UserError(f"num_random must be >= 0 and best_of >= 1, got {num_random} and {best_of}")
+        self.space, self.num_random, self.best_of = space, num_random, best_of
         self.rng = np.random.default_rng(seed)
 
     def draws(self) -> list[Draw]:
         raise NotImplementedError
+
+    def _random(self, draw: Callable[[], Arch], role: Role) -> Draw:
+        """A random slot: `best_of` candidates drawn one after the other (one: the slot's subnet)."""
+        arch = draw()
+        return Draw(arch, role, tuple(draw() for _ in range(self.best_of - 1)))
 
     def state_dict(self) -> dict[str, Any]:
         return {"rule": self.name, "rng": self.rng.bit_generator.state}
@@ -69,9 +88,9 @@ class UniformSampler(Sampler):
 
     name = "uniform"
 
-    def __init__(self, space: SearchSpace, *, num_random: int, seed: int, within: Subspace | None = None,
-                 tries: int = 1000):
-        super().__init__(space, num_random=max(1, num_random), seed=seed)
+    def __init__(self, space: SearchSpace, *, num_random: int, seed: int, best_of: int = 1,
+                 within: Subspace | None = None, tries: int = 1000):
+        super().__init__(space, num_random=max(1, num_random), seed=seed, best_of=best_of)
         self.within, self.tries = within, tries
 
     def _draw(self) -> Arch:
@@ -84,19 +103,19 @@ class UniformSampler(Sampler):
         return arch
 
     def draws(self) -> list[Draw]:
-        return [Draw(self._draw(), "label") for _ in range(self.num_random)]
+        return [self._random(self._draw, "label") for _ in range(self.num_random)]
 
 
 @SAMPLERS.register
 class SandwichSampler(Sampler):
     name = "sandwich"
 
-    def __init__(self, space: SearchSpace, *, num_random: int, seed: int):
-        super().__init__(space, num_random=num_random, seed=seed)
+    def __init__(self, space: SearchSpace, *, num_random: int, seed: int, best_of: int = 1):
+        super().__init__(space, num_random=num_random, seed=seed, best_of=best_of)
         self.largest, self.smallest = space.largest(), space.smallest()
 
     def draws(self) -> list[Draw]:
-        randoms = [Draw(self.space.sample(self.rng), "student") for _ in range(self.num_random)]
+        randoms = [self._random(lambda: self.space.sample(self.rng), "student") for _ in range(self.num_random)]
         return [Draw(self.largest, "teacher"), Draw(self.smallest, "student"), *randoms]
 
 
@@ -106,9 +125,9 @@ class ComplexitySampler(Sampler):
 
     name = "complexity"
 
-    def __init__(self, space: SearchSpace, *, num_random: int, seed: int, cost: Callable[[Arch], float] | None = None,
-                 bands: int = 8, calibration: int = 512, tries: int = 64):
-        super().__init__(space, num_random=max(1, num_random), seed=seed)
+    def __init__(self, space: SearchSpace, *, num_random: int, seed: int, best_of: int = 1,
+                 cost: Callable[[Arch], float] | None = None, bands: int = 8, calibration: int = 512, tries: int = 64):
+        super().__init__(space, num_random=max(1, num_random), seed=seed, best_of=best_of)
         if bands < 1 or tries < 1:
             raise UserError("complexity sampling needs bands >= 1 and tries >= 1")
         self.cost = cost or space.count_flops
@@ -141,7 +160,7 @@ class ComplexitySampler(Sampler):
         return arch
 
     def draws(self) -> list[Draw]:
-        out = [Draw(self.largest, "teacher")] + [Draw(self._in_band(), "student") for _ in range(self.num_random)]
+        out = [Draw(self.largest, "teacher")] + [self._random(self._in_band, "student") for _ in range(self.num_random)]
         if self.bands > 1:  # reflecting random walk: -1, 0 or +1 band
             self.band = int(np.clip(self.band + self.rng.integers(-1, 2), 0, self.bands - 1))
         return out
@@ -157,11 +176,12 @@ class ComplexitySampler(Sampler):
 SAMPLING_RULES: tuple[str, ...] = tuple(SAMPLERS.names())
 
 
-def make_sampler(rule: str, space: SearchSpace, *, num_random: int, seed: int, within: Subspace | None = None) -> Sampler:
-    """`within` (the uniform rule only): draw from that sub-space of `space`."""
+def make_sampler(rule: str, space: SearchSpace, *, num_random: int, seed: int, best_of: int = 1,
+                 within: Subspace | None = None) -> Sampler:
+    """`best_of`: candidates per random slot; `within` (the uniform rule only): draw from that sub-space of `space`."""
     if within is None:
-        return SAMPLERS.get(rule)(space, num_random=num_random, seed=seed)
+        return SAMPLERS.get(rule)(space, num_random=num_random, seed=seed, best_of=best_of)
     if rule != UniformSampler.name:
         raise UserError(f"sampling within a sub-space ({within}) is for the uniform rule, not {rule!r}: "
                         "the largest and smallest subnets of the others lie in one sub-space only")
-    return UniformSampler(space, num_random=num_random, seed=seed, within=within)
+    return UniformSampler(space, num_random=num_random, seed=seed, best_of=best_of, within=within)

@@ -1,7 +1,8 @@
 """Supernet training: sampling rules, one accumulated update per step, checkpoints and resume.
 
 Each step draws subnets with a sampling rule (`nas.training.sampling`: uniform single path, sandwich with
-in-place distillation, or complexity-aware) and accumulates their gradients into one optimizer
+in-place distillation, or complexity-aware; best-of-k: of a slot's candidates, the one with the lowest
+loss on the step's batch) and accumulates their gradients into one optimizer
 update (Yu et al., BigNAS / "Universally Slimmable Networks"; AttentiveNAS; ElasticViT). Students
 distill the teacher only in epochs after one whose teacher loss was below chance
 (`nas.training.health.teacher_learned`); before, they learn from the labels. AdamW or
@@ -52,7 +53,7 @@ from nas.training.health import (
     diverged,
     teacher_learned,
 )
-from nas.training.parallel import DataParallel, sum_gradients
+from nas.training.parallel import DataParallel, check_parallel, sum_gradients
 from nas.training.sampling import Draw, make_sampler
 from nas.training.subspace import Subspace
 from search_spaces import HybridSupernet
@@ -206,17 +207,36 @@ class _BestWeights:
         return self.step
 
 
+def _slot_loss(logits: Tensor, y: Tensor, draw: Draw, teacher: Tensor | None, config: TrainConfig) -> Tensor:
+    """What a drawn subnet is trained on: the KL to the teacher's probabilities for a distilled student,
+    else cross-entropy with label smoothing."""
+    if draw.role == "student" and config.distill and teacher is not None:
+        return F.kl_div(F.log_softmax(logits.float(), dim=1), teacher, reduction="batchmean")
+    return F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+
+
+@torch.no_grad()
+def _best_candidate(supernet: HybridSupernet, x: Tensor, y: Tensor, draw: Draw, teacher: Tensor | None,
+                    config: TrainConfig) -> Draw:
+    """Best-of-k: the slot with its candidate of the lowest loss on this batch (a non-finite loss
+    counts as the worst), the one to train. Judged in train mode, which has no side effect here: no
+    layer keeps batch statistics or drops units (`search_spaces/layers.py`, `ElasticNorm`)."""
+    with autocast(config.device):
+        losses = torch.stack([_slot_loss(supernet(x, arch), y, draw, teacher, config) for arch in draw.candidates])
+    return Draw(draw.candidates[int(torch.nan_to_num(losses, nan=math.inf).argmin())], draw.role)
+
+
 def _step_losses(supernet: HybridSupernet, x: Tensor, y: Tensor, draws: list[Draw], config: TrainConfig) -> tuple[float, int]:
-    """Forward/backward of every drawn subnet (gradients accumulate); returns the first loss and its hits."""
+    """Forward/backward of every drawn subnet (of a slot's candidates, the one `_best_candidate`
+    chooses; gradients accumulate); returns the first loss and its hits."""
     teacher: Tensor | None = None
     first_loss, first_hits = math.nan, 0
     for i, draw in enumerate(draws):
+        if draw.rivals:
+            draw = _best_candidate(supernet, x, y, draw, teacher, config)
         with autocast(config.device):
             logits = supernet(x, draw.arch)
-            if draw.role == "student" and config.distill and teacher is not None:
-                loss = F.kl_div(F.log_softmax(logits.float(), dim=1), teacher, reduction="batchmean")
-            else:
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            loss = _slot_loss(logits, y, draw, teacher, config)
         if not torch.isfinite(loss):
             raise UserError(diverged(f"the loss of subnet {draw.arch.id} is {loss.item()}", config))
         loss.backward()
@@ -263,13 +283,16 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
     """
     if stop is not None and parallel is not None:
         raise ValueError("stop is for one process; a data-parallel run stops through its driver")
+    if parallel is not None:
+        check_parallel(config)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     device, space = config.device, supernet.space
     supernet.to(device).train()
     params = [p for p in supernet.parameters() if p.requires_grad]
     opt = make_optimizer(params, config)
-    sampler = make_sampler(config.sampling, space, num_random=config.num_random, seed=config.seed, within=within)
+    sampler = make_sampler(config.sampling, space, num_random=config.num_random, seed=config.seed,
+                           best_of=config.best_of, within=within)
     plan = training_budget(config, len(data.train))
     chance = (space.config.num_classes, chance_accuracy(data.train.y), len(data.train))  # epoch_at_chance's
     largest, smallest = space.largest(), space.smallest()

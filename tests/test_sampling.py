@@ -1,0 +1,125 @@
+"""Best-of-k sampling (`best_of`): k candidates per random slot, drawn deterministically; the
+training step trains the candidate with the lowest loss on its batch, with no other effect."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nas.data.datasets import Split
+from nas.errors import FieldError
+from nas.training.checkpoint import CHECKPOINT_FILE
+from nas.training.config import TrainConfig
+from nas.training.parallel import DataParallel
+from nas.training.sampling import Draw, make_sampler
+from nas.training.train import _step_losses, train_supernet
+from search_spaces import get_space
+from tests.helpers import few_digits, max_weight_diff, stop_training_after, tiny_supernet
+
+SPACE = get_space("tiny")
+RULES = ["uniform", "sandwich", "complexity"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = few_digits(32)
+    return dataclasses.replace(data, val=Split(data.val.x[:16], data.val.y[:16]))  # evaluated after every epoch
+
+
+def test_best_of_one_draws_what_the_rules_drew_before():
+    """best_of=1 is the rules as they were: one subnet per slot, from the same generator calls."""
+    rng = np.random.default_rng(5)
+    uniform = make_sampler("uniform", SPACE, num_random=3, seed=5, best_of=1).draws()
+    assert uniform == [Draw(SPACE.sample(rng), "label") for _ in range(3)]
+    rng = np.random.default_rng(5)
+    sandwich = make_sampler("sandwich", SPACE, num_random=2, seed=5).draws()
+    assert sandwich == [Draw(SPACE.largest(), "teacher"), Draw(SPACE.smallest(), "student"),
+                        *(Draw(SPACE.sample(rng), "student") for _ in range(2))]
+    complexity = make_sampler("complexity", SPACE, num_random=2, seed=5).draws()
+    assert all(not d.rivals and d.candidates == (d.arch,) for d in complexity)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_best_of_k_gives_k_candidates_to_each_random_slot_only(rule):
+    plain = make_sampler(rule, SPACE, num_random=2, seed=3)
+    sampler = make_sampler(rule, SPACE, num_random=2, seed=3, best_of=3)
+    for _ in range(4):
+        draws, roles = sampler.draws(), [d.role for d in plain.draws()]
+        assert [d.role for d in draws] == roles  # the same slots
+        fixed = {"uniform": 0, "sandwich": 2, "complexity": 1}[rule]  # the largest (and smallest) first
+        assert all(len(d.candidates) == 1 for d in draws[:fixed])
+        assert all(len(d.candidates) == 3 and len(set(d.candidates)) == 3 for d in draws[fixed:])
+    if rule == "uniform":  # the candidates are the generator's draws in order, slot after slot
+        rng = np.random.default_rng(3)
+        again = make_sampler(rule, SPACE, num_random=2, seed=3, best_of=3).draws()
+        assert [a for d in again for a in d.candidates] == [SPACE.sample(rng) for _ in range(6)]
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_best_of_k_sampler_state_resumes_the_same_candidates(rule):
+    a = make_sampler(rule, SPACE, num_random=2, seed=7, best_of=2)
+    for _ in range(3):
+        a.draws()
+    b = make_sampler(rule, SPACE, num_random=2, seed=99, best_of=2)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert [a.draws() for _ in range(3)] == [b.draws() for _ in range(3)]
+
+
+def _grads(supernet) -> dict[str, torch.Tensor]:
+    out = {n: p.grad.clone() for n, p in supernet.named_parameters() if p.grad is not None}
+    supernet.zero_grad(set_to_none=True)
+    return out
+
+
+@pytest.mark.parametrize("distilled", [False, True])
+def test_the_step_trains_the_candidate_with_the_lowest_batch_loss(distilled, digits):
+    """A label slot judged by cross-entropy, a distilled student by its KL to the teacher: the
+    gradients are those of the lowest-loss candidate alone, and judging changes no weight or buffer."""
+    supernet = tiny_supernet()
+    x, y = torch.as_tensor(digits.train.x[:32]), torch.as_tensor(digits.train.y[:32])
+    config = TrainConfig(distill=distilled)
+    teacher = Draw(SPACE.largest(), "teacher")
+    role = "student" if distilled else "label"
+    archs = [SPACE.sample(np.random.default_rng(s)) for s in range(3)]
+    with torch.no_grad():
+        probs = F.softmax(supernet(x, teacher.arch), dim=1)
+        losses = [F.kl_div(F.log_softmax(supernet(x, a), dim=1), probs, reduction="batchmean") if distilled
+                  else F.cross_entropy(supernet(x, a), y, label_smoothing=config.label_smoothing) for a in archs]
+    order = sorted(range(3), key=lambda i: -float(losses[i]))  # the best candidate last, not first
+    ranked = [archs[i] for i in order]
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    head = [teacher] if distilled else []
+    _step_losses(supernet, x, y, [*head, Draw(ranked[0], role, tuple(ranked[1:]))], config)
+    chosen = _grads(supernet)
+    assert all(torch.equal(before[k], v) for k, v in supernet.state_dict().items())
+    for arch, expected in ((ranked[-1], True), (ranked[0], False)):
+        _step_losses(supernet, x, y, [*head, Draw(arch, role)], config)
+        alone = _grads(supernet)
+        same = chosen.keys() == alone.keys() and all(torch.allclose(chosen[k], alone[k]) for k in chosen)
+        assert same == expected, arch
+
+
+def test_best_of_k_training_resumes_to_the_same_weights(tmp_path, digits):
+    data = digits
+    config = TrainConfig(epochs=2, batch_size=16, warmup_epochs=0, sampling="uniform", num_random=1, best_of=2)
+    straight = tiny_supernet()
+    train_supernet(straight, data, config, show_progress=False)
+    ckpt = tmp_path / CHECKPOINT_FILE
+    stop_training_after(4, data, config, ckpt)  # polled after each step and at each epoch's end: mid-epoch 2
+    resumed = tiny_supernet(seed=1)
+    train_supernet(resumed, data, config, checkpoint=ckpt, resume=True, show_progress=False)
+    assert max_weight_diff(straight, resumed) == 0.0
+
+
+def test_best_of_is_checked_and_refused_in_data_parallel_training(digits):
+    with pytest.raises(FieldError, match="best_of must be >= 1, got 0"):
+        TrainConfig(best_of=0)
+    parallel = DataParallel(rank=0, world=1, all_reduce=lambda t: None, epoch_end=lambda h: None)
+    config = TrainConfig(steps=1, best_of=2)
+    with pytest.raises(FieldError, match="best_of must be 1 in data-parallel training"):
+        train_supernet(tiny_supernet(), digits, config, show_progress=False, parallel=parallel)
