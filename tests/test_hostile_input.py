@@ -770,5 +770,5 @@ def test_no_unsafe_deserialization_in_the_source_tree():
              for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
              for kind, pattern in UNSAFE.items() if pattern.search(line)]
     assert not found, "\n".join(found)
-    data = (ROOT / "nas" / "data" / "datasets.py").read_text()  # CIFAR batches: a restricted unpickler, on purpose
+    data = (ROOT / "nas" / "data" / "cifar.py").read_text()  # CIFAR batches: a restricted unpickler, on purpose
     assert "class _ArrayUnpickler(pickle.Unpickler)" in data and "def find_class" in data

@@ -10,7 +10,7 @@ with float32 ``(N, C, H, W)`` images or ``(N, C, T)`` sequences, normalized per
 channel with the train split's statistics, and train/val/test splits: those the
 data give (``x_val``, ``x_test``, CIFAR's test batch) as given, the others carved
 from ``x`` by a stratified split fixed by ``split_seed``.  CIFAR pickles are read with a restricted
-unpickler that only rebuilds numpy arrays.  Bad input raises :class:`DataError`
+unpickler that only rebuilds numpy arrays (`nas.data.cifar`).  Bad input raises :class:`DataError`
 with a one-line message naming the file and the problem.
 
 MNIST-1D (Greydanus & Kobak, "Scaling Down Deep Learning with MNIST-1D", 2024)
@@ -22,21 +22,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import pickle
 import random
-import zipfile
-import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from nas.data.arrays import READ_ERRORS, images, labels, sequences
+from nas.data.cifar import load_cifar_dir
 from nas.data.errors import DataError, one_line
 from nas.data.images import fits_in_memory, is_image_folder, list_image_folder, read_image_folder
-from nas.data.npy import CHANNEL_SIZES, channels_last, is_npy_folder, read_npy_folder
+from nas.data.npy import is_npy_folder, read_npy_folder
 from nas.data.splits import carve, channel_stats
 from nas.data.stream import (
     LARGE_IMAGE,
@@ -51,13 +50,6 @@ from nas.data.stream import (
 from search_spaces.fit import DataShape
 from search_spaces.registry import Registry
 
-try:  # numpy >= 2
-    from numpy._core import multiarray as _np_multiarray
-    from numpy._core import numeric as _np_numeric
-except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core import multiarray as _np_multiarray  # type: ignore[no-redef]
-    from numpy.core import numeric as _np_numeric  # type: ignore[no-redef]
-
 ACCEPTED_FORMATS = ("a built-in name (digits, mnist1d), a .npz file with arrays "
                     "x and y (optional x_val, y_val and x_test, y_test; images x as [N, H, W], [N, C, H, W] or "
                     "[N, H, W, C], sequences x as [N, T] or [N, T, C]), "
@@ -66,25 +58,6 @@ ACCEPTED_FORMATS = ("a built-in name (digits, mnist1d), a .npz file with arrays 
 # dims -> (what such data is, what a space of those dims takes), for mismatch messages
 _KINDS = {1: ("a sequence dataset", "sequences (dims=1)"),
           2: ("an image dataset", "images (dims=2)")}
-MAX_CLASSES = 100_000
-_CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-_CIFAR_TEST_FILE = "test_batch"
-_CIFAR_ROW = 3 * 32 * 32
-
-# The only globals a CIFAR batch pickle needs: numpy array / dtype rebuilding.
-_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _np_multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _np_multiarray._reconstruct,
-    # _frombuffer is private, so numpy's stubs leave it out
-    ("numpy.core.numeric", "_frombuffer"): _np_numeric._frombuffer,  # type: ignore[attr-defined]
-    ("numpy._core.numeric", "_frombuffer"): _np_numeric._frombuffer,  # type: ignore[attr-defined]
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
-# What reading a corrupt/truncated .npz or pickle can raise (DataError is re-raised first).
-_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, IndexError, TypeError, AttributeError,
-                OverflowError, RecursionError, zipfile.BadZipFile, zlib.error,
-                pickle.UnpicklingError, MemoryError)  # MemoryError: a header that declares a huge array
 
 
 @dataclass(frozen=True)
@@ -227,7 +200,7 @@ def load_data(spec: str, *, dims: int = 2, val_fraction: float = 0.15,
             if dims != 2:
                 what = "an image folder" if is_image_folder(path) else "a CIFAR-10 directory"
                 raise DataError(_mismatch(f"{path}: {what}", 2, dims))
-            x, y, test = _load_cifar_dir(path)
+            x, y, test = load_cifar_dir(path, ACCEPTED_FORMATS)
         elif path.suffix == ".npz":
             x, y, test, val = _load_npz(path, dims)
         elif path.exists():
@@ -306,9 +279,9 @@ def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-    x, x_test = _sequences(raw["x"], "mnist1d [x]"), _sequences(raw["x_test"], "mnist1d [x_test]")
-    arrays = (x, _labels(raw["y"], "mnist1d [y]", len(x)),
-              x_test, _labels(raw["y_test"], "mnist1d [y_test]", len(x_test)))
+    x, x_test = sequences(raw["x"], "mnist1d [x]"), sequences(raw["x_test"], "mnist1d [x_test]")
+    arrays = (x, labels(raw["y"], "mnist1d [y]", len(x)),
+              x_test, labels(raw["y_test"], "mnist1d [y_test]", len(x_test)))
     for arr in arrays:
         arr.setflags(write=False)
     return arrays
@@ -328,7 +301,7 @@ def _load_npz(path: Path, dims: int) -> tuple[np.ndarray, np.ndarray, tuple[np.n
         raise DataError(f"{path}: file not found")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise DataError(f"{path}: corrupt or unreadable .npz ({one_line(exc)})") from exc
     if isinstance(loaded, np.ndarray):
         raise DataError(f"{path}: holds a single .npy array, expected an .npz archive with x and y")
@@ -344,10 +317,10 @@ def _load_npz(path: Path, dims: int) -> tuple[np.ndarray, np.ndarray, tuple[np.n
         wanted = [k for k in ("x", "y", "x_val", "y_val", "x_test", "y_test") if k in keys]
         try:
             arrays = {k: archive[k] for k in wanted}
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise DataError(f"{path}: corrupt or unreadable .npz ({one_line(exc)})") from exc
-    x = (_images if dims == 2 else _sequences)(arrays["x"], f"{path} [x]")
-    y = _labels(arrays["y"], f"{path} [y]", len(x))
+    x = (images if dims == 2 else sequences)(arrays["x"], f"{path} [x]")
+    y = labels(arrays["y"], f"{path} [y]", len(x))
     return x, y, _given_split(arrays, "test", x, path, dims), _given_split(arrays, "val", x, path, dims)
 
 
@@ -356,124 +329,13 @@ def _given_split(arrays: dict[str, np.ndarray], split: str, x: np.ndarray, path:
     """The split `split` ("val", "test") of an .npz file, shaped as its x; None when the file has none."""
     if f"x_{split}" not in arrays:
         return None
-    inputs, noun, layout = ((_images, "images", "(C, H, W)") if dims == 2
-                            else (_sequences, "sequences", "(C, T)"))
+    inputs, noun, layout = ((images, "images", "(C, H, W)") if dims == 2
+                            else (sequences, "sequences", "(C, T)"))
     xs = inputs(arrays[f"x_{split}"], f"{path} [x_{split}]")
     if xs.shape[1:] != x.shape[1:]:
         raise DataError(f"{path}: x_{split} {noun} have shape {xs.shape[1:]} {layout} "
                         f"but x {noun} have {x.shape[1:]}")
-    return xs, _labels(arrays[f"y_{split}"], f"{path} [y_{split}]", len(xs))
-
-
-def _load_cifar_dir(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    missing = [n for n in (*_CIFAR_TRAIN_FILES, _CIFAR_TEST_FILE) if not (path / n).is_file()]
-    if missing:
-        raise DataError(f"{path}: not a CIFAR-10 python-batches directory, missing "
-                        f"{', '.join(missing)}; expected {ACCEPTED_FORMATS}")
-    batches = [_read_cifar_batch(path / n) for n in _CIFAR_TRAIN_FILES]
-    x = _images(np.concatenate([b[0] for b in batches]), f"{path} [train batches]")
-    y = np.concatenate([b[1] for b in batches])
-    x_test, y_test = _read_cifar_batch(path / _CIFAR_TEST_FILE)
-    return x, y, (_images(x_test, str(path / _CIFAR_TEST_FILE)), y_test)
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickler that can only rebuild numpy arrays and plain containers."""
-
-    def __init__(self, file: BinaryIO, source: str) -> None:
-        super().__init__(file, encoding="bytes")
-        self._source = source
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _SAFE_GLOBALS[(module, name)]
-        except KeyError:
-            raise DataError(f"{self._source}: refused pickle global {module}.{name} "
-                            "(only numpy array globals are allowed)") from None
-
-
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with path.open("rb") as fh:
-            batch = _ArrayUnpickler(fh, str(path)).load()
-    except DataError:
-        raise
-    except _READ_ERRORS as exc:
-        raise DataError(f"{path}: corrupt or truncated pickle ({one_line(exc)})") from exc
-    if not isinstance(batch, dict):
-        raise DataError(f"{path}: expected a pickled dict, got {type(batch).__name__}")
-    data = batch.get(b"data", batch.get("data"))
-    labels = batch.get(b"labels", batch.get("labels"))
-    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
-            and data.shape[1] == _CIFAR_ROW):
-        found = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
-                 else type(data).__name__)
-        raise DataError(f"{path}: b'data' must be a uint8 array of shape (N, {_CIFAR_ROW}), "
-                        f"got {found}")
-    if not (isinstance(labels, np.ndarray) or (isinstance(labels, list)
-                                                and all(isinstance(v, int) for v in labels))):
-        raise DataError(f"{path}: b'labels' must be a list of ints, got {type(labels).__name__}")
-    return data.reshape(-1, 3, 32, 32), _labels(np.asarray(labels), f"{path} [labels]", len(data))
-
-
-def _images(arr: np.ndarray, where: str) -> np.ndarray:
-    """Validate ``arr`` and return float32 (N, C, H, W); uint8 is scaled to [0, 1]."""
-    if arr.dtype.kind not in "biuf":
-        raise DataError(f"{where}: images must be numeric, got dtype {arr.dtype}")
-    if arr.ndim == 3:
-        arr = arr[:, None, :, :]
-    elif arr.ndim == 4:
-        if channels_last(arr.shape):
-            arr = arr.transpose(0, 3, 1, 2)
-        elif arr.shape[1] not in CHANNEL_SIZES:
-            raise DataError(f"{where}: no channel axis of size 1, 3 or 4 in shape {arr.shape}")
-    else:
-        raise DataError(f"{where}: images must have 3 dims (N,H,W) or 4 dims (N,C,H,W)/(N,H,W,C), "
-                        f"got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[2] == 0:
-        raise DataError(f"{where}: empty image array of shape {arr.shape}")
-    if arr.shape[2] != arr.shape[3]:
-        raise DataError(f"{where}: images must be square, got {arr.shape[2]}x{arr.shape[3]}")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
-    if arr.dtype == np.uint8:
-        out /= 255.0
-    if not np.isfinite(out).all():
-        raise DataError(f"{where}: images contain NaN or inf values")
-    return out
-
-
-def _sequences(arr: np.ndarray, where: str) -> np.ndarray:
-    """Validate ``arr`` ([N, T] or channels-last [N, T, C]) and return float32 (N, C, T)."""
-    if arr.dtype.kind not in "biuf":
-        raise DataError(f"{where}: sequences must be numeric, got dtype {arr.dtype}")
-    if arr.ndim not in (2, 3):
-        raise DataError(f"{where}: must have shape [N, T] or [N, T, C] for a sequence space, "
-                        f"got {arr.shape}")
-    if 0 in arr.shape:
-        raise DataError(f"{where}: empty sequence array of shape {arr.shape} ([N, T] or [N, T, C])")
-    seq = arr[:, None, :] if arr.ndim == 2 else arr.transpose(0, 2, 1)  # (N, C, T)
-    out = np.ascontiguousarray(seq, dtype=np.float32)
-    if not np.isfinite(out).all():
-        raise DataError(f"{where}: sequences contain NaN or inf values")
-    return out
-
-
-def _labels(arr: np.ndarray, where: str, n: int) -> np.ndarray:
-    """Validate labels: 1-D, one per sample, non-negative integers; return int64."""
-    if arr.ndim != 1:
-        raise DataError(f"{where}: labels must be 1-D, got shape {arr.shape}")
-    if len(arr) != n:
-        raise DataError(f"{where}: length mismatch, {n} samples but {len(arr)} labels")
-    if arr.dtype.kind == "f":
-        if not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
-            raise DataError(f"{where}: labels must be integers, got non-integer {arr.dtype} values")
-    elif arr.dtype.kind not in "iu":
-        raise DataError(f"{where}: labels must be integers, got dtype {arr.dtype}")
-    if n and arr.min() < 0:
-        raise DataError(f"{where}: labels must be non-negative, got minimum {arr.min()}")
-    if n and arr.max() >= MAX_CLASSES:
-        raise DataError(f"{where}: label {arr.max()} too large (at most {MAX_CLASSES} classes)")
-    return arr.astype(np.int64)
+    return xs, labels(arrays[f"y_{split}"], f"{path} [y_{split}]", len(xs))
 
 
 def _build(name: str, source: str, x: np.ndarray, y: np.ndarray,
