@@ -16,9 +16,10 @@ from nas.data.datasets import Split, load_data
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
 from nas.hardware.measure import LatencySettings
-from nas.search.loop import LEGACY_COLUMNS, Budget, run_search
+from nas.search.loop import Budget, run_search
 from nas.search.pareto import front_hypervolume, hypervolume_reference
 from nas.search.ranking import LOSS_CAP, MIN_VAL_SAMPLES, search_ranking
+from nas.search.records import LEGACY_COLUMNS
 from tests.helpers import tiny_supernet
 
 

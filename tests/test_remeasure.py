@@ -21,8 +21,8 @@ from nas.evaluation.limits import Limits
 from nas.finish.package import DeployedModel
 from nas.hardware.measure import Latency, LatencySettings
 from nas.hardware.rounds import interleaved_rounds
-from nas.search.loop import COLUMNS as LOOP_COLUMNS
 from nas.search.loop import Budget, run_search
+from nas.search.records import COLUMNS as LOOP_COLUMNS
 from nas.search.remeasure import (
     COLUMNS,
     Remeasure,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from nas.cli.main import main
-from nas.search.loop import read_evaluations
+from nas.search.records import read_evaluations
 from search_spaces import get_space
 from tests.helpers import QUICK_FINISH, evaluations, kill_when, nas_process, same_weights
 

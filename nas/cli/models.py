@@ -18,8 +18,9 @@ from nas.finish.finetune import FinishConfig, choose_after_finishing, finish_sub
 from nas.finish.package import DeployedModel, quantize_deployed, run_costs, save_model_folder
 from nas.runs.files import SUPERNET_FILE, load_supernet, read_json
 from nas.runs.lock import hold
-from nas.search.loop import plain_value, read_evaluations
+from nas.search.loop import plain_value
 from nas.search.ranking import search_ranking
+from nas.search.records import read_evaluations
 from search_spaces import HybridSupernet, SubnetModel
 
 

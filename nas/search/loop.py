@@ -30,11 +30,12 @@ from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import OBJECTIVE_LABELS, OBJECTIVES, Limits
 from nas.finish.finetune import FinishConfig, FinishResult, choose_after_finishing, finish_subnet, finished_metrics
 from nas.finish.package import MODEL_META, DeployedModel, evaluator_costs, quantize_deployed, save_model_folder
-from nas.runs.files import check_regular, open_run_file, read_json, write_json, write_text
+from nas.runs.files import open_run_file, read_json, write_json, write_text
 from nas.runs.interrupt import finish_on_interrupt
 from nas.runs.progress import progress_bar
 from nas.search.pareto import front_hypervolume, hypervolume_reference, plot_front
 from nas.search.ranking import Ranking, search_ranking
+from nas.search.records import COLUMNS, header, read_evaluations
 from nas.search.remeasure import COLUMNS as REMEASURE_COLUMNS
 from nas.search.remeasure import (
     REMEASURE,
@@ -49,13 +50,6 @@ from nas.search.strategies import Surrogate, make_strategy
 from search_spaces import Arch
 from search_spaces.arch import is_finite_number
 
-# precision: the one the row was evaluated in (fp32, int8); other_*: with --precision search, the other's figures
-COLUMNS = ["index", "id", "strategy", "val_acc", "val_loss", "latency_ms", "latency_iqr_ms", "latency_predicted_ms",
-           "latency_measured_ms", "flops", "params", "memory_bytes", "model_bytes", "precision", "other_val_acc",
-           "other_latency_ms", "feasible", "violation", "acc_predicted", "cost_predicted", "seconds", "time", "arch"]
-# searches recorded before the precision (and before the loss) was: resumed as they are, in fp32
-FP32_COLUMNS = [c for c in COLUMNS if c not in ("model_bytes", "precision", "other_val_acc", "other_latency_ms")]
-LEGACY_COLUMNS = [c for c in FP32_COLUMNS if c != "val_loss"]
 MAX_REPEATS = 500  # consecutive already-evaluated proposals before the space is taken as exhausted
 MAX_EVALUATIONS, MAX_SECONDS = 10**7, 366 * 86400.0  # a budget beyond is a typo (a year of search)
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -221,7 +215,7 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
                           options=strategy_options)
     path = out / "evaluations.csv"
     replay = deque(read_evaluations(path, space)) if resume else deque()
-    columns = _header(path) if replay else COLUMNS  # a resumed search goes on in its file's columns
+    columns = header(path) if replay else COLUMNS  # a resumed search goes on in its file's columns
     ranking = search_ranking(len(evaluator.data.val), loss_recorded="val_loss" in columns)
     if ranking.column != "val_acc":
         print(f"nas: note: {ranking.reason}", file=sys.stderr)
@@ -318,70 +312,6 @@ def run_search(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Limit
     return summarize(evaluator, out, limits=limits, budget=budget, strategy=strategy, objective=objective,
                      seconds=seconds, overhead=1.0 - busy, parallel=pool.describe(), exhausted=exhausted,
                      finish=finish, finalists=finalists, show_progress=show_progress, seed=seed, remeasure=remeasure)
-
-
-def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
-    """The complete rows of an interrupted search's `evaluations.csv`, in order, checked like user
-    input (a known header, an architecture of `space` with its id, finite figures, an accuracy in
-    [0, 1]). A last line cut off by a kill is dropped (the file is rewritten without it, atomically);
-    anything else malformed is an error naming the file and the line."""
-    if not check_regular(path):
-        return []  # killed before the first evaluation was written
-    try:
-        text = path.read_text()
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path} cannot be read: {e}") from None
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines = lines[:-1]  # a row cut off mid-write
-        write_text(path, "".join(lines))
-    if not lines:
-        return []
-    reader = csv.DictReader(lines)
-    header = reader.fieldnames or []
-    known = (COLUMNS, FP32_COLUMNS, LEGACY_COLUMNS)
-    if header not in [*known, *(c + REMEASURE_COLUMNS for c in known[:2])]:  # re-measured before the choice
-        raise UserError(f"{path}: the header is not that of a search's evaluations (expected {','.join(COLUMNS)})")
-    numbers = [k for k in ("val_acc", "val_loss", "latency_ms", "flops", "params", "memory_bytes", "violation",
-                           "seconds", "time") if k in header]
-    rows = []
-    for number, raw in enumerate(reader, start=2):
-        try:
-            arch, row = _recorded_row(raw, space, numbers)
-        except (ValueError, TypeError) as e:  # ArchError is a ValueError
-            raise UserError(f"{path}, line {number}: not a valid evaluation ({e})") from None
-        rows.append((arch, row))
-    return rows
-
-
-NOT_MEASURED = ("latency_ms",)  # nan (or empty) when neither the objective nor a limit needs latency
-UNBOUNDED = ("val_loss",)  # a subnet whose loss diverged records nan or inf
-
-
-def _recorded_row(raw: dict[str, Any], space, numbers: list[str]) -> tuple[Arch, dict[str, float]]:
-    """One recorded evaluation: its architecture and its figures `numbers`, or ValueError naming what
-    is wrong."""
-    if None in raw or any(v is None for v in raw.values()):
-        raise ValueError("the row has more or fewer fields than the header")
-    arch = space.parse(raw["arch"])
-    if raw["id"] != arch.id:
-        raise ValueError(f"id {raw['id']!r} is not the id of its architecture ({arch.id})")
-    row = {}
-    for key in numbers:
-        value = float(raw[key]) if raw[key] != "" or key not in NOT_MEASURED else math.nan
-        allowed = (key in NOT_MEASURED and math.isnan(value)) or (key in UNBOUNDED and not value < 0)
-        if not ((math.isfinite(value) and value >= 0) or allowed):
-            raise ValueError(f"{key} must be a finite number >= 0, got {raw[key]!r}")
-        row[key] = value
-    if row["val_acc"] > 1:
-        raise ValueError(f"val_acc must be in [0, 1], got {raw['val_acc']!r}")
-    return arch, row
-
-
-def _header(path: Path) -> list[str]:
-    """The columns of an evaluations.csv (`read_evaluations` checked them)."""
-    with path.open(newline="") as fh:
-        return next(csv.reader(fh))
 
 
 def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget, strategy: str, seconds: float,
