@@ -264,7 +264,7 @@ def plot(results: pd.DataFrame, summary: pd.DataFrame, path: Path, title: str) -
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     plot_methods(ax, results, summary, "seconds")
-    ax.set_xlabel("compute spent (wall seconds: supernet training, search, finishing; proxy scoring; training from scratch)")
+    ax.set_xlabel("compute spent, wall seconds\n(supernet training, search, finishing; proxy scoring; training from scratch)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
