@@ -312,3 +312,16 @@ def test_predictor_and_strategy_options_reach_the_search_and_are_recorded(tmp_pa
     assert table["acc_predicted"].iloc[2:].notna().all()
     (out / "search.json").unlink()  # as if interrupted: --resume reads the recorded config back
     assert _config(["search", "--out", str(out), "--resume"]) == SearchRunConfig.from_dict(recorded)
+
+
+def test_the_seq_space_trains_with_its_own_sampling_rule_unless_one_is_set(tmp_path, capsys):
+    config = _config(["search", "--space", "seq", "--data", "mnist1d"])
+    assert (config.sampling, config.num_random) == ("uniform", 4)
+    assert "sampling uniform, 4 subnets a step: the default for space seq" in capsys.readouterr().out
+    assert (_config(["search", "--space", "tiny"]).sampling, _config(["train"]).sampling) == ("sandwich",) * 2
+    given = _config(["train", "--space", "seq", "--data", "mnist1d", "--num-random", "2"])  # either one set: none
+    assert (given.sampling, given.num_random) == ("sandwich", 2) and "sampling uniform" not in capsys.readouterr().out
+    file = tmp_path / "run.json"
+    file.write_text(json.dumps({"space": "seq", "data": "mnist1d", "sampling": "complexity"}))
+    assert (_config(["train", "--config", str(file)]).sampling, _config(["train", "--config", str(file)]).num_random) \
+        == ("complexity", 2)

@@ -71,8 +71,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
              help=f"linear warm-up before the cosine schedule (default {DEFAULT.warmup_epochs})")
     _setting(g, "sampling", choices=SAMPLING_RULES,
              help="subnets per step: uniform (random only), sandwich (largest + smallest + random, distilled), "
-                  f"complexity (largest + random from a moving FLOPs band); default {DEFAULT.sampling}")
-    _setting(g, "num_random", type=int, help=f"random subnets per step (default {DEFAULT.num_random})")
+                  f"complexity (largest + random from a moving FLOPs band); default {DEFAULT.sampling} (uniform with 4 a "
+                  "step on the built-in seq space, which it ranks better)")
+    _setting(g, "num_random", type=int, help=f"random subnets per step (default {DEFAULT.num_random}; 4 on seq)")
     _setting(g, "best_of", type=int, metavar="K",
              help="candidates per random subnet: each is judged on the step's batch without gradients and the one "
                   f"with the lowest loss is trained (AttentiveNAS's BestUp; default {DEFAULT.best_of}: off)")

@@ -17,6 +17,7 @@ from nas.cli.spaces import picked_space
 from nas.errors import FieldError, UserError, named
 from nas.runs.files import SUPERNET_FILE, read_json
 from nas.training.checkpoint import CHECKPOINT_FILE
+from nas.training.config import SPACE_SAMPLING
 from search_spaces.arch import show
 
 RESUME_MAY_CHANGE = ("device", "ray", "ray_address", "workers", "data_workers", "stream_data")  # results do not depend on them
@@ -57,7 +58,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     if not isinstance(data, dict):
         raise UserError(f"--config {args.config_file} must hold a JSON object of settings, got {show(data)}")
     picked = _space_for_data(given, data)
-    config = _merged(cls, given | picked, data, args.config_file)
+    recipe = _sampling_for_space({**data, **given, **picked})
+    config = _merged(cls, given | picked, recipe | data, args.config_file)
     with named(lambda field: flag(field) if field in given else f"{args.config_file}: {field}"):
         without_effect(config, given.keys() | data.keys())
     return config
@@ -72,6 +74,18 @@ def _space_for_data(given: dict[str, Any], file: dict[str, Any]) -> dict[str, st
         return {}
     space = picked_space(spec)
     return {} if space is None else {"space": space}
+
+
+def _sampling_for_space(settings: dict[str, Any]) -> dict[str, Any]:
+    """The built-in space's own sampling rule (`SPACE_SAMPLING`), said in one line, when neither the
+    rule nor the subnets per step are set and a supernet is to be trained; else {}."""
+    recipe = SPACE_SAMPLING.get(settings.get("space", RunConfig.space), {})
+    if not recipe or recipe.keys() & settings.keys() or settings.get("supernet") is not None or settings.get("zero_shot"):
+        return {}
+    print(f"sampling {recipe['sampling']}, {recipe['num_random']} subnets a step: the default for space "
+          f"{settings.get('space', RunConfig.space)}, which it ranks better than the sandwich rule (--sampling to "
+          "choose another)", flush=True)
+    return dict(recipe)
 
 
 def _resumed_config(args: argparse.Namespace, cls: type[RunConfig], given: dict[str, Any]) -> RunConfig:
