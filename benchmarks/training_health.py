@@ -1,8 +1,9 @@
 """Supernet training health at the default budget, on small and large training sets (issue 18).
 
 For each task (MNIST-1D subsets of `--sizes` samples, space `seq`; and digits, space `tiny`):
-1. the supernet trained with the default recipe and budget (`training_budget(TrainConfig(), ...)`,
-   at least `MIN_STEPS` optimizer steps), its health (`assess_training`, the standalone check
+1. the supernet trained with the default recipe for its space (`TrainConfig()` with the space's
+   `SPACE_SAMPLING`, as `nas train` takes it) and budget (`training_budget`, at least `MIN_STEPS`
+   optimizer steps), its health (`assess_training`, the standalone check
    included) and the validation and test accuracy of its largest and smallest subnets;
 2. the same two subnets trained alone from scratch, with the same recipe for the same steps;
 3. the supernet trained for `--long` times the default budget: does it stay healthy (no streak of
@@ -46,7 +47,7 @@ from nas.data.datasets import Split, TaskData, load_data
 from nas.evaluation.accuracy import evaluate
 from nas.runs.progress import time_left
 from nas.training.assess import assess_training
-from nas.training.config import MIN_STEPS, TrainConfig, training_budget
+from nas.training.config import MIN_STEPS, SPACE_SAMPLING, TrainConfig, training_budget
 from nas.training.train import train_standalone, train_supernet
 from search_spaces import HybridSupernet, SubnetModel, get_space
 
@@ -129,18 +130,20 @@ def alone_rows(task: str, space: str, data: TaskData, config: TrainConfig, steps
 def run(args: argparse.Namespace) -> pd.DataFrame:
     rows: list[dict] = []
     for task, space, data in tasks(args):
-        default = training_budget(TrainConfig(seed=args.seed), len(data.train)).steps
+        recipe = TrainConfig(seed=args.seed, **SPACE_SAMPLING.get(space, {}))  # the CLI's default for the space
+        default = training_budget(recipe, len(data.train)).steps
         steps = max(1, round(args.scale * default))
-        print(f"{task}: {len(data.train)} training samples, default budget {default} steps (running {steps})", flush=True)
-        rows += supernet_rows(task, space, data, TrainConfig(steps=steps, seed=args.seed), "supernet", True)
-        rows += alone_rows(task, space, data, TrainConfig(seed=args.seed), steps)
+        print(f"{task}: {len(data.train)} training samples, {recipe.sampling} sampling, {recipe.num_random} random "
+              f"subnets a step, default budget {default} steps (running {steps})", flush=True)
+        rows += supernet_rows(task, space, data, replace(recipe, steps=steps), "supernet", True)
+        rows += alone_rows(task, space, data, recipe, steps)
         if args.long:
-            rows += supernet_rows(task, space, data, TrainConfig(steps=args.long * steps, seed=args.seed),
-                                  f"supernet x{args.long}", False)
+            rows += supernet_rows(task, space, data, replace(recipe, steps=args.long * steps), f"supernet x{args.long}",
+                                  False)
         if task.startswith("mnist1d"):
             for budget in args.sweep:
-                rows += supernet_rows(task, space, data, TrainConfig(steps=max(1, round(args.scale * budget)),
-                                                                     seed=args.seed), f"sweep {budget}", False)
+                rows += supernet_rows(task, space, data, replace(recipe, steps=max(1, round(args.scale * budget))),
+                                      f"sweep {budget}", False)
         pd.DataFrame(rows).to_csv(args.out / "results.csv", index=False)
     return pd.DataFrame(rows)
 
