@@ -16,6 +16,7 @@ from nas.errors import UserError, named
 from nas.evaluation.accuracy import evaluate
 from nas.finish.finetune import FinishConfig, choose_after_finishing, finish_subnet, finished_metrics
 from nas.finish.package import DeployedModel, quantize_deployed, run_costs, save_model_folder
+from nas.hardware.quantize import is_int8, recorded_precision
 from nas.runs.files import SUPERNET_FILE, load_supernet, read_json
 from nas.runs.lock import hold
 from nas.search.loop import plain_value
@@ -59,9 +60,9 @@ def _save(folder: Path, model: SubnetModel, data: TaskData, supernet: HybridSupe
     metrics = {k: plain_value(row[k]) for k in ("latency_ms", "flops", "params", "memory_bytes", "model_bytes")
                if k in row} | metrics
     metrics["cost_input_size"] = config["args"].get("seq_len") or supernet.spec.input_size  # what the costs are for
-    metrics["precision"] = precision = "int8" if row.get("precision") == "int8" else "fp32"
+    metrics["precision"] = precision = recorded_precision(row.get("precision", "fp32"))
     deployed = DeployedModel.for_data(model, data)
-    int8 = quantize_deployed(deployed, data) if precision == "int8" else None  # its costs are the int8 model's
+    int8 = quantize_deployed(deployed, data, precision=precision) if is_int8(precision) else None  # its costs: int8's
     save_model_folder(folder, deployed, metrics=metrics, data=data.describe(), costs=run_costs(config, row, supernet.spec),
                       space=supernet.space.config.name, int8=int8, task=data)
 

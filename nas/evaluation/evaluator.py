@@ -10,9 +10,10 @@ fixed thread count and batch size) or, with a latency profile of another device,
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -30,7 +31,11 @@ from nas.hardware.quantize import (
     Precision,
     PrecisionMode,
     check_quantizable,
+    int8_stages,
+    is_int8,
+    mixed,
     quantize_model,
+    stage_times,
 )
 from nas.hardware.targets import Target, TargetTimer
 from predictors import LatencyPredictor, MissingBlockError
@@ -55,7 +60,8 @@ class Evaluator:
 
     `precision` (docs/quantization.md): "fp32" evaluates the float model; "int8" the subnet quantized
     by ONNX Runtime (`nas.hardware.quantize`), its accuracy, latency and bytes measured on the
-    quantized model; "search" both, each row standing at the precision `choose_precision` picks under
+    quantized model; "search" both, and in int8 only the stages where int8 runs faster
+    (`per_stage_precision`), each row standing at the precision `choose_precision` picks under
     `limits` and the search's `objective`. Int8 needs latency measured here on ONNX Runtime, so fp32 and int8 share a runtime.
     """
 
@@ -66,7 +72,7 @@ class Evaluator:
         self.predictor, self.remeasure, self.cost_size = predictor, remeasure, cost_size
         self.precision, self.limits, self.objective = precision, limits or Limits(), OBJECTIVES[objective]
         self._warmed_up = False  # `measure`
-        self._int8: OrderedDict[Arch, Int8Model] = OrderedDict()  # the last INT8_CACHE quantized subnets
+        self._int8: OrderedDict[tuple[Arch, Precision], Int8Model] = OrderedDict()  # the last INT8_CACHE quantized
         self._val: AnySplit | None = None  # `validation`
         if precision not in PRECISION_MODES:
             raise FieldError("precision", f"must be one of {', '.join(PRECISION_MODES)}, got {precision!r}")
@@ -97,26 +103,27 @@ class Evaluator:
 
     def accuracy(self, arch: Arch, split: str = "val", precision: Precision = "fp32") -> float:
         part = self.validation() if split == "val" else getattr(self.data, split)
-        if precision == "int8":
+        if is_int8(precision):
             rows = in_memory(part, len(part))
-            return self.int8_model(arch).accuracy_and_loss(rows.x, rows.y)[0]
+            return self.int8_model(arch, precision).accuracy_and_loss(rows.x, rows.y)[0]
         return evaluate(self.supernet, part, arch, device=self.device)
 
-    def int8_model(self, arch: Arch) -> Int8Model:
-        """The subnet quantized to int8 (calibrated on the training split's first `CALIBRATION_SAMPLES`
+    def int8_model(self, arch: Arch, precision: Precision = "int8") -> Int8Model:
+        """The subnet quantized to int8, in whole or the stages `precision` names (calibrated on the training split's first `CALIBRATION_SAMPLES`
         rows), its batch fixed to the latency settings' as it is timed, in an ONNX Runtime session
         with their threads (accuracy runs it batch by batch); the last `INT8_CACHE`
         are kept, so re-measuring or scoring a subnet again does not quantize it again. The cache
         holds while the supernet's weights do not change: `check_feasible`, run before training,
         leaves it empty."""
-        if arch in self._int8:
-            self._int8.move_to_end(arch)
-            return self._int8[arch]
+        key = (arch, precision)
+        if key in self._int8:
+            self._int8.move_to_end(key)
+            return self._int8[key]
         model = quantize_model(self.supernet.extract(arch), self.input_shape(1)[1:],
                                in_memory(self.data.train, CALIBRATION_SAMPLES).x[:CALIBRATION_SAMPLES],
-                               batch=self.latency.batch_size,
-                               threads=self.latency.threads)
-        self._int8[arch] = model
+                               batch=self.latency.batch_size, threads=self.latency.threads,
+                               stages=int8_stages(precision))
+        self._int8[key] = model
         if len(self._int8) > INT8_CACHE:
             self._int8.popitem(last=False)
         return model
@@ -143,8 +150,8 @@ class Evaluator:
 
     def subnet_timer(self, arch: Arch, precision: Precision = "fp32") -> TargetTimer:
         """The extracted subnet (at the input size the costs are for) prepared for timing."""
-        if precision == "int8":
-            return self.int8_model(arch).timer(self.input_shape(self.latency.batch_size))
+        if is_int8(precision):
+            return self.int8_model(arch, precision).timer(self.input_shape(self.latency.batch_size))
         return self.timer(self.supernet.extract(arch, input_size=self.cost_size))
 
     def measure(self, arch: Arch, precision: Precision = "fp32") -> Latency:
@@ -184,15 +191,15 @@ class Evaluator:
         bytes instead of the float ones (activations stay counted in float32: an upper bound)."""
         costs = self.analytic_costs(arch)
         costs["model_bytes"] = 4.0 * costs["params"]
-        if precision == "int8":
-            weights = float(self.int8_model(arch).weight_bytes())
+        if is_int8(precision):
+            weights = float(self.int8_model(arch, precision).weight_bytes())
             costs |= {"model_bytes": weights, "memory_bytes": costs["memory_bytes"] - 4.0 * costs["params"] + weights}
             if latency and self.predictor is not None:  # an int8 profile's prediction
                 predicted = self.predict_latency(arch)
                 return costs | {"latency_ms": predicted, "latency_iqr_ms": float("nan"),
                                 "latency_predicted_ms": predicted}
             if latency:
-                lat = self.measure(arch, "int8")
+                lat = self.measure(arch, precision)
                 return costs | {"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms,
                                 "latency_measured_ms": lat.median_ms}
         if not latency:
@@ -209,16 +216,30 @@ class Evaluator:
         `choose_precision` picks (the other's accuracy and latency beside it)."""
         start = time.perf_counter()
         rows = {p: self._evaluate_at(arch, p, latency=latency) for p in self.precisions}
+        if self.precision == "search" and latency and (stages := self.per_stage_precision(arch)) is not None:
+            rows[stages] = self._evaluate_at(arch, stages, latency=latency)
         row = rows[choose_precision(rows, self.limits, self.objective)]
         if self.precision == "search":
             other = rows["int8" if row["precision"] == "fp32" else "fp32"]
             row |= {"other_val_acc": other["val_acc"], "other_latency_ms": other["latency_ms"]}
         return row | {"seconds": time.perf_counter() - start}
 
+    def per_stage_precision(self, arch: Arch) -> Precision | None:
+        """The precision with int8 in only the stages where the subnet's int8 graph runs faster than
+        its float graph (ONNX Runtime's per-node profile, `stage_times`); None when that is every
+        stage or none (int8 or fp32, evaluated anyway)."""
+        int8 = self.int8_model(arch)
+        if int8.float_bytes is None:
+            return None
+        shape, threads = self.input_shape(self.latency.batch_size), self.latency.threads
+        fp32, q = stage_times(int8.float_bytes, shape, threads=threads), stage_times(int8.onnx_bytes, shape, threads=threads)
+        faster = {k for k in fp32 if k in q and q[k] < fp32[k]}
+        return mixed(faster) if faster and faster != set(fp32) else None
+
     def _evaluate_at(self, arch: Arch, precision: Precision, *, latency: bool) -> dict[str, Any]:
-        if precision == "int8":
+        if is_int8(precision):
             val = in_memory(self.validation(), len(self.data.val))
-            acc, loss = self.int8_model(arch).accuracy_and_loss(val.x, val.y)
+            acc, loss = self.int8_model(arch, precision).accuracy_and_loss(val.x, val.y)
         else:
             acc, loss = accuracy_and_loss(self.supernet, self.validation(), arch, device=self.device)
         return {"val_acc": acc, "val_loss": loss, "precision": precision,
@@ -266,21 +287,27 @@ class Evaluator:
         finally:
             self._int8.clear()  # quantized with the weights of now: training comes after
 
-def choose_precision(rows: dict[Precision, dict[str, Any]], limits: Limits, column: str = "latency_ms") -> Precision:
-    """The precision a subnet stands at, of its evaluated `rows`: the one that meets `limits` (or
-    misses them least); of two that meet them and whose validation accuracies are within
-    `INT8_TOLERANCE`, the one that costs less on the objective `column` (int8 on a tie: it is
-    smaller), else the more accurate. Int8 can be slower than fp32 (small layers: the quantize/dequantize steps cost more
-    than the integer arithmetic saves); then fp32 stands for the subnet when latency is the objective."""
+def choose_precision(rows: Mapping[Precision, Mapping[str, Any]], limits: Limits, column: str = "latency_ms") -> Precision:
+    """The precision a subnet stands at, of its evaluated `rows`: of those that meet `limits` (or miss
+    them least), the ones within `INT8_TOLERANCE` of the most accurate; of these, the one that costs
+    least on the objective `column`, a latency within the spread of the readings (the larger of the
+    two inter-quartile ranges) counting as a tie; of tied ones, the smallest (`model_bytes`: int8).
+    Int8 can be slower than fp32 (small layers: the quantize/dequantize steps cost more than the
+    integer arithmetic saves); then fp32 stands for the subnet when latency is the objective."""
     if len(rows) == 1:
         return next(iter(rows))
-    fp32, int8 = rows["fp32"], rows["int8"]
-    miss = {p: limits.violation(r) for p, r in rows.items()}
-    if miss["fp32"] != miss["int8"] and max(miss.values()) > 0:
-        return "fp32" if miss["fp32"] < miss["int8"] else "int8"
-    if abs(int8["val_acc"] - fp32["val_acc"]) <= INT8_TOLERANCE:  # as accurate: the cheaper
-        return "int8" if int8[column] <= fp32[column] else "fp32"
-    return "fp32" if fp32["val_acc"] > int8["val_acc"] else "int8"
+    miss = {p: limits.violation(dict(r)) for p, r in rows.items()}
+    fits = [p for p in rows if miss[p] == min(miss.values())]
+    best = max(rows[p]["val_acc"] for p in fits)
+    level = [p for p in fits if rows[p]["val_acc"] >= best - INT8_TOLERANCE]
+    cheapest = min(level, key=lambda p: rows[p][column])
+
+    def spread(p: Precision) -> float:
+        iqr = rows[p].get("latency_iqr_ms", float("nan")) if column == "latency_ms" else float("nan")
+        return 0.0 if iqr is None or math.isnan(iqr) else float(iqr)
+
+    ties = [p for p in level if rows[p][column] <= rows[cheapest][column] + max(spread(p), spread(cheapest))]
+    return min(ties, key=lambda p: (rows[p]["model_bytes"], rows[p][column]))
 
 
 def profile_precision(predictor: LatencyPredictor) -> str:

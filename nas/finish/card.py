@@ -114,6 +114,14 @@ def _metrics(metrics: Mapping[str, Any]) -> str:
 {how}"""
 
 
+def _quantized(precision: str) -> str:
+    """"int8", or "int8[1,3]" with the stages it names: which layers are in int8."""
+    stages = precision[5:-1].split(",")
+    return precision if precision == "int8" else (
+        f"{precision} (int8 in the layers of stage{'s' if len(stages) > 1 else ''} {', '.join(stages)}; the stem, "
+        "the head and the other stages in float)")
+
+
 def _precision(meta: Mapping[str, Any]) -> str:
     int8 = meta.get("int8")
     if not isinstance(int8, Mapping):
@@ -125,8 +133,8 @@ def _precision(meta: Mapping[str, Any]) -> str:
     return f"""
 ## Precision
 
-int8: handed over quantized as `{int8['file']}` ({int8['weight_bytes']:,} bytes of weights), run with
-{int8['runtime']}; its costs below are the int8 model's. How: {int8['how']}.
+{_quantized(str(meta.get("precision", "int8")))}: handed over quantized as `{int8['file']}` ({int8['weight_bytes']:,} bytes of
+weights), run with {int8['runtime']}; its costs below are the int8 model's. How: {int8['how']}.
 
 | model | validation accuracy | test accuracy |
 |---|---|---|

@@ -254,13 +254,15 @@ def stored(data: TaskData, split: str) -> Tensor:
     return stored_rows(data, split)[0]
 
 
-def quantize_deployed(model: DeployedModel, data: TaskData, *, batch: int | None = None, threads: int = 1) -> Int8Model:
-    """`model` (preprocessing inside) quantized to int8 by ONNX Runtime, calibrated on the first rows
-    of the training split as stored (`nas.hardware.quantize`); `batch`: fixed (to time it), or free."""
-    from nas.hardware.quantize import CALIBRATION_SAMPLES, quantize_model
+def quantize_deployed(model: DeployedModel, data: TaskData, *, batch: int | None = None, threads: int = 1,
+                      precision: str = "int8") -> Int8Model:
+    """`model` (preprocessing inside) quantized to int8 by ONNX Runtime, in whole or in the stages
+    `precision` names, calibrated on the first rows of the training split as stored
+    (`nas.hardware.quantize`); `batch`: fixed (to time it), or free."""
+    from nas.hardware.quantize import CALIBRATION_SAMPLES, int8_stages, quantize_model
 
     return quantize_model(model, model.input_shape, stored_rows(data, "train", CALIBRATION_SAMPLES)[0], batch=batch,
-                          threads=threads)
+                          threads=threads, stages=int8_stages(precision))
 
 
 def _write_int8(folder: Path, int8: Int8Model, data: TaskData) -> dict[str, Any]:
@@ -309,7 +311,7 @@ def save_model_folder(folder: Path, model: DeployedModel, *, metrics: Mapping[st
                            "dynamic_axes": {"input": [0], "output": [0]},
                            "checked": f"ONNX Runtime against torch on a random input, within {ATOL:g} + {RTOL:g} x max |output|"}
     if int8 is not None:
-        description["precision"] = "int8"
+        description["precision"] = int8.precision
         if task is None:
             raise ValueError("an int8 model is checked on the task's data: give task")
         description["int8"] = _write_int8(folder, int8, task)

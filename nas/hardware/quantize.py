@@ -11,13 +11,15 @@ NNCF: docs/quantization.md.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import torch
@@ -36,19 +38,63 @@ __all__ = [
     "Precision",
     "PrecisionMode",
     "check_quantizable",
+    "int8_stages",
+    "is_int8",
+    "mixed",
     "quantize_model",
+    "recorded_precision",
+    "stage_of",
+    "stage_times",
 ]
 
-Precision = Literal["fp32", "int8"]
-PrecisionMode = Literal["fp32", "int8", "search"]  # `search`: each candidate evaluated in both
-PRECISIONS: tuple[str, ...] = get_args(Precision)
+# a subnet's precision: "fp32", "int8" (every layer with weights), or "int8[1,3]" (those of stages 1
+# and 3 only; the stem, the head and the other stages in float): `mixed`, `int8_stages`
+Precision = str
+PrecisionMode = Literal["fp32", "int8", "search"]  # `search`: each candidate evaluated in several
+PRECISIONS: tuple[str, ...] = ("fp32", "int8")  # the precisions a whole model (or a latency profile) is in
 PRECISION_MODES: tuple[str, ...] = get_args(PrecisionMode)
+_MIXED = re.compile(r"int8\[(\d+(?:,\d+)*)\]")
 CALIBRATION_SAMPLES = 256  # rows of the training split the activation ranges are calibrated on
 ACCURACY_BATCH = 256
-QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")  # the compute; the rest (norms, softmax, activations) stays float
+_STAGE_NODE = re.compile(r"stages\.(\d+)/")  # an exported node of stage k: ".../stages/stages.k/..."
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")  # the layers with weights; the rest (norms, softmax, activations) stays float
 # block types and token mixers ONNX Runtime cannot quantize, with why: refused before anything runs. Empty
 # while every built-in one quantizes (tests/test_quantize.py runs each); an entry names one that does not.
 UNQUANTIZABLE: dict[str, str] = {}
+
+
+def mixed(stages: Iterable[int]) -> Precision:
+    """The precision with the layers of `stages` in int8 and the rest in float ("int8[1,3]")."""
+    chosen = sorted(set(stages))
+    if not chosen:
+        raise ValueError("a mixed precision needs at least one int8 stage")
+    return f"int8[{','.join(map(str, chosen))}]"
+
+
+def int8_stages(precision: Precision) -> frozenset[int] | None:
+    """The stages quantized in `precision`: None for every layer ("int8"), the empty set for "fp32";
+    ValueError for a value that is no precision."""
+    if precision in PRECISIONS:
+        return None if precision == "int8" else frozenset()
+    found = _MIXED.fullmatch(precision)
+    if found is None:
+        raise ValueError(f"{precision!r} is no precision: fp32, int8, or int8[stage,...] (e.g. int8[1,3])")
+    return frozenset(int(k) for k in found.group(1).split(","))
+
+
+def recorded_precision(value: Any) -> Precision:
+    """The precision a search's table records in a cell: fp32 for an empty one (tables written before
+    precision was) or one that is no precision."""
+    try:
+        int8_stages(str(value))
+    except ValueError:
+        return "fp32"
+    return str(value)
+
+
+def is_int8(precision: Precision) -> bool:
+    """Whether `precision` quantizes anything (int8, in whole or in some stages)."""
+    return int8_stages(precision) != frozenset()
 
 
 def check_quantizable(kinds: Iterable[str]) -> None:
@@ -84,9 +130,29 @@ def _quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _quantize_bytes(fp32: bytes, calibration: np.ndarray, batch: int) -> bytes:
+def stage_of(node_name: str) -> int | None:
+    """The stage an exported node belongs to, from the module path in its name; None: the stem, the
+    head, or a node the exporter or ONNX Runtime named without its module."""
+    found = _STAGE_NODE.search(node_name)
+    return int(found.group(1)) if found else None
+
+
+def _left_float(onnx_bytes: bytes, stages: frozenset[int] | None) -> list[str]:
+    """Names of the `QUANTIZED_OPS` nodes of the graph left in float: those of a stage not in
+    `stages` (with the stem and the head; None: every stage and both quantized), and those that
+    multiply two activations (attention's scores and their weighted sum): quantized, ONNX Runtime
+    wraps the softmax between them in int8 too (QLinearSoftmax), several times slower than the float
+    one on CPU."""
+    onnx = _require("onnx")
+    graph = onnx.load_from_string(onnx_bytes).graph
+    weights = {t.name for t in graph.initializer}
+    return [n.name for n in graph.node if n.op_type in QUANTIZED_OPS
+            and (not weights.intersection(n.input) or (stages is not None and stage_of(n.name) not in stages))]
+
+
+def _quantize_bytes(fp32: bytes, calibration: np.ndarray, batch: int, stages: frozenset[int] | None = None) -> bytes:
     """The QDQ int8 rewrite of the ONNX model `fp32` (input "input"), calibrated on `calibration` in
-    batches of `batch` rows."""
+    batches of `batch` rows; `stages`: only those stages' layers (None: all, `_left_float`)."""
     _require("onnxruntime")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -99,6 +165,7 @@ def _quantize_bytes(fp32: bytes, calibration: np.ndarray, batch: int) -> bytes:
         quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANTIZED_OPS),
+                        nodes_to_exclude=_left_float(pre.read_bytes(), stages),
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         return dst.read_bytes()
 
@@ -107,14 +174,21 @@ class Int8Model:
     """A quantized ONNX model loaded in an ONNX Runtime CPU session (`threads` intra-op threads,
     sequential, as `TargetTimer` times ONNX Runtime): logits, accuracy, latency and its bytes."""
 
-    def __init__(self, onnx_bytes: bytes, *, threads: int = 1, seconds: float = 0.0):
+    def __init__(self, onnx_bytes: bytes, *, threads: int = 1, seconds: float = 0.0,
+                 stages: frozenset[int] | None = None, float_bytes: bytes | None = None):
         self.onnx_bytes, self.threads, self.seconds = onnx_bytes, threads, seconds
+        self.stages = stages  # the stages quantized (None: all)
+        self.float_bytes = float_bytes  # the float graph it was quantized from, when known
         self.session = _session(onnx_bytes, threads)
         self.input_name = self.session.get_inputs()[0].name
 
     @classmethod
-    def load(cls, path: str | Path, *, threads: int = 1) -> Int8Model:
-        return cls(Path(path).read_bytes(), threads=threads)
+    def load(cls, path: str | Path, *, threads: int = 1, precision: Precision = "int8") -> Int8Model:
+        return cls(Path(path).read_bytes(), threads=threads, stages=int8_stages(precision))
+
+    @property
+    def precision(self) -> Precision:
+        return "int8" if self.stages is None else mixed(self.stages)
 
     @property
     def batch(self) -> int | None:
@@ -160,7 +234,7 @@ class Int8Model:
 
 
 def quantize_model(model: nn.Module, sample_shape: tuple[int, ...], calibration: torch.Tensor | np.ndarray, *,
-                   batch: int | None = None, threads: int = 1) -> Int8Model:
+                   batch: int | None = None, threads: int = 1, stages: frozenset[int] | None = None) -> Int8Model:
     """`model` (not changed) exported for inputs of one sample's shape `sample_shape`, with the batch
     size fixed to `batch` (as `TargetTimer` times ONNX Runtime: what the search measures) or free
     (None: the file handed over), quantized to int8 calibrated on `calibration` (N, *sample_shape),
@@ -175,8 +249,35 @@ def quantize_model(model: nn.Module, sample_shape: tuple[int, ...], calibration:
     if not len(x):
         raise UserError(f"int8 quantization needs calibration data: at least {batch or 1} training rows")
     try:
-        int8 = _quantize_bytes(fp32, x, batch or 64)
+        int8 = _quantize_bytes(fp32, x, batch or 64, stages)
     except Exception as e:  # ONNX Runtime's quantizer raises plain exceptions of many kinds
         raise UserError(f"ONNX Runtime could not quantize the subnet to int8: {type(e).__name__}: {e}") from None
-    return Int8Model(int8, threads=threads, seconds=time.perf_counter() - start)
+    return Int8Model(int8, threads=threads, seconds=time.perf_counter() - start, stages=stages, float_bytes=fp32)
 
+
+def stage_times(onnx_bytes: bytes, input_shape: tuple[int, ...], *, threads: int = 1, runs: int = 20) -> dict[int, float]:
+    """Microseconds a run of the ONNX model spends in each stage's nodes (`stage_of`), on zeros of
+    `input_shape`, from ONNX Runtime's own per-node profile: per node the median of `runs` runs, summed
+    per stage (nodes of the stem, the head and those fused under other names left out)."""
+    ort = _require("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    with tempfile.TemporaryDirectory(prefix="nas-profile-") as tmp:  # ONNX Runtime writes its profile to a file
+        options.enable_profiling, options.profile_file_prefix = True, str(Path(tmp) / "run")
+        session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: np.zeros(input_shape, np.float32)}
+        for _ in range(runs):
+            session.run(None, feed)
+        events: list[dict[str, Any]] = json.loads(Path(session.end_profiling()).read_text())
+    durations: dict[str, list[float]] = {}
+    for event in events:
+        name = str(event.get("name", ""))
+        if event.get("cat") == "Node" and name.endswith("_kernel_time") and stage_of(name) is not None:
+            durations.setdefault(name, []).append(float(event.get("dur", 0)))
+    times: dict[int, float] = {}
+    for name, each in durations.items():
+        stage = cast(int, stage_of(name))
+        times[stage] = times.get(stage, 0.0) + float(np.median(each))
+    return times

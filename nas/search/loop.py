@@ -30,6 +30,7 @@ from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import OBJECTIVE_LABELS, OBJECTIVES, Limits
 from nas.finish.finetune import FinishConfig, FinishResult, choose_after_finishing, finish_subnet, finished_metrics
 from nas.finish.package import MODEL_META, DeployedModel, evaluator_costs, quantize_deployed, save_model_folder
+from nas.hardware.quantize import is_int8
 from nas.runs.files import open_run_file, read_json, write_json, write_text
 from nas.runs.interrupt import finish_on_interrupt
 from nas.runs.progress import progress_bar
@@ -394,9 +395,9 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
         info |= finished_metrics(finished.record)
         subnet = finished.model.cpu()
     model = DeployedModel.for_data(subnet, evaluator.data)
-    int8 = quantize_deployed(model, evaluator.data) if precision == "int8" else None  # the file handed over
+    int8 = quantize_deployed(model, evaluator.data, precision=precision) if is_int8(precision) else None  # handed over
     timed = None if int8 is None else quantize_deployed(model, evaluator.data, batch=evaluator.latency.batch_size,
-                                                         threads=evaluator.latency.threads)  # as the search timed
+                                                         threads=evaluator.latency.threads, precision=precision)
     costs = evaluator_costs(evaluator, row)
     check = handed_over(evaluator, model, costs, table, chosen, out, limits=limits, column=column, settings=remeasure,
                         rng=rng, rounds=rounds, int8=timed)  # never a silent miss

@@ -48,7 +48,7 @@ from nas.errors import FieldError
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
 from nas.finish.package import DeployedModel
-from nas.hardware.quantize import Int8Model, Precision
+from nas.hardware.quantize import Int8Model, Precision, is_int8, recorded_precision
 from nas.hardware.rounds import Interleaved, interleaved_rounds
 from nas.hardware.targets import TargetTimer
 from nas.search.pareto import pareto_indices, resolved_front_indices
@@ -103,8 +103,7 @@ REMEASURE = Remeasure()  # the default settings
 def precision_of(table: pd.DataFrame, row: Any) -> Precision:
     """The precision `row` of a search's evaluations was evaluated in (fp32 in tables recorded before
     precision was)."""
-    value = table.at[row, "precision"] if "precision" in table else "fp32"
-    return "int8" if value == "int8" else "fp32"
+    return recorded_precision(table.at[row, "precision"] if "precision" in table else "fp32")
 
 
 def _merit(table: pd.DataFrame, merit: np.ndarray | None) -> np.ndarray:
@@ -201,8 +200,8 @@ def deployed_timer(evaluator: Evaluator, arch: Arch, precision: Precision = "fp3
     preprocessing inside), at the input size the costs are for, prepared for timing. In int8, the
     quantized subnet the search measured (cached: quantized once), without the two elementwise
     operations of the preprocessing."""
-    if precision == "int8":
-        return evaluator.subnet_timer(arch, "int8")
+    if is_int8(precision):
+        return evaluator.subnet_timer(arch, precision)
     model = DeployedModel.for_data(evaluator.supernet.extract(arch), evaluator.data)
     return evaluator.timer(as_deployed(model, evaluator.cost_size))
 
@@ -317,7 +316,7 @@ def check_handed_over(evaluator: Evaluator, model: DeployedModel, *, limit: floa
             "limit_ms": limit, "meets_limit": None if limit is None else r.median_ms <= limit,
             "target": s.device, "threads": s.threads, "batch": s.batch_size, "reference": reference.id,
             "drift": list(session.drift), "seconds": session.seconds,
-            "precision": "fp32" if int8 is None else "int8",
+            "precision": "fp32" if int8 is None else int8.precision,
             "how": "the model as handed over (preprocessing inside), median of interleaved rounds beside the "
                    "reference subnet, corrected for the machine's drift"}
 
