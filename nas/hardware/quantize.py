@@ -137,20 +137,22 @@ def stage_of(node_name: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def _left_float(onnx_bytes: bytes, stages: frozenset[int] | None) -> list[str]:
+def _left_float(onnx_bytes: bytes, stages: frozenset[int] | None, products: bool = False) -> list[str]:
     """Names of the `QUANTIZED_OPS` nodes of the graph left in float: those of a stage not in
     `stages` (with the stem and the head; None: every stage and both quantized), and those that
     multiply two activations (attention's scores and their weighted sum): quantized, ONNX Runtime
     wraps the softmax between them in int8 too (QLinearSoftmax), several times slower than the float
-    one on CPU."""
+    one on CPU (`products`: quantize those too)."""
     onnx = _require("onnx")
     graph = onnx.load_from_string(onnx_bytes).graph
     weights = {t.name for t in graph.initializer}
     return [n.name for n in graph.node if n.op_type in QUANTIZED_OPS
-            and (not weights.intersection(n.input) or (stages is not None and stage_of(n.name) not in stages))]
+            and ((not products and not weights.intersection(n.input))
+                 or (stages is not None and stage_of(n.name) not in stages))]
 
 
-def _quantize_bytes(fp32: bytes, calibration: np.ndarray, batch: int, stages: frozenset[int] | None = None) -> bytes:
+def _quantize_bytes(fp32: bytes, calibration: np.ndarray, batch: int, stages: frozenset[int] | None = None,
+                    products: bool = False) -> bytes:
     """The QDQ int8 rewrite of the ONNX model `fp32` (input "input"), calibrated on `calibration` in
     batches of `batch` rows; `stages`: only those stages' layers (None: all, `_left_float`)."""
     _require("onnxruntime")
@@ -165,7 +167,7 @@ def _quantize_bytes(fp32: bytes, calibration: np.ndarray, batch: int, stages: fr
         quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANTIZED_OPS),
-                        nodes_to_exclude=_left_float(pre.read_bytes(), stages),
+                        nodes_to_exclude=_left_float(pre.read_bytes(), stages, products),
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         return dst.read_bytes()
 
@@ -234,11 +236,14 @@ class Int8Model:
 
 
 def quantize_model(model: nn.Module, sample_shape: tuple[int, ...], calibration: torch.Tensor | np.ndarray, *,
-                   batch: int | None = None, threads: int = 1, stages: frozenset[int] | None = None) -> Int8Model:
+                   batch: int | None = None, threads: int = 1, stages: frozenset[int] | None = None,
+                   products: bool = False) -> Int8Model:
     """`model` (not changed) exported for inputs of one sample's shape `sample_shape`, with the batch
     size fixed to `batch` (as `TargetTimer` times ONNX Runtime: what the search measures) or free
     (None: the file handed over), quantized to int8 calibrated on `calibration` (N, *sample_shape),
-    and loaded. Both calibrate on the same rows (min-max), so they hold the same int8 weights and scales."""
+    and loaded. Both calibrate on the same rows (min-max), so they hold the same int8 weights and scales.
+    `stages`: only those stages' layers (None: all); `products`: attention's products of activations
+    quantized too (`_left_float`)."""
     start = time.perf_counter()
     net = _cpu_float_copy(model)
     fp32 = _export_bytes(net, (batch or 1, *sample_shape), opset=OPSET, dynamic_batch=batch is None)
@@ -249,7 +254,7 @@ def quantize_model(model: nn.Module, sample_shape: tuple[int, ...], calibration:
     if not len(x):
         raise UserError(f"int8 quantization needs calibration data: at least {batch or 1} training rows")
     try:
-        int8 = _quantize_bytes(fp32, x, batch or 64, stages)
+        int8 = _quantize_bytes(fp32, x, batch or 64, stages, products)
     except Exception as e:  # ONNX Runtime's quantizer raises plain exceptions of many kinds
         raise UserError(f"ONNX Runtime could not quantize the subnet to int8: {type(e).__name__}: {e}") from None
     return Int8Model(int8, threads=threads, seconds=time.perf_counter() - start, stages=stages, float_bytes=fp32)
