@@ -13,6 +13,7 @@ index. Everything follows from `seed` alone.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ def digits28(seed: int = 0, copies: int = 4, limit: int | None = None) -> dict[s
 
 def write_digits28(path: Path, seed: int = 0, copies: int = 4) -> Path:
     """Write the "digits28" task to `path` (an .npz; the same bytes' arrays for the same seed and copies); `path`."""
-    arrays = digits28(seed, copies)
+    arrays: dict[str, Any] = digits28(seed, copies)  # Any: savez's keywords are arrays, mypy reads allow_pickle
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: savez given a name would append ".npz" to it
