@@ -17,7 +17,9 @@ from benchmarks.ranking_fidelity import over_ceiling
 from benchmarks.ranking_supernets import supernet_results
 from benchmarks.search_value import another_fits, feasibility, last_true, search_args, targets, verdict
 from benchmarks.search_value_rows import finalists, merge, zero_shot_args, zero_shot_row
+from benchmarks.tasks import digits28, write_digits28
 from nas.data.datasets import load_data
+from nas.data.kind import space_for_data
 from nas.errors import UserError
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
@@ -86,6 +88,27 @@ def test_the_searched_front_covers_the_fp32_one_within_half_a_point_and_no_costl
     assert covers(searched, fp32, "latency_ms")  # 0.4 points less accurate, no slower: covered
     assert not covers(searched.assign(val_acc=[0.89, 0.95]), fp32, "latency_ms")  # 1 point less: not
     assert not covers(searched.assign(latency_ms=[0.3, 0.9]), fp32, "latency_ms")  # slower: not
+
+
+def test_digits28_is_deterministic_28x28_in_range_with_test_digits_unseen_in_training(tmp_path):
+    from sklearn.datasets import load_digits
+
+    a, again, other = digits28(seed=3, copies=2, limit=150), digits28(seed=3, copies=2, limit=150), digits28(4, 2, 150)
+    labels = load_digits().target[:150]
+    for suffix in ("", "_val", "_test"):
+        x, y, digit = a[f"x{suffix}"], a[f"y{suffix}"], a[f"digit{suffix}"]
+        assert x.shape == (len(y), 1, 28, 28) and x.dtype == np.float32 and x.min() >= 0.0 and x.max() <= 1.0
+        assert y.dtype == np.int64 and np.array_equal(y, labels[digit])  # each copy keeps its digit's label
+        assert np.array_equal(np.unique(digit, return_counts=True)[1], np.full(len(y) // 2, 2))  # 2 copies each
+        assert not np.array_equal(x[0::2], x[1::2])  # the copies are different draws
+        assert np.array_equal(x, again[f"x{suffix}"]) and not np.array_equal(x, other[f"x{suffix}"])
+    train, val, test = (set(a[f"digit{s}"]) for s in ("", "_val", "_test"))
+    assert not train & test and not train & val and not val & test
+    assert len(test) == pytest.approx(0.15 * 150, abs=5) and set(a["y_test"]) == set(range(10))  # stratified
+    path = write_digits28(tmp_path / "d28.npz", seed=3, copies=1)
+    assert space_for_data(str(path))[0] == "cifar"  # nas reads it as 28x28 images
+    data = load_data(str(path))
+    assert len(data.test) == len(np.load(path)["y_test"]) and data.train.x.shape[1:] == (1, 28, 28)
 
 
 def test_zero_shot_gets_as_many_from_scratch_trainings_as_random_search():
