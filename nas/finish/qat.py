@@ -194,9 +194,11 @@ class Int8Handover:
     metrics: dict[str, float]  # QAT weights kept: `model`'s float val_acc and test_acc (else empty)
 
 
-def _int8_val(model: DeployedModel, data: TaskData) -> tuple[Int8Model, float]:
+def _quantized(model: DeployedModel, data: TaskData) -> tuple[Int8Model, float, float]:
+    """`model`'s int8 model and its validation and test accuracy."""
     int8 = quantize_deployed(model, data)
-    return int8, int8.accuracy_and_loss(*stored_rows(data, "val"))[0]
+    val, test = (int8.accuracy_and_loss(*stored_rows(data, split))[0] for split in ("val", "test"))
+    return int8, val, test
 
 
 def int8_handover(model: DeployedModel, data: TaskData, config: FinishConfig, *, steps: int | None = None,
@@ -205,17 +207,17 @@ def int8_handover(model: DeployedModel, data: TaskData, config: FinishConfig, *,
     quantization, or (when `qat_wanted` by `config.qat`) that of its QAT-trained copy, if more
     accurate on the validation split. `model` is not changed."""
     float_val = evaluate(model.subnet, data.val)
-    int8, ptq = _int8_val(model, data)
+    int8, ptq, ptq_test = _quantized(model, data)
     record: dict[str, Any] = {"mode": config.qat, "ran": False, "kept": False, "float_val_acc": float_val,
-                              "ptq_val_acc": ptq, "tolerance": INT8_TOLERANCE}
+                              "ptq_val_acc": ptq, "ptq_test_acc": ptq_test, "tolerance": INT8_TOLERANCE}
     if not qat_wanted(config.qat, float_val, ptq):
         return Int8Handover(model, int8, record, {})
     subnet = copy.deepcopy(model.subnet).to(config.device)
     start = time.perf_counter()
     summary = train_qat(subnet, data, config, steps=steps, show_progress=show_progress)
     trained = DeployedModel.for_data(subnet.cpu().eval(), data)
-    qat_int8, qat = _int8_val(trained, data)
-    record |= {"ran": True, "kept": qat > ptq, "val_acc": qat, "steps": summary["steps"],
+    qat_int8, qat, qat_test = _quantized(trained, data)  # the test split only recorded, never a criterion
+    record |= {"ran": True, "kept": qat > ptq, "val_acc": qat, "test_acc": qat_test, "steps": summary["steps"],
                "best_step": summary["best_step"], "lr": recipe(replace(config, how="finetune")).lr * QAT_LR,
                "seconds": time.perf_counter() - start}
     if not record["kept"]:
