@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from nas.cli.main import main
 from nas.evaluation.evaluator import INT8_TOLERANCE
@@ -25,7 +26,7 @@ def _no_trace(model: nn.Module, keys: set[str], state: dict[str, torch.Tensor]) 
     """The model as before fake quantization: plain layers, no hooks, the same weights."""
     for m in model.modules():
         assert not m._forward_pre_hooks and not m._forward_hooks, type(m).__name__
-        assert type(m).__name__.startswith("Parametrized") is False
+        assert not parametrize.is_parametrized(m)
     assert set(model.state_dict()) == keys
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
@@ -131,3 +132,8 @@ def test_an_int8_search_records_qat_in_the_model_folder(trained_run, tmp_path):
     assert int8["val_acc"] == (int8["qat"]["val_acc"] if int8["qat"]["kept"] else int8["qat"]["ptq_val_acc"])
     card = (out / summary["chosen"]["path"] / "README.md").read_text()
     assert "Quantization-aware fine-tuning (`--qat always`) ran" in card
+    # nas finetune takes --qat too: off, the finished weights' post-training quantization as it is
+    assert main(["finetune", str(out), "--finish-budget", "0.02", "--qat", "off", "--quiet", "--out", str(tmp_path / "ft")]) == 0
+    meta = json.loads((tmp_path / "ft" / summary["chosen"]["id"] / "model.json").read_text())
+    assert meta["int8"]["qat"]["mode"] == "off" and not meta["int8"]["qat"]["ran"]
+    assert meta["int8"]["val_acc"] == meta["int8"]["qat"]["ptq_val_acc"]

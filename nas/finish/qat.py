@@ -112,7 +112,7 @@ class FakeQuant:
             return x
         if training:
             r.observe(x, EMA)
-        return r.fake_quant(x)
+        return r.fake_quant(x.float()).to(x.dtype)  # in float32: under CUDA's bfloat16 autocast too
 
     def _before(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return (self._tensor(self.ranges[id(module)][0], args[0], module.training), *args[1:])
