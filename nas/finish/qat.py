@@ -188,6 +188,8 @@ def train_qat(model: nn.Module, data: TaskData, config: FinishConfig, *, steps: 
 
 @dataclass(frozen=True)
 class Int8Handover:
+    """What `int8_handover` hands over: the float model, its int8 model and the QAT record."""
+
     model: DeployedModel  # the float model the int8 one is quantized from (QAT weights when kept)
     int8: Int8Model  # ONNX Runtime's post-training quantization of `model`
     record: dict[str, Any]  # model.json's int8.qat
