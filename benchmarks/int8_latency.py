@@ -5,9 +5,9 @@ weights, calibrated on random inputs: quantization's ranges do not change which 
 timed on ONNX Runtime (batch 1, `--threads` threads, the subnets and precisions interleaved in
 `--rounds` rounds, the median kept) in:
 - fp32;
-- int8 with attention's products of activations quantized too (`products=True`: what `nas` did
-  before it left them float);
-- int8 as `nas` quantizes (the layers with weights);
+- int8 with int8 activations (S8S8) and attention's products of activations quantized too (what
+  `nas` did before), then with those products left float;
+- int8 as `nas` quantizes: uint8 activations (U8S8), the layers with weights only;
 - int8 in the stages `--precision search` proposes from ONNX Runtime's per-node profile
   (`Evaluator.per_stage_precision`'s rule: the stages whose int8 nodes run faster), when that is
   some stages but not all.
@@ -34,16 +34,17 @@ from nas.hardware.targets import TargetTimer
 from search_spaces import SPACES, HybridSupernet, get_space
 from search_spaces.fit import DataShape
 
-VARIANTS = ("fp32", "int8 (products too)", "int8", "int8 per stage")
+VARIANTS = ("fp32", "int8 (s8 activations, products too)", "int8 (s8 activations)", "int8", "int8 per stage")
 
 
 def timers(net: torch.nn.Module, shape: tuple[int, ...], threads: int) -> dict[str, TargetTimer]:
     """The subnet prepared for timing in each variant (per stage only where the profile proposes it)."""
     calibration = torch.randn(64, *shape[1:], generator=torch.Generator().manual_seed(0))
     whole = quantize_model(net, shape[1:], calibration, batch=shape[0], threads=threads)
+    signed = {"int8 (s8 activations, products too)": True, "int8 (s8 activations)": False}
     out = {"fp32": TargetTimer(net, shape, target="onnxruntime", threads=threads),
-           "int8 (products too)": quantize_model(net, shape[1:], calibration, batch=shape[0], threads=threads,
-                                                 products=True).timer(shape),
+           **{name: quantize_model(net, shape[1:], calibration, batch=shape[0], threads=threads, products=products,
+                                   signed_activations=True).timer(shape) for name, products in signed.items()},
            "int8": whole.timer(shape)}
     assert whole.float_bytes is not None
     fp32, int8 = stage_times(whole.float_bytes, shape, threads=threads), stage_times(whole.onnx_bytes, shape, threads=threads)
@@ -119,7 +120,7 @@ def _plot(table: pd.DataFrame, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 5))
-    for variant, marker in zip(VARIANTS[1:], "xo^"):
+    for variant, marker in zip(VARIANTS[1:], "xs^o"):
         ax.scatter(table["fp32"], table[variant], marker=marker, label=variant)
     low, high = table[list(VARIANTS)].min().min(), table[list(VARIANTS)].max().max()
     ax.plot([low, high], [low, high], "k--", lw=0.8, label="as fast as fp32")

@@ -169,7 +169,8 @@ def test_searched_precision_records_each_subnets_precision_and_the_others_figure
     out = tmp_path / "run"
     assert _search(trained_run, out, "search", budget=2) == 0
     table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
-    assert set(table["precision"]) <= {"fp32", "int8"} and table["other_val_acc"].notna().all()
+    assert all(quantize.recorded_precision(p) == p for p in table["precision"])  # fp32, int8 or int8 in some stages
+    assert table["other_val_acc"].notna().all()
     assert all(math.isfinite(v) and v > 0 for v in table["other_latency_ms"])
     config = json.loads((out / "config.json").read_text())
     assert config["args"]["precision"] == "search"

@@ -31,12 +31,15 @@ MEASURING = ("threads", "latency_batch")
 def without_effect(config: RunConfig, given: Collection[str]) -> None:
     """`FieldError` naming a setting in `given` (set by a flag or a config file) that does nothing
     beside the others: training settings with a trained `supernet`, measuring settings with a
-    profile as `target`, a `finish_budget` when the subnet is not fine-tuned."""
+    profile as `target`, a `finish_budget` when the subnet is not fine-tuned, `qat` when nothing
+    finished is handed over in int8."""
     if not isinstance(config, SearchRunConfig):
         return
     cases = [(TRAINING, config.supernet is not None, "supernet", "the supernet given is trained already"),
              (MEASURING, config.target not in TARGETS, "target", "the profile holds its own"),
-             (("finish_budget",), config.finish != "finetune", "finish", f"--finish {config.finish} does not fine-tune")]
+             (("finish_budget",), config.finish != "finetune", "finish", f"--finish {config.finish} does not fine-tune"),
+             (("qat",), config.finish == "inherit", "finish", "a subnet handed over as extracted is not trained"),
+             (("qat",), config.precision == "fp32", "precision", "nothing is handed over in int8")]
     for names, applies, other, why in cases:
         for name in names:
             if applies and name in given:

@@ -130,6 +130,7 @@ class SearchRunConfig(RunConfig):
     # before these existed are finished too), and how many of the front's best are finished
     finish: Literal["inherit", "finetune", "scratch"] = FinishConfig().how
     finish_budget: float = FinishConfig().budget
+    qat: Literal["auto", "always", "off"] = FinishConfig().qat  # int8 handed over: quantization-aware fine-tuning
     finalists: int = 1
     # the precision candidates are evaluated in: fp32, int8 (ONNX Runtime) or both (docs/quantization.md)
     precision: PrecisionMode = "fp32"
@@ -197,7 +198,7 @@ class SearchRunConfig(RunConfig):
 
     def finish_config(self, device: str) -> FinishConfig:
         with named(finish_field):
-            return FinishConfig(how=self.finish, budget=self.finish_budget, seed=self.seed, device=device)
+            return FinishConfig(how=self.finish, budget=self.finish_budget, qat=self.qat, seed=self.seed, device=device)
 
     def search_budget(self) -> Budget:
         return Budget.parse(self.budget)

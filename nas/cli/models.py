@@ -16,6 +16,7 @@ from nas.errors import UserError, named
 from nas.evaluation.accuracy import evaluate
 from nas.finish.finetune import FinishConfig, choose_after_finishing, finish_subnet, finished_metrics
 from nas.finish.package import DeployedModel, quantize_deployed, run_costs, save_model_folder
+from nas.finish.qat import int8_handover
 from nas.hardware.quantize import is_int8, recorded_precision
 from nas.runs.files import SUPERNET_FILE, load_supernet, read_json
 from nas.runs.lock import hold
@@ -56,15 +57,22 @@ def _model_folder(out: Path | None, run: Path, arch_id: str, force: bool) -> Pat
 
 
 def _save(folder: Path, model: SubnetModel, data: TaskData, supernet: HybridSupernet, config: dict, row: pd.Series,
-          metrics: dict) -> None:
+          metrics: dict, finish: FinishConfig | None = None, show_progress: bool = False) -> None:
+    """Write `model` as a model folder; an int8 one quantized, after QAT as `finish` says when it was
+    finished (`nas.finish.qat.int8_handover`)."""
     metrics = {k: plain_value(row[k]) for k in ("latency_ms", "flops", "params", "memory_bytes", "model_bytes")
                if k in row} | metrics
     metrics["cost_input_size"] = config["args"].get("seq_len") or supernet.spec.input_size  # what the costs are for
     metrics["precision"] = precision = recorded_precision(row.get("precision", "fp32"))
-    deployed = DeployedModel.for_data(model, data)
-    int8 = quantize_deployed(deployed, data, precision=precision) if is_int8(precision) else None  # its costs: int8's
+    deployed, int8, qat = DeployedModel.for_data(model, data), None, None
+    if is_int8(precision) and finish is not None:
+        handover = int8_handover(deployed, data, finish, precision=precision, show_progress=show_progress)
+        deployed, int8, qat = handover.model, handover.int8, handover.record
+        metrics |= handover.metrics  # the QAT weights' float accuracy, when they are kept
+    elif is_int8(precision):
+        int8 = quantize_deployed(deployed, data, precision=precision)  # its costs are the int8 model's
     save_model_folder(folder, deployed, metrics=metrics, data=data.describe(), costs=run_costs(config, row, supernet.spec),
-                      space=supernet.space.config.name, int8=int8, task=data)
+                      space=supernet.space.config.name, int8=int8, task=data, qat=qat)
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
@@ -96,8 +104,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         ranked = pareto.assign(rank=ranking.scores(pareto)).sort_values("rank", kind="stable")["id"].tolist()
         ids = list(dict.fromkeys([chosen["id"]] * ("id" in chosen) + ranked))[:args.finalists]
     with named(lambda field: flag(finish_field(field))):
-        finish = FinishConfig(how=args.finish, budget=args.finish_budget, seed=config["args"].get("seed", 0),
-                              device=device)
+        finish = FinishConfig(how=args.finish, budget=args.finish_budget, qat=args.qat,
+                              seed=config["args"].get("seed", 0), device=device)
     rows = [_row(table, i, args.run) for i in ids]
     folders = [_model_folder(args.out / i if args.out else None, args.run, i, args.force) for i in ids]
     results = [finish_subnet(supernet, supernet.space.parse(row["arch"]), data, finish, show_progress=not args.quiet)
@@ -105,7 +113,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     best = choose_after_finishing(results, by=ranking.column)
     for k, (row, folder, result) in enumerate(zip(rows, folders, results)):
         r = result.record
-        _save(folder, result.model.cpu(), data, supernet, config, row, finished_metrics(r))
+        _save(folder, result.model.cpu(), data, supernet, config, row, finished_metrics(r),
+              finish if r.how != "inherit" else None, show_progress=not args.quiet)
         print(f"subnet {r.id} ({r.how} in {r.seconds:.0f} s, {r.steps} steps): val acc {r.val_acc_before:.4f} -> "
               f"{r.val_acc_after:.4f}, test acc {r.test_acc_before:.4f} -> {r.test_acc_after:.4f} -> {folder}"
               + ("  [best by validation]" if k == best and len(results) > 1 else ""))

@@ -8,7 +8,7 @@ from pathlib import Path
 from nas.cli.config import SearchRunConfig
 from nas.data.datasets import list_datasets
 from nas.evaluation.limits import OBJECTIVES
-from nas.finish.finetune import HOW, FinishConfig
+from nas.finish.finetune import HOW, QAT, FinishConfig
 from nas.hardware.profile import ProfileSettings
 from nas.hardware.quantize import PRECISION_MODES
 from nas.hardware.targets import TARGETS
@@ -112,6 +112,10 @@ def _add_finish(p: argparse.ArgumentParser) -> None:
                   "the best epoch by validation kept; inherit: as extracted")
     _setting(g, "finish_budget", type=float, metavar="FRACTION",
              help=f"fine-tuning steps as a fraction of training from scratch (default {FinishConfig().budget})")
+    _setting(g, "qat", choices=list(QAT),
+             help="a subnet handed over in int8: fine-tune its float weights with quantization in the loop after "
+                  "finishing, kept only if int8 then scores better on validation; auto (default): when int8 loses "
+                  "more than 0.5 points of validation accuracy; always; off")
     _setting(g, "finalists", type=int, metavar="K",
              help="finish the K most accurate subnets of the Pareto front and hand over the best by validation "
                   "after finishing (default 1: the search's choice)")
@@ -235,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how (default finetune, as the command says; nas search finishes from scratch by default)")
     p.add_argument("--finish-budget", type=float, default=FinishConfig().budget, metavar="FRACTION",
                    help=f"fine-tuning steps as a fraction of training from scratch (default {FinishConfig().budget})")
+    p.add_argument("--qat", choices=list(QAT), default=FinishConfig().qat,
+                   help="a subnet handed over in int8: fine-tune its float weights with quantization in the loop after "
+                        "finishing, kept only if int8 then scores better on validation; auto (default): when int8 loses "
+                        "more than 0.5 points of validation accuracy; always; off")
     p.add_argument("--out", type=Path, default=None, help="folder of the model folders (default RUN/models)")
     p.add_argument("--force", action="store_true", help="overwrite existing model folders")
     p.add_argument("--device", default="auto", help="training device (default auto)")

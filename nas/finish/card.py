@@ -140,8 +140,22 @@ weights), run with {int8['runtime']}; its costs below are the int8 model's. How:
 |---|---|---|
 | int8 (`{int8['file']}`, {int8['checked']}) | {_acc(int8, 'val_acc')} | {_acc(int8, 'test_acc')} |
 
-`model.safetensors` and `model.onnx` hold the float32 model it was quantized from.
+`model.safetensors` and `model.onnx` hold the float32 model it was quantized from.{_qat(int8.get("qat"))}
 """
+
+
+def _qat(qat: Any) -> str:
+    """The card's line on quantization-aware fine-tuning (`nas.finish.qat`), when it was considered."""
+    if not isinstance(qat, Mapping):
+        return ""
+    ptq = f"post-training quantization of the finished weights: validation accuracy {_acc(qat, 'ptq_val_acc')}"
+    if not qat["ran"]:
+        return (f"\n\nQuantization-aware fine-tuning (`--qat {qat['mode']}`) did not run: {ptq}, float "
+                f"{_acc(qat, 'float_val_acc')} (it runs when int8 loses more than {100 * qat['tolerance']:g} points).")
+    outcome = ("kept: the float weights above are the QAT-trained ones" if qat["kept"]
+               else "discarded: it did not beat post-training quantization")
+    return (f"\n\nQuantization-aware fine-tuning (`--qat {qat['mode']}`) ran {qat['steps']} steps; {ptq}, after "
+            f"QAT {_acc(qat, 'val_acc')}: {outcome}.")
 
 
 def _acc(metrics: Mapping[str, Any], key: str) -> str:

@@ -41,6 +41,7 @@ from search_spaces.static import initialised_subnet
 
 HOW = ("inherit", "finetune", "scratch")
 SELECT = ("auto", "val_loss", "val_acc", "last")
+QAT = ("auto", "always", "off")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class FinishConfig:
     # ties), or the last one (no validation during training); auto: the last from scratch (the
     # default recipe's), the lowest validation loss when fine-tuning
     select: Literal["auto", "val_loss", "val_acc", "last"] = "auto"
+    # quantization-aware training of a subnet handed over in int8, after finishing (nas.finish.qat):
+    # when post-training quantization loses more than INT8_TOLERANCE (auto), always, or never (off)
+    qat: Literal["auto", "always", "off"] = "auto"
     seed: int = 0
     device: str = "cpu"
 
@@ -73,6 +77,8 @@ class FinishConfig:
             raise FieldError("how", f"must be one of {list(HOW)}, got {self.how!r}")
         if self.select not in SELECT:
             raise FieldError("select", f"must be one of {list(SELECT)}, got {self.select!r}")
+        if self.qat not in QAT:
+            raise FieldError("qat", f"must be one of {list(QAT)}, got {self.qat!r}")
         if not 0 <= self.seed < 2**63:
             raise FieldError("seed", f"must be in [0, 2**63), got {self.seed}")
         if not self.budget > 0:

@@ -265,9 +265,10 @@ def quantize_deployed(model: DeployedModel, data: TaskData, *, batch: int | None
                           threads=threads, stages=int8_stages(precision))
 
 
-def _write_int8(folder: Path, int8: Int8Model, data: TaskData) -> dict[str, Any]:
+def _write_int8(folder: Path, int8: Int8Model, data: TaskData, qat: Mapping[str, Any] | None) -> dict[str, Any]:
     """Write `int8` as `INT8_FILE`, load the written file and measure its validation and test accuracy
-    with ONNX Runtime; they must equal the in-memory model's (else `UserError`). model.json's entry."""
+    with ONNX Runtime; they must equal the in-memory model's (else `UserError`). model.json's entry,
+    with `qat` (`nas.finish.qat.int8_handover`'s record) when it was considered."""
     from nas.hardware.quantize import CALIBRATION_SAMPLES, QUANTIZED_OPS, Int8Model
 
     write_atomically(folder / INT8_FILE, lambda tmp: tmp.write_bytes(int8.onnx_bytes))
@@ -279,19 +280,22 @@ def _write_int8(folder: Path, int8: Int8Model, data: TaskData) -> dict[str, Any]
         if acc[split] != int8.accuracy_and_loss(x, y)[0]:
             raise UserError(f"{folder / INT8_FILE}: the written int8 model's {split} accuracy differs from the "
                             "quantized model's")
-    return {"file": INT8_FILE, "val_acc": acc["val"], "test_acc": acc["test"], "weight_bytes": written.weight_bytes(),
-            "file_bytes": len(int8.onnx_bytes), "runtime": "onnxruntime (CPUExecutionProvider)",
-            "how": f"post-training static quantization (onnxruntime.quantization.quantize_static): QDQ, int8 weights "
-                   f"per output channel, int8 activations calibrated (min-max) on the first {CALIBRATION_SAMPLES} rows "
-                   f"of the training split, after finishing (no quantization-aware training); {', '.join(QUANTIZED_OPS)} "
-                   "quantized, the rest float",
-            "checked": "accuracy re-measured with ONNX Runtime from the written file"}
+    kept = qat is not None and qat["kept"]
+    after = ("after finishing and quantization-aware fine-tuning of the float weights (qat)" if kept
+             else "after finishing (no quantization-aware training" + (": qat" if qat is not None else "") + ")")
+    entry = {"file": INT8_FILE, "val_acc": acc["val"], "test_acc": acc["test"], "weight_bytes": written.weight_bytes(),
+             "file_bytes": len(int8.onnx_bytes), "runtime": "onnxruntime (CPUExecutionProvider)",
+             "how": f"post-training static quantization (onnxruntime.quantization.quantize_static): QDQ, int8 weights "
+                    f"per output channel, uint8 activations calibrated (min-max) on the first {CALIBRATION_SAMPLES} rows "
+                    f"of the training split, {after}; {', '.join(QUANTIZED_OPS)} quantized, the rest float",
+             "checked": "accuracy re-measured with ONNX Runtime from the written file"}
+    return entry if qat is None else entry | {"qat": dict(qat)}
 
 
 # ----------------------------------------------------------------------------------- the folder
 def save_model_folder(folder: Path, model: DeployedModel, *, metrics: Mapping[str, Any], costs: Mapping[str, Any],
                       data: Mapping[str, Any], space: str, int8: Int8Model | None = None,
-                      task: TaskData | None = None) -> Path:
+                      task: TaskData | None = None, qat: Mapping[str, Any] | None = None) -> Path:
     """Write the model folder (module docstring) and return it.
 
     `metrics`: JSON-able figures, with `val_acc` and `test_acc` of this model; a finished model adds
@@ -300,7 +304,8 @@ def save_model_folder(folder: Path, model: DeployedModel, *, metrics: Mapping[st
     `TaskData.describe()` of the data it was trained on. The ONNX export is checked against torch
     with ONNX Runtime before anything is written (`UserError` if they differ). `int8`: the model is
     handed over quantized (`quantize_deployed`), written as `INT8_FILE` with its accuracy on `task`'s
-    validation and test splits re-measured from the file (model.json's `int8`, the card's precision)."""
+    validation and test splits re-measured from the file (model.json's `int8`, the card's precision);
+    `qat`: whether quantization-aware fine-tuning ran and was kept (`nas.finish.qat.int8_handover`)."""
     from nas.hardware.targets import ATOL, OPSET, RTOL, export_onnx
 
     folder = Path(folder)
@@ -314,7 +319,7 @@ def save_model_folder(folder: Path, model: DeployedModel, *, metrics: Mapping[st
         description["precision"] = int8.precision
         if task is None:
             raise ValueError("an int8 model is checked on the task's data: give task")
-        description["int8"] = _write_int8(folder, int8, task)
+        description["int8"] = _write_int8(folder, int8, task, qat)
         description["files"]["int8"] = INT8_FILE
     save_tensors(folder / MODEL_FILE, model.subnet.state_dict(), {
         "format": "nas-model", "format_version": FORMAT_VERSION, "arch": model.arch.to_json(),

@@ -4,7 +4,8 @@ run as it will be deployed: accuracy, latency and size all measured on the quant
 The quantization is ONNX Runtime's (`onnxruntime.quantization.quantize_static`; no kernel of ours):
 the subnet is exported to ONNX (float32, opset `OPSET`; the batch fixed, as the search times it, or
 free, as the file handed over), calibrated on a slice of the training split (`CALIBRATION_SAMPLES` rows, min-max ranges), and rewritten in QDQ format with int8
-weights per output channel and int8 activations. ONNX Runtime's CPU provider then fuses the QDQ
+weights per output channel and uint8 activations (U8S8: the pairing ONNX Runtime's x86 kernels are fastest
+at). ONNX Runtime's CPU provider then fuses the QDQ
 pairs into integer kernels (QLinearConv, QLinearMatMul, ...). Why ONNX Runtime and not torch.ao or
 NNCF: docs/quantization.md.
 """
@@ -56,7 +57,8 @@ PRECISION_MODES: tuple[str, ...] = get_args(PrecisionMode)
 _MIXED = re.compile(r"int8\[(\d+(?:,\d+)*)\]")
 CALIBRATION_SAMPLES = 256  # rows of the training split the activation ranges are calibrated on
 ACCURACY_BATCH = 256
-_STAGE_NODE = re.compile(r"stages\.(\d+)/")  # an exported node of stage k: ".../stages/stages.k/..."
+# stage k's part of a model: its modules ("stages.k.blocks.0.qkv") and exported nodes (".../stages/stages.k/...")
+_STAGE_NODE = re.compile(r"(?:^|[/.])stages\.(\d+)(?:[/.]|$)")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")  # the layers with weights; the rest (norms, softmax, activations) stays float
 # block types and token mixers ONNX Runtime cannot quantize, with why: refused before anything runs. Empty
 # while every built-in one quantizes (tests/test_quantize.py runs each); an entry names one that does not.
@@ -130,10 +132,10 @@ def _quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
-def stage_of(node_name: str) -> int | None:
-    """The stage an exported node belongs to, from the module path in its name; None: the stem, the
-    head, or a node the exporter or ONNX Runtime named without its module."""
-    found = _STAGE_NODE.search(node_name)
+def stage_of(name: str) -> int | None:
+    """The stage a module (by its qualified name) or an exported node (by the module path in its
+    name) belongs to; None: the stem, the head, or a node named without its module."""
+    found = _STAGE_NODE.search(name)
     return int(found.group(1)) if found else None
 
 
@@ -152,7 +154,7 @@ def _left_float(onnx_bytes: bytes, stages: frozenset[int] | None, products: bool
 
 
 def _quantize_bytes(fp32: bytes, calibration: np.ndarray, batch: int, stages: frozenset[int] | None = None,
-                    products: bool = False) -> bytes:
+                    products: bool = False, signed: bool = False) -> bytes:
     """The QDQ int8 rewrite of the ONNX model `fp32` (input "input"), calibrated on `calibration` in
     batches of `batch` rows; `stages`: only those stages' layers (None: all, `_left_float`)."""
     _require("onnxruntime")
@@ -165,7 +167,7 @@ def _quantize_bytes(fp32: bytes, calibration: np.ndarray, batch: int, stages: fr
         src.write_bytes(fp32)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)  # shapes and folding, as ORT advises
         quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
                         calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANTIZED_OPS),
                         nodes_to_exclude=_left_float(pre.read_bytes(), stages, products),
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
@@ -237,13 +239,14 @@ class Int8Model:
 
 def quantize_model(model: nn.Module, sample_shape: tuple[int, ...], calibration: torch.Tensor | np.ndarray, *,
                    batch: int | None = None, threads: int = 1, stages: frozenset[int] | None = None,
-                   products: bool = False) -> Int8Model:
+                   products: bool = False, signed_activations: bool = False) -> Int8Model:
     """`model` (not changed) exported for inputs of one sample's shape `sample_shape`, with the batch
     size fixed to `batch` (as `TargetTimer` times ONNX Runtime: what the search measures) or free
     (None: the file handed over), quantized to int8 calibrated on `calibration` (N, *sample_shape),
     and loaded. Both calibrate on the same rows (min-max), so they hold the same int8 weights and scales.
     `stages`: only those stages' layers (None: all); `products`: attention's products of activations
-    quantized too (`_left_float`)."""
+    quantized too (`_left_float`); `signed_activations`: int8 activations instead of uint8 (S8S8, slower
+    on x86; for comparison)."""
     start = time.perf_counter()
     net = _cpu_float_copy(model)
     fp32 = _export_bytes(net, (batch or 1, *sample_shape), opset=OPSET, dynamic_batch=batch is None)
@@ -254,7 +257,7 @@ def quantize_model(model: nn.Module, sample_shape: tuple[int, ...], calibration:
     if not len(x):
         raise UserError(f"int8 quantization needs calibration data: at least {batch or 1} training rows")
     try:
-        int8 = _quantize_bytes(fp32, x, batch or 64, stages, products)
+        int8 = _quantize_bytes(fp32, x, batch or 64, stages, products, signed_activations)
     except Exception as e:  # ONNX Runtime's quantizer raises plain exceptions of many kinds
         raise UserError(f"ONNX Runtime could not quantize the subnet to int8: {type(e).__name__}: {e}") from None
     return Int8Model(int8, threads=threads, seconds=time.perf_counter() - start, stages=stages, float_bytes=fp32)

@@ -30,6 +30,7 @@ from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import OBJECTIVE_LABELS, OBJECTIVES, Limits
 from nas.finish.finetune import FinishConfig, FinishResult, choose_after_finishing, finish_subnet, finished_metrics
 from nas.finish.package import MODEL_META, DeployedModel, evaluator_costs, quantize_deployed, save_model_folder
+from nas.finish.qat import int8_handover
 from nas.hardware.quantize import is_int8
 from nas.runs.files import open_run_file, read_json, write_json, write_text
 from nas.runs.interrupt import finish_on_interrupt
@@ -394,8 +395,14 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
     if finished is not None:
         info |= finished_metrics(finished.record)
         subnet = finished.model.cpu()
-    model = DeployedModel.for_data(subnet, evaluator.data)
-    int8 = quantize_deployed(model, evaluator.data, precision=precision) if is_int8(precision) else None  # handed over
+    model, int8, qat = DeployedModel.for_data(subnet, evaluator.data), None, None
+    if is_int8(precision) and finished is not None and finish is not None:  # finished: QAT as finish.qat says
+        handover = int8_handover(model, evaluator.data, replace(finish, device=evaluator.device),
+                                 precision=precision, show_progress=show_progress)
+        model, int8, qat = handover.model, handover.int8, handover.record
+        info |= handover.metrics  # the QAT weights' float accuracy, when they are kept
+    elif is_int8(precision):
+        int8 = quantize_deployed(model, evaluator.data, precision=precision)  # the file handed over
     timed = None if int8 is None else quantize_deployed(model, evaluator.data, batch=evaluator.latency.batch_size,
                                                          threads=evaluator.latency.threads, precision=precision)
     costs = evaluator_costs(evaluator, row)
@@ -405,7 +412,7 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
                                  resolution=resolution)
     model_dir = save_model_folder(out / "models" / arch.id, model, metrics=info, costs=costs,
                                   data=evaluator.data.describe(), space=evaluator.supernet.space.config.name,
-                                  int8=int8, task=evaluator.data)
+                                  int8=int8, task=evaluator.data, qat=qat)
     chosen_record = {"id": arch.id, "path": str(model_dir.relative_to(out)), **info,  # relative to the run folder
                      "latency_handed_over": check}
     if int8 is not None:  # the int8 model's accuracy, re-measured from the written file
