@@ -31,7 +31,7 @@ import torch
 
 from nas.hardware.quantize import mixed, quantize_model, stage_times
 from nas.hardware.targets import TargetTimer
-from search_spaces import SPACES, HybridSupernet, get_space
+from search_spaces import HybridSupernet, get_family, get_space
 from search_spaces.fit import DataShape
 
 VARIANTS = ("fp32", "int8 (s8 activations, products too)", "int8 (s8 activations)", "int8", "int8 per stage")
@@ -58,7 +58,7 @@ def timers(net: torch.nn.Module, shape: tuple[int, ...], threads: int) -> dict[s
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--space", default="tiny", choices=SPACES.names())
+    ap.add_argument("--space", default="tiny", help="a built-in space or a space .json file")
     ap.add_argument("--size", type=int, default=None, help="input size (default: the space's)")
     ap.add_argument("--channels", type=int, default=1)
     ap.add_argument("--subnets", type=int, default=12)
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/benchmarks/int8_latency"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    written = SPACES.get(args.space)
+    written = get_family(args.space).example
     size = args.size or written.input_size
     space = get_space(args.space, DataShape(written.dims, args.channels, size, written.num_classes))  # as nas fits it
     config = space.config
@@ -102,7 +102,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "latency.csv", index=False)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"{args.space} at {size}: {len(archs)} subnets, {args.rounds} rounds, {time.perf_counter() - start:.0f} s, "
+    print(f"{config.name} at {size}: {len(archs)} subnets, {args.rounds} rounds, {time.perf_counter() - start:.0f} s, "
           f"load average {os.getloadavg()[0]:.1f}")
     for variant in (*VARIANTS[1:], "best"):
         ratios = (table["fp32"] / table[variant]).dropna()
@@ -110,7 +110,7 @@ def main() -> None:
         if len(ratios):
             print(f"  fp32 / {variant}{where}: geometric mean {np.exp(np.log(ratios).mean()):.3f}, "
                   f"range {ratios.min():.2f}-{ratios.max():.2f}")
-    _plot(table, args.out / "int8_latency.png", f"{args.space} at {size}x{size}" if config.dims == 2 else args.space)
+    _plot(table, args.out / "int8_latency.png", f"{config.name} at {size}x{size}" if config.dims == 2 else config.name)
 
 
 def _plot(table: pd.DataFrame, path: Path, title: str) -> None:
