@@ -157,6 +157,12 @@ def remeasured(run: Path, data) -> dict | None:
             "equal": all(again[s] == recorded[f"{s}_acc"] for s in again)}
 
 
+def handed_over_test(chosen: dict) -> float:
+    """The test accuracy of the model a search hands over: its int8 model's when it is handed over in
+    int8 (search.json's `chosen.int8`), else the float model's."""
+    return float(chosen["int8"]["test_acc"] if "int8" in chosen else chosen["test_acc"])
+
+
 def search_argv(job: Job, arm: str, seed: int, finish: str) -> list[str]:
     argv = ["search", "--data", job.data, "--seed", str(seed), "--budget", job.budget,
             "--max-latency-ms", str(job.max_latency_ms), "--target", "onnxruntime", "--precision", arm,
@@ -204,11 +210,12 @@ def run_task(job: Job, seed: int, finish: str) -> dict:
                        "seconds_per_candidate": float(tables[arm]["seconds"].mean()),
                        "feasible": int(tables[arm]["feasible"].astype(bool).sum()),
                        "precisions": tables[arm]["precision"].value_counts().to_dict(),
-                       "chosen": {k: chosen[arm][k] for k in ("id", "precision", "val_acc", "test_acc", "latency_ms",
-                                                             "model_bytes")}} for arm in ARMS},
+                       "chosen": {**{k: chosen[arm][k] for k in ("id", "precision", "val_acc", "test_acc", "latency_ms",
+                                                                "model_bytes")},
+                                  "handed_over_test_acc": handed_over_test(chosen[arm])}} for arm in ARMS},
         "searched_front_covers_fp32": {axis: covers(fronts["search"][axis], fronts["fp32"][axis], c)
                                        for axis, c in AXES.items()},
-        "target": {"accuracy_within": best["test_acc"] >= fp32["test_acc"] - ACC_SLACK,
+        "target": {"accuracy_within": handed_over_test(best) >= fp32["test_acc"] - ACC_SLACK,
                    "latency_ratio": fp32["latency_ms"] / best["latency_ms"],
                    "bytes_ratio": fp32["model_bytes"] / best["model_bytes"]},
         "int8_models_remeasured": {arm: c for arm, c in checks.items() if c is not None},
@@ -228,7 +235,7 @@ def report(summary: dict) -> None:
     for arm, s in summary["arms"].items():
         c = s["chosen"]
         print(f"{arm:>6}: {s['evaluations']} candidates ({s['feasible']} feasible), {s['seconds_per_candidate']:.2f} s "
-              f"each, {s['precisions']}; chosen {c['id']} ({c['precision']}) test {c['test_acc']:.4f}, "
+              f"each, {s['precisions']}; chosen {c['id']} ({c['precision']}) test {c['handed_over_test_acc']:.4f}, "
               f"{c['latency_ms']:.3f} ms, {c['model_bytes']:,.0f} B")
     target = summary["target"]
     print("searched front covers the fp32 front:", summary["searched_front_covers_fp32"])

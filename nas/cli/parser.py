@@ -104,6 +104,11 @@ def _strategies_help() -> str:
     return "; ".join(f"{name}: {', '.join(strategy_options(name)) or '(none)'}" for name in list_strategies())
 
 
+QAT_HELP = ("a subnet handed over in int8: fine-tune its float weights with quantization in the loop after finishing, "
+            "kept only if int8 then scores better on validation; auto (default): when int8 loses more than 0.5 points "
+            "of validation accuracy; always; off")
+
+
 def _add_finish(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("finishing the chosen subnet (nas.finish)")
     _setting(g, "finish", choices=list(HOW),
@@ -113,9 +118,7 @@ def _add_finish(p: argparse.ArgumentParser) -> None:
     _setting(g, "finish_budget", type=float, metavar="FRACTION",
              help=f"fine-tuning steps as a fraction of training from scratch (default {FinishConfig().budget})")
     _setting(g, "qat", choices=list(QAT),
-             help="a subnet handed over in int8: fine-tune its float weights with quantization in the loop after "
-                  "finishing, kept only if int8 then scores better on validation; auto (default): when int8 loses "
-                  "more than 0.5 points of validation accuracy; always; off")
+             help=QAT_HELP)
     _setting(g, "finalists", type=int, metavar="K",
              help="finish the K most accurate subnets of the Pareto front and hand over the best by validation "
                   "after finishing (default 1: the search's choice)")
@@ -240,9 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finish-budget", type=float, default=FinishConfig().budget, metavar="FRACTION",
                    help=f"fine-tuning steps as a fraction of training from scratch (default {FinishConfig().budget})")
     p.add_argument("--qat", choices=list(QAT), default=FinishConfig().qat,
-                   help="a subnet handed over in int8: fine-tune its float weights with quantization in the loop after "
-                        "finishing, kept only if int8 then scores better on validation; auto (default): when int8 loses "
-                        "more than 0.5 points of validation accuracy; always; off")
+                   help=QAT_HELP)
     p.add_argument("--out", type=Path, default=None, help="folder of the model folders (default RUN/models)")
     p.add_argument("--force", action="store_true", help="overwrite existing model folders")
     p.add_argument("--device", default="auto", help="training device (default auto)")
