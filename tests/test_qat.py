@@ -154,3 +154,7 @@ def test_an_int8_search_records_qat_in_the_model_folder(trained_run, tmp_path):
     meta = json.loads((tmp_path / "ft" / summary["chosen"]["id"] / "model.json").read_text())
     assert meta["int8"]["qat"]["mode"] == "off" and not meta["int8"]["qat"]["ran"]
     assert meta["int8"]["val_acc"] == meta["int8"]["qat"]["ptq_val_acc"]
+    # as extracted, nothing is trained: --qat given is refused in one line, nothing written
+    assert main(["finetune", str(out), "--finish", "inherit", "--qat", "always", "--quiet",
+                 "--out", str(tmp_path / "inherit")]) == 2
+    assert not (tmp_path / "inherit").exists()

@@ -103,8 +103,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         chosen = read_json(args.run / "search.json", "search summary").get("chosen") or {}
         ranked = pareto.assign(rank=ranking.scores(pareto)).sort_values("rank", kind="stable")["id"].tolist()
         ids = list(dict.fromkeys([chosen["id"]] * ("id" in chosen) + ranked))[:args.finalists]
+    if args.qat is not None and args.finish == "inherit":
+        raise UserError("--qat has no effect with --finish inherit: a subnet handed over as extracted is not trained")
     with named(lambda field: flag(finish_field(field))):
-        finish = FinishConfig(how=args.finish, budget=args.finish_budget, qat=args.qat,
+        finish = FinishConfig(how=args.finish, budget=args.finish_budget, qat=args.qat or FinishConfig().qat,
                               seed=config["args"].get("seed", 0), device=device)
     rows = [_row(table, i, args.run) for i in ids]
     folders = [_model_folder(args.out / i if args.out else None, args.run, i, args.force) for i in ids]

@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how (default finetune, as the command says; nas search finishes from scratch by default)")
     p.add_argument("--finish-budget", type=float, default=FinishConfig().budget, metavar="FRACTION",
                    help=f"fine-tuning steps as a fraction of training from scratch (default {FinishConfig().budget})")
-    p.add_argument("--qat", choices=list(QAT), default=FinishConfig().qat,
+    p.add_argument("--qat", choices=list(QAT), default=None,  # None: not given (FinishConfig's default)
                    help=QAT_HELP)
     p.add_argument("--out", type=Path, default=None, help="folder of the model folders (default RUN/models)")
     p.add_argument("--force", action="store_true", help="overwrite existing model folders")
