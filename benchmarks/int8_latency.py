@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nas.hardware.quantize import mixed, quantize_model, stage_times
+from nas.hardware.quantize import int8_stages, per_stage_proposal, quantize_model
 from nas.hardware.targets import TargetTimer
 from search_spaces import HybridSupernet, get_family, get_space
 from search_spaces.fit import DataShape
@@ -46,13 +46,11 @@ def timers(net: torch.nn.Module, shape: tuple[int, ...], threads: int) -> dict[s
            **{name: quantize_model(net, shape[1:], calibration, batch=shape[0], threads=threads, products=products,
                                    signed_activations=True).timer(shape) for name, products in signed.items()},
            "int8": whole.timer(shape)}
-    assert whole.float_bytes is not None
-    fp32, int8 = stage_times(whole.float_bytes, shape, threads=threads), stage_times(whole.onnx_bytes, shape, threads=threads)
-    faster = {k for k in fp32 if k in int8 and int8[k] < fp32[k]}
-    if faster and faster != set(fp32):
+    proposal = per_stage_proposal(whole, shape, threads=threads)
+    if proposal is not None:
         out["int8 per stage"] = quantize_model(net, shape[1:], calibration, batch=shape[0], threads=threads,
-                                               stages=frozenset(faster)).timer(shape)
-        out["stages"] = mixed(faster)  # type: ignore[assignment]
+                                               stages=int8_stages(proposal)).timer(shape)
+        out["stages"] = proposal  # type: ignore[assignment]
     return out
 
 

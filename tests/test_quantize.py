@@ -183,7 +183,7 @@ def test_searched_precision_can_hand_over_int8_in_some_stages(trained_run, tmp_p
         int8 = b"QuantizeLinear" in onnx_bytes
         return {0: 2.0 if int8 else 1.0, 1: 0.5 if int8 else 1.0, 2: 2.0 if int8 else 1.0}
 
-    monkeypatch.setattr(evaluation, "stage_times", times)
+    monkeypatch.setattr(quantize, "stage_times", times)
     monkeypatch.setattr(evaluation, "choose_precision", lambda rows, *_: "int8[1]" if "int8[1]" in rows else "fp32")
     out = tmp_path / "run"
     assert _search(trained_run, out, "search", budget=2) == 0

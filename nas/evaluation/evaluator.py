@@ -33,9 +33,8 @@ from nas.hardware.quantize import (
     check_quantizable,
     int8_stages,
     is_int8,
-    mixed,
+    per_stage_proposal,
     quantize_model,
-    stage_times,
 )
 from nas.hardware.targets import Target, TargetTimer
 from predictors import LatencyPredictor, MissingBlockError
@@ -109,8 +108,8 @@ class Evaluator:
         return evaluate(self.supernet, part, arch, device=self.device)
 
     def int8_model(self, arch: Arch, precision: Precision = "int8") -> Int8Model:
-        """The subnet quantized to int8, in whole or the stages `precision` names (calibrated on the training split's first `CALIBRATION_SAMPLES`
-        rows), its batch fixed to the latency settings' as it is timed, in an ONNX Runtime session
+        """The subnet quantized to int8, in whole or in the stages `precision` names (calibrated on the
+        training split's first `CALIBRATION_SAMPLES` rows), its batch fixed to the latency settings' as it is timed, in an ONNX Runtime session
         with their threads (accuracy runs it batch by batch); the last `INT8_CACHE`
         are kept, so re-measuring or scoring a subnet again does not quantize it again. The cache
         holds while the supernet's weights do not change: `check_feasible`, run before training,
@@ -226,15 +225,10 @@ class Evaluator:
 
     def per_stage_precision(self, arch: Arch) -> Precision | None:
         """The precision with int8 in only the stages where the subnet's int8 graph runs faster than
-        its float graph (ONNX Runtime's per-node profile, `stage_times`); None when that is every
-        stage or none (int8 or fp32, evaluated anyway)."""
-        int8 = self.int8_model(arch)
-        if int8.float_bytes is None:
-            return None
-        shape, threads = self.input_shape(self.latency.batch_size), self.latency.threads
-        fp32, q = stage_times(int8.float_bytes, shape, threads=threads), stage_times(int8.onnx_bytes, shape, threads=threads)
-        faster = {k for k in fp32 if k in q and q[k] < fp32[k]}
-        return mixed(faster) if faster and faster != set(fp32) else None
+        its float graph (`per_stage_proposal`); None when that is every stage or none (int8 or fp32,
+        evaluated anyway)."""
+        return per_stage_proposal(self.int8_model(arch), self.input_shape(self.latency.batch_size),
+                                  threads=self.latency.threads)
 
     def _evaluate_at(self, arch: Arch, precision: Precision, *, latency: bool) -> dict[str, Any]:
         if is_int8(precision):

@@ -42,6 +42,7 @@ __all__ = [
     "int8_stages",
     "is_int8",
     "mixed",
+    "per_stage_proposal",
     "quantize_model",
     "recorded_precision",
     "stage_of",
@@ -261,6 +262,18 @@ def quantize_model(model: nn.Module, sample_shape: tuple[int, ...], calibration:
     except Exception as e:  # ONNX Runtime's quantizer raises plain exceptions of many kinds
         raise UserError(f"ONNX Runtime could not quantize the subnet to int8: {type(e).__name__}: {e}") from None
     return Int8Model(int8, threads=threads, seconds=time.perf_counter() - start, stages=stages, float_bytes=fp32)
+
+
+def per_stage_proposal(model: Int8Model, input_shape: tuple[int, ...], *, threads: int = 1) -> Precision | None:
+    """The precision with int8 in only the stages where `model` (quantized in whole) runs faster than
+    the float graph it was quantized from, per ONNX Runtime's per-node profile of both (`stage_times`)
+    on inputs of `input_shape`; None when that is every stage or none (or the float graph is unknown)."""
+    if model.float_bytes is None:
+        return None
+    fp32 = stage_times(model.float_bytes, input_shape, threads=threads)
+    int8 = stage_times(model.onnx_bytes, input_shape, threads=threads)
+    faster = {k for k in fp32 if k in int8 and int8[k] < fp32[k]}
+    return mixed(faster) if faster and faster != set(fp32) else None
 
 
 def stage_times(onnx_bytes: bytes, input_shape: tuple[int, ...], *, threads: int = 1, runs: int = 20) -> dict[int, float]:
