@@ -15,7 +15,7 @@ from nas.data.datasets import TaskData, load_data
 from nas.errors import UserError, named
 from nas.evaluation.accuracy import evaluate
 from nas.finish.finetune import FinishConfig, choose_after_finishing, finish_subnet, finished_metrics
-from nas.finish.package import DeployedModel, quantize_deployed, run_costs, save_model_folder
+from nas.finish.package import DeployedModel, run_costs, save_model_folder
 from nas.finish.qat import int8_handover
 from nas.hardware.quantize import is_int8, recorded_precision
 from nas.runs.files import SUPERNET_FILE, load_supernet, read_json
@@ -65,12 +65,10 @@ def _save(folder: Path, model: SubnetModel, data: TaskData, supernet: HybridSupe
     metrics["cost_input_size"] = config["args"].get("seq_len") or supernet.spec.input_size  # what the costs are for
     metrics["precision"] = precision = recorded_precision(row.get("precision", "fp32"))
     deployed, int8, qat = DeployedModel.for_data(model, data), None, None
-    if is_int8(precision) and finish is not None:
+    if is_int8(precision):  # its costs are the int8 model's
         handover = int8_handover(deployed, data, finish, precision=precision, show_progress=show_progress)
         deployed, int8, qat = handover.model, handover.int8, handover.record
         metrics |= handover.metrics  # the QAT weights' float accuracy, when they are kept
-    elif is_int8(precision):
-        int8 = quantize_deployed(deployed, data, precision=precision)  # its costs are the int8 model's
     save_model_folder(folder, deployed, metrics=metrics, data=data.describe(), costs=run_costs(config, row, supernet.spec),
                       space=supernet.space.config.name, int8=int8, task=data, qat=qat)
 

@@ -116,10 +116,12 @@ def _metrics(metrics: Mapping[str, Any]) -> str:
 
 def _quantized(precision: str) -> str:
     """"int8", or "int8[1,3]" with the stages it names: which layers are in int8."""
-    stages = precision[5:-1].split(",")
-    return precision if precision == "int8" else (
-        f"{precision} (int8 in the layers of stage{'s' if len(stages) > 1 else ''} {', '.join(stages)}; the stem, "
-        "the head and the other stages in float)")
+    from nas.hardware.quantize import int8_stages
+
+    stages = int8_stages(precision)
+    return precision if stages is None else (
+        f"{precision} (int8 in the layers of stage{'s' if len(stages) > 1 else ''} {', '.join(map(str, sorted(stages)))}; "
+        "the stem, the head and the other stages in float)")
 
 
 def _precision(meta: Mapping[str, Any]) -> str:

@@ -287,7 +287,9 @@ def _write_int8(folder: Path, int8: Int8Model, data: TaskData, qat: Mapping[str,
              "file_bytes": len(int8.onnx_bytes), "runtime": "onnxruntime (CPUExecutionProvider)",
              "how": f"post-training static quantization (onnxruntime.quantization.quantize_static): QDQ, int8 weights "
                     f"per output channel, uint8 activations calibrated (min-max) on the first {CALIBRATION_SAMPLES} rows "
-                    f"of the training split, {after}; {', '.join(QUANTIZED_OPS)} quantized, the rest float",
+                    f"of the training split, {after}; the layers with weights ({', '.join(QUANTIZED_OPS)}) quantized"
+                    f"{'' if int8.stages is None else ' in stages ' + ', '.join(map(str, sorted(int8.stages)))}, "
+                    "the rest float",
              "checked": "accuracy re-measured with ONNX Runtime from the written file"}
     return entry if qat is None else entry | {"qat": dict(qat)}
 

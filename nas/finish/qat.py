@@ -193,7 +193,7 @@ class Int8Handover:
 
     model: DeployedModel  # the float model the int8 one is quantized from (QAT weights when kept)
     int8: Int8Model  # ONNX Runtime's post-training quantization of `model`
-    record: dict[str, Any]  # model.json's int8.qat
+    record: dict[str, Any] | None  # model.json's int8.qat (None: not considered, the model was not finished)
     metrics: dict[str, float]  # QAT weights kept: `model`'s float val_acc and test_acc (else empty)
 
 
@@ -204,11 +204,14 @@ def _quantized(model: DeployedModel, data: TaskData, precision: Precision) -> tu
     return int8, val, test
 
 
-def int8_handover(model: DeployedModel, data: TaskData, config: FinishConfig, *, steps: int | None = None,
+def int8_handover(model: DeployedModel, data: TaskData, config: FinishConfig | None, *, steps: int | None = None,
                   precision: Precision = "int8", show_progress: bool = False) -> Int8Handover:
-    """The int8 model handed over for the finished `model` (on the CPU) in `precision` (int8 in whole
-    or in some stages): its post-training quantization, or (when `qat_wanted` by `config.qat`) that of its QAT-trained copy, if more
-    accurate on the validation split. `model` is not changed."""
+    """The int8 model handed over for `model` (on the CPU) in `precision` (int8 in whole or in some
+    stages): its post-training quantization, or, for a model finished with `config` (None: handed
+    over as extracted, never trained), that of its QAT-trained copy when `qat_wanted` by `config.qat`
+    and more accurate on the validation split. `model` is not changed."""
+    if config is None:
+        return Int8Handover(model, quantize_deployed(model, data, precision=precision), None, {})
     float_val = evaluate(model.subnet, data.val)
     int8, ptq, ptq_test = _quantized(model, data, precision)
     record: dict[str, Any] = {"mode": config.qat, "ran": False, "kept": False, "float_val_acc": float_val,

@@ -396,13 +396,11 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
         info |= finished_metrics(finished.record)
         subnet = finished.model.cpu()
     model, int8, qat = DeployedModel.for_data(subnet, evaluator.data), None, None
-    if is_int8(precision) and finished is not None and finish is not None:  # finished: QAT as finish.qat says
-        handover = int8_handover(model, evaluator.data, replace(finish, device=evaluator.device),
-                                 precision=precision, show_progress=show_progress)
+    if is_int8(precision):  # the file handed over; when finished, after QAT as finish.qat says
+        trained = None if finished is None or finish is None else replace(finish, device=evaluator.device)
+        handover = int8_handover(model, evaluator.data, trained, precision=precision, show_progress=show_progress)
         model, int8, qat = handover.model, handover.int8, handover.record
         info |= handover.metrics  # the QAT weights' float accuracy, when they are kept
-    elif is_int8(precision):
-        int8 = quantize_deployed(model, evaluator.data, precision=precision)  # the file handed over
     timed = None if int8 is None else quantize_deployed(model, evaluator.data, batch=evaluator.latency.batch_size,
                                                          threads=evaluator.latency.threads, precision=precision)
     costs = evaluator_costs(evaluator, row)
