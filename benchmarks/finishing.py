@@ -14,6 +14,10 @@ For each seed:
    with the default recipe and budget (`how="scratch", select="last"`: `TrainConfig`'s recipe, as
    `train_standalone` runs it, the last epoch kept; when the finishing is that very training, it
    is trained once and both rows show it).
+   With `--blend L ...`, also the fine-tune started from L x the inherited weights + (1 - L) x a
+   fresh initialisation with this seed (shrink and perturb, Ash & Adams 2020: a remedy for warm
+   starts that generalise worse than none; 1 is the plain fine-tune, 0 a fresh start trained with
+   the fine-tune's recipe and budget).
 3. scikit-learn on the same split and the same standardised inputs, flattened: logistic
    regression, an RBF SVC, an MLP, and 1-nearest-neighbour for sequences.
 The wall time of each: the search (supernet training included), the finishing, the training from
@@ -22,6 +26,7 @@ scratch, each baseline's fit and prediction.
     .venv/bin/python benchmarks/finishing.py --task digits --seeds 0 1 2 --out runs/benchmarks/finishing
     .venv/bin/python benchmarks/finishing.py --task mnist1d --seeds 0 1 2 --out runs/benchmarks/finishing
     .venv/bin/python benchmarks/finishing.py --data my.npz --space seq --seeds 0 --out runs/benchmarks/finishing
+    .venv/bin/python benchmarks/finishing.py --task mnist1d --seeds 0 1 2 --blend 0.5 0.25 0 --out runs/benchmarks/finishing
     .venv/bin/python benchmarks/finishing.py --task digits --seeds 0 --epochs 10 --budget 60   # a quick check
 
 Writes under OUT/TASK: s<seed>/ (the search run; reused when rerun with the same settings),
@@ -40,6 +45,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,10 +55,11 @@ from nas.data.datasets import DataError, load_data
 from nas.errors import UserError
 from nas.finish.finetune import FinishConfig, FinishResult, finish_subnet
 from nas.runs.files import load_supernet, read_json
-from search_spaces import ArchError, get_space
+from search_spaces import Arch, ArchError, HybridSupernet, SubnetModel, get_space
+from search_spaces.static import initialised_subnet
 
 DEFAULT_BUDGET = "200"  # the default job: nas search --budget 200 --max-latency-ms 1.0 (digits)
-NAS_METHODS = ("inherited", "finished", "finetuned", "scratch")
+NAS_METHODS = ("inherited", "finished", "finetuned", "scratch")  # and "blend L" (--blend)
 
 
 def search_args(args: argparse.Namespace, seed: int, run: Path) -> list[str]:
@@ -97,6 +104,11 @@ def run_seed(args: argparse.Namespace, seed: int, finish: dict, device: str) -> 
     same = replace(config, select=config.selection) == reference
     scratch = finished if same else finish_subnet(supernet, arch, data, reference, show_progress=not args.quiet)
     rows.append(nas_row("scratch", scratch, search_seconds))
+    for blend in args.blend:
+        start = blended(supernet, arch, blend, seed)
+        result = finish_subnet(supernet, arch, data, replace(config, how="finetune", select="auto"),
+                               show_progress=not args.quiet, start=start)
+        rows.append(nas_row(f"blend {blend:g}", result, search_seconds))
     rows += baselines(data, seed)
     for row in rows:
         row.update(task=args.task_name, seed=seed, test_size=len(data.test))
@@ -105,10 +117,21 @@ def run_seed(args: argparse.Namespace, seed: int, finish: dict, device: str) -> 
     return rows
 
 
+def blended(supernet: HybridSupernet, arch: Arch, blend: float, seed: int) -> SubnetModel:
+    """`arch` with `blend` x its inherited weights + (1 - blend) x a fresh initialisation (seeded)."""
+    model = supernet.extract(arch)
+    fresh = initialised_subnet(supernet.spec, arch, seed).state_dict()
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():
+                value.mul_(blend).add_(fresh[name].to(value.device), alpha=1 - blend)
+    return model
+
+
 def check_targets(summary: pd.DataFrame, test_size: int) -> list[tuple[str, bool]]:
     mean = summary.set_index("method")
     finished, scratch = mean.loc["finished"], mean.loc["scratch"]
-    others = mean.drop(index=[m for m in NAS_METHODS if m in mean.index])
+    others = mean.drop(index=[m for m in mean.index if m in NAS_METHODS or m.startswith("blend ")])
     best = others["test_acc_mean"].idxmax()
     return [
         (f"finished {finished.test_acc_mean:.4f} >= from scratch {scratch.test_acc_mean:.4f} within one test sample "
@@ -167,12 +190,16 @@ def main() -> None:
                     help="FLOPs limit of the search (default: the median of random subnets of the space)")
     ap.add_argument("--finish", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="finishing config changes, e.g. augment=true budget=0.3")
+    ap.add_argument("--blend", type=float, nargs="*", default=[], metavar="L",
+                    help="also fine-tune from L x the inherited weights + (1 - L) x a fresh initialisation, per L in [0, 1]")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=Path("runs/benchmarks/finishing"))
     ap.add_argument("--quiet", action="store_true", help="no progress bars while finishing")
     args = ap.parse_args()
     if args.space is not None and args.data is None:
         raise UserError("--space goes with --data (a task has its own space)")
+    if any(not 0 <= b <= 1 for b in args.blend):
+        raise UserError(f"--blend takes fractions in [0, 1], got {args.blend}")
     args.task_name = Path(args.data).stem if args.data else args.task
     args.out = args.out / args.task_name
     device = device_of(args.device)

@@ -161,6 +161,22 @@ def test_stop_ends_training_with_the_best_weights_so_far(supernet, arch, data):
     assert result.record.stopped and result.record.steps == 1 and len(result.history) == 1
 
 
+def test_a_fine_tune_can_start_from_given_weights(supernet, arch, data):
+    start = supernet.extract(arch)
+    with torch.no_grad():
+        for p in start.parameters():
+            p.mul_(0.5)  # not the inherited weights any more
+    halved = {k: v.clone() for k, v in start.state_dict().items()}
+    result = finish_subnet(supernet, arch, data, FinishConfig(how="finetune", steps=3, patience=0, select="last"),
+                           show_progress=False, start=start)
+    assert result.model is start and not same_weights(start.state_dict(), halved)  # trained in place
+    inherited = finish(supernet, arch, data, how="inherit")
+    assert result.record.val_acc_before == inherited.record.val_acc_before  # "before" stays the inherited weights'
+    for how, other in (("scratch", arch), ("finetune", supernet.space.largest())):
+        with pytest.raises(ValueError, match="start: a model of"):
+            finish_subnet(supernet, other, data, FinishConfig(how=how, steps=1), show_progress=False, start=start)
+
+
 def test_choose_after_finishing_by_accuracy_then_loss(supernet, arch, data):
     result = finish(supernet, arch, data, how="inherit")
 

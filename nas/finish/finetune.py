@@ -175,8 +175,12 @@ def finish_steps(config: FinishConfig, data: TaskData) -> int:
 
 
 def finish_subnet(supernet: HybridSupernet, arch: Arch, data: TaskData, config: FinishConfig = FinishConfig(), *,
-                  show_progress: bool = True, stop: Callable[[], bool] | None = None) -> FinishResult:
+                  show_progress: bool = True, stop: Callable[[], bool] | None = None,
+                  start: SubnetModel | None = None) -> FinishResult:
     """Finish subnet `arch` of `supernet` as `config` says; the supernet is left unchanged.
+
+    `start`: the weights a fine-tune starts from instead of the inherited ones (a static model of
+    `arch`, trained in place); the "before" figures stay the inherited weights'.
 
     Deterministic for a seed on one device. `stop` is polled after every step: when it turns true,
     training ends there with the best weights so far, and the record says `stopped`."""
@@ -190,7 +194,12 @@ def finish_subnet(supernet: HybridSupernet, arch: Arch, data: TaskData, config: 
         record = FinishRecord(id=arch.id, how=config.how, **before, **after, seconds=0.0, steps=0, best_step=0,
                               stopped=False)
         return FinishResult(inherited.eval(), record, ())
-    model = inherited if config.how == "finetune" else initialised_subnet(supernet.spec, arch, config.seed)
+    if start is not None and (config.how != "finetune" or start.arch != arch):
+        raise ValueError(f"start: a model of {arch.id} for how='finetune', got {start.arch.id} for how={config.how!r}")
+    if config.how == "finetune":
+        model = inherited if start is None else start.to(device)
+    else:
+        model = initialised_subnet(supernet.spec, arch, config.seed)
     select = None if config.selection == "last" else config.selection
     summary = train_standalone(model, data, recipe(config), steps=finish_steps(config, data), select=select,
                                patience=config.patience if select else 0, stop=stop, show_progress=show_progress,
