@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -60,11 +61,14 @@ def throughput(space, data, config: TrainConfig, steps: int = 20) -> dict:
             "supernet_over_standalone_time": t_super / t_static, "subnets_per_step": len(draws[0])}
 
 
-def train_rule(space, data, config: TrainConfig, fewshot: FewShotConfig | None, subnets_per_step: int) -> tuple:
-    """One supernet of a rule (`fewshot`: a few-shot one), its training seconds and subnet steps."""
+def train_rule(space, data, config: TrainConfig, fewshot: FewShotConfig | None, subnets_per_step: int,
+               workdir: Path) -> tuple:
+    """One supernet of a rule (`fewshot`: a few-shot one, its checkpoints in `workdir`), its
+    training seconds and subnet steps."""
     supernet = HybridSupernet(space)
     if fewshot is not None:
-        model, summary = train_fewshot(supernet, data, config, fewshot)
+        workdir.mkdir(parents=True, exist_ok=True)
+        model, summary = train_fewshot(supernet, data, config, fewshot, workdir=workdir)
         print(f"few-shot: {summary['base_steps']} steps, then {summary['copy_steps']} (shares {summary['shares']})",
               flush=True)
     else:
@@ -87,7 +91,8 @@ def supernet_results(args: argparse.Namespace, rule: str, config: TrainConfig, f
                     float(hit["train_seconds"].iloc[0]), int(hit["subnet_steps"].iloc[0])), None
     torch.manual_seed(seed)
     space = get_space(args.space, data.shape)
-    supernet, seconds, steps = train_rule(space, data, replace(config, seed=seed), fewshot, subnets_per_step)
+    supernet, seconds, steps = train_rule(space, data, replace(config, seed=seed), fewshot, subnets_per_step,
+                                        args.out / "fewshot")
     acc, loss = [evaluate(supernet, held_out, a) for a in subnets], [held_out_loss(supernet, held_out, a) for a in subnets]
     new = pd.DataFrame([{"rule": rule, "seed": seed, "epochs": args.epochs, "id": a.id, "acc": x, "loss": y,
                          "train_seconds": seconds, "subnet_steps": steps} for a, x, y in zip(subnets, acc, loss)])

@@ -13,10 +13,12 @@ import torch
 from benchmarks.ranking_fidelity import parse_rule
 from nas.data.datasets import Split, TaskData, load_data
 from nas.errors import FieldError, UserError
+from nas.training.checkpoint import read_checkpoint
 from nas.training.config import TrainConfig
 from nas.training.fewshot import FewShotConfig, copy_steps, train_fewshot
 from nas.training.sampling import UniformSampler, make_sampler
 from nas.training.subspace import DECISIONS, Subspace, shares
+from nas.training.train import train_supernet
 from search_spaces import HybridSupernet, SearchSpace, SpaceConfig, get_space
 from tests.helpers import same_weights
 
@@ -65,7 +67,9 @@ def test_copies_share_the_remaining_steps_in_proportion_or_each_get_them_all():
 
 
 @pytest.mark.parametrize(("fields", "field"), [({"split": 1.0}, "split"), ({"split": "half"}, "split"),
-                                               ({"by": "depth"}, "by"), ({"compute": "more"}, "compute")])
+                                               ({"by": "depth"}, "by"), ({"compute": "more"}, "compute"),
+                                               ({"schedule": "cyclic"}, "schedule"),
+                                               ({"schedule": "continue"}, "schedule")])
 def test_fewshot_config_names_the_field_it_refuses(fields, field):
     with pytest.raises(FieldError, match=f"^{field} must be"):
         FewShotConfig(**fields)
@@ -115,3 +119,26 @@ def test_each_copy_trains_its_subspace_and_serves_its_subnets(compute):
         assert model.copy_for(arch) is model.copies[choice]
         torch.testing.assert_close(model(x, arch), model.copies[choice](x, arch))
         torch.testing.assert_close(model.extract(arch).eval()(x), model.eval()(x, arch))
+
+
+def test_continued_copies_resume_the_one_shot_schedule_where_it_paused(tmp_path):
+    data = digit_rows(128)
+    space = SearchSpace(MICRO)
+    config = TrainConfig(steps=16, batch_size=32, sampling="uniform", num_random=1, warmup_epochs=0)
+    torch.manual_seed(0)
+    base = HybridSupernet(space)
+    fewshot = FewShotConfig(split=0.5, by="mixer0", compute="each", schedule="continue")
+    model, summary = train_fewshot(base, data, config, fewshot, workdir=tmp_path)
+    assert summary["base_steps"] == 8 and summary["steps"] == 8 + 4 * 8
+    # the one-shot supernet trained exactly as far as a plain run of the whole schedule paused at step 8
+    torch.manual_seed(0)
+    plain = HybridSupernet(space)
+    assert train_supernet(plain, data, config, checkpoint=tmp_path / "plain.safetensors", pause_at=8,
+                          show_progress=False) == {"paused_at": 8}
+    assert same_weights(base.state_dict(), plain.state_dict())
+    # each copy went on from there, in its sub-space, to the schedule's end: its checkpoint says step 16
+    for choice, copy in model.copies.items():
+        assert read_checkpoint(tmp_path / f"fewshot-{choice}.safetensors")[1]["progress"]["step"] == 16
+        assert not same_weights(copy.state_dict(), base.state_dict())
+    with pytest.raises(ValueError, match="needs a workdir"):
+        train_fewshot(HybridSupernet(space), data, config, fewshot)

@@ -146,6 +146,21 @@ def test_stop_mid_epoch_finishes_the_step_and_resumes_exactly(rule, small_data, 
     assert drop(again["epochs"]) == drop(summary["epochs"])
 
 
+def test_pause_at_a_step_then_resume_gives_the_uninterrupted_weights(small_data, tmp_path):
+    pause_at = 2  # mid-epoch (3 steps an epoch): the resumed run replays the epoch's draws
+    config = TrainConfig(epochs=2, batch_size=64, num_random=0)
+    straight = tiny_supernet()
+    train_supernet(straight, small_data, config, show_progress=False)
+    ckpt = tmp_path / CHECKPOINT_FILE
+    paused = train_supernet(tiny_supernet(), small_data, config, checkpoint=ckpt, pause_at=pause_at, show_progress=False)
+    assert paused == {"paused_at": pause_at} and read_checkpoint(ckpt)[1]["progress"]["step"] == pause_at
+    resumed = tiny_supernet(seed=123)
+    train_supernet(resumed, small_data, config, checkpoint=ckpt, resume=True, show_progress=False)
+    assert max_weight_diff(straight, resumed) == 0.0
+    with pytest.raises(ValueError, match="pause_at needs a checkpoint"):
+        train_supernet(tiny_supernet(), small_data, config, pause_at=2, show_progress=False)
+
+
 def test_a_checkpoint_written_before_space_dims_and_best_of_existed_resumes(small_data, tmp_path):
     config = TrainConfig(epochs=2, batch_size=64, num_random=0)
     ckpt = tmp_path / CHECKPOINT_FILE

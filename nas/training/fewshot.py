@@ -9,16 +9,22 @@ then serve one choice each.
 Compute (`compute`): ``equal`` splits the remaining steps among the copies in proportion to the
 share of the space's subnets each holds (`subspace.shares`), so the whole run trains as many subnet
 steps as the one-shot supernet would, and a subnet is drawn as often; ``each`` gives every copy all
-the remaining steps (Zhao et al.'s setting), K - 1 times as many again. A copy's schedule is a warm
-restart (Loshchilov & Hutter 2017): a new optimizer, a cosine from the recipe's learning rate down
-over its own steps, no warm-up.
+the remaining steps (Zhao et al.'s setting), K - 1 times as many again.
+
+Schedule (`schedule`): ``restart``: a copy's schedule is a warm restart (Loshchilov & Hutter 2017),
+a new optimizer and a cosine from the recipe's learning rate down over its own steps, no warm-up;
+``continue`` (with ``compute="each"``): every copy resumes the one-shot run where it paused, its
+optimizer moments and its place on the cosine included, and trains the rest of that schedule, as
+if the one-shot run had gone on in the copy's sub-space. The pause is a checkpoint in `workdir`.
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from torch import Tensor, nn
@@ -31,6 +37,7 @@ from nas.training.train import train_supernet
 from search_spaces import Arch, HybridSupernet, SearchSpace, SubnetModel
 
 Compute = Literal["equal", "each"]
+Schedule = Literal["restart", "continue"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,7 @@ class FewShotConfig:
     split: float = 0.5  # the fraction of the budget's steps trained as one supernet, before the copies
     by: str = "mixer0"  # the decision that splits it (`nas.training.subspace.DECISIONS`)
     compute: Compute = "equal"
+    schedule: Schedule = "restart"
 
     def __post_init__(self) -> None:
         if not isinstance(self.split, (int, float)) or isinstance(self.split, bool) or not 0 < self.split < 1:
@@ -46,6 +54,11 @@ class FewShotConfig:
             raise FieldError("by", f"must be one of {sorted(DECISIONS)}, got {self.by!r}")
         if self.compute not in ("equal", "each"):
             raise FieldError("compute", f"must be 'equal' or 'each', got {self.compute!r}")
+        if self.schedule not in ("restart", "continue"):
+            raise FieldError("schedule", f"must be 'restart' or 'continue', got {self.schedule!r}")
+        if self.schedule == "continue" and self.compute != "each":
+            raise FieldError("schedule", "must be 'restart' with compute='equal': 'continue' gives a copy the one-shot "
+                                         "schedule's remaining steps, compute='each'")
 
 
 def copy_steps(remaining: int, share: dict[str, float], compute: Compute) -> dict[str, int]:
@@ -85,22 +98,39 @@ class FewShotSupernet(nn.Module):
 
 
 def train_fewshot(supernet: HybridSupernet, data: TaskData, config: TrainConfig,
-                  fewshot: FewShotConfig) -> tuple[FewShotSupernet, dict]:
+                  fewshot: FewShotConfig, *, workdir: Path | None = None) -> tuple[FewShotSupernet, dict]:
     """Train `supernet` in place for `fewshot.split` of `config`'s budget (uniform rule), then its
-    copies; the few-shot supernet and a JSON-able summary (steps of each part, seconds, the shares)."""
+    copies; the few-shot supernet and a JSON-able summary (steps of each part, seconds, the shares).
+    `workdir` (for `schedule="continue"`): where the one-shot run's checkpoint and the copies' go."""
     if config.sampling != "uniform":
         raise FieldError("sampling", f"a few-shot supernet trains with the uniform rule, got {config.sampling!r}")
+    if fewshot.schedule == "continue" and workdir is None:
+        raise ValueError("schedule='continue' needs a workdir for the one-shot run's checkpoint")
     start = time.perf_counter()
     total = training_budget(config, len(data.train)).steps
     base_steps = max(1, min(total - 1, round(fewshot.split * total)))
-    train_supernet(supernet, data, replace(config, epochs=None, steps=base_steps), show_progress=False)
+    whole = replace(config, epochs=None, steps=total)
+    if fewshot.schedule == "continue":
+        assert workdir is not None
+        base = workdir / "fewshot-base.safetensors"
+        train_supernet(supernet, data, whole, checkpoint=base, pause_at=base_steps, show_progress=False)
+    else:
+        train_supernet(supernet, data, replace(config, epochs=None, steps=base_steps), show_progress=False)
     share = shares(supernet.space, fewshot.by)
     steps = copy_steps(total - base_steps, share, fewshot.compute)
     copies: dict[str, HybridSupernet] = {}
     for i, (choice, n) in enumerate(steps.items()):
         copies[choice] = copy.deepcopy(supernet)
-        restart = replace(config, epochs=None, steps=n, warmup_epochs=0, seed=config.seed + 1 + i)
-        train_supernet(copies[choice], data, restart, show_progress=False, within=Subspace(fewshot.by, choice))
+        within = Subspace(fewshot.by, choice)
+        if fewshot.schedule == "continue":
+            assert workdir is not None
+            own = workdir / f"fewshot-{choice}.safetensors"
+            shutil.copyfile(base, own)
+            train_supernet(copies[choice], data, whole, checkpoint=own, resume=True, show_progress=False,
+                           within=within)
+        else:
+            restart = replace(config, epochs=None, steps=n, warmup_epochs=0, seed=config.seed + 1 + i)
+            train_supernet(copies[choice], data, restart, show_progress=False, within=within)
     return FewShotSupernet(supernet.space, fewshot.by, copies), {
         "fewshot": asdict(fewshot), "base_steps": base_steps, "copy_steps": steps, "shares": share,
         "steps": base_steps + sum(steps.values()), "seconds": time.perf_counter() - start}

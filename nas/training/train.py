@@ -263,7 +263,8 @@ def _parallel_step(supernet: HybridSupernet, xs: Tensor, ys: Tensor, batch: int,
 def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig, *,
                    checkpoint: Path | None = None, resume: bool = False, show_progress: bool = True,
                    stop: Callable[[], bool] | None = None, parallel: DataParallel | None = None,
-                   on_problem: Callable[[Problem], None] | None = None, within: Subspace | None = None) -> dict:
+                   on_problem: Callable[[Problem], None] | None = None, within: Subspace | None = None,
+                   pause_at: int | None = None) -> dict:
     """Train in place; returns a JSON-able summary (history, budget, time, validation accuracy of
     the extremes, and the problems seen: `nas.training.health`).
 
@@ -275,14 +276,18 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
     raised; resuming from there ends with the same weights as an uninterrupted run. With
     `parallel`, this process is one worker of a data-parallel run (see `DataParallel`). `within`
     (the uniform rule only): every step's subnets are drawn from that sub-space (a copy of a
-    few-shot supernet, `nas.training.fewshot`).
+    few-shot supernet, `nas.training.fewshot`). `pause_at` (with `checkpoint`): after that step of
+    the budget's schedule, training is checkpointed as `stop` does and returns `{"paused_at": step}`;
+    resuming continues the same schedule and optimizer state.
 
     A non-finite loss, gradient or weight stops training with a `UserError` before it reaches the
     weights or a checkpoint; a streak of epochs at chance is reported to `on_problem` when it
     appears, and every one is in the summary's `problems`.
     """
-    if stop is not None and parallel is not None:
-        raise ValueError("stop is for one process; a data-parallel run stops through its driver")
+    if (stop is not None or pause_at is not None) and parallel is not None:
+        raise ValueError("stop and pause_at are for one process; a data-parallel run stops through its driver")
+    if pause_at is not None and checkpoint is None:
+        raise ValueError("pause_at needs a checkpoint to pause into")
     if parallel is not None:
         check_parallel(config)
     torch.manual_seed(config.seed)
@@ -343,7 +348,8 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
                 rate = seen / (time.perf_counter() - run_start)
                 bar.update(f"epoch {epoch + 1}/{plan.epochs} loss {np.mean(losses):.3f} "
                            f"acc {correct / count:.3f} {rate:.0f} samples/s" + _pipeline_text(pipeline))
-                if stop is not None and stop() and len(losses) < plan.epoch_steps(epoch):
+                halt = step == pause_at or (stop is not None and stop())
+                if halt and len(losses) < plan.epoch_steps(epoch):
                     stopped = True
                     break
             check_finite_weights(params, config)  # before any checkpoint holds them
@@ -353,6 +359,8 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
                                     {"epoch": epoch, "step": step, "seconds": time.perf_counter() - start,
                                      "history": history, "epoch_steps": len(losses), "epoch_losses": losses,
                                      "epoch_correct": correct}, epoch_gen=epoch_start_gen)
+                if step == pause_at:
+                    return {"paused_at": step}
                 raise KeyboardInterrupt
             history.append({
                 "epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)), "train_acc": correct / count,
@@ -371,6 +379,8 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
                                  "history": history})
             if parallel is not None:
                 parallel.epoch_end(history[-1])
+            if step == pause_at and epoch + 1 < plan.epochs:
+                return {"paused_at": step}
             if stop is not None and stop() and epoch + 1 < plan.epochs:
                 raise KeyboardInterrupt
     return {
