@@ -33,6 +33,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,7 @@ from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
 from nas.hardware.measure import LatencySettings
 from nas.hardware.profile import ProfileSettings, build_profile, load_profile
+from nas.hardware.quantize import Precision
 from nas.runs.files import load_supernet, read_json, write_json
 from nas.search.loop import Budget, run_search
 from nas.search.pareto import front_hypervolume, hypervolume_reference, pareto_indices
@@ -56,17 +58,24 @@ from search_spaces import Arch
 
 
 class CachedEvaluator(Evaluator):
-    """Accuracy evaluations shared across runs: the same subnet always gets the same accuracy."""
+    """Evaluations shared across runs: the same subnet always gets the same accuracy (and, with
+    latency predicted, the same row of a search)."""
 
     def __init__(self, *args, cache: dict, **kwargs):
         super().__init__(*args, **kwargs)
         self.cache = cache
 
-    def accuracy(self, arch: Arch, split: str = "val") -> float:
-        key = (arch, split)
+    def accuracy(self, arch: Arch, split: str = "val", precision: Precision = "fp32") -> float:
+        key = (arch, split, precision)
         if key not in self.cache:
-            self.cache[key] = super().accuracy(arch, split)
+            self.cache[key] = super().accuracy(arch, split, precision)
         return self.cache[key]
+
+    def _evaluate_at(self, arch: Arch, precision: Precision, *, latency: bool) -> dict[str, Any]:
+        key = ("row", arch, precision, latency)
+        if key not in self.cache:
+            self.cache[key] = super()._evaluate_at(arch, precision, latency=latency)
+        return dict(self.cache[key])
 
 
 def strategy_spec(spec: str) -> tuple[str, dict[str, Scalar]]:
@@ -95,7 +104,7 @@ def reference_sample(evaluator: Evaluator, n: int, seed: int, out: Path) -> pd.D
         table = pd.read_csv(path, dtype={"id": str})
         if len(table) >= n:
             for a, acc in zip(table["arch"], table["val_acc"]):
-                evaluator.cache[(Arch.from_json(a), "val")] = float(acc)
+                evaluator.cache[(Arch.from_json(a), "val", "fp32")] = float(acc)
             return table.head(n)
     rng = np.random.default_rng(seed)
     archs: dict[Arch, None] = {}
