@@ -15,12 +15,13 @@ from benchmarks.common import median_flops
 from benchmarks.quantization import covers, front
 from benchmarks.ranking_fidelity import over_ceiling
 from benchmarks.ranking_supernets import supernet_results
+from benchmarks.search_strategies import strategy_spec
 from benchmarks.search_value import another_fits, feasibility, last_true, search_args, targets, verdict
 from benchmarks.search_value_rows import finalists, merge, zero_shot_args, zero_shot_row
 from benchmarks.tasks import digits28, write_digits28
 from nas.data.datasets import load_data
 from nas.data.kind import space_for_data
-from nas.errors import UserError
+from nas.errors import FieldError, UserError
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
 from nas.hardware.measure import LatencySettings
@@ -175,3 +176,16 @@ def test_a_supernet_in_supernets_csv_is_read_not_trained(tmp_path):
     args = argparse.Namespace(out=tmp_path, epochs=3, space="tiny")
     result, supernet = supernet_results(args, "uniform", TrainConfig(), None, 0, None, None, subnets, 1)
     assert supernet is None and result == ([0.5, 0.6], [1.0, 0.9], 7.0, 99)
+
+
+def test_a_strategy_spec_reads_its_options_as_the_cli_does_and_checks_their_names():
+    assert strategy_spec("random") == ("random", {})
+    assert strategy_spec("predictor:warm_start=naswot") == ("predictor", {"warm_start": "naswot"})
+    assert strategy_spec("predictor:initial=30:local=0.25:warm_start=params") == (
+        "predictor", {"initial": 30, "local": 0.25, "warm_start": "params"})  # JSON scalars, as --strategy-option
+    with pytest.raises(FieldError, match="warm_start"):
+        strategy_spec("random:warm_start=naswot")  # not an option of random search
+    with pytest.raises(FieldError, match="KEY=VALUE"):
+        strategy_spec("predictor:naswot")
+    with pytest.raises(UserError, match="twice"):
+        strategy_spec("predictor:initial=10:initial=20")
