@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import proxy_ranking
 from benchmarks.ranking_supernets import held_out_loss, supernet_results, throughput
 from benchmarks.training_health import mnist1d_subset
-from nas.data.datasets import DataError, Split, load_data
+from nas.data.datasets import DataError, Split, TaskData, load_data
 from nas.errors import UserError
 from nas.evaluation.accuracy import evaluate
 from nas.training.config import TrainConfig, training_budget
@@ -115,6 +115,16 @@ def parse_rule(item: str, base: TrainConfig, uniform_random: int) -> tuple[Train
         sys.exit(f"--rules {item}: {e}")
 
 
+def ranked_task(spec: str, space: str, subset: int | None, epochs: int | None, seed: int) -> tuple[TaskData, int]:
+    """The data to rank on (`subset` samples of them as `training_health.mnist1d_subset` draws them,
+    seed `seed`; None: all) and the epochs each way (`epochs`; None: the default budget on that
+    training set, `training_budget`, its step floor included)."""
+    data = load_data(spec, dims=get_family(space).dims)
+    if subset is not None:
+        data = mnist1d_subset(data, subset, seed)
+    return data, epochs if epochs is not None else training_budget(TrainConfig(), len(data.train)).epochs
+
+
 def seed_agreement(per_seed: np.ndarray) -> float:
     """Mean Kendall tau over every pair of seeds (columns): how well the reference agrees with itself."""
     pairs = itertools.combinations(range(per_seed.shape[1]), 2)
@@ -157,11 +167,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    data = load_data(args.data, dims=get_family(args.space).dims)
-    if args.subset is not None:
-        data = mnist1d_subset(data, args.subset, args.seed)
-    if args.epochs is None:  # the default budget (its step floor included), in whole epochs
-        args.epochs = training_budget(TrainConfig(), len(data.train)).epochs
+    data, args.epochs = ranked_task(args.data, args.space, args.subset, args.epochs, args.seed)
     space = get_space(args.space, data.shape)  # fitted to the data
     held_out = Split(torch.cat([data.val.x, data.test.x]), torch.cat([data.val.y, data.test.y]))
     base = TrainConfig(epochs=args.epochs, seed=args.seed)
