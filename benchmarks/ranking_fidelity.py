@@ -26,6 +26,12 @@
 
     .venv/bin/python benchmarks/ranking_fidelity.py --out runs/benchmarks/ranking
 
+The budget is `--epochs` epochs each way; without it, the default budget on this training set
+(`training_budget`: 40 epochs, at least `MIN_STEPS` steps), as the epochs it comes to. `--subset N`
+ranks on N samples drawn from the data's training and validation samples as
+`benchmarks/training_health.py` draws its MNIST-1D subsets (`mnist1d_subset`, seed `--seed`; the
+test set as it is): the rules on a small training set.
+
 Writes subnets.csv (one row per subnet), rules.csv (one row per rule and supernet seed, with its
 subnet steps and the spread of its inherited accuracies), summary.json (the subnets' FLOPs range,
 from-scratch spread and noise ceiling), ranking.png; proxies.csv (one row per proxy and weights)
@@ -53,10 +59,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import proxy_ranking
 from benchmarks.ranking_supernets import held_out_loss, supernet_results, throughput
-from nas.data.datasets import DataError, Split, load_data
+from benchmarks.training_health import mnist1d_subset
+from nas.data.datasets import DataError, Split, TaskData, load_data
 from nas.errors import UserError
 from nas.evaluation.accuracy import evaluate
-from nas.training.config import DEFAULT_EPOCHS, TrainConfig
+from nas.training.config import TrainConfig, training_budget
 from nas.training.fewshot import FewShotConfig
 from nas.training.sampling import make_sampler
 from nas.training.train import train_standalone
@@ -108,6 +115,16 @@ def parse_rule(item: str, base: TrainConfig, uniform_random: int) -> tuple[Train
         sys.exit(f"--rules {item}: {e}")
 
 
+def ranked_task(spec: str, space: str, subset: int | None, epochs: int | None, seed: int) -> tuple[TaskData, int]:
+    """The data to rank on (`subset` samples of them as `training_health.mnist1d_subset` draws them,
+    seed `seed`; None: all) and the epochs each way (`epochs`; None: the default budget on that
+    training set, `training_budget`, its step floor included)."""
+    data = load_data(spec, dims=get_family(space).dims)
+    if subset is not None:
+        data = mnist1d_subset(data, subset, seed)
+    return data, epochs if epochs is not None else training_budget(TrainConfig(), len(data.train)).epochs
+
+
 def seed_agreement(per_seed: np.ndarray) -> float:
     """Mean Kendall tau over every pair of seeds (columns): how well the reference agrees with itself."""
     pairs = itertools.combinations(range(per_seed.shape[1]), 2)
@@ -129,7 +146,10 @@ def main() -> None:
     ap.add_argument("--rules", nargs="+", default=["sandwich", "complexity", "uniform"],
                     help="sampling rules, each with optional recipe changes: uniform:num_random=4 sandwich:distill=false")
     ap.add_argument("--uniform-random", type=int, default=1, help="subnets per step of the uniform rule (1: single path)")
-    ap.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="the budget each way (default: the default budget on this training set, in epochs)")
+    ap.add_argument("--subset", type=int, default=None, metavar="N",
+                    help="rank on N samples of the data's training and validation samples (as training_health.py)")
     ap.add_argument("--standalone-seeds", type=int, default=1)
     ap.add_argument("--supernet-seeds", type=int, default=1,
                     help="supernets per rule (seeds --seed, +1000, ...): how reproducible the supernet's ranking is")
@@ -147,13 +167,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    data = load_data(args.data, dims=get_family(args.space).dims)
+    data, args.epochs = ranked_task(args.data, args.space, args.subset, args.epochs, args.seed)
     space = get_space(args.space, data.shape)  # fitted to the data
     held_out = Split(torch.cat([data.val.x, data.test.x]), torch.cat([data.val.y, data.test.y]))
     base = TrainConfig(epochs=args.epochs, seed=args.seed)
     subnets = choose_subnets(space, args.subnets, seed=1234)
     rows = [{"id": a.id, "flops": space.count_flops(a), "params": space.count_params(a), "arch": a.to_json()} for a in subnets]
-    print(f"{len(subnets)} subnets, {rows[0]['flops']:,} to {rows[-1]['flops']:,} MACs", flush=True)
+    print(f"{len(subnets)} subnets, {rows[0]['flops']:,} to {rows[-1]['flops']:,} MACs; {len(data.train)} training "
+          f"samples, {args.epochs} epochs ({training_budget(base, len(data.train)).steps} steps)", flush=True)
 
     rules = [r.strip() for item in args.rules for r in item.split(",") if r.strip()]
     parsed = {rule: parse_rule(rule, base, args.uniform_random) for rule in rules}  # every error before any training
@@ -246,7 +267,8 @@ def main() -> None:
             pd.DataFrame(summaries).to_csv(args.out / "rules.csv", index=False)
 
     scratch = [r["standalone_acc"] for r in rows]
-    summary = {"space": args.space, "data": args.data, "epochs": args.epochs, "subnets": len(subnets),
+    summary = {"space": args.space, "data": args.data, "subset": args.subset, "train_size": len(data.train),
+               "epochs": args.epochs, "subnets": len(subnets),
                "held_out": len(held_out), "flops_min": rows[0]["flops"], "flops_max": rows[-1]["flops"],
                "standalone_seeds": args.standalone_seeds, "standalone_seconds": standalone_seconds,
                "scratch_acc_min": min(scratch), "scratch_acc_max": max(scratch)}

@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.common import median_flops
 from benchmarks.quantization import covers, front
-from benchmarks.ranking_fidelity import over_ceiling
+from benchmarks.ranking_fidelity import over_ceiling, ranked_task
 from benchmarks.ranking_supernets import supernet_results
 from benchmarks.search_strategies import strategy_spec
 from benchmarks.search_value import another_fits, feasibility, last_true, search_args, targets, verdict
@@ -25,7 +25,7 @@ from nas.errors import FieldError, UserError
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
 from nas.hardware.measure import LatencySettings
-from nas.training.config import TrainConfig
+from nas.training.config import MIN_STEPS, TrainConfig, training_budget
 from search_spaces import get_space
 from tests.helpers import few_digits, tiny_supernet
 
@@ -189,3 +189,12 @@ def test_a_strategy_spec_reads_its_options_as_the_cli_does_and_checks_their_name
         strategy_spec("predictor:naswot")
     with pytest.raises(UserError, match="twice"):
         strategy_spec("predictor:initial=10:initial=20")
+
+
+def test_ranking_runs_on_a_subset_at_the_default_budget_unless_epochs_are_given():
+    data, epochs = ranked_task("digits", "tiny", 300, None, seed=0)  # 255 training, 45 validation: 4 steps an epoch
+    assert (len(data.train), len(data.val), len(data.test)) == (255, 45, len(load_data("digits").test))
+    assert epochs == training_budget(TrainConfig(), 255).epochs and epochs * 4 >= MIN_STEPS  # the step floor
+    assert ranked_task("digits", "tiny", 300, 3, seed=0)[1] == 3
+    whole, epochs = ranked_task("digits", "tiny", None, None, seed=0)
+    assert len(whole.train) == len(load_data("digits").train) and epochs == training_budget(TrainConfig(), len(whole.train)).epochs
