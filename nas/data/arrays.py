@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 
 from nas.data.errors import DataError
-from nas.data.npy import CHANNEL_SIZES, channels_last
+from nas.data.npy import CHANNEL_SIZES, channels_last, check_steps
 
 MAX_CLASSES = 100_000
 # What reading a corrupt/truncated .npz or pickle can raise (DataError is re-raised first).
@@ -54,6 +54,7 @@ def sequences(arr: np.ndarray, where: str) -> np.ndarray:
                         f"got {arr.shape}")
     if 0 in arr.shape:
         raise DataError(f"{where}: empty sequence array of shape {arr.shape} ([N, T] or [N, T, C])")
+    check_steps(arr.shape, where)
     seq = arr[:, None, :] if arr.ndim == 2 else arr.transpose(0, 2, 1)  # (N, C, T)
     out = np.ascontiguousarray(seq, dtype=np.float32)
     if not np.isfinite(out).all():

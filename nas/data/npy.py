@@ -67,6 +67,14 @@ def _open(f: Path) -> np.ndarray:
         raise DataError(f"{f}: corrupt or unreadable .npy ({one_line(exc)})") from exc
 
 
+def check_steps(shape: tuple[int, ...], where: object) -> None:
+    """Refuse [N, 1, C] sequences: read channels-last they are one time step, which is almost always
+    an [N, C, T] array given the wrong way round."""
+    if len(shape) == 3 and shape[1] == 1 and shape[2] > 1:
+        raise DataError(f"{where}: sequences of shape {list(shape)} read as [N, T, C] are 1 step of {shape[2]} "
+                        f"channels; if they are [N, C, T], pass x.transpose(0, 2, 1)")
+
+
 def _layout(x: np.ndarray, dims: int, where: Path) -> str:
     """How a row of `x` becomes (C, H, W) or (C, T) (`NpyRows.layout`)."""
     if x.dtype.kind not in "biuf":
@@ -76,6 +84,7 @@ def _layout(x: np.ndarray, dims: int, where: Path) -> str:
     if dims == 1:
         if x.ndim not in (2, 3):
             raise DataError(f"{where}: sequences must have shape [N, T] or [N, T, C], got {x.shape}")
+        check_steps(x.shape, where)
         return "t" if x.ndim == 2 else "tc"
     if x.ndim == 3:
         layout, (h, w) = "hw", x.shape[1:]
