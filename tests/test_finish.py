@@ -73,7 +73,7 @@ def test_config_round_trips_and_refuses_unknown_keys():
 def test_budget_is_a_fraction_of_the_from_scratch_steps(data):
     assert scratch_steps(data) == 334 * 3  # the default budget: 40 epochs, at least 1,000 steps in whole epochs
     assert finish_steps(FinishConfig(how="finetune"), data) == 501
-    assert finish_steps(FinishConfig(), data) == 1002  # from scratch: the whole default budget
+    assert finish_steps(FinishConfig(how="scratch"), data) == 1002  # from scratch: the whole default budget
     assert finish_steps(FinishConfig(how="finetune", budget=0.001), data) == 1
     assert finish_steps(FinishConfig(epochs=2), data) == 6
     assert finish_steps(FinishConfig(steps=7), data) == 7
@@ -101,7 +101,7 @@ def test_finetune_improves_validation_loss_and_leaves_the_supernet_alone(superne
 
 def test_the_best_epoch_is_kept(supernet, arch, data):
     # a learning rate warming up to a huge peak: the first epochs improve, the later ones get worse
-    result = finish(supernet, arch, data, lr=0.12, epochs=5, warmup_epochs=5, patience=0)
+    result = finish(supernet, arch, data, lr=0.12, epochs=5, warmup_epochs=5, patience=0, select="val_loss")
     losses = {h["step"]: h["val_loss"] for h in result.history}
     r = result.record
     assert 0 < r.best_step < r.steps == 15, losses  # the case is what it should be: the best in the middle
@@ -114,7 +114,7 @@ def test_the_best_epoch_is_kept(supernet, arch, data):
             end = step
             break
         best = loss
-    early = finish(supernet, arch, data, lr=0.12, epochs=5, warmup_epochs=5, patience=1)
+    early = finish(supernet, arch, data, lr=0.12, epochs=5, warmup_epochs=5, patience=1, select="val_loss")
     assert early.record.steps == end and early.record.val_loss_after == best
 
 
@@ -124,9 +124,9 @@ def test_select_last_keeps_the_last_epoch(supernet, arch, data):
     assert "val_loss" not in result.history[-1]  # no validation during training
 
 
-def test_the_default_finishing_is_the_default_recipe_from_scratch_its_last_epoch_kept():
-    assert (FinishConfig().how, FinishConfig().selection) == ("scratch", "last")
-    assert FinishConfig(how="finetune").selection == "val_loss" and FinishConfig(select="val_acc").selection == "val_acc"
+def test_the_default_finishing_is_the_fine_tune_its_last_epoch_kept():
+    assert (FinishConfig().how, FinishConfig().selection) == ("finetune", "last")
+    assert FinishConfig(how="scratch").selection == "last" and FinishConfig(select="val_acc").selection == "val_acc"
 
 
 def test_scratch_is_the_default_recipe_from_a_seeded_initialisation(supernet, arch, data):

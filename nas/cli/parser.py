@@ -112,9 +112,9 @@ QAT_HELP = ("a subnet handed over in int8: fine-tune its float weights with quan
 def _add_finish(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("finishing the chosen subnet (nas.finish)")
     _setting(g, "finish", choices=list(HOW),
-             help="scratch (default): trained from its initialisation with the default recipe, as the reference "
-                  "it must match; finetune: its inherited weights trained further (about a third of the cost), "
-                  "the best epoch by validation kept; inherit: as extracted")
+             help="finetune (default): its inherited weights trained further, at half the cost of training it "
+                  "from scratch; scratch: trained from its initialisation with the default recipe, as the reference "
+                  "it must match (the default of a zero-shot search); inherit: as extracted")
     _setting(g, "finish_budget", type=float, metavar="FRACTION",
              help=f"fine-tuning steps as a fraction of training from scratch (default {FinishConfig().budget})")
     _setting(g, "qat", choices=list(QAT),
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finalists", type=int, default=1, metavar="K",
                    help="without --arch: the search's choice and the next most accurate of the front, K in all")
     p.add_argument("--finish", choices=list(HOW), default="finetune",
-                   help="how (default finetune, as the command says; nas search finishes from scratch by default)")
+                   help="how (default finetune, as nas search finishes)")
     p.add_argument("--finish-budget", type=float, default=FinishConfig().budget, metavar="FRACTION",
                    help=f"fine-tuning steps as a fraction of training from scratch (default {FinishConfig().budget})")
     p.add_argument("--qat", choices=list(QAT), default=None,  # None: not given (FinishConfig's default)
