@@ -1,5 +1,5 @@
-"""Finishing a searched subnet: trained from scratch (the default), or its inherited weights trained
-further, or as extracted.
+"""Finishing a searched subnet: its inherited weights trained further (the default), or trained from
+scratch, or taken as extracted.
 
 A subnet extracted from a weight-sharing supernet is rarely as accurate as the same architecture
 trained on its own: its weights were shared with every other subnet. Once-for-All fine-tunes the
