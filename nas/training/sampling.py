@@ -205,18 +205,17 @@ def phase_config(config: SpaceConfig, phase: int) -> SpaceConfig:
     """The sub-space of the progressive rule's phase `phase` (0-based, `PHASES`): the dimensions
     unlocked in a later phase held at their largest choice, as `SearchSpace.largest` takes them
     (the smallest stride); the last phase is `config` itself."""
-    c, changes = config, {}
-    stages = list(c.stages)
-    if phase < 1:
-        changes.update(kernels=(max(c.kernels),), resolutions=(max(c.resolutions),))
-        stages = [replace(s, strides=(min(s.strides),)) for s in stages]
-    if phase < 2:
-        stages = [replace(s, depths=(max(s.depths),)) for s in stages]
+    c = config
     if phase < 3:
-        changes.update(stem_widths=(max(c.stem_widths),), expand_ratios=(max(c.expand_ratios),),
-                       heads=(max(c.heads),), mlp_ratios=(max(c.mlp_ratios),))
-        stages = [replace(s, widths=(max(s.widths),)) for s in stages]
-    return replace(c, stages=tuple(stages), **changes)
+        c = replace(c, stem_widths=(max(c.stem_widths),), expand_ratios=(max(c.expand_ratios),),
+                    heads=(max(c.heads),), mlp_ratios=(max(c.mlp_ratios),),
+                    stages=tuple(replace(s, widths=(max(s.widths),)) for s in c.stages))
+    if phase < 2:
+        c = replace(c, stages=tuple(replace(s, depths=(max(s.depths),)) for s in c.stages))
+    if phase < 1:
+        c = replace(c, kernels=(max(c.kernels),), resolutions=(max(c.resolutions),),
+                    stages=tuple(replace(s, strides=(min(s.strides),)) for s in c.stages))
+    return c
 
 
 @SAMPLERS.register
