@@ -179,7 +179,8 @@ def main() -> None:
     rules = [r.strip() for item in args.rules for r in item.split(",") if r.strip()]
     parsed = {rule: parse_rule(rule, base, args.uniform_random) for rule in rules}  # every error before any training
     configs, fewshots = {r: c for r, (c, _) in parsed.items()}, {r: f for r, (_, f) in parsed.items()}
-    per_step = {r: len(make_sampler(c.sampling, space, num_random=c.num_random, seed=0).draws()) for r, c in configs.items()}
+    per_step = {r: len(make_sampler(c.sampling, space, num_random=c.num_random, seed=0, total_steps=1).draws())
+                for r, c in configs.items()}
     if args.supernets_only:  # the supernets now, into supernets.csv; a later run reads them with the reference
         for rule, config in configs.items():
             for k in range(args.supernet_seeds):

@@ -34,7 +34,8 @@ def throughput(space, data, config: TrainConfig, steps: int = 20) -> dict:
     """Samples/s of supernet steps (every drawn subnet, one update) against the same subnets trained
     as static models (one update each); every model is warmed up before it is timed."""
     supernet = HybridSupernet(space)
-    sampler = make_sampler(config.sampling, space, num_random=config.num_random, seed=config.seed)
+    sampler = make_sampler(config.sampling, space, num_random=config.num_random, seed=config.seed,
+                           total_steps=steps + 1)  # a progressive schedule over the timed steps: every phase
     draws = [sampler.draws() for _ in range(steps + 1)]
     x, y = data.train.x[: config.batch_size], data.train.y[: config.batch_size]
 

@@ -199,7 +199,7 @@ def pipeline_row(run: Path, seconds: float, data: TaskData) -> dict:
     chosen = read_json(run / "search.json", "search summary")["chosen"]
     supernet_steps = training_budget(train, len(data.train)).steps
     per_step = len(make_sampler(train.sampling, get_space(config.space, data.shape), num_random=train.num_random,
-                                seed=0).draws())
+                                seed=0, total_steps=supernet_steps).draws())
     finishing = chosen.get("finishing", {}).get("steps", 0) * config.finalists  # the finalists take as many
     return {"method": PIPELINE, "id": chosen["id"], "val_acc": chosen["val_acc"], "test_acc": chosen["test_acc"],
             "seconds": seconds, "steps": supernet_steps + finishing,

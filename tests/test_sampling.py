@@ -1,5 +1,6 @@
 """Best-of-k sampling (`best_of`): k candidates per random slot, drawn deterministically; the
-training step trains the candidate with the lowest loss on its batch, with no other effect."""
+training step trains the candidate with the lowest loss on its batch, with no other effect. The
+progressive rule: its phases in order, the last one the uniform rule, and exact resume."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import torch
 import torch.nn.functional as F
 
 from nas.data.datasets import Split
-from nas.errors import FieldError
+from nas.errors import FieldError, UserError
 from nas.training.checkpoint import CHECKPOINT_FILE
 from nas.training.config import TrainConfig
 from nas.training.parallel import DataParallel
-from nas.training.sampling import Draw, make_sampler
+from nas.training.sampling import PHASES, Draw, ProgressiveSampler, make_sampler, phase_config
 from nas.training.train import _step_losses, train_supernet
-from search_spaces import get_space
+from search_spaces import SearchSpace, get_space
+from search_spaces.arch import ArchError
 from tests.helpers import few_digits, max_weight_diff, stop_training_after, tiny_supernet
 
 SPACE = get_space("tiny")
@@ -123,3 +125,77 @@ def test_best_of_is_checked_and_refused_in_data_parallel_training(digits):
     config = TrainConfig(steps=1, best_of=2)
     with pytest.raises(FieldError, match="best_of must be 1 in data-parallel training"):
         train_supernet(tiny_supernet(), digits, config, show_progress=False, parallel=parallel)
+
+
+def _in(config, arch) -> bool:
+    try:
+        SearchSpace(config).validate(arch)
+        return True
+    except ArchError:
+        return False
+
+
+@pytest.mark.parametrize("name", ["tiny", "seq"])
+def test_progressive_phases_unlock_one_dimension_after_another(name):
+    """Each phase draws inside its sub-space and, across its draws, outside the previous one's (the
+    dimension it unlocks varies); the first draws full-size subnets of varied operations."""
+    space = get_space(name)
+    sampler = make_sampler("progressive", space, num_random=4, seed=1, total_steps=160)
+    assert sampler.starts == (40, 80, 120)
+    phases = [[d.arch for _ in range(40) for d in sampler.draws()] for _ in PHASES]
+    for p, archs in enumerate(phases):
+        assert all(_in(phase_config(space.config, p), a) for a in archs), PHASES[p]
+        if p:
+            assert not all(_in(phase_config(space.config, p - 1), a) for a in archs), PHASES[p]
+    largest = space.largest()
+    first = phases[0]
+    assert all(a.stem_width == largest.stem_width and [s.depth for s in a.stages] == [s.depth for s in largest.stages]
+               and [s.width for s in a.stages] == [s.width for s in largest.stages] for a in first)
+    assert len({tuple(type(b).__name__ + getattr(b, "mixer", "") for b in a.blocks) for a in first}) > 1
+    assert phase_config(space.config, len(PHASES) - 1) == space.config
+
+
+def test_progressive_last_phase_draws_what_the_uniform_rule_draws():
+    sampler = ProgressiveSampler(SPACE, num_random=3, seed=4, total_steps=8, phase_share=0.25)
+    for _ in range(6):
+        sampler.draws()
+    rng = np.random.default_rng()
+    rng.bit_generator.state = sampler.rng.bit_generator.state
+    assert [d.arch for d in sampler.draws()] == [SPACE.sample(rng) for _ in range(3)]
+
+
+def test_progressive_sampler_resumes_in_its_phase():
+    a = make_sampler("progressive", SPACE, num_random=2, seed=7, total_steps=12, phase_share=0.3, best_of=2)
+    for _ in range(5):
+        a.draws()
+    b = make_sampler("progressive", SPACE, num_random=2, seed=99, total_steps=12, phase_share=0.3, best_of=2)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert b.phase == a.phase == 1
+    assert [a.draws() for _ in range(7)] == [b.draws() for _ in range(7)]  # across two phase changes
+    other = make_sampler("progressive", SPACE, num_random=2, seed=7, total_steps=13)
+    with pytest.raises(UserError, match="spans 12 steps, this run's 13"):
+        other.load_state_dict(a.state_dict())
+
+
+def test_progressive_training_resumes_to_the_same_weights(tmp_path, digits):
+    """4 steps, one per phase; stopped after step 3 (mid-epoch 2), resumed in the last phase."""
+    config = TrainConfig(epochs=2, batch_size=16, warmup_epochs=0, sampling="progressive", num_random=1)
+    straight = tiny_supernet()
+    train_supernet(straight, digits, config, show_progress=False)
+    ckpt = tmp_path / CHECKPOINT_FILE
+    stop_training_after(4, digits, config, ckpt)
+    resumed = tiny_supernet(seed=1)
+    train_supernet(resumed, digits, config, checkpoint=ckpt, resume=True, show_progress=False)
+    assert max_weight_diff(straight, resumed) == 0.0
+
+
+def test_progressive_options_are_checked():
+    for share in (0.0, 1 / 3, 0.5, -0.1):
+        with pytest.raises(FieldError, match="phase_share must be in \\(0, 1/3\\)"):
+            TrainConfig(sampling="progressive", phase_share=share)
+    with pytest.raises(FieldError, match="phase_share must be a finite number"):
+        TrainConfig.from_dict({"phase_share": "0.2"})
+    with pytest.raises(UserError, match="needs the run's total steps"):
+        make_sampler("progressive", SPACE, num_random=2, seed=0)
+    with pytest.raises(FieldError, match="total_steps must be >= 1, got 0"):
+        make_sampler("progressive", SPACE, num_random=2, seed=0, total_steps=0)

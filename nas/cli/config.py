@@ -56,7 +56,7 @@ class RunConfig:
     optimizer: Literal["adamw", "sgd"] = _TRAIN.optimizer
     weight_decay: float = _TRAIN.weight_decay
     warmup_epochs: int = _TRAIN.warmup_epochs
-    sampling: Literal["uniform", "sandwich", "complexity"] = _TRAIN.sampling
+    sampling: Literal["uniform", "sandwich", "complexity", "progressive"] = _TRAIN.sampling
     num_random: int = _TRAIN.num_random
     best_of: int = _TRAIN.best_of
     no_distill: bool = not _TRAIN.distill

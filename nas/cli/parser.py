@@ -71,7 +71,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
              help=f"linear warm-up before the cosine schedule (default {DEFAULT.warmup_epochs})")
     _setting(g, "sampling", choices=SAMPLING_RULES,
              help="subnets per step: uniform (random only), sandwich (largest + smallest + random, distilled), "
-                  f"complexity (largest + random from a moving FLOPs band); default {DEFAULT.sampling} (uniform with 4 a "
+                  "complexity (largest + random from a moving FLOPs band), progressive (random from a sub-space that "
+                  f"grows by phases, OFA's progressive shrinking); default {DEFAULT.sampling} (uniform with 4 a "
                   "step on the built-in seq space, which it ranks better)")
     _setting(g, "num_random", type=int, help=f"random subnets per step (default {DEFAULT.num_random}; 4 on seq)")
     _setting(g, "best_of", type=int, metavar="K",

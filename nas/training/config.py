@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from nas.errors import FieldError, UserError, check_field_types, named
-from nas.training.sampling import SAMPLING_RULES
+from nas.training.sampling import DEFAULT_PHASE_SHARE, SAMPLING_RULES, check_phase_share
 from search_spaces.arch import show
 
 DEFAULT_EPOCHS = 40  # the default budget on a large training set
@@ -34,8 +34,9 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: int = 2
     label_smoothing: float = 0.1
-    sampling: Literal["uniform", "sandwich", "complexity"] = "sandwich"
+    sampling: Literal["uniform", "sandwich", "complexity", "progressive"] = "sandwich"
     num_random: int = 2
+    phase_share: float = DEFAULT_PHASE_SHARE  # the progressive rule: the share of the steps in each restricted phase
     best_of: int = 1  # candidates per random slot, the one with the lowest batch loss trained (1: off; `sampling`)
     distill: bool = True
     grad_clip: float = 5.0
@@ -58,6 +59,7 @@ class TrainConfig:
             raise FieldError("optimizer", f"must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.sampling not in SAMPLING_RULES:
             raise FieldError("sampling", f"must be one of {list(SAMPLING_RULES)}, got {self.sampling!r}")
+        check_phase_share(self.phase_share)
         if not self.lr > 0:
             raise FieldError("lr", f"must be > 0, got {self.lr}")
         for name in ("num_random", "warmup_epochs", "weight_decay"):

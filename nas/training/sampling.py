@@ -10,6 +10,21 @@
   band moves by at most one step between consecutive training steps (a reflecting random walk),
   so consecutive updates come from subnets of similar size, while over the run every band of the
   range is visited.
+- ``progressive``: progressive shrinking (Once-for-All, Cai et al. 2020) as a sampling rule. The run
+  is cut into four phases by its progress (`phase_share` of the steps each for the first three, the
+  rest for the last); each draws ``num_random`` subnets uniformly from a sub-space in which the
+  dimensions not yet unlocked sit at their largest choice (`phase_config`), in OFA's order:
+  1. full size: every depth, width and kernel at its largest; only the operations are drawn
+     (each position's block type and token mixer, and in a conv_first layout the switch);
+  2. + the kernel size (and the resolution and strides: like the kernel, they change no weight's shape);
+  3. + the depth of each stage;
+  4. + every width (stem, stages, expand ratio, heads, MLP ratio): the whole space, the uniform rule.
+  The operations are drawn from the start, unlike OFA's single largest network: they do not nest
+  (a position's convolution and transformer blocks are separate modules; the mixers read shared
+  q/k/v in incompatible ways), so no choice of them is "the largest", and holding one would leave
+  the other operations' weights untrained until the last phase (and the kernel phase would train no
+  kernel where every block is attention). Every subnet trains on the labels; OFA's distillation
+  from the full network is not done (it would add the largest subnet to every step).
 
 Best-of-k (``best_of`` k > 1; AttentiveNAS's "BestUp", Wang et al. 2021, as a form of ElasticViT's
 performance-aware sampling): each random slot of a rule (uniform's draws, sandwich's random students,
@@ -25,14 +40,15 @@ would have drawn. Each sampler owns its ``np.random.Generator``; nothing global 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from nas.errors import UserError, draw_bounded
+from nas.errors import FieldError, UserError, draw_bounded
 from nas.training.subspace import Subspace
 from search_spaces import Arch, SearchSpace
+from search_spaces.config import SpaceConfig
 from search_spaces.registry import Registry
 
 Role = Literal["teacher", "student", "label"]  # teacher: labels, and teaches students; label: labels only
@@ -173,12 +189,87 @@ class ComplexitySampler(Sampler):
         self.band = int(state["band"])
 
 
+PHASES = ("full size", "kernel", "depth", "width")  # what each phase of the progressive rule unlocks
+DEFAULT_PHASE_SHARE = 0.25
+
+
+def check_phase_share(share: float) -> None:
+    """The progressive rule's phases: three restricted ones of `share` of the steps each, and a last
+    one (the whole space) that must be left some steps."""
+    if not 0 < share < 1 / 3:
+        raise FieldError("phase_share", f"must be in (0, 1/3): three phases of that share, the rest for the "
+                                        f"whole space; got {share}")
+
+
+def phase_config(config: SpaceConfig, phase: int) -> SpaceConfig:
+    """The sub-space of the progressive rule's phase `phase` (0-based, `PHASES`): the dimensions
+    unlocked in a later phase held at their largest choice, as `SearchSpace.largest` takes them
+    (the smallest stride); the last phase is `config` itself."""
+    c = config
+    if phase < 3:
+        c = replace(c, stem_widths=(max(c.stem_widths),), expand_ratios=(max(c.expand_ratios),),
+                    heads=(max(c.heads),), mlp_ratios=(max(c.mlp_ratios),),
+                    stages=tuple(replace(s, widths=(max(s.widths),)) for s in c.stages))
+    if phase < 2:
+        c = replace(c, stages=tuple(replace(s, depths=(max(s.depths),)) for s in c.stages))
+    if phase < 1:
+        c = replace(c, kernels=(max(c.kernels),), resolutions=(max(c.resolutions),),
+                    stages=tuple(replace(s, strides=(min(s.strides),)) for s in c.stages))
+    return c
+
+
+@SAMPLERS.register
+class ProgressiveSampler(Sampler):
+    """Counts its own steps (`draws` calls) against `total_steps`, so its state (`state_dict`) is
+    where the run is: a resumed run continues in the same phase."""
+
+    name = "progressive"
+
+    def __init__(self, space: SearchSpace, *, num_random: int, seed: int, best_of: int = 1,
+                 total_steps: int, phase_share: float = DEFAULT_PHASE_SHARE):
+        super().__init__(space, num_random=max(1, num_random), seed=seed, best_of=best_of)
+        check_phase_share(phase_share)
+        if total_steps < 1:
+            raise FieldError("total_steps", f"must be >= 1, got {total_steps}")
+        self.total_steps, self.phase_share, self.step = total_steps, phase_share, 0
+        # the first step of phases 2, 3 and 4
+        self.starts = tuple(round(k * phase_share * total_steps) for k in range(1, len(PHASES)))
+        self.spaces = (*(SearchSpace(phase_config(space.config, p)) for p in range(len(PHASES) - 1)), space)
+
+    @property
+    def phase(self) -> int:
+        """The phase (0-based) of the next step."""
+        return sum(self.step >= start for start in self.starts)
+
+    def draws(self) -> list[Draw]:
+        sub = self.spaces[self.phase]
+        self.step += 1
+        return [self._random(lambda: sub.sample(self.rng), "label") for _ in range(self.num_random)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "step": self.step, "total_steps": self.total_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if state["total_steps"] != self.total_steps:
+            raise UserError(f"checkpoint's progressive schedule spans {state['total_steps']} steps, "
+                            f"this run's {self.total_steps}")
+        self.step = int(state["step"])
+
+
 SAMPLING_RULES: tuple[str, ...] = tuple(SAMPLERS.names())
 
 
 def make_sampler(rule: str, space: SearchSpace, *, num_random: int, seed: int, best_of: int = 1,
-                 within: Subspace | None = None) -> Sampler:
-    """`best_of`: candidates per random slot; `within` (the uniform rule only): draw from that sub-space of `space`."""
+                 within: Subspace | None = None, total_steps: int | None = None,
+                 phase_share: float = DEFAULT_PHASE_SHARE) -> Sampler:
+    """`best_of`: candidates per random slot; `within` (the uniform rule only): draw from that sub-space of `space`;
+    `total_steps` (needed by the progressive rule, and `phase_share`): the steps the run will draw."""
+    if rule == ProgressiveSampler.name and within is None:
+        if total_steps is None:
+            raise UserError("the progressive rule needs the run's total steps")
+        return ProgressiveSampler(space, num_random=num_random, seed=seed, best_of=best_of, total_steps=total_steps,
+                                  phase_share=phase_share)
     if within is None:
         return SAMPLERS.get(rule)(space, num_random=num_random, seed=seed, best_of=best_of)
     if rule != UniformSampler.name:

@@ -1,7 +1,7 @@
 """Supernet training: sampling rules, one accumulated update per step, checkpoints and resume.
 
 Each step draws subnets with a sampling rule (`nas.training.sampling`: uniform single path, sandwich with
-in-place distillation, or complexity-aware; best-of-k: of a slot's candidates, the one with the lowest
+in-place distillation, complexity-aware, or progressive shrinking; best-of-k: of a slot's candidates, the one with the lowest
 loss on the step's batch) and accumulates their gradients into one optimizer
 update (Yu et al., BigNAS / "Universally Slimmable Networks"; AttentiveNAS; ElasticViT). Students
 distill the teacher only in epochs after one whose teacher loss was below chance
@@ -296,9 +296,9 @@ def train_supernet(supernet: HybridSupernet, data: TaskData, config: TrainConfig
     supernet.to(device).train()
     params = [p for p in supernet.parameters() if p.requires_grad]
     opt = make_optimizer(params, config)
-    sampler = make_sampler(config.sampling, space, num_random=config.num_random, seed=config.seed,
-                           best_of=config.best_of, within=within)
     plan = training_budget(config, len(data.train))
+    sampler = make_sampler(config.sampling, space, num_random=config.num_random, seed=config.seed,
+                           best_of=config.best_of, within=within, total_steps=plan.steps, phase_share=config.phase_share)
     chance = (space.config.num_classes, chance_accuracy(data.train.y), len(data.train))  # epoch_at_chance's
     largest, smallest = space.largest(), space.smallest()
     state: dict[str, Any] = {"epoch": 0, "step": 0, "seconds": 0.0, "history": [], "epoch_steps": 0,
