@@ -102,6 +102,12 @@ def test_shuffled_labels_stay_at_chance_and_the_run_says_it_failed(tmp_path, cap
     assert out.splitlines()[-1].endswith("(and 2 more); recorded in search.json")
     recorded = json.loads((tmp_path / "search" / "search.json").read_text())["supernet"]
     assert recorded["health"]["status"] == "failed" and 0 <= recorded["val_acc_largest"] <= 1
+    # the default finishing: a failed supernet's weights are no start, so the chosen subnet is trained from scratch
+    monkeypatch.setattr("nas.finish.finetune.scratch_steps", lambda data: 2)
+    assert main([*search[:-5], "--quiet", "--out", str(tmp_path / "search2")]) == 0
+    assert "nas: note: the chosen subnet is trained from scratch, not fine-tuned" in capsys.readouterr().err
+    chosen = json.loads((tmp_path / "search2" / "search.json").read_text())["chosen"]
+    assert chosen["finishing"]["how"] == "scratch" and chosen["finishing"]["steps"] == 2
 
 
 def test_a_streak_at_chance_after_learning_reads_as_a_collapse():

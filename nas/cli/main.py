@@ -241,13 +241,18 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
         say_problems(health)
     record = supernet_record(supernet, data, Path(config.supernet or out / SUPERNET_FILE), health, device)
     print("supernet: " + accuracy_text(health, record["val_acc_largest"], record["val_acc_smallest"]))
+    finish = config.finish_config(device)
+    if finish.how == "finetune" and health is not None and health["status"] == "failed":
+        finish = replace(finish, how="scratch")
+        print("nas: note: the chosen subnet is trained from scratch, not fine-tuned: the supernet failed, so its "
+              "weights are no start", file=sys.stderr)
     try:
         with RayPool(evaluator, workers=workers) if workers else nullcontext() as pool:
             summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=config.strategy,
                                  seed=config.seed, objective=config.objective, show_progress=not args.quiet,
                                  check_limits=False, resume=args.resume, predictor=config.predictor,
                                  strategy_options=dict(config.strategy_options), pool=pool,
-                                 finish=config.finish_config(device), finalists=config.finalists)
+                                 finish=finish, finalists=config.finalists)
     finally:
         record_in_search(out, record)  # also when no subnet met the limits
     c = summary["chosen"]
