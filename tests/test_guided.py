@@ -119,6 +119,25 @@ def test_search_flops_objective_with_memory_limit(trained_run, tmp_path):
     assert 0 <= summary["overhead_fraction"] < 1
 
 
+def test_search_by_size_with_a_size_limit(trained_run, tmp_path):
+    out = tmp_path / "size"
+    assert main(["search", "--supernet", str(trained_run), "--budget", "10", "--objective", "size", "--max-size-mb",
+                 "0.1", "--out", str(out), "--quiet", *QUICK_FINISH]) == 0
+    table = pd.read_csv(out / "evaluations.csv")
+    assert (table["model_bytes"] == 4 * table["params"]).all() and table["latency_ms"].isna().all()
+    assert (table["feasible"] == (table["model_bytes"] <= 0.1 * 2**20)).all() and table["feasible"].any()
+    pareto = pd.read_csv(out / "pareto.csv")
+    assert pareto["model_bytes"].is_monotonic_increasing and pareto["val_acc"].is_monotonic_increasing
+    summary = json.loads((out / "search.json").read_text())
+    assert summary["chosen"]["model_bytes"] <= 0.1 * 2**20
+
+
+def test_impossible_size_limit_is_refused(tmp_path, capsys):
+    assert main(["search", "--budget", "3", "--max-size-mb", "0.0001", "--out", str(tmp_path / "m"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "--max-size-mb 0.0001" in err and "smallest achievable" in err and "MiB of weights" in err
+
+
 def test_impossible_memory_limit_is_refused(tmp_path, capsys):
     assert main(["search", "--budget", "3", "--max-memory-mb", "0.001", "--out", str(tmp_path / "m"), *FAST]) == 2
     err = capsys.readouterr().err

@@ -97,6 +97,14 @@ def test_choose_precision_prefers_what_meets_the_limits_then_int8_unless_it_cost
     assert choose_precision(as_fast, limits) == "int8"  # no slower within the spread: the smaller stands
 
 
+def test_choose_precision_by_size_takes_int8_even_when_it_runs_slower():
+    slow_int8 = {"fp32": _row(0.90, 0.3, iqr=0.01), "int8": _row(0.90, 0.5, "int8", iqr=0.02)}
+    assert choose_precision(slow_int8, Limits(max_latency_ms=1.0), "model_bytes") == "int8"
+    assert choose_precision(slow_int8, Limits(max_latency_ms=0.4), "model_bytes") == "fp32"  # only fp32 meets it
+    lossy = {"fp32": _row(0.90, 0.3), "int8": _row(0.90 - 2 * INT8_TOLERANCE, 0.2, "int8")}
+    assert choose_precision(lossy, Limits(), "model_bytes") == "fp32"
+
+
 def test_choose_precision_takes_int8_in_the_stages_where_it_pays():
     limits = Limits(max_latency_ms=1.0)
     rows = {"fp32": _row(0.90, 0.50, iqr=0.01), "int8": _row(0.90, 0.60, "int8", iqr=0.01),
@@ -204,6 +212,18 @@ def _one_line(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("nas: error: ") and "Traceback" not in err, err
     return err
+
+
+def test_searched_precision_by_size_keeps_fp32_only_where_int8_loses_accuracy(trained_run, tmp_path):
+    out = tmp_path / "run"
+    assert main(["search", "--supernet", str(trained_run), "--budget", "2", "--objective", "size", "--precision",
+                 "search", *INT8_SEARCH, "--out", str(out)]) == 0
+    table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
+    int8 = table["precision"] != "fp32"
+    assert (table.loc[~int8, "other_val_acc"] < table.loc[~int8, "val_acc"] - INT8_TOLERANCE).all()
+    assert (table.loc[int8, "model_bytes"] < table.loc[int8, "params"] * 4).all()
+    summary = json.loads((out / "search.json").read_text())
+    assert summary["objective"] == "size" and summary["hypervolume_reference"]["model_bytes"] > 0
 
 
 def test_precision_with_a_bad_value_is_one_line(trained_run, tmp_path, capsys):

@@ -96,6 +96,7 @@ class SearchSettings:
     max_params: int | None = None
     max_flops: int | None = None
     max_memory_mb: float | None = None
+    max_size_mb: float | None = None
     target: str | None = None  # a latency profile .json written by `nas profile`
     reference_accuracy: float = 0.0  # the hypervolume's reference accuracy
     strategy_options: tuple[tuple[str, Options], ...] = ()  # (strategy, its options), sorted; JSON: an object
@@ -119,7 +120,7 @@ class SearchSettings:
                 check_options(strategy, dict(options))
 
     def limits(self) -> Limits:
-        return Limits(self.max_latency_ms, self.max_params, self.max_flops, self.max_memory_mb)
+        return Limits(self.max_latency_ms, self.max_params, self.max_flops, self.max_memory_mb, self.max_size_mb)
 
     def options_of(self, strategy: str) -> dict[str, Any]:
         """The options of `strategy` (its constructor's keyword arguments); {} when none are set."""

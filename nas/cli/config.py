@@ -114,6 +114,7 @@ class SearchRunConfig(RunConfig):
     max_params: int | None = None
     max_flops: int | None = None
     max_memory_mb: float | None = None
+    max_size_mb: float | None = None
     seq_len: int | None = None  # sequence spaces: the length the costs are for (None: the data's)
     objective: str = "latency"
     # where latency comes from: a target measured here with these settings, or a profile .json
@@ -204,7 +205,7 @@ class SearchRunConfig(RunConfig):
         return Budget.parse(self.budget)
 
     def limits(self) -> Limits:
-        return Limits(self.max_latency_ms, self.max_params, self.max_flops, self.max_memory_mb)
+        return Limits(self.max_latency_ms, self.max_params, self.max_flops, self.max_memory_mb, self.max_size_mb)
 
     def latency_source(self) -> SearchLatency:
         return search_latency(self.target, threads=self.threads, batch=self.latency_batch)

@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "max_flops", type=int, help="limit on multiply-adds of one forward pass")
     _setting(p, "max_memory_mb", type=float,
              help="limit on estimated peak inference memory (weights + live activations) in MiB at --latency-batch")
+    _setting(p, "max_size_mb", type=float,
+             help="limit on the weights' size as deployed in MiB (4 bytes a parameter in fp32; the quantized graph's "
+                  "in int8)")
     _setting(p, "seq_len", type=int,
              help="sequence spaces: the sequence length the hardware costs (latency, FLOPs, memory) are for, "
                   "when deployment sequences are longer or shorter than the data's (default: the data's)")

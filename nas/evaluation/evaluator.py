@@ -165,10 +165,15 @@ class Evaluator:
 
     def analytic_cost_functions(self) -> dict[str, Callable[[Arch], float]]:
         """Column of evaluations.csv -> its cost computed from the architecture alone, at the
-        deployment input size (`cost_size`): parameters, FLOPs, and peak memory at the latency batch."""
+        deployment input size (`cost_size`): parameters, FLOPs, and peak memory at the latency batch;
+        in fp32 the weights' bytes too (an int8 model's are its quantized graph's: known once quantized)."""
         space, size = self.supernet.space, self.cost_size
-        return {"params": space.count_params, "flops": lambda a: space.count_flops(a, input_size=size),
-                "memory_bytes": lambda a: space.peak_memory_bytes(a, self.latency.batch_size, input_size=size)}
+        costs: dict[str, Callable[[Arch], float]] = {
+            "params": space.count_params, "flops": lambda a: space.count_flops(a, input_size=size),
+            "memory_bytes": lambda a: space.peak_memory_bytes(a, self.latency.batch_size, input_size=size)}
+        if self.precision == "fp32":
+            costs["model_bytes"] = lambda a: 4.0 * space.count_params(a)
+        return costs
 
     def analytic_costs(self, arch: Arch) -> dict[str, float]:
         return {column: cost(arch) for column, cost in self.analytic_cost_functions().items()}
@@ -189,7 +194,7 @@ class Evaluator:
         initializers, scales and int32 biases included); int8's `memory_bytes` counts those weight
         bytes instead of the float ones (activations stay counted in float32: an upper bound)."""
         costs = self.analytic_costs(arch)
-        costs["model_bytes"] = 4.0 * costs["params"]
+        costs["model_bytes"] = 4.0 * costs["params"]  # fp32's (an int8 evaluator's analytic costs lack it)
         if is_int8(precision):
             weights = float(self.int8_model(arch, precision).weight_bytes())
             costs |= {"model_bytes": weights, "memory_bytes": costs["memory_bytes"] - 4.0 * costs["params"] + weights}
@@ -270,6 +275,7 @@ class Evaluator:
             ("max_flops", limits.max_flops, "flops", 1, "{:,.0f} multiply-adds", 1.0),
             ("max_latency_ms", limits.max_latency_ms, "latency_ms", 1, "{:.3f} ms " + where, 1.05),
             ("max_memory_mb", limits.max_memory_mb, "memory_bytes", 2**20, "{:.3f} MiB (estimated)", 1.0),
+            ("max_size_mb", limits.max_size_mb, "model_bytes", 2**20, "{:.3f} MiB of weights", 1.0),
         )
         try:
             for field, limit, key, unit, fmt, slack in checks:

@@ -8,9 +8,11 @@ from nas.errors import FieldError
 from search_spaces.arch import is_finite_number, show
 
 # objective name -> its column in evaluations.csv (all minimized, against maximized accuracy)
-OBJECTIVES: dict[str, str] = {"latency": "latency_ms", "flops": "flops", "params": "params", "memory": "memory_bytes"}
+# size: the weights' bytes as deployed (4 a parameter in fp32; an int8 model's quantized graph)
+OBJECTIVES: dict[str, str] = {"latency": "latency_ms", "flops": "flops", "params": "params", "memory": "memory_bytes",
+                              "size": "model_bytes"}
 OBJECTIVE_LABELS: dict[str, str] = {"latency": "latency (ms)", "flops": "multiply-adds", "params": "parameters",
-                                    "memory": "peak memory (bytes)"}
+                                    "memory": "peak memory (bytes)", "size": "weights (bytes)"}
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class Limits:
     max_params: int | None = None
     max_flops: int | None = None
     max_memory_mb: float | None = None
+    max_size_mb: float | None = None  # the weights' bytes as deployed (`model_bytes`), in MiB
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -32,7 +35,8 @@ class Limits:
     def bounds(self) -> dict[str, float]:
         """Column of evaluations.csv -> its limit, for the limits that are set."""
         pairs = (("latency_ms", self.max_latency_ms), ("params", self.max_params), ("flops", self.max_flops),
-                 ("memory_bytes", None if self.max_memory_mb is None else self.max_memory_mb * 2**20))
+                 ("memory_bytes", None if self.max_memory_mb is None else self.max_memory_mb * 2**20),
+                 ("model_bytes", None if self.max_size_mb is None else self.max_size_mb * 2**20))
         return {k: float(v) for k, v in pairs if v is not None}
 
     def violation(self, costs: dict[str, float]) -> float:

@@ -44,8 +44,8 @@ def read_evaluations(path: Path, space) -> list[tuple[Arch, dict]]:
     known = (COLUMNS, FP32_COLUMNS, LEGACY_COLUMNS)
     if header not in [*known, *(c + REMEASURE_COLUMNS for c in known[:2])]:  # re-measured before the choice
         raise UserError(f"{path}: the header is not that of a search's evaluations (expected {','.join(COLUMNS)})")
-    numbers = [k for k in ("val_acc", "val_loss", "latency_ms", "flops", "params", "memory_bytes", "violation",
-                           "seconds", "time") if k in header]
+    numbers = [k for k in ("val_acc", "val_loss", "latency_ms", "flops", "params", "memory_bytes", "model_bytes",
+                           "violation", "seconds", "time") if k in header]
     rows = []
     for number, raw in enumerate(reader, start=2):
         try:

@@ -38,7 +38,7 @@ from nas.search.strategies.base import MAX_REDRAWS
 from search_spaces import Arch
 
 COLUMNS = ["index", "id", "proxy", "rank", "latency_ms", "latency_iqr_ms", "latency_predicted_ms", "latency_measured_ms",
-           "flops", "params", "memory_bytes", "feasible", "violation", "val_acc_finished", "test_acc_finished",
+           "flops", "params", "memory_bytes", "model_bytes", "feasible", "violation", "val_acc_finished", "test_acc_finished",
            "finish_seconds", "seconds", "arch"]
 
 
@@ -75,7 +75,7 @@ def run_zero_shot(evaluator: Evaluator, out: Path, *, budget: Budget, limits: Li
     best = choose_after_finishing(results)
     row, record = table.loc[chosen[best]], results[best].record
     info = {k: plain_value(row[k]) for k in ("latency_ms", "latency_predicted_ms", "latency_measured_ms", "flops",
-                                             "params", "memory_bytes")}
+                                             "params", "memory_bytes", "model_bytes")}
     info |= {"val_acc": record.val_acc_after, "test_acc": record.test_acc_after,
              "finishing": {k: v for k, v in record.to_dict().items() if not k.endswith(("_before", "_after"))},
              "cost_input_size": evaluator.cost_size or evaluator.supernet.spec.input_size}
