@@ -22,7 +22,11 @@ B|) and whether they choose the same subnet, with and without re-measurement; pe
 the seconds the re-measurement took, and whether the chosen subnet met the limit when re-measured
 as handed over. `--searches` also runs `--runs` whole searches with the same seed (the strategy then
 hears each run's own readings, so the evaluated sets can differ too) and compares their fronts, from
-the search's readings and from the re-measured ones. Writes `summary.json` (and the runs) to `--out`.
+the search's readings and from the re-measured ones. With `--profile PROFILE.json` (written by
+`nas profile` on this machine) the whole searches take latency from the profile instead, as
+`nas search --target PROFILE.json` does: nothing measured steers them, and their fronts' latency is
+measured here at the end. With several profiles (of the same machine, each built anew), search k
+reads profile k: how much a profile's own measurement noise moves a whole search. Writes `summary.json` (and the runs) to `--out`.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.limits import Limits
 from nas.finish.package import DeployedModel
 from nas.hardware.measure import LatencySettings
+from nas.hardware.profile import search_latency
 from nas.runs.files import load_supernet, save_supernet
 from nas.search.loop import Budget, run_search
 from nas.search.pareto import resolved_front_indices
@@ -149,6 +154,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=2, help="passes (and with --searches, whole searches) to compare")
     p.add_argument("--rounds", type=int, default=REMEASURE.rounds, help="rounds of the re-measurement")
     p.add_argument("--searches", action="store_true", help="also compare --runs whole searches with the same seed")
+    p.add_argument("--profile", type=Path, nargs="+", default=[],
+                   help="with --searches: latency of the whole searches from this profile (several: search k from profile k)")
     p.add_argument("--out", type=Path, default=Path("runs/benchmarks/latency_agreement"))
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +190,14 @@ def main() -> None:
                "same_choice_without": [a["chosen_without"] == b["chosen_without"] for a, b in itertools.combinations(passes, 2)],
                "same_choice_with": [a["chosen_with"] == b["chosen_with"] for a, b in itertools.combinations(passes, 2)]}
     if args.searches:
-        summary["searches"] = whole_searches(evaluator, args, limits, remeasure)
+        searchers = [evaluator] * args.runs
+        if args.profile:  # predicted latency, re-measured at the end when the profile is this machine's
+            profiles = args.profile * args.runs if len(args.profile) == 1 else args.profile
+            latencies = [search_latency(str(path), threads=1, batch=1) for path in profiles]
+            searchers = [Evaluator(evaluator.supernet, data, x.settings, predictor=x.predictor,
+                                   remeasure=x.mismatch is None) for x in latencies]
+            summary["profiles"] = [x.record() | {"path": str(path)} for x, path in zip(latencies, profiles)]
+        summary["searches"] = whole_searches(searchers, args, limits, remeasure)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     for key in ("front_agreement_without", "front_agreement_with", "front_agreement_with_plain",
                 "front_agreement_with_uncorrected",
@@ -195,25 +209,30 @@ def main() -> None:
               "front that stays on the other's resolved front)")
 
 
-def whole_searches(evaluator: Evaluator, args: argparse.Namespace, limits: Limits, remeasure: Remeasure) -> dict:
-    """`--runs` searches with the same seed; their fronts from the search's readings and re-measured."""
+def whole_searches(evaluators: list[Evaluator], args: argparse.Namespace, limits: Limits, remeasure: Remeasure) -> dict:
+    """One search with the same seed per evaluator; their fronts from the search's readings and re-measured."""
     runs, fronts = [], []
-    for k in range(args.runs):
+    for k, evaluator in enumerate(evaluators):
         out = args.out / f"search_{k}"
         out.mkdir(parents=True, exist_ok=True)
         summary = run_search(evaluator, out, budget=Budget(evaluations=args.budget), limits=limits, strategy="predictor",
                              seed=args.seed, show_progress=False, remeasure=remeasure)
         table = pd.read_csv(out / "evaluations.csv", dtype={"id": str})
-        search_only = with_readings(table, table["latency_search_ms"].tolist(), limits)
+        predicted = "latency_search_ms" not in table  # from a profile: no reading of the search's own
+        search_only = table if predicted else with_readings(table, table["latency_search_ms"].tolist(), limits)
         resolution = summary["latency"].get("rounds", {}).get("resolution", 0.0)
+        handed_over = summary["chosen"]["latency_handed_over"] or {}
         runs.append({"front_without": [str(search_only.at[i, "id"]) for i in feasible_front(search_only, "latency_ms")],
                      "front_with": [str(table.at[i, "id"]) for i in feasible_front(table, "latency_ms", resolution=resolution)],
                      "resolution": resolution, "evaluated": table["id"].tolist(),
                      "chosen_val_acc": summary["chosen"]["val_acc"],
                      "chosen": summary["chosen"]["id"], "search_seconds": summary["seconds"],
                      "remeasure_seconds": summary["latency"].get("rounds", {}).get("seconds"),
-                     "meets_limit": summary["chosen"]["latency_handed_over"]["meets_limit"]})
+                     "handed_over_ms": handed_over.get("median_ms"), "meets_limit": handed_over.get("meets_limit")})
         rows = feasible_front(table, "latency_ms", resolution=resolution)
+        if predicted and "latency_measured_ms" in table:  # the front measured here: how far off the profile is
+            error = table.loc[rows, "latency_predicted_ms"] / table.loc[rows, "latency_measured_ms"] - 1
+            runs[-1]["front_prediction_error"] = [float(e) for e in error]
         fronts.append((table.loc[rows, ["val_acc", "latency_ms"]], resolution))
     return {"runs": runs, "front_agreement_without": pairs(runs, "front_without"),
             "front_agreement_with": pairs(runs, "front_with"),
