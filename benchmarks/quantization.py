@@ -23,11 +23,16 @@ Tasks (`--task`; `both` runs them one after the other, each in OUT/<task>, with 
   is too slow to train here: docs/benchmarks.md), 20 supernet epochs, 200 evaluations,
   and a limit that binds: the median ONNX Runtime fp32 latency of 20 random subnets of the fitted
   space (random weights; measured once, before the searches, and kept in OUT/latency_limit.json).
-`--space`, `--epochs`, `--budget` and `--max-latency-ms` replace the task's own.
+`--space`, `--epochs`, `--budget` and `--max-latency-ms` replace the task's own. `--objective size`
+searches all three arms by the weights' bytes instead of latency, under the same latency limit (a
+device limited by storage); `--supernet RUN` searches a supernet trained before (a run folder, e.g.
+OUT/fp32 of an earlier run) in all three arms instead of training one.
 
     .venv/bin/python benchmarks/quantization.py --out runs/benchmarks/quantization   # the default job
     .venv/bin/python benchmarks/quantization.py --task digits28 --out runs/benchmarks/quantization-digits28
     .venv/bin/python benchmarks/quantization.py --task both --out runs/benchmarks/quantization-both
+    .venv/bin/python benchmarks/quantization.py --objective size --supernet runs/benchmarks/quantization/fp32 \
+        --out runs/benchmarks/quantization-size   # by size, on the supernet of the first command
     .venv/bin/python benchmarks/quantization.py --epochs 1 --budget 6 --finish inherit \
         --out /tmp/quantization-check   # a quick check of the script (< 2 min), not a measurement
 
@@ -97,6 +102,8 @@ class Job:
     max_latency_ms: float
     out: Path
     limit_measured: dict | None  # how the limit was measured (`latency_limit`); None: given
+    objective: str = "latency"
+    supernet: Path | None = None  # trained before: no arm trains one
 
 
 def task_data(name: str, out: Path) -> str:
@@ -130,7 +137,8 @@ def make_job(name: str, args: argparse.Namespace, out: Path) -> Job:
     limit = given or float(measured["max_latency_ms"])  # type: ignore[index]  # measured when not given
     how = "given" if given else f"the median fp32 latency of {LIMIT_SUBNETS} random subnets"
     print(f"task {name}: data {data}, space {space}, latency limit {limit:.3f} ms ({how})", flush=True)
-    return Job(data, space, args.budget or task.budget, args.epochs or task.epochs, limit, out, measured)
+    return Job(data, space, args.budget or task.budget, args.epochs or task.epochs, limit, out, measured,
+               args.objective, args.supernet)
 
 
 def front(table: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -170,6 +178,10 @@ def search_argv(job: Job, arm: str, seed: int, finish: str) -> list[str]:
     argv = ["search", "--data", job.data, "--seed", str(seed), "--budget", job.budget,
             "--max-latency-ms", str(job.max_latency_ms), "--target", "onnxruntime", "--precision", arm,
             "--finish", finish, "--out", str(job.out / arm)]
+    if job.objective != "latency":
+        argv[-2:-2] = ["--objective", job.objective]
+    if job.supernet is not None:
+        return argv + ["--supernet", str(job.supernet)]
     if arm != "fp32":
         return argv + ["--supernet", str(job.out / "fp32")]  # the fp32 search trained it
     return argv + ["--space", job.space] + ([] if job.epochs is None else ["--epochs", str(job.epochs)])
@@ -206,7 +218,8 @@ def run_task(job: Job, seed: int, finish: str) -> dict:
     checks = {arm: remeasured(job.out / arm, data) for arm in ARMS}
     fp32, best = chosen["fp32"], chosen["search"]
     summary: dict[str, Any] = {
-        "data": job.data, "space": job.space, "budget": job.budget, "epochs": job.epochs,
+        "data": job.data, "space": job.space, "budget": job.budget, "epochs": job.epochs, "objective": job.objective,
+        "supernet": None if job.supernet is None else str(job.supernet),
         "max_latency_ms": job.max_latency_ms,
         "latency_limit_measured": job.limit_measured,
         "arms": {arm: {"seconds": seconds[arm], "evaluations": len(tables[arm]),
@@ -258,9 +271,13 @@ def main() -> None:
     p.add_argument("--max-latency-ms", type=float, default=None, help="the limit (default: the task's)")
     p.add_argument("--epochs", type=int, default=None, help="supernet epochs (default: the task's)")
     p.add_argument("--finish", default="finetune", choices=["inherit", "finetune", "scratch"])
+    p.add_argument("--objective", default="latency", choices=["latency", "size"], help="what every arm trades accuracy against")
+    p.add_argument("--supernet", type=Path, default=None, help="a trained supernet's run folder, for every arm")
     p.add_argument("--out", type=Path, default=Path("runs/benchmarks/quantization"))
     args = p.parse_args()
     names = list(TASKS) if args.task == "both" else [args.task]
+    if args.supernet is not None and len(names) > 1:
+        p.error("--supernet serves one task: give --task digits or --task digits28")
     summaries = {}
     for name in names:
         print(f"== {name}", flush=True)
