@@ -61,8 +61,8 @@ from scipy.stats import kendalltau, spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import proxy_ranking
-from benchmarks.ranking_tuned import tuned_results, tuned_summaries
 from benchmarks.ranking_supernets import held_out_loss, supernet_results, throughput
+from benchmarks.ranking_tuned import tuned_results, tuned_summaries
 from benchmarks.training_health import mnist1d_subset
 from nas.data.datasets import DataError, Split, TaskData, load_data
 from nas.errors import UserError

@@ -43,27 +43,31 @@ def tuned_results(args: argparse.Namespace, rule: str, seed: int, supernet: torc
     there when an earlier run tuned them, else tuned now (on `supernet`, or the one saved under --out)."""
     path = args.out / "tuned.csv"
     cache = pd.read_csv(path, dtype={"id": str}) if path.is_file() else pd.DataFrame(columns=KEY)
-    ours = cache[(cache["rule"] == rule) & (cache["seed"] == seed) & (cache["epochs"] == args.epochs)]
-    done = set(zip(ours["steps"], ours["id"]))
+    done = set(zip(*(ours(cache, rule, seed, args.epochs)[c] for c in ("steps", "id"))))
     todo = [(k, a) for k in args.tune_steps for a in subnets if (k, a.id) not in done]
     if todo and not isinstance(supernet, HybridSupernet):
         folder = supernet_folder(args.out, rule, seed, args.epochs)
         if not (folder / SUPERNET_FILE).is_file():
             print(f"{rule} seed {seed}: no supernet in {folder} to tune (a few-shot one, or trained before it was "
                   "kept): tuning skipped", flush=True)
-            return ours.iloc[:0]
+            return cache.iloc[:0]
         supernet = load_supernet(folder)
     t0 = time.perf_counter()
     for i, (k, arch) in enumerate(todo):
-        new = {"rule": rule, "seed": seed, "epochs": args.epochs, "steps": k, "id": arch.id,
-               **tune_one(supernet, arch, data, held_out, k, seed)}
-        cache = pd.concat([cache, pd.DataFrame([new])], ignore_index=True)
+        new = pd.DataFrame([{"rule": rule, "seed": seed, "epochs": args.epochs, "steps": k, "id": arch.id,
+                             **tune_one(supernet, arch, data, held_out, k, seed)}])
+        cache = pd.concat([cache, new], ignore_index=True) if len(cache) else new
         cache.to_csv(path, index=False)
         if (i + 1) % len(subnets) == 0:
             print(f"{rule} seed {seed}: {k} tune steps, {len(subnets)} subnets ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
-    ours = cache[(cache["rule"] == rule) & (cache["seed"] == seed) & (cache["epochs"] == args.epochs)]
-    return ours[ours["steps"].isin(args.tune_steps)]
+    mine = ours(cache, rule, seed, args.epochs)
+    return mine[mine["steps"].isin(args.tune_steps)]
+
+
+def ours(cache: pd.DataFrame, rule: str, seed: int, epochs: int) -> pd.DataFrame:
+    """The rows of tuned.csv of one supernet."""
+    return cache[(cache["rule"] == rule) & (cache["seed"] == seed) & (cache["epochs"] == epochs)]
 
 
 def tuned_summaries(tuned: pd.DataFrame, rows: list[dict], name: str, scratch_steps: int) -> list[dict]:
