@@ -23,6 +23,9 @@
    weights, against the from-scratch accuracy and loss and each rule's inherited accuracy
    (`proxy_ranking.py`). `--proxies-only` trains nothing: it reads the from-scratch runs from
    `standalone.csv` and the inherited accuracies from `subnets.csv` of an earlier run in `--out`.
+7. `--tune-steps K [K ...]`: the same taus after K fine-tune steps from each subnet's inherited
+   weights (`nas.finish`'s recipe, `ranking_tuned.py`), with the seconds per subnet: summary.json's
+   `tuned`, the scores in tuned.csv. The supernets are saved under supernets/ in --out for it.
 
     .venv/bin/python benchmarks/ranking_fidelity.py --out runs/benchmarks/ranking
 
@@ -59,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import proxy_ranking
 from benchmarks.ranking_supernets import held_out_loss, supernet_results, throughput
+from benchmarks.ranking_tuned import tuned_results, tuned_summaries
 from benchmarks.training_health import mnist1d_subset
 from nas.data.datasets import DataError, Split, TaskData, load_data
 from nas.errors import UserError
@@ -161,10 +165,15 @@ def main() -> None:
     ap.add_argument("--supernets-only", action="store_true",
                     help="train the supernets of --rules into supernets.csv in --out, without the from-scratch "
                          "reference: a later run without it reads them (and finished reference runs) from there")
+    ap.add_argument("--tune-steps", type=int, nargs="+", default=[], metavar="K",
+                    help="also rank after K fine-tune steps from the inherited weights, per K (0: as inherited); "
+                         "ranking_tuned.py")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/benchmarks/ranking"))
     args = ap.parse_args()
+    if any(k < 0 for k in args.tune_steps):
+        sys.exit(f"--tune-steps: must be >= 0, got {args.tune_steps}")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     data, args.epochs = ranked_task(args.data, args.space, args.subset, args.epochs, args.seed)
@@ -226,7 +235,8 @@ def main() -> None:
         write_proxies(args, rows, rules, seed_tau)
         return
 
-    summaries = []
+    summaries, tuned = [], []  # tuned: one row per rule, supernet seed and --tune-steps K
+    scratch_steps = training_budget(base, len(data.train)).steps
     for rule, config in configs.items():
         per_seed = []  # (inherited accuracies, inherited losses) of each supernet seed
         speed = throughput(space, data, config)  # timed once per rule
@@ -239,6 +249,9 @@ def main() -> None:
             name = rule if k == 0 else f"{rule}@{seed}"
             for row, acc, loss in zip(rows, inherited, inherited_loss):
                 row[f"inherited_{name}"], row[f"inherited_loss_{name}"] = acc, loss
+            if args.tune_steps:
+                tuned += tuned_summaries(tuned_results(args, rule, seed, supernet, data, held_out, subnets), rows,
+                                         name, scratch_steps)
             if supernet is not None:  # a supernet read from supernets.csv has no weights to score
                 inherited_scores = proxy_ranking.of_models([supernet.extract(a) for a in subnets], batches, args.proxies)
                 for i, row in enumerate(rows):
@@ -283,10 +296,16 @@ def main() -> None:
         for row in summaries:  # each rule's tau as a fraction of what the noise allows
             row["tau_over_ceiling"] = over_ceiling(row["kendall_tau"], summary["seed_to_seed_tau"])
             row["tau_loss_over_ceiling"] = over_ceiling(row["kendall_tau_loss"], summary["seed_to_seed_tau_loss"])
+        for row in tuned:
+            row["tau_over_ceiling"] = over_ceiling(row["kendall_tau"], summary["seed_to_seed_tau"])
+            row["tau_loss_over_ceiling"] = over_ceiling(row["kendall_tau_loss"], summary["seed_to_seed_tau_loss"])
         summary["over_ceiling"] = {row["rule"]: {"kendall_tau": row["tau_over_ceiling"],
                                                  "kendall_tau_loss": row["tau_loss_over_ceiling"]} for row in summaries}
         if summaries:
             pd.DataFrame(summaries).to_csv(args.out / "rules.csv", index=False)
+    if tuned:
+        summary["tuned"] = tuned
+        print("\nranking after a short fine-tune:\n" + pd.DataFrame(tuned).to_string(index=False))
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_proxies(args, rows, [s["rule"] for s in summaries], seed_tau)
     if summaries:

@@ -1,10 +1,12 @@
 """The supernets of the ranking-fidelity benchmark (`ranking_fidelity.py`): one per rule and seed,
-a few-shot one for the rule `fewshot`, kept in supernets.csv so that a rerun skips it; and the
-throughput of supernet steps against the same subnets trained as static models."""
+a few-shot one for the rule `fewshot`, kept in supernets.csv so that a rerun skips it (and the
+weights under supernets/, for `ranking_tuned.py`); and the throughput of supernet steps against
+the same subnets trained as static models."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,11 +17,17 @@ import torch.nn.functional as F
 
 from nas.data.datasets import Split
 from nas.evaluation.accuracy import evaluate
+from nas.runs.files import save_supernet
 from nas.training.config import TrainConfig
 from nas.training.fewshot import FewShotConfig, train_fewshot
 from nas.training.sampling import make_sampler
 from nas.training.train import make_optimizer, train_supernet
 from search_spaces import HybridSupernet, get_space
+
+
+def supernet_folder(out: Path, rule: str, seed: int, epochs: int) -> Path:
+    """Where the supernet of `rule` and `seed` trained for `epochs` epochs is kept under --out."""
+    return out / "supernets" / f"{re.sub(r'[^A-Za-z0-9.=_-]', '_', rule)}-seed{seed}-e{epochs}"
 
 
 @torch.inference_mode()
@@ -97,6 +105,9 @@ def supernet_results(args: argparse.Namespace, rule: str, config: TrainConfig, f
     acc, loss = [evaluate(supernet, held_out, a) for a in subnets], [held_out_loss(supernet, held_out, a) for a in subnets]
     new = pd.DataFrame([{"rule": rule, "seed": seed, "epochs": args.epochs, "id": a.id, "acc": x, "loss": y,
                          "train_seconds": seconds, "subnet_steps": steps} for a, x, y in zip(subnets, acc, loss)])
+    if isinstance(supernet, HybridSupernet):  # kept for `ranking_tuned.py` (a few-shot one, several copies, is not)
+        save_supernet(supernet_folder(args.out, rule, seed, args.epochs), supernet,
+                      {"rule": rule, "seed": seed, "epochs": args.epochs})
     pd.concat([cache, new], ignore_index=True).to_csv(path, index=False)
     print(f"{rule} seed {seed}: trained in {seconds:.0f} s, {steps:,} subnet steps", flush=True)
     return (acc, loss, seconds, steps), supernet
