@@ -158,6 +158,8 @@ def main() -> None:
                    help="with --searches: latency of the whole searches from this profile (several: search k from profile k)")
     p.add_argument("--out", type=Path, default=Path("runs/benchmarks/latency_agreement"))
     args = p.parse_args()
+    if args.profile and not (args.searches and len(args.profile) in (1, args.runs)):
+        p.error("--profile takes whole searches (--searches) and one profile, or one for each of --runs")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     data, limits = load_data("digits"), Limits(max_latency_ms=args.max_latency_ms)

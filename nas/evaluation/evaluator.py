@@ -165,15 +165,19 @@ class Evaluator:
 
     def analytic_cost_functions(self) -> dict[str, Callable[[Arch], float]]:
         """Column of evaluations.csv -> its cost computed from the architecture alone, at the
-        deployment input size (`cost_size`): parameters, FLOPs, and peak memory at the latency batch;
-        in fp32 the weights' bytes too (an int8 model's are its quantized graph's: known once quantized)."""
+        deployment input size (`cost_size`): parameters and FLOPs; in fp32 also the weights' bytes and
+        the peak memory at the latency batch (an int8 model's count its quantized graph's weights:
+        known once quantized)."""
         space, size = self.supernet.space, self.cost_size
         costs: dict[str, Callable[[Arch], float]] = {
-            "params": space.count_params, "flops": lambda a: space.count_flops(a, input_size=size),
-            "memory_bytes": lambda a: space.peak_memory_bytes(a, self.latency.batch_size, input_size=size)}
-        if self.precision == "fp32":
-            costs["model_bytes"] = lambda a: 4.0 * space.count_params(a)
-        return costs
+            "params": space.count_params, "flops": lambda a: space.count_flops(a, input_size=size)}
+        return costs | self._fp32_bytes() if self.precision == "fp32" else costs
+
+    def _fp32_bytes(self) -> dict[str, Callable[[Arch], float]]:
+        """The weights' bytes and the peak memory of the float model (4 bytes a weight and activation)."""
+        space, size = self.supernet.space, self.cost_size
+        return {"model_bytes": lambda a: 4.0 * space.count_params(a),
+                "memory_bytes": lambda a: space.peak_memory_bytes(a, self.latency.batch_size, input_size=size)}
 
     def analytic_costs(self, arch: Arch) -> dict[str, float]:
         return {column: cost(arch) for column, cost in self.analytic_cost_functions().items()}
@@ -193,8 +197,7 @@ class Evaluator:
         `model_bytes`: the weights' bytes (4 per parameter in fp32; in int8 the quantized graph's
         initializers, scales and int32 biases included); int8's `memory_bytes` counts those weight
         bytes instead of the float ones (activations stay counted in float32: an upper bound)."""
-        costs = self.analytic_costs(arch)
-        costs["model_bytes"] = 4.0 * costs["params"]  # fp32's (an int8 evaluator's analytic costs lack it)
+        costs = {column: cost(arch) for column, cost in (self.analytic_cost_functions() | self._fp32_bytes()).items()}
         if is_int8(precision):
             weights = float(self.int8_model(arch, precision).weight_bytes())
             costs |= {"model_bytes": weights, "memory_bytes": costs["memory_bytes"] - 4.0 * costs["params"] + weights}

@@ -401,6 +401,8 @@ def summarize(evaluator: Evaluator, out: Path, *, limits: Limits, budget: Budget
         handover = int8_handover(model, evaluator.data, trained, precision=precision, show_progress=show_progress)
         model, int8, qat = handover.model, handover.int8, handover.record
         info |= handover.metrics  # the QAT weights' float accuracy, when they are kept
+        # the file handed over (batch free); the search counted the fixed-batch graph it timed, a few % more
+        info["model_bytes"] = float(handover.int8.weight_bytes())
     timed = None if int8 is None else quantize_deployed(model, evaluator.data, batch=evaluator.latency.batch_size,
                                                          threads=evaluator.latency.threads, precision=precision)
     costs = evaluator_costs(evaluator, row)
