@@ -53,6 +53,21 @@ def test_resume_drops_a_row_cut_off_mid_write(trained_run, tmp_path):
     pd.testing.assert_frame_equal(evaluations(run), whole)
 
 
+def test_a_search_by_size_resumes_as_it_ran(trained_run, tmp_path):
+    run = tmp_path / "size"
+    args = ["--budget", "20", "--objective", "size", "--max-size-mb", "0.2", "--quiet", *QUICK_FINISH]
+    assert main(["search", "--supernet", str(trained_run), *args, "--out", str(run)]) == 0
+    whole, chosen = evaluations(run), json.loads((run / "search.json").read_text())["chosen"]["id"]
+    (run / "search.json").unlink()
+    lines = (run / "evaluations.csv").read_text().splitlines(keepends=True)
+    (run / "evaluations.csv").write_text("".join(lines[:11]))  # stopped after 10 evaluations
+    recorded = read_evaluations(run / "evaluations.csv", get_space("tiny"))
+    assert [row["model_bytes"] for _, row in recorded] == whole["model_bytes"][:10].tolist()  # replayed as numbers
+    assert main(["search", "--out", str(run), "--resume", "--quiet"]) == 0
+    pd.testing.assert_frame_equal(evaluations(run), whole)
+    assert json.loads((run / "search.json").read_text())["chosen"]["id"] == chosen
+
+
 def test_resume_refusals(trained_run, tmp_path, capsys):
     run = tmp_path / "done"
     assert main(["search", "--supernet", str(trained_run), *SEARCH, "--budget", "3", "--out", str(run)]) == 0
