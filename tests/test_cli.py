@@ -84,6 +84,9 @@ def test_search_reuses_a_supernet_and_keeps_old_runs(search_run, tmp_path, capsy
     args = ["search", "--supernet", str(search_run), "--budget", "3", "--max-params", "60000", "--out", str(out), "--quiet",
             *QUICK_FINISH]
     assert main(args) == 0
+    chosen = json.loads((out / "search.json").read_text())["chosen"]
+    weights = f"{chosen['model_bytes'] / 2**20:.2f} MiB of weights -> "  # the last line says the size as deployed
+    assert chosen["model_bytes"] == 4 * chosen["params"] and weights in capsys.readouterr().out
     assert not (out / "supernet.safetensors").exists()  # reused, not retrained
     assert (pd.read_csv(out / "pareto.csv")["params"] <= 60000).all()
     written = (out / "evaluations.csv").read_text()

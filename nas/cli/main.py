@@ -274,8 +274,8 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
         finished = (f" ({how['how']} in {how['seconds']:.0f} s; inherited weights: val acc {before['val_acc']:.4f}, "
                     f"test acc {before['test_acc']:.4f})")
     print(f"chosen subnet {c['id']}{finished}: val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency "
-          f"{latency_text}, {c['params']:,} params, {c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB "
-          f"-> {out / c['path']}")
+          f"{latency_text}, {c['params']:,} params, {c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB peak, "
+          f"{c.get('model_bytes', 4 * c['params']) / 2**20:.2f} MiB of weights -> {out / c['path']}")
     for kind, note in (("note", summary["latency"]["note"]), ("warning", check and check["note"])):
         if note:
             print(f"nas: {kind}: {note}", file=sys.stderr)
@@ -295,7 +295,8 @@ def _zero_shot(evaluator: Evaluator, out: Path, config: SearchRunConfig, device:
           f"supernet trained), {len(summary['finalists'])} trained from scratch")
     print(f"chosen subnet {c['id']} ({summary['proxy']} rank {c['rank']}; trained in {c['finishing']['seconds']:.0f} s): "
           f"val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency {latency}, {c['params']:,} params, "
-          f"{c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB -> {out / c['path']}")
+          f"{c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB peak, "
+          f"{c.get('model_bytes', 4 * c['params']) / 2**20:.2f} MiB of weights -> {out / c['path']}")
 
 
 def cmd_profile(args: argparse.Namespace) -> None:

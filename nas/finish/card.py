@@ -127,10 +127,12 @@ def _quantized(precision: str) -> str:
 def _precision(meta: Mapping[str, Any]) -> str:
     int8 = meta.get("int8")
     if not isinstance(int8, Mapping):
+        params = meta["costs"].get("params", {}).get("value")
+        size = "" if params is None else f" ({4 * int(params):,} bytes of weights: 4 a parameter)"
         return f"""
 ## Precision
 
-{meta.get("precision", "fp32")}: the weights and `model.onnx` are float32.
+{meta.get("precision", "fp32")}: the weights{size} and `model.onnx` are float32.
 """
     return f"""
 ## Precision
