@@ -199,3 +199,13 @@ def test_progressive_options_are_checked():
         make_sampler("progressive", SPACE, num_random=2, seed=0)
     with pytest.raises(FieldError, match="total_steps must be >= 1, got 0"):
         make_sampler("progressive", SPACE, num_random=2, seed=0, total_steps=0)
+
+
+@pytest.mark.parametrize("rule", ["uniform", "complexity", "progressive"])
+def test_a_rule_that_needs_random_subnets_refuses_none(rule):
+    # these rules once trained one random subnet a step when given none, without a word
+    with pytest.raises(FieldError, match=f"num_random must be >= 1 with the {rule} rule, got 0"):
+        TrainConfig(sampling=rule, num_random=0)
+    with pytest.raises(FieldError, match="num_random must be >= 1"):
+        make_sampler(rule, get_space("tiny"), num_random=0, seed=0, total_steps=10)
+    assert TrainConfig(sampling="sandwich", num_random=0).num_random == 0  # the largest and smallest still train

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from nas.errors import FieldError, UserError, check_field_types, named
-from nas.training.sampling import DEFAULT_PHASE_SHARE, SAMPLING_RULES, check_phase_share
+from nas.training.sampling import DEFAULT_PHASE_SHARE, SAMPLING_RULES, check_num_random, check_phase_share
 from search_spaces.arch import show
 
 DEFAULT_EPOCHS = 40  # the default budget on a large training set
@@ -62,9 +62,10 @@ class TrainConfig:
         check_phase_share(self.phase_share)
         if not self.lr > 0:
             raise FieldError("lr", f"must be > 0, got {self.lr}")
-        for name in ("num_random", "warmup_epochs", "weight_decay"):
+        for name in ("warmup_epochs", "weight_decay"):
             if getattr(self, name) < 0:
                 raise FieldError(name, f"must be >= 0, got {getattr(self, name)}")
+        check_num_random(self.sampling, self.num_random)
         if not 0 <= self.label_smoothing < 1:
             raise FieldError("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
 

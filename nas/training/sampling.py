@@ -68,12 +68,22 @@ class Draw:
         return (self.arch, *self.rivals)
 
 
+def check_num_random(rule: str, num_random: int) -> None:
+    """A rule that trains only its random subnets needs one a step at least."""
+    least = SAMPLERS.get(rule).min_random
+    if num_random < least:
+        why = f" with the {rule} rule" if least else ""
+        raise FieldError("num_random", f"must be >= {least}{why}, got {num_random}")
+
+
 class Sampler:
     name: ClassVar[str]
+    min_random: ClassVar[int] = 0  # the random subnets a step the rule needs
 
     def __init__(self, space: SearchSpace, *, num_random: int, seed: int, best_of: int = 1):
-        if num_random < 0 or best_of < 1:
-            raise UserError(f"num_random must be >= 0 and best_of >= 1, got {num_random} and {best_of}")
+        check_num_random(self.name, num_random)
+        if best_of < 1:
+            raise UserError(f"best_of must be >= 1, got {best_of}")
         self.space, self.num_random, self.best_of = space, num_random, best_of
         self.rng = np.random.default_rng(seed)
 
@@ -103,10 +113,11 @@ class UniformSampler(Sampler):
     each; a sub-space that rare warns and trains the last draw, which lies outside it)."""
 
     name = "uniform"
+    min_random = 1
 
     def __init__(self, space: SearchSpace, *, num_random: int, seed: int, best_of: int = 1,
                  within: Subspace | None = None, tries: int = 1000):
-        super().__init__(space, num_random=max(1, num_random), seed=seed, best_of=best_of)
+        super().__init__(space, num_random=num_random, seed=seed, best_of=best_of)
         self.within, self.tries = within, tries
 
     def _draw(self) -> Arch:
@@ -140,10 +151,11 @@ class ComplexitySampler(Sampler):
     """Bands are quantiles of the FLOPs of `calibration` random subnets (equal-probability bands)."""
 
     name = "complexity"
+    min_random = 1
 
     def __init__(self, space: SearchSpace, *, num_random: int, seed: int, best_of: int = 1,
                  cost: Callable[[Arch], float] | None = None, bands: int = 8, calibration: int = 512, tries: int = 64):
-        super().__init__(space, num_random=max(1, num_random), seed=seed, best_of=best_of)
+        super().__init__(space, num_random=num_random, seed=seed, best_of=best_of)
         if bands < 1 or tries < 1:
             raise UserError("complexity sampling needs bands >= 1 and tries >= 1")
         self.cost = cost or space.count_flops
@@ -224,10 +236,11 @@ class ProgressiveSampler(Sampler):
     where the run is: a resumed run continues in the same phase."""
 
     name = "progressive"
+    min_random = 1
 
     def __init__(self, space: SearchSpace, *, num_random: int, seed: int, best_of: int = 1,
                  total_steps: int, phase_share: float = DEFAULT_PHASE_SHARE):
-        super().__init__(space, num_random=max(1, num_random), seed=seed, best_of=best_of)
+        super().__init__(space, num_random=num_random, seed=seed, best_of=best_of)
         check_phase_share(phase_share)
         if total_steps < 1:
             raise FieldError("total_steps", f"must be >= 1, got {total_steps}")
