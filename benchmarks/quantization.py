@@ -278,6 +278,8 @@ def main() -> None:
     names = list(TASKS) if args.task == "both" else [args.task]
     if args.supernet is not None and len(names) > 1:
         p.error("--supernet serves one task: give --task digits or --task digits28")
+    if args.supernet is not None and (args.space is not None or args.epochs is not None):
+        p.error("--space and --epochs are the supernet's: --supernet reuses one trained before")
     summaries = {}
     for name in names:
         print(f"== {name}", flush=True)
