@@ -108,6 +108,15 @@ def test_shuffled_labels_stay_at_chance_and_the_run_says_it_failed(tmp_path, cap
     assert "nas: note: the chosen subnet is trained from scratch, not fine-tuned" in capsys.readouterr().err
     chosen = json.loads((tmp_path / "search2" / "search.json").read_text())["chosen"]
     assert chosen["finishing"]["how"] == "scratch" and chosen["finishing"]["steps"] == 2
+    # so does `nas finetune` on that run by default; named, the fine-tune runs, with a warning
+    finetune = ["finetune", str(tmp_path / "search"), "--quiet", "--out"]
+    assert main([*finetune, str(tmp_path / "m1")]) == 0
+    out, err = capsys.readouterr()
+    assert "nas: note: the chosen subnet is trained from scratch" in err and " (scratch in " in out
+    assert main([*finetune, str(tmp_path / "m2"), "--finish", "finetune", "--finish-budget", "0.5"]) == 0
+    out, err = capsys.readouterr()
+    assert "nas: warning: fine-tuning from the weights of a supernet whose training failed" in err
+    assert " (finetune in " in out
 
 
 def test_a_streak_at_chance_after_learning_reads_as_a_collapse():

@@ -27,6 +27,7 @@ from nas.cli.report import (
     Said,
     accuracy_text,
     final_line,
+    finishing_for,
     record_in_search,
     recorded_health,
     say_problems,
@@ -241,11 +242,7 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
         say_problems(health)
     record = supernet_record(supernet, data, Path(config.supernet or out / SUPERNET_FILE), health, device)
     print("supernet: " + accuracy_text(health, record["val_acc_largest"], record["val_acc_smallest"]))
-    finish = config.finish_config(device)
-    if finish.how == "finetune" and health is not None and health["status"] == "failed":
-        finish = replace(finish, how="scratch")
-        print("nas: note: the chosen subnet is trained from scratch, not fine-tuned: the supernet failed, so its "
-              "weights are no start", file=sys.stderr)
+    finish = finishing_for(config.finish_config(device), health)
     try:
         with RayPool(evaluator, workers=workers) if workers else nullcontext() as pool:
             summary = run_search(evaluator, out, budget=budget, limits=limits, strategy=config.strategy,

@@ -11,6 +11,7 @@ import pandas as pd
 from nas.cli.checks import device_of, recorded_search
 from nas.cli.config import finish_field
 from nas.cli.parser import flag
+from nas.cli.report import finishing_for, recorded_health
 from nas.data.datasets import TaskData, load_data
 from nas.errors import UserError, named
 from nas.evaluation.accuracy import evaluate
@@ -104,8 +105,11 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     if args.qat is not None and args.finish == "inherit":
         raise UserError("--qat has no effect with --finish inherit: a subnet handed over as extracted is not trained")
     with named(lambda field: flag(finish_field(field))):
-        finish = FinishConfig(how=args.finish, budget=args.finish_budget, qat=args.qat or FinishConfig().qat,
-                              seed=config["args"].get("seed", 0), device=device)
+        finish = FinishConfig(how=args.finish or FinishConfig().how, budget=args.finish_budget,
+                              qat=args.qat or FinishConfig().qat, seed=config["args"].get("seed", 0), device=device)
+    local = args.run / SUPERNET_FILE
+    finish = finishing_for(finish, recorded_health(local if local.is_file() else config["supernet"]),
+                           asked=args.finish is not None)
     rows = [_row(table, i, args.run) for i in ids]
     folders = [_model_folder(args.out / i if args.out else None, args.run, i, args.force) for i in ids]
     results = [finish_subnet(supernet, supernet.space.parse(row["arch"]), data, finish, show_progress=not args.quiet)

@@ -242,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", action="append", metavar="ID", help="a subnet id of evaluations.csv (repeatable)")
     p.add_argument("--finalists", type=int, default=1, metavar="K",
                    help="without --arch: the search's choice and the next most accurate of the front, K in all")
-    p.add_argument("--finish", choices=list(HOW), default="finetune",
-                   help="how (default finetune, as nas search finishes)")
+    p.add_argument("--finish", choices=list(HOW), default=None,  # None: finetune, from scratch if the supernet failed
+                   help="how (default finetune, as nas search finishes; scratch when the supernet's training failed)")
     p.add_argument("--finish-budget", type=float, default=FinishConfig().budget, metavar="FRACTION",
                    help=f"fine-tuning steps as a fraction of training from scratch (default {FinishConfig().budget})")
     p.add_argument("--qat", choices=list(QAT), default=None,  # None: not given (FinishConfig's default)

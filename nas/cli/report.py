@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from nas.data.datasets import TaskData
 from nas.evaluation.accuracy import evaluate
+from nas.finish.finetune import FinishConfig
 from nas.runs.files import SPACE_FILE, SUPERNET_FILE, read_json, write_json
 from nas.training.health import Problem
 from search_spaces import HybridSupernet
@@ -84,6 +86,21 @@ def recorded_health(supernet: str | Path) -> dict[str, Any] | None:
     summary = recorded.get("summary") if isinstance(recorded, dict) else None
     found = summary.get("health") if isinstance(summary, dict) else None
     return found if isinstance(found, dict) and found.get("status") in ("ok", "warning", "failed") else None
+
+
+def finishing_for(finish: FinishConfig, health: dict[str, Any] | None, *, asked: bool = False) -> FinishConfig:
+    """How to finish subnets of a supernet with this `health`: a failed supernet's weights are no
+    start, so a fine-tune becomes training from scratch, said in one note; `asked` (the user named
+    the fine-tune): it stays, with a warning."""
+    if finish.how != "finetune" or health is None or health["status"] != "failed":
+        return finish
+    if asked:
+        print("nas: warning: fine-tuning from the weights of a supernet whose training failed, as asked "
+              "(--finish scratch trains the subnets from scratch)", file=sys.stderr)
+        return finish
+    print("nas: note: the chosen subnet is trained from scratch, not fine-tuned: the supernet failed, so its "
+          "weights are no start", file=sys.stderr)
+    return replace(finish, how="scratch")
 
 
 def record_in_search(out: Path, record: dict[str, Any]) -> None:
