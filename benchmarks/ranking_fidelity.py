@@ -18,6 +18,8 @@
    faithfully than the reference agrees with itself. With `--supernet-seeds` >= 2, the same for
    the supernets of each rule: how much of their ranking survives another training seed.
    Each rule's tau over the ceiling: `tau_over_ceiling`, `tau_loss_over_ceiling` (1: all the noise allows).
+   `kendall_tau_loss_size_prior`: the tau on loss of the inherited loss ranked together with the
+   parameter count (`with_size_prior`), a diagnosis of how much of a supernet's error is capacity.
 6. `--proxies` (default: all of `predictors.proxies`, the parameter count and FLOPs included):
    Kendall tau of each training-free proxy, at initialisation and on each supernet's inherited
    weights, against the from-scratch accuracy and loss and each rule's inherited accuracy
@@ -56,7 +58,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import kendalltau, spearmanr
+from scipy.stats import kendalltau, rankdata, spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -133,6 +135,12 @@ def seed_agreement(per_seed: np.ndarray) -> float:
     """Mean Kendall tau over every pair of seeds (columns): how well the reference agrees with itself."""
     pairs = itertools.combinations(range(per_seed.shape[1]), 2)
     return float(np.mean([kendalltau(per_seed[:, i], per_seed[:, j]).statistic for i, j in pairs]))
+
+
+def with_size_prior(losses: list[float], params: list[float]) -> np.ndarray:
+    """Inherited loss ranked together with a size prior: the mean of its rank and the parameter
+    count's (more parameters: a lower loss expected), equal weights, nothing fitted."""
+    return (rankdata(losses) + rankdata(-np.asarray(params, dtype=float))) / 2
 
 
 def over_ceiling(tau: float, ceiling: float) -> float:
@@ -259,9 +267,12 @@ def main() -> None:
             scratch = [r["standalone_acc"] for r in rows]
             tau, rho = kendalltau(inherited, scratch).statistic, spearmanr(inherited, scratch).statistic
             tau_loss = kendalltau(inherited_loss, [r["standalone_loss"] for r in rows]).statistic
+            tau_prior = kendalltau(with_size_prior(inherited_loss, [r["params"] for r in rows]),
+                                   [r["standalone_loss"] for r in rows]).statistic
             summaries.append({
                 "rule": name, "supernet_seed": seed, "subnets_per_step": speed["subnets_per_step"],
                 "kendall_tau": tau, "spearman_rho": rho, "kendall_tau_loss": tau_loss,
+                "kendall_tau_loss_size_prior": tau_prior,
                 "largest_inherited": inherited[-1], "largest_scratch": scratch[-1], "largest_gap": inherited[-1] - scratch[-1],
                 "smallest_inherited": inherited[0], "smallest_scratch": scratch[0], "smallest_gap": inherited[0] - scratch[0],
                 "inherited_min": min(inherited), "inherited_median": float(np.median(inherited)),
@@ -296,6 +307,8 @@ def main() -> None:
         for row in summaries:  # each rule's tau as a fraction of what the noise allows
             row["tau_over_ceiling"] = over_ceiling(row["kendall_tau"], summary["seed_to_seed_tau"])
             row["tau_loss_over_ceiling"] = over_ceiling(row["kendall_tau_loss"], summary["seed_to_seed_tau_loss"])
+            row["tau_loss_size_prior_over_ceiling"] = over_ceiling(row["kendall_tau_loss_size_prior"],
+                                                                   summary["seed_to_seed_tau_loss"])
         for row in tuned:
             row["tau_over_ceiling"] = over_ceiling(row["kendall_tau"], summary["seed_to_seed_tau"])
             row["tau_loss_over_ceiling"] = over_ceiling(row["kendall_tau_loss"], summary["seed_to_seed_tau_loss"])
@@ -309,9 +322,11 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_proxies(args, rows, [s["rule"] for s in summaries], seed_tau)
     if summaries:
-        ratios = ["tau_over_ceiling", "tau_loss_over_ceiling"] if "seed_to_seed_tau" in summary else []
+        ratios = (["tau_over_ceiling", "tau_loss_over_ceiling", "tau_loss_size_prior_over_ceiling"]
+                  if "seed_to_seed_tau" in summary else [])
         print(pd.DataFrame(summaries)[[
-            "rule", "subnets_per_step", "kendall_tau", "spearman_rho", "kendall_tau_loss", *ratios, "largest_gap",
+            "rule", "subnets_per_step", "kendall_tau", "spearman_rho", "kendall_tau_loss", "kendall_tau_loss_size_prior",
+            *ratios, "largest_gap",
             "smallest_gap", "train_seconds", "subnet_steps", "supernet_samples_per_s", "supernet_over_standalone_time"]].to_string(index=False))
         plot(rows, summaries, args.out / "ranking.png")
 

@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.common import median_flops
 from benchmarks.quantization import covers, front
-from benchmarks.ranking_fidelity import over_ceiling, ranked_task
+from benchmarks.ranking_fidelity import over_ceiling, ranked_task, with_size_prior
 from benchmarks.ranking_supernets import supernet_results
 from benchmarks.search_strategies import strategy_spec
 from benchmarks.search_value import another_fits, feasibility, last_true, search_args, targets, verdict
@@ -66,6 +66,12 @@ def test_ratio_to_the_noise_ceiling():
     assert math.isnan(over_ceiling(0.3, 0.0))  # a reference that ranks nothing: no ratio
     assert math.isnan(over_ceiling(0.3, math.nan))
     assert math.isnan(over_ceiling(math.nan, 0.5))
+
+
+def test_the_size_prior_averages_the_loss_rank_with_the_parameter_rank():
+    losses, params = [0.3, 0.1, 0.2, 0.4], [10, 40, 20, 30]  # loss ranks 3 1 2 4; more parameters first: 4 1 3 2
+    assert with_size_prior(losses, params).tolist() == [3.5, 1.0, 2.5, 3.0]
+    assert with_size_prior(losses, [5] * 4).argsort().tolist() == [1, 2, 0, 3]  # no size information: the loss order
 
 
 def test_feasibility_uses_the_searchs_cost_functions_and_limits():
