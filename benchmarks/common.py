@@ -5,7 +5,6 @@ run's split, mean and std over seeds, and test accuracy plotted against seconds 
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pandas as pd
 from nas.cli.main import main as nas_main
 from nas.data.datasets import TaskData
 from nas.errors import UserError
+from nas.evaluation.baselines import BASELINES, fit_baselines
 from nas.runs.files import read_json, write_json
 from search_spaces import SearchSpace
 
@@ -41,29 +41,10 @@ def run_search(argv: list[str], run: Path) -> float:
 
 
 def baselines(data: TaskData, seed: int) -> list[dict]:
-    """scikit-learn classifiers on the flattened standardised inputs: validation and test accuracy, seconds."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.svm import SVC
-
-    models = {"logistic regression": LogisticRegression(max_iter=5000), "RBF SVC": SVC(kernel="rbf"),
-              "MLP": MLPClassifier(hidden_layer_sizes=(256,), max_iter=1000, random_state=seed)}
-    if data.dims == 1:
-        models["1-NN"] = KNeighborsClassifier(n_neighbors=1)
-    x, y = data.train.x.flatten(1).numpy(), data.train.y.numpy()
-    rows = []
-    for name, model in models.items():
-        start = time.perf_counter()
-        with warnings.catch_warnings():  # an unconverged fit is still the baseline at that iteration count
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(x, y)
-        test = float(np.mean(model.predict(data.test.x.flatten(1).numpy()) == data.test.y.numpy()))
-        seconds = time.perf_counter() - start
-        val = float(np.mean(model.predict(data.val.x.flatten(1).numpy()) == data.val.y.numpy()))
-        rows.append({"method": name, "val_acc": val, "test_acc": test, "seconds": seconds, "total_seconds": seconds})
-    return rows
+    """scikit-learn classifiers on the flattened standardised inputs (`nas.evaluation.baselines`, all of
+    them; 1-NN for sequences only): validation and test accuracy, seconds."""
+    names = [n for n in BASELINES if n != "1-NN" or data.dims == 1]
+    return [{**row, "total_seconds": row["seconds"]} for row in fit_baselines(data, names, seed=seed)]
 
 
 def summarize(results: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

@@ -26,6 +26,7 @@ from nas.cli.parser import build_parser, flag
 from nas.cli.report import (
     Said,
     accuracy_text,
+    check_baselines,
     final_line,
     finishing_for,
     record_in_search,
@@ -276,6 +277,7 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     for kind, note in (("note", summary["latency"]["note"]), ("warning", check and check["note"])):
         if note:
             print(f"nas: {kind}: {note}", file=sys.stderr)
+    check_baselines(out, data, c)
 
     if (line := final_line(health)) is not None:
         print(line)
@@ -294,6 +296,7 @@ def _zero_shot(evaluator: Evaluator, out: Path, config: SearchRunConfig, device:
           f"val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency {latency}, {c['params']:,} params, "
           f"{c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB peak, "
           f"{c.get('model_bytes', 4 * c['params']) / 2**20:.2f} MiB of weights -> {out / c['path']}")
+    check_baselines(out, evaluator.data, c)
 
 
 def cmd_profile(args: argparse.Namespace) -> None:

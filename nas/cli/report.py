@@ -16,6 +16,7 @@ from typing import Any
 
 from nas.data.datasets import TaskData
 from nas.evaluation.accuracy import evaluate
+from nas.evaluation.baselines import compare, fit_baselines
 from nas.finish.finetune import FinishConfig
 from nas.runs.files import SPACE_FILE, SUPERNET_FILE, read_json, write_json
 from nas.training.health import Problem
@@ -101,6 +102,21 @@ def finishing_for(finish: FinishConfig, health: dict[str, Any] | None, *, asked:
     print("nas: note: the chosen subnet is trained from scratch, not fine-tuned: the supernet failed, so its "
           "weights are no start", file=sys.stderr)
     return replace(finish, how="scratch")
+
+
+def check_baselines(out: Path, data: TaskData, chosen: dict[str, Any]) -> None:
+    """The handed-over model against scikit-learn baselines on the same split (`nas.evaluation.baselines`):
+    one line, a warning when it is below them, and the figures in search.json under "baselines"."""
+    verdict = compare(fit_baselines(data), float(chosen["test_acc"]), len(data.test))
+    path = out / "search.json"
+    if path.is_file():
+        write_json(path, {**read_json(path, "search summary"), "baselines": verdict})
+    scores = ", ".join(f"{r['method']} {r['test_acc']:.4f}" for r in verdict["baselines"])
+    print(f"baselines on the same split (scikit-learn, test acc): {scores}; this model {verdict['model_test_acc']:.4f}")
+    if verdict["below"]:
+        print(f"nas: warning: the handed-over model is below a scikit-learn baseline on the same split (test acc "
+              f"{verdict['model_test_acc']:.4f} against {verdict['best']}'s {verdict['best_test_acc']:.4f}): on these "
+              "data the searched networks do worse than a simple classifier; do not deploy it as it is", file=sys.stderr)
 
 
 def record_in_search(out: Path, record: dict[str, Any]) -> None:
