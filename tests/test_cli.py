@@ -88,7 +88,7 @@ def test_search_reuses_a_supernet_and_keeps_old_runs(search_run, tmp_path, capsy
     weights = f"{chosen['model_bytes'] / 2**20:.2f} MiB of weights -> "  # the last line says the size as deployed
     printed = capsys.readouterr().out
     assert chosen["model_bytes"] == 4 * chosen["params"] and weights in printed
-    assert "baselines on the same split (scikit-learn, test acc): logistic regression " in printed
+    assert "baselines on the same split (scikit-learn, test acc, " in printed and "): logistic regression " in printed
     assert not (out / "supernet.safetensors").exists()  # reused, not retrained
     assert (pd.read_csv(out / "pareto.csv")["params"] <= 60000).all()
     written = (out / "evaluations.csv").read_text()

@@ -174,7 +174,7 @@ def test_the_card_says_what_the_model_is_and_its_code_runs(packaged):
     meta = json.loads((folder / "model.json").read_text())
     for text in (subnet.arch.id, "digits", "(N, 1, 8, 8)", "0.5000", "0.2500", "measured on cpu, 1 thread(s), batch 1",
                  f"{meta['costs']['params']['value']:,}", "multiply-adds", "train 1,257, val 270, test 270",
-                 f"fp32: the weights ({4 * meta['costs']['params']['value']:,} bytes of weights: 4 a parameter)"):
+                 f"fp32: the weights ({4 * meta['costs']['params']['value']:,} bytes: 4 a parameter)"):
         assert text in card, text
     blocks = _code_blocks(card)
     assert len(blocks) == 2 and "import nas" in blocks[0] and not re.search(r"import (nas|torch)", blocks[1])

@@ -28,7 +28,7 @@ from tests.helpers import MICRO_SPACE, max_weight_diff, write_folder
 
 N = 300  # digits written: 30 per class
 SIDE = 32
-CONFIG = TrainConfig(steps=6, batch_size=64, warmup_epochs=0, num_random=0, sampling="uniform")
+CONFIG = TrainConfig(steps=6, batch_size=64, warmup_epochs=0, num_random=1, sampling="uniform")
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ from nas.cli.report import (
     recorded_health,
     say_problems,
     supernet_record,
+    weights_text,
 )
 from nas.cli.run_config import run_config
 from nas.cli.spaces import cmd_space, fitted_space
@@ -272,8 +273,8 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
         finished = (f" ({how['how']} in {how['seconds']:.0f} s; inherited weights: val acc {before['val_acc']:.4f}, "
                     f"test acc {before['test_acc']:.4f})")
     print(f"chosen subnet {c['id']}{finished}: val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency "
-          f"{latency_text}, {c['params']:,} params, {c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB peak, "
-          f"{c.get('model_bytes', 4 * c['params']) / 2**20:.2f} MiB of weights -> {out / c['path']}")
+          f"{latency_text}, {c['params']:,} params, {c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB peak"
+          f"{weights_text(c)} -> {out / c['path']}")
     for kind, note in (("note", summary["latency"]["note"]), ("warning", check and check["note"])):
         if note:
             print(f"nas: {kind}: {note}", file=sys.stderr)
@@ -294,8 +295,7 @@ def _zero_shot(evaluator: Evaluator, out: Path, config: SearchRunConfig, device:
           f"supernet trained), {len(summary['finalists'])} trained from scratch")
     print(f"chosen subnet {c['id']} ({summary['proxy']} rank {c['rank']}; trained in {c['finishing']['seconds']:.0f} s): "
           f"val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency {latency}, {c['params']:,} params, "
-          f"{c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB peak, "
-          f"{c.get('model_bytes', 4 * c['params']) / 2**20:.2f} MiB of weights -> {out / c['path']}")
+          f"{c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB peak{weights_text(c)} -> {out / c['path']}")
     check_baselines(out, evaluator.data, c)
 
 

@@ -27,14 +27,19 @@ from nas.search.records import read_evaluations
 from search_spaces import HybridSupernet, SubnetModel
 
 
+def _supernet_path(run: Path, config: dict) -> Path:
+    """The search run's own supernet, or the one it reused."""
+    local = run / SUPERNET_FILE
+    return local if local.is_file() else Path(config["supernet"])
+
+
 def _searched_run(run: Path, device: str) -> tuple[dict, pd.DataFrame, HybridSupernet, TaskData]:
     """A search run's recorded config, its evaluations, its supernet and its data."""
     config = recorded_search(run)
     table_path = run / "evaluations.csv"
     if not table_path.is_file():
         raise UserError(f"{run} is not a search run: {table_path} does not exist")
-    local = run / SUPERNET_FILE  # the run's own supernet, or the one it reused
-    supernet = load_supernet(local if local.is_file() else config["supernet"], device)
+    supernet = load_supernet(_supernet_path(run, config), device)
     read_evaluations(table_path, supernet.space)  # checked like user input
     table = pd.read_csv(table_path, dtype={"id": str})
     data = load_data(config["data_spec"], dims=supernet.space.config.dims)
@@ -107,9 +112,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     with named(lambda field: flag(finish_field(field))):
         finish = FinishConfig(how=args.finish or FinishConfig().how, budget=args.finish_budget,
                               qat=args.qat or FinishConfig().qat, seed=config["args"].get("seed", 0), device=device)
-    local = args.run / SUPERNET_FILE
-    finish = finishing_for(finish, recorded_health(local if local.is_file() else config["supernet"]),
-                           asked=args.finish is not None)
+    finish = finishing_for(finish, recorded_health(_supernet_path(args.run, config)), asked=args.finish is not None)
     rows = [_row(table, i, args.run) for i in ids]
     folders = [_model_folder(args.out / i if args.out else None, args.run, i, args.force) for i in ids]
     results = [finish_subnet(supernet, supernet.space.parse(row["arch"]), data, finish, show_progress=not args.quiet)

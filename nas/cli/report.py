@@ -9,6 +9,7 @@ be trusted is the search's ranking, and the final line and search.json say so.""
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -104,15 +105,31 @@ def finishing_for(finish: FinishConfig, health: dict[str, Any] | None, *, asked:
     return replace(finish, how="scratch")
 
 
+def weights_text(chosen: dict[str, Any]) -> str:
+    """", N MiB of weights" (as deployed) for a search's last line; "" for a record from before `model_bytes`."""
+    return f", {chosen['model_bytes'] / 2**20:.2f} MiB of weights" if "model_bytes" in chosen else ""
+
+
 def check_baselines(out: Path, data: TaskData, chosen: dict[str, Any]) -> None:
     """The handed-over model against scikit-learn baselines on the same split (`nas.evaluation.baselines`):
-    one line, a warning when it is below them, and the figures in search.json under "baselines"."""
-    verdict = compare(fit_baselines(data), float(chosen["test_acc"]), len(data.test))
+    one line, a warning when it is below them, and the figures in search.json under "baselines". The
+    model is written before: a check that cannot run (or is interrupted) says so in a note instead."""
+    start = time.perf_counter()
+    try:
+        verdict = compare(fit_baselines(data), float(chosen["test_acc"]), len(data.test))
+    except (Exception, KeyboardInterrupt) as e:
+        reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+        verdict = {"skipped": " ".join(reason.split())}
+        print(f"nas: note: the handed-over model was not compared with scikit-learn baselines ({verdict['skipped']})",
+              file=sys.stderr)
     path = out / "search.json"
     if path.is_file():
         write_json(path, {**read_json(path, "search summary"), "baselines": verdict})
+    if "skipped" in verdict:
+        return
     scores = ", ".join(f"{r['method']} {r['test_acc']:.4f}" for r in verdict["baselines"])
-    print(f"baselines on the same split (scikit-learn, test acc): {scores}; this model {verdict['model_test_acc']:.4f}")
+    print(f"baselines on the same split (scikit-learn, test acc, {time.perf_counter() - start:.0f} s): {scores}; "
+          f"this model {verdict['model_test_acc']:.4f}")
     if verdict["below"]:
         print(f"nas: warning: the handed-over model is below a scikit-learn baseline on the same split (test acc "
               f"{verdict['model_test_acc']:.4f} against {verdict['best']}'s {verdict['best_test_acc']:.4f}): on these "

@@ -31,6 +31,7 @@ from nas.hardware.quantize import (
     Precision,
     PrecisionMode,
     check_quantizable,
+    float_bytes,
     int8_stages,
     is_int8,
     per_stage_proposal,
@@ -176,7 +177,7 @@ class Evaluator:
     def _fp32_bytes(self) -> dict[str, Callable[[Arch], float]]:
         """The weights' bytes and the peak memory of the float model (4 bytes a weight and activation)."""
         space, size = self.supernet.space, self.cost_size
-        return {"model_bytes": lambda a: 4.0 * space.count_params(a),
+        return {"model_bytes": lambda a: float_bytes(space.count_params(a)),
                 "memory_bytes": lambda a: space.peak_memory_bytes(a, self.latency.batch_size, input_size=size)}
 
     def analytic_costs(self, arch: Arch) -> dict[str, float]:
@@ -200,7 +201,7 @@ class Evaluator:
         costs = {column: cost(arch) for column, cost in (self.analytic_cost_functions() | self._fp32_bytes()).items()}
         if is_int8(precision):
             weights = float(self.int8_model(arch, precision).weight_bytes())
-            costs |= {"model_bytes": weights, "memory_bytes": costs["memory_bytes"] - 4.0 * costs["params"] + weights}
+            costs |= {"model_bytes": weights, "memory_bytes": costs["memory_bytes"] - float_bytes(costs["params"]) + weights}
             if latency and self.predictor is not None:  # an int8 profile's prediction
                 predicted = self.predict_latency(arch)
                 return costs | {"latency_ms": predicted, "latency_iqr_ms": float("nan"),

@@ -125,10 +125,12 @@ def _quantized(precision: str) -> str:
 
 
 def _precision(meta: Mapping[str, Any]) -> str:
+    from nas.hardware.quantize import float_bytes
+
     int8 = meta.get("int8")
     if not isinstance(int8, Mapping):
-        params = meta["costs"].get("params", {}).get("value")
-        size = "" if params is None else f" ({4 * int(params):,} bytes of weights: 4 a parameter)"
+        params = meta["costs"]["params"]["value"] if "params" in meta["costs"] else None
+        size = "" if params is None else f" ({float_bytes(params):,.0f} bytes: 4 a parameter)"
         return f"""
 ## Precision
 

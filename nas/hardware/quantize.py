@@ -95,6 +95,11 @@ def recorded_precision(value: Any) -> Precision:
     return str(value)
 
 
+def float_bytes(params: float) -> float:
+    """The bytes of `params` weights in float32, as a float model is saved and run: 4 each."""
+    return 4.0 * params
+
+
 def is_int8(precision: Precision) -> bool:
     """Whether `precision` quantizes anything (int8, in whole or in some stages)."""
     return int8_stages(precision) != frozenset()
