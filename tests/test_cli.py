@@ -194,7 +194,8 @@ def test_search_hands_over_the_finished_subnet_with_its_figures_before_and_after
 def test_finetune_finishes_finalists_and_marks_the_best(search_run, tmp_path, capsys):
     assert main(["finetune", str(search_run), "--finalists", "2", "--finish-budget", "0.05", "--quiet",
                  "--out", str(tmp_path)]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    *lines, baselines = capsys.readouterr().out.strip().splitlines()
+    assert baselines.startswith("baselines on the same split (scikit-learn, test acc, ")  # of the best, last
     front = pd.read_csv(search_run / "pareto.csv", dtype={"id": str})
     assert len(lines) == min(2, len(front)) and sum("[best by validation]" in line for line in lines) == (len(lines) > 1)
     for line in lines:

@@ -110,9 +110,12 @@ def test_shuffled_labels_stay_at_chance_and_the_run_says_it_failed(tmp_path, cap
     assert chosen["finishing"]["how"] == "scratch" and chosen["finishing"]["steps"] == 2
     # so does `nas finetune` on that run by default; named, the fine-tune runs, with a warning
     finetune = ["finetune", str(tmp_path / "search"), "--quiet", "--out"]
+    recorded_before = (tmp_path / "search" / "search.json").read_text()
     assert main([*finetune, str(tmp_path / "m1")]) == 0
     out, err = capsys.readouterr()
     assert "nas: note: the chosen subnet is trained from scratch" in err and " (scratch in " in out
+    assert "baselines on the same split (scikit-learn, test acc, " in out  # nas finetune checks what it hands over
+    assert (tmp_path / "search" / "search.json").read_text() == recorded_before  # the search's record: untouched
     assert main([*finetune, str(tmp_path / "m2"), "--finish", "finetune", "--finish-budget", "0.5"]) == 0
     out, err = capsys.readouterr()
     assert "nas: warning: fine-tuning from the weights of a supernet whose training failed" in err

@@ -11,7 +11,7 @@ import pandas as pd
 from nas.cli.checks import device_of, recorded_search
 from nas.cli.config import finish_field
 from nas.cli.parser import flag
-from nas.cli.report import finishing_for, recorded_health
+from nas.cli.report import check_baselines, finishing_for, recorded_health
 from nas.data.datasets import TaskData, load_data
 from nas.errors import UserError, named
 from nas.evaluation.accuracy import evaluate
@@ -125,3 +125,4 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         print(f"subnet {r.id} ({r.how} in {r.seconds:.0f} s, {r.steps} steps): val acc {r.val_acc_before:.4f} -> "
               f"{r.val_acc_after:.4f}, test acc {r.test_acc_before:.4f} -> {r.test_acc_after:.4f} -> {folder}"
               + ("  [best by validation]" if k == best and len(results) > 1 else ""))
+    check_baselines(data, results[best].record.test_acc_after, search=None)  # the best by validation

@@ -110,20 +110,21 @@ def weights_text(chosen: dict[str, Any]) -> str:
     return f", {chosen['model_bytes'] / 2**20:.2f} MiB of weights" if "model_bytes" in chosen else ""
 
 
-def check_baselines(out: Path, data: TaskData, chosen: dict[str, Any]) -> None:
-    """The handed-over model against scikit-learn baselines on the same split (`nas.evaluation.baselines`):
-    one line, a warning when it is below them, and the figures in search.json under "baselines". The
-    model is written before: a check that cannot run (or is interrupted) says so in a note instead."""
+def check_baselines(data: TaskData, test_acc: float, *, search: Path | None) -> None:
+    """A handed-over model of `test_acc` against scikit-learn baselines on the same split
+    (`nas.evaluation.baselines`): one line, a warning when it is below them, and the figures in
+    `search`'s search.json under "baselines" (None: not recorded). The model is written before: a
+    check that cannot run (or is interrupted) says so in a note instead."""
     start = time.perf_counter()
     try:
-        verdict = compare(fit_baselines(data), float(chosen["test_acc"]), len(data.test))
+        verdict = compare(fit_baselines(data), float(test_acc), len(data.test))
     except (Exception, KeyboardInterrupt) as e:
         reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
         verdict = {"skipped": " ".join(reason.split())}
         print(f"nas: note: the handed-over model was not compared with scikit-learn baselines ({verdict['skipped']})",
               file=sys.stderr)
-    path = out / "search.json"
-    if path.is_file():
+    path = None if search is None else search / "search.json"
+    if path is not None and path.is_file():
         write_json(path, {**read_json(path, "search summary"), "baselines": verdict})
     if "skipped" in verdict:
         return
