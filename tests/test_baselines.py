@@ -54,18 +54,21 @@ def test_a_model_below_the_best_baseline_by_more_than_one_test_sample_is_below()
     assert compare([{"method": "a", "test_acc": 0.07}], 0.06, 100)["below"] is False  # exact in counts, not floats
 
 
-def test_a_search_says_when_its_model_is_below_a_baseline(tmp_path, capsys):
+def test_a_search_says_when_its_model_is_below_a_baseline(tmp_path, capsys, monkeypatch):
     data = few_digits(300)
+    added = []  # what the model folder is given (`add_baselines`: tests/test_package.py)
+    monkeypatch.setattr(report, "add_baselines", lambda folder, verdict: added.append((folder, verdict["below"])))
     (tmp_path / "search.json").write_text(json.dumps({"evaluations": 3}))
-    check_baselines(data, 0.5, search=tmp_path)
+    check_baselines(data, 0.5, model=tmp_path, search=tmp_path)
     out, err = capsys.readouterr()
     assert out.startswith("baselines on the same split (scikit-learn, test acc, ")
     assert "): logistic regression 0." in out and out.rstrip().endswith("this model 0.5000")
     assert err.startswith("nas: warning: the handed-over model is below a scikit-learn baseline on the same split")
     recorded = json.loads((tmp_path / "search.json").read_text())
     assert recorded["evaluations"] == 3 and recorded["baselines"]["below"] is True  # added, nothing lost
-    check_baselines(data, 1.0, search=tmp_path)
+    check_baselines(data, 1.0, model=tmp_path, search=tmp_path)
     assert capsys.readouterr().err == "" and not json.loads((tmp_path / "search.json").read_text())["baselines"]["below"]
+    assert added == [(tmp_path, True), (tmp_path, False)]
 
 
 def test_a_check_that_cannot_run_leaves_the_search_finished_with_a_note(tmp_path, capsys, monkeypatch):
@@ -74,7 +77,7 @@ def test_a_check_that_cannot_run_leaves_the_search_finished_with_a_note(tmp_path
 
     monkeypatch.setattr(report, "fit_baselines", fail)
     (tmp_path / "search.json").write_text(json.dumps({"evaluations": 3}))
-    check_baselines(few_digits(100), 0.9, search=tmp_path)
+    check_baselines(few_digits(100), 0.9, model=tmp_path, search=tmp_path)
     out, err = capsys.readouterr()
     assert out == "" and err == ("nas: note: the handed-over model was not compared with scikit-learn baselines "
                                  "(ValueError: This solver needs samples of at least 2 classes)\n")

@@ -89,6 +89,8 @@ def test_search_reuses_a_supernet_and_keeps_old_runs(search_run, tmp_path, capsy
     printed = capsys.readouterr().out
     assert chosen["model_bytes"] == 4 * chosen["params"] and weights in printed
     assert "baselines on the same split (scikit-learn, test acc, " in printed and "): logistic regression " in printed
+    model = json.loads((out / chosen["path"] / "model.json").read_text())  # and its model folder records them
+    assert set(model["metrics"]["baselines"]["test_acc"]) == {"logistic regression", "RBF SVC"}
     assert not (out / "supernet.safetensors").exists()  # reused, not retrained
     assert (pd.read_csv(out / "pareto.csv")["params"] <= 60000).all()
     written = (out / "evaluations.csv").read_text()

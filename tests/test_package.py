@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from nas.finish.package import (
     DeployedModel,
     InputError,
     LegacyModelWarning,
+    add_baselines,
     describe_model,
     evaluator_costs,
     load_model,
@@ -202,6 +204,19 @@ def test_the_card_shows_metrics_before_and_after_finishing(packaged, tmp_path):
     assert "| this model (after finishing) | 0.9100 | 0.9300 |" in card
     assert "method fine-tune, epochs 10, seconds 9.5" in card
     assert json.loads((out / "model.json").read_text())["metrics"] == metrics
+
+
+def test_baselines_are_added_to_a_written_folder_and_its_card(packaged, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(packaged[0], folder)
+    rows = [{"method": "logistic regression", "test_acc": 0.96}, {"method": "RBF SVC", "test_acc": 0.98}]
+    add_baselines(folder, {"baselines": rows, "below": True})
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["metrics"]["baselines"] == {"test_acc": {"logistic regression": 0.96, "RBF SVC": 0.98}, "below": True}
+    card = (folder / "README.md").read_text()
+    assert "| baseline: scikit-learn RBF SVC on the flattened inputs, same split | - | 0.9800 |" in card
+    assert "**This model is below a scikit-learn baseline on the same split" in card
+    assert nas.load_model(folder).arch.id == packaged[1].arch.id  # still loads
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])

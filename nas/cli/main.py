@@ -278,7 +278,7 @@ def cmd_search(args: argparse.Namespace, config: SearchRunConfig) -> None:
     for kind, note in (("note", summary["latency"]["note"]), ("warning", check and check["note"])):
         if note:
             print(f"nas: {kind}: {note}", file=sys.stderr)
-    check_baselines(data, c["test_acc"], search=out)
+    check_baselines(data, c["test_acc"], model=out / c["path"], search=out)
 
     if (line := final_line(health)) is not None:
         print(line)
@@ -296,7 +296,7 @@ def _zero_shot(evaluator: Evaluator, out: Path, config: SearchRunConfig, device:
     print(f"chosen subnet {c['id']} ({summary['proxy']} rank {c['rank']}; trained in {c['finishing']['seconds']:.0f} s): "
           f"val acc {c['val_acc']:.4f}, test acc {c['test_acc']:.4f}, latency {latency}, {c['params']:,} params, "
           f"{c['flops']:,} MACs, {c['memory_bytes'] / 2**20:.2f} MiB peak{weights_text(c)} -> {out / c['path']}")
-    check_baselines(evaluator.data, c["test_acc"], search=out)
+    check_baselines(evaluator.data, c["test_acc"], model=out / c["path"], search=out)
 
 
 def cmd_profile(args: argparse.Namespace) -> None:

@@ -125,4 +125,4 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         print(f"subnet {r.id} ({r.how} in {r.seconds:.0f} s, {r.steps} steps): val acc {r.val_acc_before:.4f} -> "
               f"{r.val_acc_after:.4f}, test acc {r.test_acc_before:.4f} -> {r.test_acc_after:.4f} -> {folder}"
               + ("  [best by validation]" if k == best and len(results) > 1 else ""))
-    check_baselines(data, results[best].record.test_acc_after, search=None)  # the best by validation
+    check_baselines(data, results[best].record.test_acc_after, model=folders[best], search=None)  # the best by validation

@@ -19,6 +19,7 @@ from nas.data.datasets import TaskData
 from nas.evaluation.accuracy import evaluate
 from nas.evaluation.baselines import compare, fit_baselines
 from nas.finish.finetune import FinishConfig
+from nas.finish.package import add_baselines
 from nas.runs.files import SPACE_FILE, SUPERNET_FILE, read_json, write_json
 from nas.training.health import Problem
 from search_spaces import HybridSupernet
@@ -110,11 +111,11 @@ def weights_text(chosen: dict[str, Any]) -> str:
     return f", {chosen['model_bytes'] / 2**20:.2f} MiB of weights" if "model_bytes" in chosen else ""
 
 
-def check_baselines(data: TaskData, test_acc: float, *, search: Path | None) -> None:
-    """A handed-over model of `test_acc` against scikit-learn baselines on the same split
-    (`nas.evaluation.baselines`): one line, a warning when it is below them, and the figures in
-    `search`'s search.json under "baselines" (None: not recorded). The model is written before: a
-    check that cannot run (or is interrupted) says so in a note instead."""
+def check_baselines(data: TaskData, test_acc: float, *, model: Path, search: Path | None) -> None:
+    """A handed-over model of `test_acc`, in folder `model`, against scikit-learn baselines on the
+    same split (`nas.evaluation.baselines`): one line, a warning when it is below them, the figures
+    in its model.json and card, and in `search`'s search.json under "baselines" (None: not there).
+    The model is written before: a check that cannot run (or is interrupted) says so in a note instead."""
     start = time.perf_counter()
     try:
         verdict = compare(fit_baselines(data), float(test_acc), len(data.test))
@@ -128,6 +129,7 @@ def check_baselines(data: TaskData, test_acc: float, *, search: Path | None) -> 
         write_json(path, {**read_json(path, "search summary"), "baselines": verdict})
     if "skipped" in verdict:
         return
+    add_baselines(model, verdict)
     scores = ", ".join(f"{r['method']} {r['test_acc']:.4f}" for r in verdict["baselines"])
     print(f"baselines on the same split (scikit-learn, test acc, {time.perf_counter() - start:.0f} s): {scores}; "
           f"this model {verdict['model_test_acc']:.4f}")

@@ -101,10 +101,17 @@ def _metrics(metrics: Mapping[str, Any]) -> str:
         rows.append(("inherited from the supernet (before finishing)", before))
     rows.append(("this model" + (" (after finishing)" if before or finishing else " (weights inherited from the supernet)"),
                  metrics))
+    baselines = metrics.get("baselines")
+    if isinstance(baselines, Mapping):
+        rows += [(f"baseline: scikit-learn {name} on the flattened inputs, same split", {"test_acc": acc})
+                 for name, acc in baselines["test_acc"].items()]
     table = "\n".join(f"| {name} | {_acc(m, 'val_acc')} | {_acc(m, 'test_acc')} |" for name, m in rows)
     how = ""
     if isinstance(finishing, Mapping) and finishing:
         how = "\nFinishing: " + ", ".join(f"{k} {_value(v)}" for k, v in finishing.items()) + "."
+    if isinstance(baselines, Mapping) and baselines["below"]:
+        how += ("\n**This model is below a scikit-learn baseline on the same split: on these data the searched "
+                "networks do worse than a simple classifier; do not deploy it as it is.**")
     return f"""
 ## Metrics
 

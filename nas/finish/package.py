@@ -332,6 +332,16 @@ def save_model_folder(folder: Path, model: DeployedModel, *, metrics: Mapping[st
     return folder
 
 
+def add_baselines(folder: Path, verdict: Mapping[str, Any]) -> None:
+    """Record in a written model folder (model.json's `metrics.baselines`, and its card) how the
+    model compares with scikit-learn baselines on the same split (`nas.evaluation.baselines.compare`)."""
+    meta = read_json(folder / MODEL_META, "model description")
+    meta["metrics"]["baselines"] = {"test_acc": {r["method"]: r["test_acc"] for r in verdict["baselines"]},
+                                    "below": verdict["below"]}
+    write_json(folder / MODEL_META, meta)
+    write_atomically(folder / CARD_FILE, lambda tmp: tmp.write_text(render_card(meta)))
+
+
 def describe_model(model: DeployedModel, *, metrics: Mapping[str, Any], costs: Mapping[str, Any],
                    data: Mapping[str, Any], space: str) -> dict[str, Any]:
     """`model.json`'s content (without the ONNX entry)."""
