@@ -124,9 +124,8 @@ def check_baselines(data: TaskData, test_acc: float, *, model: Path, search: Pat
         verdict = {"skipped": " ".join(reason.split())}
         print(f"nas: note: the handed-over model was not compared with scikit-learn baselines ({verdict['skipped']})",
               file=sys.stderr)
-    path = None if search is None else search / "search.json"
-    if path is not None and path.is_file():
-        write_json(path, {**read_json(path, "search summary"), "baselines": verdict})
+    if search is not None:
+        add_to_search(search, "baselines", verdict)
     if "skipped" in verdict:
         return
     add_baselines(model, verdict)
@@ -139,12 +138,16 @@ def check_baselines(data: TaskData, test_acc: float, *, model: Path, search: Pat
               "data the searched networks do worse than a simple classifier; do not deploy it as it is", file=sys.stderr)
 
 
-def record_in_search(out: Path, record: dict[str, Any]) -> None:
-    """Adds the supernet's record (its extremes' validation accuracy and health) to a written search.json."""
+def add_to_search(out: Path, key: str, value: Any) -> None:
+    """Sets `key` of run `out`'s search.json, when it is written; the rest is kept."""
     path = out / "search.json"
     if path.is_file():
-        summary = read_json(path, "search summary")
-        write_json(path, {**summary, "supernet": record})
+        write_json(path, {**read_json(path, "search summary"), key: value})
+
+
+def record_in_search(out: Path, record: dict[str, Any]) -> None:
+    """Adds the supernet's record (its extremes' validation accuracy and health) to a written search.json."""
+    add_to_search(out, "supernet", record)
 
 
 def supernet_record(supernet: HybridSupernet, data: TaskData, path: Path, health: dict[str, Any] | None,
